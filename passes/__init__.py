@@ -1,0 +1,1 @@
+"""Graph passes (installed as lvvit_opt.passes)."""

@@ -1,0 +1,49 @@
+"""Install lvvit-opt.
+
+`passes/` and `whitelist/` live at the top level of the repository but install as
+`lvvit_opt.passes` and `lvvit_opt.whitelist` (package_dir mapping; editable installs work).
+"""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "lvvit_opt" / "__init__.py").read_text()).group(1)
+
+setup(
+    name="lvvit-opt",
+    version=VERSION,
+    description="LV-ViT / ViT from a PyTorch checkpoint to a verified, fast Ascend NPU model",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=[
+        "lvvit_opt",
+        "lvvit_opt.cli",
+        "lvvit_opt.runtime",
+        "lvvit_opt.ascend",
+        "lvvit_opt.data",
+        "lvvit_opt.passes",
+        "lvvit_opt.whitelist",
+    ],
+    package_dir={
+        "lvvit_opt": "lvvit_opt",
+        "lvvit_opt.passes": "passes",
+        "lvvit_opt.whitelist": "whitelist",
+    },
+    install_requires=[
+        "numpy",
+        "onnx>=1.14",
+        "onnx-graphsurgeon>=0.3.27",
+        "onnxsim>=0.4.33",
+        "onnxruntime>=1.16",
+        "torch>=2.0",
+        "timm>=0.9",
+        "pillow",
+        "click>=8.0",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["lvvit-opt=lvvit_opt.cli:main"]},
+)

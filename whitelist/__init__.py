@@ -1,0 +1,1 @@
+"""CANN transpose whitelist tools (installed as lvvit_opt.whitelist)."""
