@@ -1,0 +1,112 @@
+"""Checkpoint loading that never silently runs a half-random model.
+
+Accepts a raw state dict or one wrapped under `state_dict` / `state_dict_ema` / `model`
+(as timm's and TokenLabeling's training scripts save them), with or without the
+`module.` prefix that DataParallel/DistributedDataParallel adds. Strict by default: a
+missing or unexpected key is an error listing the keys (the seed's strict=False hid them).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from .errors import UserError
+
+WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
+EMA_KEYS = ("state_dict_ema", "model_ema")
+
+
+def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file and return the (unwrapped, unprefixed) state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        # timm's training checkpoints (the seed's model_best.pth.tar) also pickle the
+        # argparse Namespace of the run; allow exactly that, nothing else.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+    state = _unwrap(obj, path, ema)
+    return _strip_prefix(state)
+
+
+def _unwrap(obj, path: Path, ema: bool) -> Mapping[str, torch.Tensor]:
+    if not isinstance(obj, Mapping):
+        raise UserError(f"{path}: checkpoint holds a {type(obj).__name__}, not a state dict")
+    if ema:
+        for key in EMA_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                return obj[key]
+        raise UserError(f"{path}: --ema asked for, but the checkpoint has no {' / '.join(EMA_KEYS)} entry "
+                        f"(top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+    for key in WRAPPER_KEYS:
+        if isinstance(obj.get(key), Mapping):
+            return obj[key]
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj
+    raise UserError(f"{path}: no state dict found (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+
+
+def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def load_checkpoint(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    ema: bool = False,
+    strict: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Load weights into `model`. Strict: mismatched keys or shapes raise UserError listing
+    them. Non-strict: the same list is reported through `log` as a warning."""
+    state = read_state_dict(path, ema=ema)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+                   for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = _describe(missing, unexpected, wrong_shape)
+    if problems and strict:
+        raise UserError(f"{path}: checkpoint does not match the model: {problems} (use --non-strict to load anyway)")
+    if problems:
+        (log or print)(f"warning: {path}: non-strict load: {problems}")
+        for k in wrong_shape:
+            state.pop(k.split(" ")[0])
+    model.load_state_dict(state, strict=False)
+
+
+def _describe(missing: list[str], unexpected: list[str], wrong_shape: list[str]) -> str:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {', '.join(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected)}")
+    if wrong_shape:
+        parts.append(f"{len(wrong_shape)} shape mismatch(es): {'; '.join(wrong_shape)}")
+    return "; ".join(parts)
+
+
+def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, wrapper: str | None = "state_dict",
+                    module_prefix: bool = False, ema_copy: bool = False) -> None:
+    """Save in the official checkpoint layout (used by tests and the golden generator)."""
+    from .fileio import atomic_path
+
+    state = model.state_dict()
+    if module_prefix:
+        state = {f"module.{k}": v for k, v in state.items()}
+    obj: dict = dict(state) if wrapper is None else {wrapper: state, "epoch": 0, "arch": "lvvit"}
+    if ema_copy:
+        obj["state_dict_ema"] = {k: v.clone() for k, v in state.items()}
+    with atomic_path(path, suffix=".pth") as tmp:
+        torch.save(obj, str(tmp))

@@ -1,0 +1,135 @@
+"""Checkpoint -> ONNX (opset 13, input `image`, output `features`) -> onnxsim, verified.
+
+Verification is part of export: the ONNX runs on onnxruntime and must match torch on a
+seeded input within 1e-4, or the file is not written.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import UserError, ValidationFailed
+from .fileio import save_onnx
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "features"
+EXPORT_ATOL = 1e-4
+RANDOM_WEIGHTS_WARNING = (
+    "WARNING: no --checkpoint given: weights are a deterministic RANDOM init (seed {seed}). "
+    "Graphs, timings and validation are real; accuracy is meaningless."
+)
+
+
+@dataclass
+class ExportResult:
+    path: str
+    model: str
+    batch_size: int | None  # None for a dynamic batch
+    opset: int
+    simplified: bool
+    random_weights: bool
+    max_abs_diff: float
+    seconds: float
+    node_count: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_onnx(
+    out: str | os.PathLike,
+    model: str = "lvvit_s",
+    checkpoint: str | os.PathLike | None = None,
+    batch_size: int = 1,
+    dynamic_batch: bool = False,
+    img_size: int = 224,
+    opset: int = 13,
+    simplify: bool = True,
+    seed: int = 0,
+    ema: bool = False,
+    strict: bool = True,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export an LV-ViT to ONNX, simplify it and verify it against torch.
+
+    Without `checkpoint` the weights are a deterministic random init from `seed`, and the
+    log says so loudly. Raises ValidationFailed if onnxruntime and torch disagree.
+    """
+    import onnx
+    import torch
+
+    from .model import create_model
+
+    start = time.perf_counter()
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be positive, got {batch_size}")
+    if opset < 7:
+        raise UserError(f"--opset {opset} is too old (LV-ViT needs at least opset 7; 13 is recommended)")
+    if checkpoint is None:
+        log(RANDOM_WEIGHTS_WARNING.format(seed=seed))
+    net = create_model(model, checkpoint, ema=ema, strict=strict, seed=seed, img_size=img_size, log=log)
+
+    example = torch.from_numpy(seeded_input(batch_size, img_size, seed))
+    log(f"exporting {model} (batch {'dynamic' if dynamic_batch else batch_size}, {img_size}px, opset {opset})")
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            net, (example,), buffer, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+        )
+        expected = net(example).numpy()
+    onnx_model = onnx.load_from_string(buffer.getvalue())
+    del buffer
+    notes = []
+    if simplify:
+        onnx_model = simplify_model(onnx_model, None if dynamic_batch else (batch_size, 3, img_size, img_size))
+    else:
+        notes.append("not simplified (--no-simplify)")
+    if not dynamic_batch:
+        onnx_model = onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
+    onnx.checker.check_model(onnx_model)
+
+    diff = _verify(onnx_model, example.numpy(), expected)
+    log(f"verification: onnxruntime vs torch max abs diff {diff:.3g} (limit {EXPORT_ATOL:g})")
+    if not diff <= EXPORT_ATOL:
+        raise ValidationFailed(f"exported graph disagrees with torch: max abs diff {diff:.3g} > {EXPORT_ATOL:g}; "
+                               f"nothing written to {out}")
+    save_onnx(onnx_model, out)
+    seconds = time.perf_counter() - start
+    log(f"wrote {out} ({len(onnx_model.graph.node)} nodes) in {seconds:.1f} s")
+    return ExportResult(str(out), model, None if dynamic_batch else batch_size, opset, simplify,
+                        checkpoint is None, diff, seconds, len(onnx_model.graph.node), notes)
+
+
+def seeded_input(batch_size: int, img_size: int = 224, seed: int = 0) -> np.ndarray:
+    """The verification input: standard-normal, like a normalised image batch."""
+    return np.random.default_rng(seed).standard_normal((batch_size, 3, img_size, img_size), dtype=np.float32)
+
+
+def simplify_model(model, input_shape: tuple[int, ...] | None):
+    """Run onnxsim (with the fixed input shape when given); refuse a result it cannot check."""
+    import onnxsim
+
+    kwargs = {"overwrite_input_shapes": {INPUT_NAME: list(input_shape)}} if input_shape else {}
+    simplified, ok = onnxsim.simplify(model, **kwargs)
+    if not ok:
+        raise ValidationFailed("onnxsim could not validate the simplified model; retry with --no-simplify")
+    return simplified
+
+
+def _verify(onnx_model, example: np.ndarray, expected: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: example})
+    return float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
