@@ -161,3 +161,266 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
     if ref.ndim != 2 or ref.shape[1] < 2:
         return None
     return float(np.mean(ref.argmax(axis=1) == cand.argmax(axis=1)))
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs, in-memory onnxruntime runs, model-vs-model validation and golden files.
+#
+# Golden .npz format: one array per model input and per model output, stored under the
+# tensor's own name (ONNX names are unique across inputs and outputs), e.g. `image` and
+# `features`. Several input sets are concatenated along axis 0 (the batch); a model with a
+# static batch B is fed the arrays in chunks of B. Which keys are inputs is decided by the
+# model's input names.
+# ---------------------------------------------------------------------------------------
+
+_NP_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+
+
+def resolve_input_shape(spec, batch_size: int | None = None) -> tuple[int, ...]:
+    """Concrete shape for an input spec: a symbolic first dim becomes `batch_size` (default 1)."""
+    from .errors import UserError
+
+    dims = []
+    for axis, dim in enumerate(spec.shape):
+        if isinstance(dim, int) and dim > 0:
+            dims.append(dim)
+        elif axis == 0:
+            dims.append(batch_size or 1)
+        else:
+            raise UserError(f"input {spec.name} {list(spec.shape)} has a symbolic dim besides the batch; "
+                            "fix it first (lvvit-opt apply --passes fix_shapes --input-shape ...)")
+    return tuple(dims)
+
+
+def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+    """`count` seeded feed dicts for the given input specs (runtime.TensorSpec-like objects).
+
+    Floats are standard normal (what a normalised image looks like); integers are small
+    non-negative values; booleans random.
+    """
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for spec in specs:
+            shape = resolve_input_shape(spec, batch_size)
+            dtype = np.dtype(spec.dtype)
+            if dtype.kind == "f":
+                feed[spec.name] = rng.standard_normal(shape).astype(dtype)
+            elif dtype.kind == "b":
+                feed[spec.name] = rng.random(shape) < 0.5
+            else:
+                feed[spec.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        feeds.append(feed)
+    return feeds
+
+
+class OnnxModelRunner:
+    """Runs an in-memory onnx.ModelProto on onnxruntime CPU (for passes and --check-each).
+
+    Exposes the same `inputs` / `outputs` / `infer` as runtime runners.
+    """
+
+    def __init__(self, model, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        from .errors import UserError
+        from .fileio import ONNX_PROTO_LIMIT
+        from .runtime.base import TensorSpec
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        self._tmpdir = None
+        source = model.SerializeToString() if model.ByteSize() < ONNX_PROTO_LIMIT else self._spill(model)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise UserError(f"onnxruntime cannot load the model ({str(exc).splitlines()[0][:300]})") from None
+        types = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+                 "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
+        spec = lambda a: TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
+                                    types.get(a.type, "float32"))
+        self.inputs = [spec(a) for a in self.session.get_inputs()]
+        self.outputs = [spec(a) for a in self.session.get_outputs()]
+
+    def _spill(self, model) -> str:
+        import os
+        import tempfile
+
+        import onnx
+
+        self._tmpdir = tempfile.TemporaryDirectory(prefix="lvvit-opt-")
+        path = os.path.join(self._tmpdir.name, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        return path
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.outputs]
+        return dict(zip(names, self.session.run(names, dict(feeds))))
+
+    def close(self) -> None:
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+
+
+def open_model_runner(model, **options):
+    """A runner for a path (.onnx, .om: via runtime.open_runner) or an in-memory ModelProto."""
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        from .runtime import open_runner
+
+        return open_runner(model, **options)
+    return OnnxModelRunner(model, **options)
+
+
+def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Run each feed set; outputs concatenated along axis 0 (scalars stacked)."""
+    runs = [runner.infer(feed) for feed in feeds]
+    return {name: _join([r[name] for r in runs]) for name in runs[0]}
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    if len(arrays) == 1:
+        return np.asarray(arrays[0])
+    if all(np.ndim(a) >= 1 for a in arrays):
+        return np.concatenate(arrays, axis=0)
+    return np.stack(arrays)
+
+
+@dataclass
+class ValidationResult:
+    """Outcome of validate_models / check_golden: one or two comparisons, all must pass."""
+
+    comparisons: dict[str, ComparisonReport]  # label -> report ("candidate vs reference", ...)
+    inputs: dict[str, list]  # input name -> shape of one feed set
+    input_sets: int
+    seed: int | None
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.comparisons.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "inputs": self.inputs, "input_sets": self.input_sets, "seed": self.seed,
+                "comparisons": {label: r.to_dict() for label, r in self.comparisons.items()}}
+
+    def format(self) -> str:
+        head = f"inputs: {', '.join(f'{n} {tuple(s)}' for n, s in self.inputs.items())} x {self.input_sets} set(s)"
+        parts = [head]
+        for label, report in self.comparisons.items():
+            parts.append(f"[{label}]")
+            parts.append(report.format())
+        parts.append("PASS" if self.passed else "FAIL")
+        return "\n".join(parts)
+
+
+def default_tolerance_for(candidate) -> Tolerance:
+    """fp16 tolerance for compiled .om candidates, the tight ONNX one otherwise."""
+    if isinstance(candidate, (str, bytes)) or hasattr(candidate, "__fspath__"):
+        if str(candidate).lower().endswith(".om"):
+            return Tolerance.fp16()
+    return Tolerance.onnx()
+
+
+def validate_models(reference, candidate, *, golden: str | None = None, inputs: int = 4, seed: int = 0,
+                    tolerance: Tolerance | None = None, batch_size: int | None = None,
+                    candidate_options: Mapping[str, Any] | None = None) -> ValidationResult:
+    """Run `reference` (ONNX path or ModelProto) and `candidate` (.onnx/.om path or ModelProto)
+    on the same seeded inputs (or a golden file's inputs) and compare their outputs.
+
+    Inputs follow the candidate's input specs (a compiled or fixed-shape candidate decides
+    the batch); a symbolic batch becomes `batch_size` or 1. With `golden`, the candidate is
+    also compared to the stored outputs. Default tolerance: fp16 for .om, tight otherwise.
+    """
+    tolerance = tolerance or default_tolerance_for(candidate)
+    ref_runner = open_model_runner(reference)
+    cand_runner = open_model_runner(candidate, **dict(candidate_options or {}))
+    try:
+        stored: dict[str, np.ndarray] = {}
+        if golden:
+            data = load_golden(golden)
+            feeds = _golden_feeds(data, cand_runner.inputs)
+            stored = {o.name: data[o.name] for o in ref_runner.outputs if o.name in data}
+        else:
+            feeds = make_inputs(cand_runner.inputs, count=inputs, seed=seed, batch_size=batch_size)
+        ref_out = run_feeds(ref_runner, feeds)
+        cand_out = run_feeds(cand_runner, feeds)
+    finally:
+        for runner in (ref_runner, cand_runner):
+            runner.close()
+    comparisons = {"candidate vs reference": compare_outputs(ref_out, cand_out, tolerance)}
+    if stored:
+        matched = {k: cand_out[k] for k in stored} if set(stored) <= set(cand_out) else cand_out
+        comparisons["candidate vs golden"] = compare_outputs(stored, matched, tolerance)
+    return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
+                            None if golden else seed)
+
+
+def make_golden(model_path: str, out_path: str, *, inputs: int = 1, seed: int = 0,
+                batch_size: int | None = None) -> dict[str, tuple]:
+    """Run `model_path` on seeded inputs and save inputs + outputs to `out_path` (.npz,
+    format above, written atomically). Returns name -> shape of what was saved."""
+    from .fileio import atomic_path
+
+    runner = open_model_runner(model_path)
+    try:
+        feeds = make_inputs(runner.inputs, count=inputs, seed=seed, batch_size=batch_size)
+        outputs = run_feeds(runner, feeds)
+    finally:
+        runner.close()
+    arrays = {name: _join([f[name] for f in feeds]) for name in feeds[0]}
+    arrays.update(outputs)
+    with atomic_path(out_path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return {name: tuple(a.shape) for name, a in arrays.items()}
+
+
+def load_golden(path: str) -> dict[str, np.ndarray]:
+    from .errors import UserError
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except Exception as exc:
+        raise UserError(f"{path}: not a golden .npz file ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) -> ValidationResult:
+    """Run `model` on a golden file's inputs and compare with its stored outputs."""
+    from .errors import UserError
+
+    tolerance = tolerance or default_tolerance_for(model)
+    data = load_golden(golden_path)
+    runner = open_model_runner(model)
+    try:
+        feeds = _golden_feeds(data, runner.inputs)
+        missing = [o.name for o in runner.outputs if o.name not in data]
+        if len(missing) == len(runner.outputs):
+            raise UserError(f"{golden_path}: holds none of the model's outputs ({', '.join(missing)})")
+        outputs = run_feeds(runner, feeds)
+    finally:
+        runner.close()
+    stored = {name: data[name] for name in outputs if name in data}
+    report = compare_outputs(stored, {name: outputs[name] for name in stored}, tolerance)
+    return ValidationResult({"model vs golden": report}, {n: list(a.shape) for n, a in feeds[0].items()},
+                            len(feeds), None)
+
+
+def _golden_feeds(data: Mapping[str, np.ndarray], specs) -> list[dict[str, np.ndarray]]:
+    """Split stored inputs into feed sets of the model's static batch (one set if the batch is free)."""
+    from .errors import UserError
+
+    missing = [s.name for s in specs if s.name not in data]
+    if missing:
+        raise UserError(f"golden file lacks input(s) {', '.join(missing)} (has {', '.join(data)})")
+    first = specs[0]
+    total = data[first.name].shape[0] if data[first.name].ndim else 1
+    batch = first.shape[0] if first.shape and isinstance(first.shape[0], int) and first.shape[0] > 0 else total
+    if total % batch:
+        raise UserError(f"golden inputs hold {total} rows, not a multiple of the model's batch {batch}")
+    return [{s.name: np.asarray(data[s.name][i:i + batch]).astype(s.dtype, copy=False) for s in specs}
+            for i in range(0, total, batch)]

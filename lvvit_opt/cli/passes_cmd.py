@@ -1,6 +1,90 @@
-"""CLI verbs for this area (thin layer: parse, call the library function, print)."""
+"""`lvvit-opt apply` and `lvvit-opt passes`: rewrite a graph with named passes, proven equivalent.
+
+No torch/timm here or in lvvit_opt.passes: `apply` starts in a fraction of a second.
+"""
 from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main  # noqa: F401
+from ._base import handle_errors, main
+
+
+def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """('softmax_transpose.perm=0,3,1,2', ...) -> {'softmax_transpose': {'perm': '0,3,1,2'}}."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        pass_name, dot, option = key.strip().partition(".")
+        if not sep or not dot or not pass_name or not option:
+            raise click.BadParameter(f"expected PASS.OPTION=VALUE, got {item!r}", param_hint="--option")
+        options.setdefault(pass_name, {})[option] = value.strip()
+    return options
+
+
+@main.command("apply")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the rewritten .onnx (must differ from MODEL; written atomically, "
+                   "only after validation passes).")
+@click.option("--passes", "pass_names", default="softmax_transpose", show_default=True,
+              help="Comma-separated passes, run in this order (see `lvvit-opt passes`).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="fix_shapes: make the batch this static size. Also the validation batch when the "
+                   "batch stays symbolic (default 1).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
+              help="fix_shapes: a whole static input shape, e.g. image:16,3,224,224 (repeatable).")
+@click.option("-O", "--option", "pass_options", multiple=True, metavar="PASS.OPTION=VALUE",
+              help="A pass option, e.g. softmax_transpose.style=swin, softmax_transpose.perm=0,3,1,2, "
+                   "softmax_transpose.upgrade_opset=true (repeatable; `lvvit-opt passes` lists options).")
+@click.option("--no-validate", is_flag=True,
+              help="Skip running the original and the rewritten graph on onnxruntime and comparing them.")
+@click.option("--check-each", is_flag=True,
+              help="Validate after every pass; names the first pass that changes the result.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation inputs.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write everything printed (op counts, per-pass reports, validation) as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the one-line summary.")
+@handle_errors
+def apply_command(model, output, pass_names, batch_size, input_shapes, pass_options, no_validate, check_each,
+                  seed, report_path, quiet):
+    """Rewrite MODEL with graph passes, check it still computes the same function, write it to -o.
+
+    Prints an op-count table (before/after) and what each pass matched. Validation is on by
+    default: original and rewritten graphs run on onnxruntime on seeded inputs; on a mismatch
+    nothing is written and the exit code is 1.
+
+    \b
+    Examples:
+      lvvit-opt apply model_bs16.onnx -o model_bs16_opt.onnx --passes softmax_transpose
+      lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --passes fix_shapes,softmax_transpose,cleanup --batch-size 16
+      lvvit-opt apply swin.onnx -o swin_opt.onnx -O softmax_transpose.style=swin
+    """
+    from ..passes import ApplyValidationFailed, apply_file
+
+    try:
+        result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
+                            options=_parse_pass_options(pass_options), validate=not no_validate,
+                            check_each=check_each, report_path=report_path, seed=seed)
+    except ApplyValidationFailed as failure:
+        click.echo(failure.result.format())
+        raise
+    if not quiet:
+        click.echo(result.format())
+    validated = "validated" if result.validation is not None else "NOT validated (--no-validate)"
+    click.echo(f"wrote {result.output} ({validated}) in {result.seconds:.2f}s")
+
+
+@main.command("passes")
+@click.option("--verbose", "-v", is_flag=True, help="Show each pass's full description and options.")
+def passes_command(verbose):
+    """List the graph passes `apply --passes` accepts, one line each."""
+    from ..passes import available_passes
+
+    registry = available_passes()
+    width = max(len(name) for name in registry)
+    for name, cls in registry.items():
+        options = ", ".join(cls.option_names()) or "no options"
+        click.echo(f"{name:<{width}}  {cls.summary()}  [{options}]")
+        if verbose:
+            body = "\n".join(line.strip() for line in (cls.__doc__ or "").strip().splitlines()[1:])
+            click.echo("".join(f"{' ' * (width + 2)}{line}\n" for line in body.strip().splitlines()))

@@ -1,6 +1,102 @@
-"""CLI verbs for this area (thin layer: parse, call the library function, print)."""
+"""`lvvit-opt validate` and `lvvit-opt golden make|check`: do two models compute the same function?"""
 from __future__ import annotations
+
+import json
 
 import click
 
-from ._base import handle_errors, main  # noqa: F401
+from ._base import handle_errors, main
+
+
+def _tolerance(candidate: str, atol, rtol, min_cosine):
+    """Defaults depend on the candidate (.om -> fp16 tolerance); explicit options override.
+    A negative value disables that criterion (reported only)."""
+    from ..golden import default_tolerance_for, Tolerance
+
+    base = default_tolerance_for(candidate)
+    pick = lambda given, default: default if given is None else (None if given < 0 else given)
+    return Tolerance(atol=pick(atol, base.atol), rtol=pick(rtol, base.rtol),
+                     min_cosine=pick(min_cosine, base.min_cosine))
+
+
+def _tolerance_options(fn):
+    fn = click.option("--min-cosine", type=float, default=None,
+                      help="Minimum cosine similarity per output [0.99999; 0.999 for .om]. Negative: not enforced.")(fn)
+    fn = click.option("--rtol", type=float, default=None,
+                      help="Relative tolerance: pass if |a-b| <= atol + rtol*|ref| [1e-3; off for .om].")(fn)
+    fn = click.option("--atol", type=float, default=None,
+                      help="Absolute tolerance [1e-4; off for .om]. Negative: not enforced.")(fn)
+    return fn
+
+
+def _emit(result, as_json: bool) -> None:
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
+    if not result.passed:
+        raise SystemExit(1)
+
+
+@main.command("validate")
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option("--golden", type=click.Path(dir_okay=False), default=None,
+              help="Use this golden .npz's inputs (and also compare the candidate to its stored outputs).")
+@click.option("--inputs", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Number of seeded random input batches.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch for models whose batch is symbolic (default 1).")
+@_tolerance_options
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@handle_errors
+def validate_command(reference, candidate, golden, inputs, seed, batch_size, atol, rtol, min_cosine, as_json):
+    """Run REFERENCE (.onnx) and CANDIDATE (.onnx, or .om on an Ascend host) on the same inputs
+    and compare outputs: max abs error and where, max rel error, mean abs error, cosine
+    similarity, top-1 agreement, and the atol that would have passed.
+
+    Exit 0 when every output passes, 1 on a mismatch, 2 on bad input.
+    """
+    from ..golden import validate_models
+
+    result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
+                             tolerance=_tolerance(candidate, atol, rtol, min_cosine))
+    _emit(result, as_json)
+
+
+@main.group("golden")
+def golden_group():
+    """Save a model's inputs and outputs once (.npz), check models against them later.
+
+    \b
+    Format: one array per model input and output under the tensor's name (e.g. `image`,
+    `features`); several input sets are concatenated along axis 0.
+    """
+
+
+@golden_group.command("make")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Golden .npz to write.")
+@click.option("--inputs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of seeded input batches (concatenated along the batch axis).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch for a model whose batch is symbolic (default 1).")
+@handle_errors
+def golden_make_command(model, output, inputs, seed, batch_size):
+    """Run MODEL on seeded inputs and save the inputs and outputs to -o."""
+    from ..golden import make_golden
+
+    saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
+    click.echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
+
+
+@golden_group.command("check")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("golden", type=click.Path(dir_okay=False))
+@_tolerance_options
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@handle_errors
+def golden_check_command(model, golden, atol, rtol, min_cosine, as_json):
+    """Run MODEL on GOLDEN's inputs and compare with its stored outputs (exit 0 pass, 1 mismatch, 2 bad input)."""
+    from ..golden import check_golden
+
+    _emit(check_golden(model, golden, tolerance=_tolerance(model, atol, rtol, min_cosine)), as_json)

@@ -1,0 +1,124 @@
+"""fix_shapes: make input shapes static and every tensor shape concrete."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import onnx
+
+from ..errors import UserError
+from .base import GraphPass, PassReport
+from .fold_constants import fold_graph
+from .graph_utils import dims_of
+from .registry import register_pass
+
+
+def parse_input_shapes(specs: str | list[str] | dict | None) -> dict[str, list[int]]:
+    """'image:16,3,224,224' (several joined by ';' or given as a list) -> {'image': [16,3,224,224]}."""
+    if not specs:
+        return {}
+    if isinstance(specs, dict):
+        return {str(k): [int(d) for d in v] for k, v in specs.items()}
+    items = specs.split(";") if isinstance(specs, str) else [s for spec in specs for s in spec.split(";")]
+    shapes = {}
+    for item in filter(None, (i.strip() for i in items)):
+        name, sep, dims = item.rpartition(":")
+        try:
+            values = [int(d) for d in dims.replace("x", ",").split(",") if d]
+        except ValueError:
+            values = []
+        if not sep or not name or not values or any(v <= 0 for v in values):
+            raise UserError(f"bad input shape {item!r}: expected NAME:D1,D2,... with positive dims, "
+                            "e.g. image:16,3,224,224")
+        shapes[name] = values
+    return shapes
+
+
+@register_pass
+class FixShapes(GraphPass):
+    """Make the batch (batch_size=N) or whole input shapes (input_shapes=name:d,d,...) static.
+
+    Then constant-folds, so Shape/Gather/Concat chains that computed Reshape targets from a
+    symbolic batch become constants, and runs shape inference so every tensor (value_info
+    and outputs) has a concrete shape. Tensors that stay symbolic are listed in the notes.
+    """
+
+    name = "fix_shapes"
+
+    @dataclass
+    class Options:
+        batch_size: Optional[int] = None
+        input_shapes: Optional[str] = None  # "image:16,3,224,224[;other:...]" or a dict
+
+        def __post_init__(self):
+            self.input_shapes = parse_input_shapes(self.input_shapes)  # type: ignore[assignment]
+            if self.batch_size is not None and int(self.batch_size) <= 0:
+                raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+
+    def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
+        shapes: dict = self.options.input_shapes  # type: ignore[assignment]
+        if self.options.batch_size is None and not shapes:
+            raise UserError("fix_shapes needs batch_size (--batch-size N) or input_shapes (--input-shape NAME:D,...)")
+        changed = _set_input_dims(model.graph, shapes, self.options.batch_size)
+        symbolic_reshapes = _reshapes_with_computed_target(model.graph)
+        del model.graph.value_info[:]
+        for output in model.graph.output:
+            output.type.tensor_type.ClearField("shape")
+        model = fold_graph(model, fold_shapes=True)
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True, strict_mode=False)
+        still_computed = _reshapes_with_computed_target(model.graph)
+        not_concrete = [v.name for v in list(model.graph.value_info) + list(model.graph.output)
+                        if not _concrete(dims_of(v.type))]
+        report.matched = len(changed)
+        report.details.update({
+            "inputs": changed,
+            "reshape_targets_made_constant": len(symbolic_reshapes) - len(still_computed),
+            "reshape_targets_still_computed": still_computed,
+            "outputs": {o.name: list(dims_of(o.type) or ()) for o in model.graph.output},
+        })
+        if not_concrete:
+            report.notes.append(f"{len(not_concrete)} tensor(s) without a concrete shape: {not_concrete[:10]}")
+        return model
+
+
+def _set_input_dims(graph: onnx.GraphProto, shapes: dict[str, list[int]], batch: int | None) -> dict[str, list]:
+    initializers = {i.name for i in graph.initializer}
+    real_inputs = [i for i in graph.input if i.name not in initializers]
+    unknown = set(shapes) - {i.name for i in real_inputs}
+    if unknown:
+        raise UserError(f"fix_shapes: no input named {', '.join(sorted(unknown))}; "
+                        f"inputs are {', '.join(i.name for i in real_inputs)}")
+    changed = {}
+    for value in real_inputs:
+        dims = dims_of(value.type)
+        if value.name in shapes:
+            new = shapes[value.name]
+            if dims is not None and len(dims) != len(new):
+                raise UserError(f"fix_shapes: input {value.name} has rank {len(dims)}, given shape {new}")
+        elif batch is not None and dims:
+            if isinstance(dims[0], int) and dims[0] != batch:
+                raise UserError(f"fix_shapes: input {value.name} already has a static batch {dims[0]}; "
+                                f"re-export with a dynamic batch, or give its whole shape with input_shapes")
+            if any(not isinstance(d, int) for d in dims[1:]):
+                raise UserError(f"fix_shapes: input {value.name} {list(dims)} has symbolic dims besides the batch; "
+                                "give its whole shape with input_shapes")
+            new = [batch, *dims[1:]]
+        else:
+            continue
+        shape = value.type.tensor_type.shape
+        shape.ClearField("dim")
+        for d in new:
+            shape.dim.add().dim_value = d
+        changed[value.name] = list(new)
+    return changed
+
+
+def _reshapes_with_computed_target(graph: onnx.GraphProto) -> list[str]:
+    """Reshape nodes whose target shape is computed by the graph, not a constant."""
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name or n.output[0] for n in graph.node
+            if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] not in constants]
+
+
+def _concrete(dims) -> bool:
+    return dims is not None and all(isinstance(d, int) and d > 0 for d in dims)

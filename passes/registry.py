@@ -1,0 +1,58 @@
+"""Pass registry: name -> pass class. Passes register themselves with `@register_pass`."""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from ..errors import UserError
+from .base import GraphPass
+
+_REGISTRY: dict[str, type[GraphPass]] = {}
+
+
+def register_pass(cls: type[GraphPass]) -> type[GraphPass]:
+    """Class decorator: make a pass available by its `name`."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if _REGISTRY.get(cls.name, cls) is not cls:
+        raise ValueError(f"a pass named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister_pass(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+@contextlib.contextmanager
+def registered(cls: type[GraphPass]) -> Iterator[type[GraphPass]]:
+    """Register a pass for the duration of a block (tests, experiments)."""
+    register_pass(cls)
+    try:
+        yield cls
+    finally:
+        unregister_pass(cls.name)
+
+
+def available_passes() -> dict[str, type[GraphPass]]:
+    """Name -> pass class, in registration order."""
+    return dict(_REGISTRY)
+
+
+def get_pass(name: str) -> type[GraphPass]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown pass {name!r}; valid passes: {', '.join(_REGISTRY)}") from None
+
+
+def parse_pass_list(text: str | list[str]) -> list[str]:
+    """'a,b' or ['a', 'b'] -> ['a', 'b'], each checked against the registry (UserError lists valid ones)."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n and n.strip()]
+    if not names:
+        raise UserError(f"no passes given; valid passes: {', '.join(_REGISTRY)}")
+    unknown = [n for n in names if n not in _REGISTRY]
+    if unknown:
+        raise UserError(f"unknown pass{'es' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                        f"valid passes: {', '.join(_REGISTRY)}")
+    return names
