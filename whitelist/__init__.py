@@ -1,1 +1,26 @@
-"""CANN transpose whitelist tools (installed as lvvit_opt.whitelist)."""
+"""CANN transpose whitelist tools (installed as lvvit_opt.whitelist).
+
+Plain functions, one per `lvvit-opt whitelist` verb; none imports torch, and onnx is
+imported only when a graph is read:
+
+    transpose_shapes(model_or_path) -> [TransposeUse]     distinct Transpose input shapes
+    shapes_from_model(model_or_path) -> [shape]           just the static ones
+    locate_transpose_py(file=None) -> Path                the transpose.py atc reads
+    check_shapes(file, shapes) -> CheckReport             era + kernel per shape, and why
+    patch_file(file, shapes, fuzzy=False, dry_run=False, output=None) -> PatchResult
+    restore_file(file, force=False) -> RestoreResult
+"""
+from .check import CheckReport, check_shapes, check_source, normalise_shapes
+from .graph import TransposeUse, shapes_from_model, static_shapes, transpose_shapes
+from .locate import LAYOUTS, locate_transpose_py
+from .patch import PatchResult, RestoreResult, atc_cache_hint, patch_file, restore_file
+from .source import (BLACK_ERA, FAST_KERNEL, SLOW_KERNEL, WHITE_ERA, Selection, TransposeSource,
+                     UnrecognisedStructure, parse_transpose_source, read_transpose_source, select_kernel)
+
+__all__ = [
+    "BLACK_ERA", "FAST_KERNEL", "LAYOUTS", "SLOW_KERNEL", "WHITE_ERA", "CheckReport", "PatchResult",
+    "RestoreResult", "Selection", "TransposeSource", "TransposeUse", "UnrecognisedStructure", "atc_cache_hint",
+    "check_shapes", "check_source", "locate_transpose_py", "normalise_shapes", "parse_transpose_source",
+    "patch_file", "read_transpose_source", "restore_file", "select_kernel", "shapes_from_model", "static_shapes",
+    "transpose_shapes",
+]

@@ -1,0 +1,78 @@
+"""`whitelist check`: which kernel atc selects for each shape, and why."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from lvvit_opt.errors import UserError
+
+from .locate import locate_transpose_py
+from .source import Selection, Shape, TransposeSource, read_transpose_source, select_kernel
+
+
+@dataclass
+class CheckReport:
+    """The file's era and one Selection per requested shape."""
+
+    path: Path
+    era: str
+    era_description: str
+    selections: list[Selection]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slow(self) -> list[Selection]:
+        return [s for s in self.selections if not s.fast]
+
+    @property
+    def all_fast(self) -> bool:
+        return not self.slow
+
+    def to_dict(self) -> dict:
+        return {"file": str(self.path), "era": self.era, "era_description": self.era_description,
+                "all_fast": self.all_fast, "shapes": [s.to_dict() for s in self.selections],
+                "notes": list(self.notes)}
+
+
+def normalise_shapes(shapes: Iterable[Iterable[int]]) -> list[Shape]:
+    """Distinct static shapes as int tuples, in order; UserError on anything else."""
+    result: list[Shape] = []
+    for shape in shapes:
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise UserError(f"shape {shape!r} is not a list of integers") from None
+        if not dims or any(d <= 0 for d in dims):
+            raise UserError(f"shape {list(dims)} is not static (needs positive dims)")
+        if dims not in result:
+            result.append(dims)
+    if not result:
+        raise UserError("no shapes given")
+    return result
+
+
+def check_source(source: TransposeSource, shapes: Iterable[Iterable[int]]) -> CheckReport:
+    """Check shapes against an already parsed file."""
+    selections = [select_kernel(source, shape) for shape in normalise_shapes(shapes)]
+    return CheckReport(source.path or Path("transpose.py"), source.era, source.era_description, selections,
+                       _notes(source))
+
+
+def check_shapes(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]]) -> CheckReport:
+    """Locate (file=None) and read transpose.py, and report the kernel each shape gets."""
+    return check_source(read_transpose_source(locate_transpose_py(file)), shapes)
+
+
+def _notes(source: TransposeSource) -> list[str]:
+    notes = []
+    if source.single_core is not None:
+        notes.append(f"single-core SoCs (core_num == 1) use their own {source.single_core.name} "
+                     f"(line {source.single_core.line}); this report is for multi-core SoCs such as Ascend 310")
+    if source.white_fuzzy is None:
+        notes.append("this file has no white_list_shape_fuzzy (_fuzzy_match); only exact entries apply")
+    if source.vcopy_shortcut:
+        notes.append("on SoCs that support tik.vcopy (check_supported asks api_check_support) every static "
+                     "shape gets Transpose, black list or not")
+    return notes

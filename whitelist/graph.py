@@ -1,0 +1,121 @@
+"""Transpose input shapes of an ONNX graph, as atc will see them (`ori_shape`).
+
+Shapes come from onnx shape inference; a Transpose whose input is not fully static (a
+symbolic batch, an unknown dim) is reported as such instead of being dropped, because
+atc decides its kernel on the static shape and a dynamic one needs a fixed-batch export.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from lvvit_opt.errors import UserError
+
+Dim = int | str   # an int for a static dim, the symbol name or "?" otherwise
+
+
+@dataclass
+class TransposeUse:
+    """One distinct (input shape, perm) among the graph's Transpose nodes."""
+
+    shape: tuple[Dim, ...] | None        # None: rank unknown
+    perm: tuple[int, ...] | None         # None: default perm of unknown rank (reverse)
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def static(self) -> bool:
+        return self.shape is not None and all(isinstance(d, int) for d in self.shape)
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape) if self.shape is not None else None,
+                "perm": list(self.perm) if self.perm is not None else None,
+                "count": self.count, "static": self.static, "nodes": list(self.nodes)}
+
+
+def transpose_shapes(model_or_path) -> list[TransposeUse]:
+    """Distinct Transpose input shapes with perm and node names, in graph order.
+
+    Accepts an onnx.ModelProto or a path. Subgraphs (If/Loop/Scan bodies) are included.
+    """
+    import onnx
+
+    model = _load(model_or_path)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+    except Exception as exc:  # inference errors are many and varied; report one line
+        raise UserError(f"ONNX shape inference failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") \
+            from None
+    uses: dict[tuple, TransposeUse] = {}
+    _collect(inferred.graph, {}, uses)
+    return list(uses.values())
+
+
+def static_shapes(uses: list[TransposeUse]) -> list[tuple[int, ...]]:
+    """The distinct static input shapes (any perm), in first-seen order."""
+    shapes: list[tuple[int, ...]] = []
+    for use in uses:
+        if use.static and use.shape not in shapes:
+            shapes.append(use.shape)  # type: ignore[arg-type]
+    return shapes
+
+
+def shapes_from_model(model_or_path) -> list[tuple[int, ...]]:
+    """Static Transpose input shapes of a model; UserError if it has Transposes but none static."""
+    uses = transpose_shapes(model_or_path)
+    shapes = static_shapes(uses)
+    if not shapes:
+        label = model_or_path if isinstance(model_or_path, (str, os.PathLike)) else "the model"
+        if not uses:
+            raise UserError(f"{label}: no Transpose nodes, nothing to whitelist")
+        raise UserError(f"{label}: no Transpose input shape is static ({len(uses)} dynamic); export with a "
+                        "fixed batch size (atc needs static shapes) or pass --shape")
+    return shapes
+
+
+def _load(model_or_path):
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from lvvit_opt.fileio import load_onnx
+        # weights are not needed for shapes; skipping them keeps big models fast
+        return load_onnx(model_or_path, load_external_data=False)
+    return model_or_path
+
+
+def _collect(graph, outer_shapes: dict[str, tuple[Dim, ...] | None], uses: dict[tuple, TransposeUse]) -> None:
+    shapes = dict(outer_shapes)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        shapes[value.name] = _value_shape(value)
+    for node in graph.node:
+        if node.op_type == "Transpose" and node.domain in ("", "ai.onnx") and node.input:
+            shape = shapes.get(node.input[0])
+            perm = _perm(node, shape)
+            key = (shape, perm)
+            uses.setdefault(key, TransposeUse(shape, perm)).nodes.append(node.name or f"<{node.output[0]}>")
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _collect(sub, shapes, uses)
+
+
+def _value_shape(value) -> tuple[Dim, ...] | None:
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims: list[Dim] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or "?")
+    return tuple(dims)
+
+
+def _perm(node, shape: tuple[Dim, ...] | None) -> tuple[int, ...] | None:
+    for attr in node.attribute:
+        if attr.name == "perm":
+            return tuple(int(p) for p in attr.ints)
+    return tuple(reversed(range(len(shape)))) if shape is not None else None

@@ -1,0 +1,460 @@
+"""`whitelist patch` / `whitelist restore`: edit CANN's transpose.py safely and reversibly.
+
+The patch inserts text into the literal list and nothing else: every other byte of the
+file stays as it was (no re-formatting, the file's own newline style). Before the first
+change the original is kept beside the file (`transpose.py.lvvit-opt.orig`) with a small
+JSON record (`transpose.py.lvvit-opt.json`) of what was added and the checksums of the
+original and the patched file, so `restore` can prove nothing else changed in between.
+"""
+from __future__ import annotations
+
+import bisect
+import datetime as _dt
+import difflib
+import errno
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from lvvit_opt import __version__
+from lvvit_opt.errors import UserError, ValidationFailed
+from lvvit_opt.fileio import atomic_path
+
+from .check import normalise_shapes
+from .locate import layout_relative_path, locate_transpose_py, opp_root_of
+from .source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, parse_transpose_source,
+                     read_transpose_source, select_kernel)
+
+BACKUP_SUFFIX = ".lvvit-opt.orig"
+RECORD_SUFFIX = ".lvvit-opt.json"
+REPLACED_SUFFIX = ".lvvit-opt.replaced"
+
+
+@dataclass
+class PatchResult:
+    """What `patch_file` found and did."""
+
+    path: Path
+    era: str
+    era_description: str
+    selections: list[Selection]            # before patching
+    added: list[Shape] = field(default_factory=list)
+    list_name: str | None = None
+    blocked: list[Selection] = field(default_factory=list)   # black-listed: left alone
+    written: Path | None = None
+    dry_run: bool = False
+    diff: str = ""
+    backup: Path | None = None
+    record: Path | None = None
+    message: str = ""
+    cache_hint: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added) and self.written is not None
+
+    def to_dict(self) -> dict:
+        return {"file": str(self.path), "era": self.era, "era_description": self.era_description,
+                "shapes": [s.to_dict() for s in self.selections], "added": [list(s) for s in self.added],
+                "list": self.list_name, "blocked": [s.to_dict() for s in self.blocked],
+                "written": str(self.written) if self.written else None, "dry_run": self.dry_run,
+                "diff": self.diff, "backup": str(self.backup) if self.backup else None,
+                "record": str(self.record) if self.record else None, "message": self.message,
+                "cache_hint": self.cache_hint}
+
+
+@dataclass
+class RestoreResult:
+    """What `restore_file` did."""
+
+    path: Path
+    restored: bool
+    replaced: Path | None
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"file": str(self.path), "restored": self.restored,
+                "replaced": str(self.replaced) if self.replaced else None, "message": self.message}
+
+
+def backup_path(file: Path) -> Path:
+    return file.with_name(file.name + BACKUP_SUFFIX)
+
+
+def record_path(file: Path) -> Path:
+    return file.with_name(file.name + RECORD_SUFFIX)
+
+
+# ----------------------------------------------------------------------------------- patch
+
+def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], fuzzy: bool = False,
+               dry_run: bool = False, output: str | os.PathLike | None = None,
+               environ: Mapping[str, str] | None = None) -> PatchResult:
+    """Make atc select the fast Transpose kernel for `shapes`.
+
+    file=None locates transpose.py (see `locate`). Only shapes not already selected are
+    added: to `white_list_shape`, or with fuzzy=True as -1-batch entries to
+    `white_list_shape_fuzzy`. In a black-list-era file nothing is written (black-listed
+    shapes come back in `blocked`). dry_run=True only fills `diff`. output=PATH writes a
+    patched copy there and leaves the original (and its directory) alone.
+    """
+    path = locate_transpose_py(file, environ)
+    source = read_transpose_source(path)
+    wanted = normalise_shapes(shapes)
+    selections = [select_kernel(source, s) for s in wanted]
+    result = PatchResult(path, source.era, source.era_description, selections, dry_run=dry_run)
+    pending = [s.shape for s in selections if not s.fast]
+
+    if source.era == BLACK_ERA:
+        result.blocked = [s for s in selections if not s.fast]
+        result.message = _black_era_message(result.blocked)
+        return result
+    if not pending:
+        result.message = f"all {len(wanted)} shape(s) already select Transpose; nothing to add"
+        if output is not None and not dry_run:
+            result.written = _write_copy(path, source.data, output, wanted)
+        return result
+
+    target = _target_list(source, fuzzy)
+    entries = _entries_to_add(pending, fuzzy)
+    new_data = apply_insertions(source.data, render_insertions(source.data, target, entries))
+    result.added, result.list_name = entries, target.name
+    result.diff = unified_diff(source.data, new_data, str(path))
+    if dry_run:
+        result.message = f"dry run: would add {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} " \
+                         f"to {target.name}; nothing written"
+        return result
+    if output is not None:
+        result.written = _write_copy(path, new_data, output, wanted)
+        result.message = f"wrote a patched copy to {result.written} ({path} untouched)"
+    else:
+        result.backup, result.record = _patch_in_place(path, source, new_data, target.name, entries, wanted)
+        result.written = path
+        result.message = f"added {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} to {target.name} in {path}"
+    result.cache_hint = atc_cache_hint(environ)
+    return result
+
+
+def _target_list(source: TransposeSource, fuzzy: bool) -> ShapeList:
+    if not fuzzy:
+        return source.white
+    if source.white_fuzzy is None:
+        raise UserError(f"{source.path}: this transpose.py has no white_list_shape_fuzzy (_fuzzy_match); "
+                        "patch without --fuzzy to add exact shapes")
+    return source.white_fuzzy
+
+
+def _entries_to_add(pending: list[Shape], fuzzy: bool) -> list[Shape]:
+    """Exact shapes, or with fuzzy one -1-batch entry per distinct non-batch tail."""
+    if not fuzzy:
+        return list(pending)
+    entries: list[Shape] = []
+    for shape in pending:
+        entry = (-1,) + shape[1:] if len(shape) > 1 else shape   # a bare [-1] would match every 1-D shape
+        if entry not in entries:
+            entries.append(entry)
+    return entries
+
+
+def _black_era_message(blocked: list[Selection]) -> str:
+    if not blocked:
+        return "black-list era file: these static shapes already get the fast Transpose kernel; nothing to patch"
+    listed = ", ".join(f"{list(s.shape)} ({s.reason})" for s in blocked)
+    return (f"black-list era file: {len(blocked)} shape(s) are black-listed and will use TransposeD: {listed}. "
+            "Nothing was changed. Huawei black-lists shapes where the new kernel was slower or wrong; "
+            "benchmark both kernels first (e.g. compile with and without the shape). To force Transpose "
+            "anyway, add the shape by hand to white_list_shape in _by_dynamic_static_union_version(), "
+            "which check_supported() consults before the black list")
+
+
+def _patch_in_place(path: Path, source: TransposeSource, new_data: bytes, list_name: str,
+                    entries: list[Shape], wanted: list[Shape]) -> tuple[Path, Path]:
+    backup, record_file = backup_path(path), record_path(path)
+    record = _read_record(path)
+    current = _sha256(source.data)
+    if record is not None and current not in (record.get("patched_sha256"), record.get("original_sha256")):
+        raise UserError(f"{path} changed since lvvit-opt patched it (checksum not in {record_file}; a CANN "
+                        f"upgrade or a hand edit?). Run `lvvit-opt whitelist restore --force` to put the original "
+                        f"back first, or, if the current file is the new original, remove {backup.name} and "
+                        f"{record_file.name}")
+    if backup.exists() and record is None and backup.read_bytes() != source.data:
+        raise UserError(f"{backup} exists without {record_file.name} and differs from {path.name}; "
+                        "remove or restore it by hand first")
+    if record is not None and not backup.exists() and current != record.get("original_sha256"):
+        raise UserError(f"{record_file} exists but the backup {backup.name} is gone; cannot patch safely "
+                        "(reinstall the original transpose.py, then remove the record)")
+    _ensure_writable(path)
+    made_backup = record is None or not backup.exists()
+    try:
+        if made_backup:
+            _write_atomic(backup, source.data)
+            record = {"tool": "lvvit-opt", "version": __version__, "file": str(path.resolve()),
+                      "backup": backup.name, "original_sha256": current, "patches": []}
+        _write_atomic(path, new_data)
+    except OSError as exc:
+        if made_backup and backup.exists() and backup.read_bytes() == source.data:
+            backup.unlink()
+        _raise_if_permission(exc, path)
+        raise
+    try:
+        _verify_or_roll_back(path, source.data, wanted)
+    except ValidationFailed:
+        if made_backup:
+            backup.unlink()
+        raise
+    assert record is not None
+    record["patched_sha256"] = _sha256(new_data)
+    record["patches"].append({"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                              "list": list_name, "entries": [list(e) for e in entries]})
+    _write_atomic(record_file, _record_json(record).encode())
+    return backup, record_file
+
+
+def _write_copy(path: Path, data: bytes, output: str | os.PathLike, wanted: list[Shape]) -> Path:
+    dest = Path(output)
+    if dest.is_dir():
+        dest = dest / path.name
+    if dest.exists() and dest.resolve() == path.resolve():
+        raise UserError(f"--output {dest} is the file being patched; drop --output to patch it in place")
+    try:
+        _write_atomic(dest, data)
+    except OSError as exc:
+        _raise_if_permission(exc, dest)
+        raise
+    try:
+        _verify(dest, wanted)
+    except ValidationFailed:
+        dest.unlink()
+        raise
+    return dest
+
+
+def _verify_or_roll_back(path: Path, original: bytes, wanted: list[Shape]) -> None:
+    """Re-read the written file: it must compile and select every shape; else put the original back."""
+    try:
+        _verify(path, wanted)
+    except ValidationFailed as exc:
+        _write_atomic(path, original)
+        raise ValidationFailed(f"{exc}; the original {path.name} was put back") from None
+
+
+def _verify(path: Path, wanted: list[Shape]) -> None:
+    data = path.read_bytes()
+    try:
+        compile(data, str(path), "exec", dont_inherit=True)   # compiles only; nothing is executed
+        source = parse_transpose_source(data, path)
+    except (SyntaxError, ValueError, UserError) as exc:
+        raise ValidationFailed(f"patched {path} failed its check ({type(exc).__name__}: {exc})") from None
+    slow = [list(s) for s in wanted if not select_kernel(source, s).fast]
+    if slow:
+        raise ValidationFailed(f"patched {path} still selects TransposeD for {slow}")
+
+
+# ------------------------------------------------------------------------- text insertion
+
+def render_insertions(data: bytes, shape_list: ShapeList, entries: list[Shape]) -> list[tuple[int, bytes]]:
+    """(byte offset, text) pairs that append `entries` to `shape_list` in the file's own style.
+
+    Multi-line lists get a new line after the last entry (indented like it, comments on
+    that line stay put); one-line lists are extended in place. A trailing comma style is kept.
+    """
+    text = ", ".join("[" + ", ".join(str(d) for d in e) + "]" for e in entries).encode()
+    if shape_list.last_entry_end is None:
+        return [(shape_list.open_offset + 1, text)]
+    starts = _line_starts(data)
+    last_end = shape_list.last_entry_end
+    comma = _comma_between(data, last_end, shape_list.close_offset)
+    insertions = [] if comma is not None else [(last_end, b",")]
+    anchor = comma + 1 if comma is not None else last_end
+    trailing = b"," if comma is not None else b""
+    anchor_line = bisect.bisect_right(starts, anchor) - 1
+    close_line = bisect.bisect_right(starts, shape_list.close_offset) - 1
+    if anchor_line == close_line:
+        insertions.append((anchor, b" " + text + trailing))
+        return insertions
+    eol = starts[anchor_line] + len(data[starts[anchor_line]:starts[anchor_line + 1]].rstrip(b"\r\n"))
+    newline = data[eol:starts[anchor_line + 1]] or b"\n"
+    insertions.append((eol, newline + _indent(data, starts, shape_list, last_end) + text + trailing))
+    return insertions
+
+
+def apply_insertions(data: bytes, insertions: list[tuple[int, bytes]]) -> bytes:
+    """Insert each text at its offset (offsets refer to the original bytes)."""
+    out, position = [], 0
+    for offset, text in sorted(insertions, key=lambda item: item[0]):
+        out += [data[position:offset], text]
+        position = offset
+    out.append(data[position:])
+    return b"".join(out)
+
+
+def _comma_between(data: bytes, start: int, end: int) -> int | None:
+    """Offset of a comma between the last entry and ']', skipping comments."""
+    position = start
+    while position < end:
+        char = data[position:position + 1]
+        if char == b"#":
+            newline = data.find(b"\n", position, end)
+            position = end if newline < 0 else newline
+        elif char == b",":
+            return position
+        position += 1
+    return None
+
+
+def _indent(data: bytes, starts: list[int], shape_list: ShapeList, last_end: int) -> bytes:
+    """Whitespace that lines a new row up with the last entry's row."""
+    line = bisect.bisect_right(starts, last_end - 1) - 1
+    open_line = bisect.bisect_right(starts, shape_list.open_offset) - 1
+    if line == open_line:   # entries start on the '[' line: align under the first entry
+        return b" " * (shape_list.open_offset + 1 - starts[open_line])
+    row = data[starts[line]:starts[line + 1]]
+    return row[:len(row) - len(row.lstrip(b" \t"))]
+
+
+def _line_starts(data: bytes) -> list[int]:
+    starts, offset = [], 0
+    for line in data.splitlines(keepends=True):
+        starts.append(offset)
+        offset += len(line)
+    starts.append(offset)
+    return starts
+
+
+def unified_diff(old: bytes, new: bytes, name: str) -> str:
+    """A unified diff for display (undecodable bytes shown as replacement characters)."""
+    old_lines = old.decode("utf-8", "replace").splitlines(keepends=True)
+    new_lines = new.decode("utf-8", "replace").splitlines(keepends=True)
+    return "".join(difflib.unified_diff(old_lines, new_lines, name, name))
+
+
+# --------------------------------------------------------------------------------- restore
+
+def restore_file(file: str | os.PathLike | None, force: bool = False,
+                 environ: Mapping[str, str] | None = None) -> RestoreResult:
+    """Put the original transpose.py back, byte for byte, and drop our backup and record.
+
+    Refuses (unless force=True) when the file changed since our patch in a way the record
+    does not explain; with force the unexplained file is kept as `*.lvvit-opt.replaced`.
+    """
+    path = locate_transpose_py(file, environ)
+    backup, record_file = backup_path(path), record_path(path)
+    record = _read_record(path)
+    if record is None or not backup.is_file():
+        raise UserError(f"{path}: no lvvit-opt backup beside it ({backup.name} with {record_file.name}); "
+                        "nothing to restore")
+    original = backup.read_bytes()
+    if _sha256(original) != record.get("original_sha256") and not force:
+        raise UserError(f"{backup} does not match the checksum in {record_file.name}; refusing to restore "
+                        "from it (use --force to restore it anyway)")
+    current = path.read_bytes()
+    current_sha = _sha256(current)
+    if current == original:
+        _remove_ours(backup, record_file)
+        return RestoreResult(path, False, None, f"{path} is already the original; removed {backup.name} "
+                                                f"and {record_file.name}")
+    replaced = None
+    if current_sha != record.get("patched_sha256"):
+        if not force:
+            raise UserError(f"{path} changed since lvvit-opt patched it, in a way {record_file.name} does not "
+                            "explain (a CANN upgrade or a hand edit?); refusing to overwrite it. "
+                            "Use --force to put the backup back anyway (the current file is kept as "
+                            f"{path.name}{REPLACED_SUFFIX})")
+        replaced = path.with_name(path.name + REPLACED_SUFFIX)
+    _ensure_writable(path)
+    try:
+        if replaced is not None:
+            _write_atomic(replaced, current)
+        _write_atomic(path, original)
+    except OSError as exc:
+        _raise_if_permission(exc, path)
+        raise
+    if path.read_bytes() != original:
+        raise ValidationFailed(f"{path}: re-reading after restore did not give the original bytes; "
+                               f"{backup.name} is kept")
+    _remove_ours(backup, record_file)
+    note = f" (the changed file was kept as {replaced.name})" if replaced else ""
+    return RestoreResult(path, True, replaced, f"restored the original {path}{note}")
+
+
+def _remove_ours(*paths: Path) -> None:
+    for p in paths:
+        if p.exists():
+            p.unlink()
+
+
+# ------------------------------------------------------------------------ files and rights
+
+def _write_atomic(dest: Path, data: bytes) -> None:
+    """Atomic write that keeps an existing file's mode (the single writer tests can fail)."""
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def _ensure_writable(path: Path) -> None:
+    """Fail early, before any write, when the file or its directory is read-only for us.
+
+    os.access is right for ordinary users; root passes it, so real write errors are still
+    turned into the same message by `_raise_if_permission`.
+    """
+    if not os.access(path, os.W_OK):
+        raise UserError(read_only_message(path, "the file"))
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UserError(read_only_message(path, f"its directory {path.parent}"))
+
+
+def _raise_if_permission(exc: OSError, path: Path) -> None:
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        raise UserError(read_only_message(path, "the file or its directory")) from None
+
+
+def read_only_message(path: Path, what: str) -> str:
+    """A one-paragraph error that says how to get on: rights, or a patched copy via --output."""
+    layout = layout_relative_path(path) or path.name
+    opp = opp_root_of(path)
+    copy = (f"cp -r {opp} ~/opp && lvvit-opt whitelist patch --file {path} --output ~/opp/{layout} ... && "
+            "export ASCEND_OPP_PATH=~/opp") if opp else \
+        f"lvvit-opt whitelist patch --file {path} --output <copied opp tree>/{layout} ... and point " \
+        "ASCEND_OPP_PATH at that opp tree"
+    return (f"cannot write {path}: {what} is read-only for this user. Run with the needed rights "
+            f"(e.g. sudo, or as the CANN install owner), or write a patched copy elsewhere with "
+            f"--output PATH; atc reads operators from $ASCEND_OPP_PATH, so copy the opp tree: {copy}")
+
+
+def atc_cache_hint(environ: Mapping[str, str] | None = None) -> str:
+    """Where atc caches compiled kernels, and what to do when a stale cache hides the change."""
+    environ = os.environ if environ is None else environ
+    cache = environ.get("ASCEND_CACHE_PATH") or str(Path(environ.get("HOME", "~")) / "atc_data")
+    return (f"atc caches compiled kernels in {cache} ($ASCEND_CACHE_PATH, default ~/atc_data); if the "
+            f"Transpose kernel choice does not change, move that cache aside (mv {cache} {cache}.old) or "
+            "point ASCEND_CACHE_PATH at an empty directory, then run atc again")
+
+
+def _read_record(path: Path) -> dict | None:
+    record_file = record_path(path)
+    if not record_file.is_file():
+        return None
+    try:
+        record = json.loads(record_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{record_file}: unreadable lvvit-opt record ({exc}); remove it (and {backup_path(path).name}"
+                        " if the current file is the original)") from None
+    if not isinstance(record, dict) or "original_sha256" not in record:
+        raise UserError(f"{record_file}: not an lvvit-opt record")
+    record.setdefault("patches", [])
+    return record
+
+
+def _record_json(record: dict) -> str:
+    """Indented JSON with each shape kept on one line."""
+    text = json.dumps(record, indent=2)
+    return re.sub(r"\[\s+(-?\d+(?:,\s+-?\d+)*)\s+\]",
+                  lambda m: "[" + ", ".join(re.split(r",\s+", m.group(1))) + "]", text) + "\n"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
