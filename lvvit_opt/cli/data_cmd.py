@@ -1,6 +1,152 @@
-"""CLI verbs for this area (thin layer: parse, call the library function, print)."""
+"""`lvvit-opt preprocess | postprocess | eval`: the ImageNet accuracy pipeline (thin layer)."""
 from __future__ import annotations
+
+import json
+import sys
+import time
 
 import click
 
-from ._base import handle_errors, main  # noqa: F401
+from ..errors import ValidationFailed
+from ._base import handle_errors, main
+
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
+
+
+class _Progress:
+    """`label done/total  N images/s` on stderr: redrawn in place on a terminal, else every 10 %."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.start = time.perf_counter()
+        self.first_done: int | None = None
+        self.last_step = -1
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.first_done is None:
+            self.first_done = done
+        rate = (done - self.first_done) / max(time.perf_counter() - self.start, 1e-9)
+        line = f"{self.label} {done}/{total}  {rate:.1f} images/s"
+        if self.tty:
+            click.echo(f"\r{line}", err=True, nl=done == total)
+            return
+        step = done * 10 // max(total, 1)
+        if step != self.last_step:
+            self.last_step = step
+            click.echo(line, err=True)
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        from ..fileio import write_text_atomic
+
+        write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        click.echo(f"wrote {path}")
+
+
+def _transform_options(fn):
+    fn = click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default="bicubic", show_default=True,
+                      help="Resize filter (timm's eval transform uses bicubic for LV-ViT).")(fn)
+    fn = click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+                      help="Resize the shorter side to floor(img_size / crop_pct), then center-crop "
+                           "(0.9 -> 248 then 224; lvvit_m/l use 1.0).")(fn)
+    return fn
+
+
+@main.command("preprocess")
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes [default: one per CPU].")
+@click.option("--info", "info_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the legacy benchmark's info file (`index path width height`).")
+@click.option("--img-size", type=click.IntRange(min=1), default=224, show_default=True)
+@_transform_options
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
+@handle_errors
+def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct, interpolation, limit, json_out):
+    """Turn ImageNet val images into float32 NCHW `<stem>.bin` files for the benchmark tools.
+
+    Byte-identical to the seed's LV_Vit_preprocess.py (timm eval transform: shorter side to
+    floor(img_size/crop_pct) bicubic, center crop, ImageNet mean/std), but parallel and
+    resumable: re-running skips complete outputs, and no partial file is ever left. A
+    corrupt image is reported by name and the rest continue (exit status 1 at the end).
+
+    \b
+    Example:
+      lvvit-opt preprocess /data/imagenet/val prep_bin --info lvvit_prep_bin.info
+    """
+    from ..data import EvalTransform, preprocess_dir
+
+    transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
+                            limit=limit, progress=_Progress("preprocess"))
+    click.echo(result.summary())
+    _write_json(json_out, result.to_dict())
+    if result.failed:
+        raise ValidationFailed(f"{len(result.failed)} of {result.images} images could not be read (listed above); "
+                               f"the other outputs are complete")
+
+
+@main.command("postprocess")
+@click.argument("result_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="ImageNet val.txt: `<image file name> <class index>` a line.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "float64"]), default="float32", show_default=True,
+              help="Element type of .bin outputs.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@handle_errors
+def postprocess_command(result_dir, labels, dtype, json_out):
+    """Top-1/top-5 accuracy from benchmark or ais_bench outputs.
+
+    Reads `<stem>_1.txt` / `<stem>_1.bin` (legacy benchmark, e.g. result/dumpOutput_device0)
+    or `<stem>_0.bin` / `<stem>_0.npy` (ais_bench; its `<timestamp>/` folder is found
+    automatically) and pairs each with the label of the image of the same stem, never by
+    file order. Outputs without a label and labels without an output are counted.
+
+    \b
+    Example:
+      lvvit-opt postprocess result/dumpOutput_device0 --labels val.txt
+    """
+    from ..data import postprocess
+
+    result = postprocess(result_dir, labels, dtype=dtype)
+    click.echo(result.summary())
+    _write_json(json_out, result.to_dict())
+
+
+@main.command("eval")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Directory of ImageNet val images (flat, as distributed).")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False), help="ImageNet val.txt.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="For dynamic-batch models; a model with a fixed batch (every .om) runs at its own.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Decoding processes [default: one per CPU].")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
+@_transform_options
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime intra-op threads [default: onnxruntime's].")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@handle_errors
+def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, threads, json_out):
+    """Stream ImageNet val through MODEL (.onnx or .om) and print top-1/top-5.
+
+    Decoding and preprocessing run in worker processes while the model infers; no
+    intermediate files. Prints images/s end to end and inference only.
+
+    \b
+    Example:
+      lvvit-opt eval model_bs16.onnx --data /data/imagenet/val --labels val.txt
+    """
+    from ..data import evaluate
+
+    options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
+    result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
+                      crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
+                      progress=_Progress("eval"))
+    click.echo(result.summary())
+    _write_json(json_out, result.to_dict())

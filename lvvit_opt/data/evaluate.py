@@ -1,0 +1,208 @@
+"""Streaming ImageNet evaluation: images -> model -> top-1/top-5, no intermediate files.
+
+Worker processes decode, resize and crop the next images while the model runs the current
+batch (a bounded read-ahead keeps memory flat on 50 000 images); the main process
+normalises each crop into the batch buffer (a table lookup, byte-identical to
+`preprocess`) and runs the model. Scoring reuses `postprocess.score_predictions`, so eval
+and postprocess agree on the same predictions.
+
+Batch size: a model with a static batch (every .om, fixed-batch ONNX) runs at that batch;
+the last partial batch is padded with zeros and the padded outputs are dropped. A model
+with a dynamic batch runs at `batch_size`, and the last batch is simply smaller.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from ..errors import UserError
+from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool
+from .postprocess import AccuracyResult, read_labels, score_predictions, top_k
+from .transform import EvalTransform
+
+READ_AHEAD_BATCHES = 3
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class EvalResult:
+    """Accuracy and throughput of one streaming evaluation."""
+
+    model: str
+    accuracy: AccuracyResult
+    images: int                 # images listed (after --limit)
+    inferred: int               # images that went through the model
+    failed: dict[str, str]      # image name -> why it could not be read
+    batch_size: int
+    batches: int
+    workers: int
+    wall_s: float               # first decode to last output (model load excluded)
+    infer_s: float              # sum of the runner's own time per batch
+    runner: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    predictions: dict[str, list[int]] = field(default_factory=dict, repr=False)  # stem -> top-5
+
+    @property
+    def images_per_s(self) -> float:
+        """End to end: decode + preprocess + inference + scoring."""
+        return self.inferred / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def infer_images_per_s(self) -> float:
+        """Inference only (padding excluded from the count, included in the time)."""
+        return self.inferred / self.infer_s if self.infer_s > 0 else 0.0
+
+    def to_dict(self, with_predictions: bool = False) -> dict:
+        data = asdict(self)
+        data["accuracy"] = self.accuracy.to_dict()
+        data["images_per_s"] = round(self.images_per_s, 3)
+        data["infer_images_per_s"] = round(self.infer_images_per_s, 3)
+        if not with_predictions:
+            data.pop("predictions")
+        return data
+
+    def summary(self) -> str:
+        lines = [self.accuracy.summary(),
+                 f"images/s end to end: {self.images_per_s:.2f}  inference only: {self.infer_images_per_s:.2f} "
+                 f"({self.inferred} images, batch {self.batch_size}, {self.workers} workers)"]
+        lines += [f"failed: {name}: {why}" for name, why in self.failed.items()]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
+             labels: str | os.PathLike | Mapping[str, int], *, batch_size: int = 16,
+             workers: int | None = None, limit: int | None = None, crop_pct: float = 0.9,
+             interpolation: str = "bicubic", runner=None, runner_options: dict | None = None,
+             progress: ProgressFn | None = None) -> EvalResult:
+    """Evaluate `model` (.onnx or .om) on the images in `data_dir` against `labels`.
+
+    `runner` may be an already-open runtime Runner (then `model` is only a name for the
+    report); otherwise one is opened with `runtime.open_runner(model, **runner_options)`.
+    """
+    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else dict(labels)
+    paths = list_images(data_dir, limit=limit)
+    workers = workers or default_workers()
+    if runner is None:
+        from ..runtime import open_runner
+
+        runner = open_runner(model, **(runner_options or {}))
+    spec = runner.inputs[0]
+    notes: list[str] = []
+    batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
+    transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]))
+    pool = worker_pool(workers, init_worker, (transform,)) if workers > 1 else None
+    try:
+        start = time.perf_counter()
+        failed = stream.run(_decoded(pool, paths, transform, batch), len(paths), progress)
+        wall = time.perf_counter() - start
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    accuracy = score_predictions(stream.predictions, label_map)
+    accuracy.source = str(data_dir)
+    return EvalResult(
+        model=str(model), accuracy=accuracy, images=len(paths), inferred=len(stream.predictions),
+        failed={Path(p).name: why for p, why in failed.items()}, batch_size=batch, batches=stream.batches,
+        workers=workers, wall_s=wall, infer_s=stream.infer_s, runner=runner.describe(), notes=notes,
+        predictions={stem: [int(i) for i in best] for stem, best in stream.predictions.items()},
+    )
+
+
+def _is_static(dim) -> bool:
+    return isinstance(dim, int) and dim > 0
+
+
+def _batch_and_size(shape: tuple, batch_size: int, notes: list[str]) -> tuple[int, int]:
+    """The batch to run and the square image size the model takes."""
+    if len(shape) != 4 or (_is_static(shape[1]) and shape[1] != 3):
+        raise UserError(f"the model input has shape {shape}; expected (N, 3, H, W)")
+    height, width = shape[2], shape[3]
+    if _is_static(height) and _is_static(width) and height != width:
+        raise UserError(f"the model input is {height}x{width}; only square inputs are supported")
+    img_size = height if _is_static(height) else 224
+    if _is_static(shape[0]):
+        if shape[0] != batch_size:
+            notes.append(f"the model has a fixed batch of {shape[0]}; --batch-size {batch_size} does not apply")
+        return shape[0], img_size
+    if batch_size < 1:
+        raise UserError(f"batch size must be positive, got {batch_size}")
+    return batch_size, img_size
+
+
+def _decoded(pool, paths: list[Path], transform: EvalTransform, batch: int) -> Iterator[tuple[str, object]]:
+    """(path, uint8 crop or error text) in path order, decoding ahead in the pool.
+
+    At most READ_AHEAD_BATCHES groups of `batch` images are in flight, so memory stays
+    bounded whatever the dataset size.
+    """
+    names = [str(p) for p in paths]
+    groups = [names[i:i + batch] for i in range(0, len(names), batch)]
+    if pool is None:
+        init_worker(transform)
+        for group in groups:
+            yield from map(decode_for_eval, group)
+        return
+    pending: collections.deque = collections.deque()
+    for group in groups:
+        pending.append(pool.map_async(decode_for_eval, group, chunksize=max(1, len(group) // 4)))
+        if len(pending) >= READ_AHEAD_BATCHES:
+            yield from pending.popleft().get()
+    while pending:
+        yield from pending.popleft().get()
+
+
+class _Stream:
+    """Fills batch buffers from decoded crops and runs the model on each full batch."""
+
+    def __init__(self, runner, input_name: str, transform: EvalTransform, batch: int, pad: bool):
+        self.runner = runner
+        self.input_name = input_name
+        self.transform = transform
+        self.batch = batch
+        self.pad = pad
+        self.buffer = np.zeros((batch, *transform.output_shape), dtype=np.float32)
+        self.stems: list[str] = []
+        self.predictions: dict[str, np.ndarray] = {}
+        self.infer_s = 0.0
+        self.batches = 0
+
+    def run(self, decoded: Iterator[tuple[str, object]], total: int, progress: ProgressFn | None) -> dict[str, str]:
+        failed: dict[str, str] = {}
+        for done, (path, crop) in enumerate(decoded, start=1):
+            if isinstance(crop, str):
+                failed[path] = crop
+            else:
+                self.transform.normalize(crop, out=self.buffer[len(self.stems)])
+                self.stems.append(image_stem(path))
+                if len(self.stems) == self.batch:
+                    self._flush()
+            if progress:
+                progress(done, total)
+        if self.stems:
+            self._flush()
+        return failed
+
+    def _flush(self) -> None:
+        count = len(self.stems)
+        if count < self.batch and self.pad:
+            self.buffer[count:] = 0.0
+            feed = self.buffer
+        else:
+            feed = self.buffer[:count]
+        outputs = self.runner.infer({self.input_name: feed})
+        self.infer_s += self.runner.last_infer_s
+        self.batches += 1
+        name = self.runner.outputs[0].name if self.runner.outputs else next(iter(outputs))
+        scores = np.asarray(outputs[name]).reshape(len(feed), -1)
+        for stem, row in zip(self.stems, scores[:count]):
+            self.predictions[stem] = top_k(row)
+        self.stems = []

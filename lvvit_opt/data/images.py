@@ -1,0 +1,89 @@
+"""Listing an image directory and decoding images in worker processes.
+
+Shared by `preprocess` (writes .bin files) and `eval` (streams into the model).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from .transform import EvalTransform
+
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
+
+
+def image_stem(name: str) -> str:
+    """The key that pairs an image with its outputs and its label: the file name without
+    its last extension ('ILSVRC2012_val_00000001.JPEG' -> 'ILSVRC2012_val_00000001')."""
+    base = os.path.basename(name)
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+def list_images(src_dir: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Image files directly in `src_dir`, sorted by name (a deterministic order).
+
+    Raises UserError if the directory is missing, holds no images, or two images share a
+    stem (they would write the same output file).
+    """
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise UserError(f"{src}: not a directory")
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise UserError(f"{src}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    seen: dict[str, Path] = {}
+    for path in paths:
+        stem = image_stem(path.name)
+        if stem in seen:
+            raise UserError(f"{seen[stem].name} and {path.name} have the same stem {stem!r}; their outputs would collide")
+        seen[stem] = path
+    return paths[:limit] if limit else paths
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_pool(workers: int, initializer=None, initargs: tuple = ()):
+    """A process pool that is safe to start from a process that already runs threads
+    (onnxruntime, torch): forkserver where available, else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return context.Pool(workers, initializer=initializer, initargs=initargs)
+
+
+# -- worker side -------------------------------------------------------------------------
+
+_TRANSFORM: EvalTransform | None = None
+
+
+def init_worker(transform: EvalTransform) -> None:
+    """Pool initializer: remember the transform for the tasks that follow."""
+    global _TRANSFORM
+    _TRANSFORM = transform
+
+
+def worker_transform() -> EvalTransform:
+    """The transform `init_worker` set in this process."""
+    if _TRANSFORM is None:
+        raise RuntimeError("init_worker was not called in this process")
+    return _TRANSFORM
+
+
+def decode_for_eval(path: str) -> tuple[str, object]:
+    """Worker task for eval: (path, uint8 HWC crop) or (path, 'error message')."""
+    try:
+        return path, _TRANSFORM.load_crop(path)
+    except Exception as exc:  # corrupt or unreadable image: report, keep going
+        return path, describe_error(exc)
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -1,0 +1,227 @@
+"""Top-1 / top-5 accuracy from inference outputs, paired with labels by image stem.
+
+Reads both tools' output directories:
+- legacy `benchmark`: `<stem>_1.txt` (space-separated floats) or `<stem>_1.bin`;
+- ais_bench: `<stem>_0.bin` / `<stem>_0.npy` / `<stem>_0.txt`, usually inside a
+  `<timestamp>/` folder of the `--output` directory.
+
+The seed paired the sorted listing of outputs with the lines of val.txt by position, so a
+missing or extra file shifted every later pair. Here each output is matched to the label
+of the image with the same stem; outputs without a label and labels without an output are
+counted and reported, never silently paired.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import UserError
+from .images import image_stem
+
+RESULT_FILE = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.(?P<ext>txt|bin|npy)$")
+TOP_K = 5
+EXAMPLES = 5
+
+
+@dataclass
+class AccuracyResult:
+    """Accuracy of a set of predictions against val.txt labels."""
+
+    evaluated: int                 # predictions that had a label
+    top1_correct: int
+    top5_correct: int
+    predictions: int               # predictions read
+    labels: int                    # labels in val.txt
+    unmatched_predictions: int     # predictions whose image has no label
+    missing_predictions: int       # labels whose image has no prediction
+    unmatched_examples: list[str] = field(default_factory=list)
+    missing_examples: list[str] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)  # output file -> why
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def top1(self) -> float:
+        return self.top1_correct / self.evaluated if self.evaluated else 0.0
+
+    @property
+    def top5(self) -> float:
+        return self.top5_correct / self.evaluated if self.evaluated else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["top1"] = self.top1
+        data["top5"] = self.top5
+        return data
+
+    def summary(self) -> str:
+        lines = [
+            f"top-1: {100 * self.top1:.2f} % ({self.top1_correct}/{self.evaluated})",
+            f"top-5: {100 * self.top5:.2f} % ({self.top5_correct}/{self.evaluated})",
+        ]
+        if self.unmatched_predictions:
+            lines.append(f"predictions without a label: {self.unmatched_predictions} "
+                         f"(e.g. {', '.join(self.unmatched_examples)})")
+        if self.missing_predictions:
+            lines.append(f"labels without a prediction: {self.missing_predictions} "
+                         f"(e.g. {', '.join(self.missing_examples)})")
+        lines += [f"unreadable output: {name}: {why}" for name, why in self.unreadable.items()]
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# -- labels ------------------------------------------------------------------------------
+
+def read_labels(path: str | os.PathLike) -> dict[str, int]:
+    """val.txt (`<image file name> <class index>` a line) -> {image stem: class}.
+
+    Blank lines are ignored; anything else that does not fit is a UserError naming the line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+    labels: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        stem, label = _parse_label_line(line, f"{path}:{number}")
+        if stem in labels:
+            raise UserError(f"{path}:{number}: {stem} is labelled twice")
+        labels[stem] = label
+    if not labels:
+        raise UserError(f"{path}: no labels")
+    return labels
+
+
+def _parse_label_line(line: str, where: str) -> tuple[str, int]:
+    fields = line.split()
+    if len(fields) != 2 or not fields[1].isdigit():
+        raise UserError(f"{where}: expected '<image name> <class index>', got {line.strip()[:120]!r}")
+    return image_stem(fields[0]), int(fields[1])
+
+
+# -- reading outputs ---------------------------------------------------------------------
+
+def find_result_files(result_dir: str | os.PathLike) -> tuple[dict[str, Path], list[str]]:
+    """{image stem: output file} for one model output, plus notes on what was chosen.
+
+    Looks in `result_dir`; if it holds no output files but exactly one subdirectory does
+    (ais_bench's `<timestamp>/`), looks there. With several output indices (a model with
+    several outputs), the lowest index is used.
+    """
+    directory = Path(result_dir)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: not a directory")
+    notes: list[str] = []
+    matches = _result_matches(directory)
+    if not matches:
+        candidates = [d for d in sorted(directory.iterdir()) if d.is_dir() and _result_matches(d)]
+        if len(candidates) > 1:
+            raise UserError(f"{directory}: several runs inside ({', '.join(d.name for d in candidates[:4])}); "
+                            f"pass one of them")
+        if not candidates:
+            raise UserError(f"{directory}: no output files (<stem>_1.txt, <stem>_1.bin, <stem>_0.bin, <stem>_0.npy)")
+        directory = candidates[0]
+        notes.append(f"read outputs from {directory}")
+        matches = _result_matches(directory)
+    index = min(int(m["index"]) for m in matches)
+    if any(int(m["index"]) != index for m in matches):
+        notes.append(f"several output indices present; used output {index}")
+    files: dict[str, Path] = {}
+    for match in matches:
+        if int(match["index"]) != index:
+            continue
+        stem = match["stem"]
+        if stem in files:
+            raise UserError(f"{directory}: two outputs for {stem}: {files[stem].name} and {match.string}")
+        files[stem] = directory / match.string
+    return files, notes
+
+
+def _result_matches(directory: Path) -> list[re.Match]:
+    return [m for m in (RESULT_FILE.match(p.name) for p in directory.iterdir()) if m and (directory / m.string).is_file()]
+
+
+def read_scores(path: str | os.PathLike, dtype: str = "float32") -> np.ndarray:
+    """One output file -> 1-D float array (txt: whitespace-separated; bin: raw `dtype`; npy)."""
+    path = Path(path)
+    suffix = path.suffix
+    if suffix == ".npy":
+        scores = np.load(path, allow_pickle=False)
+    elif suffix == ".bin":
+        scores = np.fromfile(path, dtype=dtype)
+    else:
+        scores = np.array(path.read_text(encoding="ascii").split(), dtype=np.float64)
+    return np.asarray(scores).reshape(-1)
+
+
+def top_k(scores: np.ndarray, k: int = TOP_K) -> np.ndarray:
+    """Indices of the k highest scores, best first; ties go to the lower index (like argmax)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    return order[:k]
+
+
+# -- scoring -----------------------------------------------------------------------------
+
+def score_predictions(predictions: Mapping[str, np.ndarray], labels: Mapping[str, int]) -> AccuracyResult:
+    """Accuracy of {image stem: top-k class indices, best first} against {image stem: label}."""
+    top1 = top5 = evaluated = 0
+    unmatched = sorted(stem for stem in predictions if stem not in labels)
+    missing = sorted(stem for stem in labels if stem not in predictions)
+    for stem, best in predictions.items():
+        label = labels.get(stem)
+        if label is None:
+            continue
+        evaluated += 1
+        top1 += int(len(best) > 0 and best[0] == label)
+        top5 += int(label in best[:TOP_K])
+    return AccuracyResult(
+        evaluated=evaluated, top1_correct=top1, top5_correct=top5, predictions=len(predictions),
+        labels=len(labels), unmatched_predictions=len(unmatched), missing_predictions=len(missing),
+        unmatched_examples=unmatched[:EXAMPLES], missing_examples=missing[:EXAMPLES],
+    )
+
+
+def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mapping[str, int], *,
+                dtype: str = "float32") -> AccuracyResult:
+    """Top-1/top-5 of the outputs in `result_dir` against `labels` (a val.txt path or a dict).
+
+    `dtype` is the element type of `.bin` outputs. All outputs must hold the same number of
+    classes; files that cannot be read or hold a different count are listed in `unreadable`.
+    """
+    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else dict(labels)
+    files, notes = find_result_files(result_dir)
+    read: dict[str, tuple[int, np.ndarray]] = {}
+    unreadable: dict[str, str] = {}
+    for stem in sorted(files):
+        try:
+            scores = read_scores(files[stem], dtype)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            unreadable[files[stem].name] = f"{type(exc).__name__}: {str(exc)[:120]}"
+            continue
+        read[stem] = (scores.size, top_k(scores))
+    classes = _most_common([size for size, _ in read.values()])
+    predictions: dict[str, np.ndarray] = {}
+    for stem, (size, best) in read.items():
+        if size == classes and size > 0:
+            predictions[stem] = best
+        else:
+            unreadable[files[stem].name] = f"{size} values, expected {classes}"
+    result = score_predictions(predictions, label_map)
+    result.unreadable = unreadable
+    result.source = str(result_dir)
+    result.notes = notes
+    return result
+
+
+def _most_common(values: list[int]) -> int | None:
+    return max(set(values), key=values.count) if values else None

@@ -1,0 +1,189 @@
+"""ImageNet val images -> one float32 NCHW `<stem>.bin` each, byte-identical to the seed.
+
+Parallel (a process pool), resumable (a `.bin` of the right size is kept and skipped),
+never leaves a partial file (each worker writes a temporary name and renames it), keeps
+going past a corrupt image (reported by name and counted).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import UserError
+from ..fileio import write_text_atomic
+from . import images
+from .images import default_workers, describe_error, image_stem, init_worker, list_images, worker_pool
+from .info import write_info_file
+from .transform import EvalTransform
+
+PARTIAL_MARK = ".partial-"
+SETTINGS_FILE = ".lvvit-preprocess.json"
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class PreprocessResult:
+    """What one `preprocess_dir` run did."""
+
+    src_dir: str
+    out_dir: str
+    images: int                     # image files found
+    written: int                    # .bin files written by this run
+    skipped: int                    # complete .bin files already there (resumed)
+    failed: dict[str, str] = field(default_factory=dict)  # image name -> why
+    outputs: list[str] = field(default_factory=list)      # every good .bin, in image order
+    info_file: str | None = None
+    workers: int = 1
+    seconds: float = 0.0
+    transform: dict = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("outputs")
+        data["output_count"] = len(self.outputs)
+        data["images_per_s"] = round(self.images_per_s, 2)
+        return data
+
+    def summary(self) -> str:
+        lines = [f"preprocessed {self.images} images into {self.out_dir}: {self.written} written, "
+                 f"{self.skipped} already complete, {len(self.failed)} failed "
+                 f"({self.images_per_s:.1f} images/s with {self.workers} workers)"]
+        lines += [f"  failed: {name}: {why}" for name, why in self.failed.items()]
+        if self.info_file:
+            lines.append(f"info file: {self.info_file} ({len(self.outputs)} lines)")
+        return "\n".join(lines)
+
+
+def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                   transform: EvalTransform | None = None, workers: int | None = None,
+                   info_file: str | os.PathLike | None = None, limit: int | None = None,
+                   progress: ProgressFn | None = None) -> PreprocessResult:
+    """Write `<out_dir>/<stem>.bin` (float32, 3×S×S) for every image in `src_dir`.
+
+    Images are processed in name order; outputs that already exist with the right size are
+    skipped, so an interrupted run resumes. `progress(done, total)` is called as images
+    finish. With `info_file`, the legacy benchmark's info file is written for the good outputs.
+    """
+    transform = transform or EvalTransform()
+    workers = workers or default_workers()
+    paths = list_images(src_dir, limit=limit)
+    out = Path(out_dir)
+    if out.resolve() == Path(src_dir).resolve():
+        raise UserError("the output directory must differ from the image directory")
+    out.mkdir(parents=True, exist_ok=True)
+    check_settings(out, transform)
+    remove_partial_files(out)
+
+    result = PreprocessResult(str(src_dir), str(out), images=len(paths), written=0, skipped=0,
+                              workers=workers, transform=asdict(transform))
+    targets = [out / f"{image_stem(p.name)}.bin" for p in paths]
+    todo = [(str(p), str(t)) for p, t in zip(paths, targets) if not _is_complete(t, transform.output_nbytes)]
+    result.skipped = len(paths) - len(todo)
+    start = time.perf_counter()
+    failed = dict(_run_tasks(todo, transform, workers, result, progress))
+    result.seconds = time.perf_counter() - start
+    result.failed = {Path(p).name: why for p, why in failed.items()}
+    failed_targets = {str(t) for p, t in todo if p in failed}
+    result.outputs = [str(t) for t in targets if str(t) not in failed_targets]
+    if info_file:
+        write_info_file(info_file, result.outputs, width=transform.img_size, height=transform.img_size)
+        result.info_file = str(info_file)
+    return result
+
+
+def _run_tasks(todo: list[tuple[str, str]], transform: EvalTransform, workers: int,
+               result: PreprocessResult, progress: ProgressFn | None):
+    """Run the tasks (in a pool when it pays); yield (image path, error) for failures."""
+    done = result.skipped
+    total = result.images
+    if progress:
+        progress(done, total)
+    if not todo:
+        return
+    if workers == 1 or len(todo) < 4:
+        init_worker(transform)
+        outcomes = map(_write_one, todo)
+        pool = None
+    else:
+        pool = worker_pool(workers, init_worker, (transform,))
+        chunk = max(1, min(16, len(todo) // (workers * 8)))
+        outcomes = pool.imap(_write_one, todo, chunksize=chunk)
+    try:
+        for src, error in outcomes:
+            done += 1
+            if error is None:
+                result.written += 1
+            else:
+                yield src, error
+            if progress:
+                progress(done, total)
+    finally:
+        if pool is not None:
+            pool.terminate()  # workers finish by rename, so a killed one leaves only a .partial file
+            pool.join()
+
+
+def _write_one(task: tuple[str, str]) -> tuple[str, str | None]:
+    """Worker task: preprocess one image into its .bin via a temporary file + rename."""
+    src, dest = task
+    try:
+        tensor = images.worker_transform()(src)
+    except Exception as exc:
+        return src, describe_error(exc)
+    tmp = f"{os.path.dirname(dest)}/.{os.path.basename(dest)}{PARTIAL_MARK}{os.getpid()}"
+    try:
+        tensor.tofile(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return src, None
+
+
+def _is_complete(path: Path, nbytes: int) -> bool:
+    try:
+        return path.stat().st_size == nbytes
+    except FileNotFoundError:
+        return False
+
+
+def check_settings(out_dir: Path, transform: EvalTransform) -> None:
+    """Record the transform in OUT_DIR/SETTINGS_FILE; refuse to resume with different settings
+    (the existing .bin files would silently mix two transforms)."""
+    wanted = json.dumps(asdict(transform), sort_keys=True)
+    marker = out_dir / SETTINGS_FILE
+    if marker.exists():
+        found = marker.read_text(encoding="utf-8").strip()
+        if found != wanted:
+            raise UserError(f"{out_dir} holds .bin files made with other settings ({found}); "
+                            f"use a new output directory or delete it")
+    elif any(out_dir.glob("*.bin")):
+        raise UserError(f"{out_dir} already holds .bin files not made by lvvit-opt preprocess; "
+                        f"use a new output directory")
+    else:
+        write_text_atomic(marker, wanted + "\n")
+
+
+def remove_partial_files(out_dir: Path) -> int:
+    """Delete temporaries a killed run left behind (`.<stem>.bin.partial-<pid>`)."""
+    removed = 0
+    for leftover in out_dir.glob(f".*.bin{PARTIAL_MARK}*"):
+        leftover.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def read_bin(path: str | os.PathLike, img_size: int = 224) -> np.ndarray:
+    """Load one preprocessed `.bin` back as float32 (3, img_size, img_size)."""
+    return np.fromfile(path, dtype=np.float32).reshape(3, img_size, img_size)

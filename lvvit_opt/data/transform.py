@@ -1,0 +1,140 @@
+"""The seed's ImageNet eval transform, reimplemented with PIL and numpy only.
+
+The seed (`LV_Vit_preprocess.py`) runs timm's `transforms_imagenet_eval` with the
+prefetcher layout (uint8 CHW, no normalisation), then normalises in float64 and casts
+to float32::
+
+    img = np.array(uint8_chw).astype(np.float32)
+    img = (img - mean * 255) / (std * 255)          # float64 arithmetic
+    img = img.astype(np.float32)
+
+timm's transform is torchvision's `Resize(shorter side)` + `CenterCrop` on a PIL image,
+i.e. `PIL.Image.resize` with the requested filter and `PIL.Image.crop`. We call the same
+PIL operations with the same integer geometry, so the pixels are identical, and we do the
+normalisation through a 256-entry table per channel that holds exactly the float32 value
+the seed's float64 formula gives for each uint8 value. The result is byte-identical to
+the seed's `.bin` files (tests compare against timm itself) without importing torch.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
+
+# ImageNet val holds a few very large images; PIL's decompression-bomb guard (178 Mpx
+# error) is meant for untrusted uploads, not for a dataset the user points us at.
+MAX_IMAGE_PIXELS = 1 << 30
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Resize the shorter side to floor(img_size / crop_pct), center-crop img_size, normalise.
+
+    Defaults are LV-ViT-S's (crop_pct 0.9 -> resize to 248, crop 224, bicubic).
+    """
+
+    img_size: int = 224
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
+        if self.img_size < 1:
+            raise ValueError(f"img_size must be positive, got {self.img_size}")
+
+    @property
+    def resize_shorter_to(self) -> int:
+        """timm: floor(img_size / crop_pct); 248 for 224 / 0.9."""
+        return math.floor(self.img_size / self.crop_pct)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (3, self.img_size, self.img_size)
+
+    @property
+    def output_nbytes(self) -> int:
+        return 3 * self.img_size * self.img_size * 4
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after torchvision's shorter-side Resize (the long side is truncated)."""
+        short, long = (width, height) if width <= height else (height, width)
+        new_short = self.resize_shorter_to
+        new_long = int(new_short * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def crop_box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """torchvision CenterCrop's box (left, top, right, bottom); Python's round() included."""
+        top = int(round((height - self.img_size) / 2.0))
+        left = int(round((width - self.img_size) / 2.0))
+        return left, top, left + self.img_size, top + self.img_size
+
+    @cached_property
+    def normalize_table(self) -> np.ndarray:
+        """(3, 256) float32: the seed's float64 normalisation of every uint8 value, per channel."""
+        values = np.arange(256, dtype=np.float32)[None, :]
+        mean = np.array([m * 255 for m in self.mean], dtype=np.float64)[:, None]
+        std = np.array([s * 255 for s in self.std], dtype=np.float64)[:, None]
+        return ((values - mean) / std).astype(np.float32)
+
+    def load_crop(self, path: str | Path) -> np.ndarray:
+        """Decode, convert to RGB, resize and crop: uint8 (img_size, img_size, 3)."""
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        try:
+            image.load()  # decodes and, for a single-frame file opened by name, closes it
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+        except BaseException:
+            image.close()
+            raise
+        if rgb is not image:
+            image.close()
+        width, height = rgb.size
+        new_size = self.resized_size(width, height)
+        if new_size != (width, height):
+            rgb = rgb.resize(new_size, _pil_filter(self.interpolation))
+        if new_size[0] < self.img_size or new_size[1] < self.img_size:  # only reachable for tiny crops
+            raise ValueError(f"image too small after resize: {new_size}")
+        return np.asarray(rgb.crop(self.crop_box(*new_size)), dtype=np.uint8)
+
+    def normalize(self, crop_hwc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 HWC crop -> float32 CHW, exactly the seed's values. Writes into `out` if given."""
+        if out is None:
+            out = np.empty(self.output_shape, dtype=np.float32)
+        table = self.normalize_table
+        for channel in range(3):
+            np.take(table[channel], crop_hwc[:, :, channel], out=out[channel])
+        return out
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        """The whole transform: image file -> float32 (3, img_size, img_size)."""
+        return self.normalize(self.load_crop(path))
+
+
+def _pil_filter(name: str) -> int:
+    from PIL import Image
+
+    return {
+        "bicubic": Image.Resampling.BICUBIC,
+        "bilinear": Image.Resampling.BILINEAR,
+        "nearest": Image.Resampling.NEAREST,
+        "lanczos": Image.Resampling.LANCZOS,
+        "box": Image.Resampling.BOX,
+        "hamming": Image.Resampling.HAMMING,
+    }[name]
