@@ -111,7 +111,7 @@ def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], 
 
     if source.era == BLACK_ERA:
         result.blocked = [s for s in selections if not s.fast]
-        result.message = _black_era_message(result.blocked)
+        result.message = _black_era_message(result.blocked, len(selections))
         return result
     if not pending:
         result.message = f"all {len(wanted)} shape(s) already select Transpose; nothing to add"
@@ -160,11 +160,13 @@ def _entries_to_add(pending: list[Shape], fuzzy: bool) -> list[Shape]:
     return entries
 
 
-def _black_era_message(blocked: list[Selection]) -> str:
+def _black_era_message(blocked: list[Selection], total: int) -> str:
     if not blocked:
-        return "black-list era file: these static shapes already get the fast Transpose kernel; nothing to patch"
+        return f"black-list era file: all {total} static shape(s) already get the fast Transpose kernel; " \
+               "nothing to patch"
     listed = ", ".join(f"{list(s.shape)} ({s.reason})" for s in blocked)
-    return (f"black-list era file: {len(blocked)} shape(s) are black-listed and will use TransposeD: {listed}. "
+    return (f"black-list era file: {total - len(blocked)} of {total} shape(s) already get Transpose; "
+            f"{len(blocked)} are black-listed and will use TransposeD: {listed}. "
             "Nothing was changed. Huawei black-lists shapes where the new kernel was slower or wrong; "
             "benchmark both kernels first (e.g. compile with and without the shape). To force Transpose "
             "anyway, add the shape by hand to white_list_shape in _by_dynamic_static_union_version(), "

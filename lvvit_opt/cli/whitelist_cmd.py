@@ -1,6 +1,165 @@
-"""CLI verbs for this area (thin layer: parse, call the library function, print)."""
+"""`lvvit-opt whitelist shapes|check|patch|restore`: CANN transpose.py, safely.
+
+Thin layer: parse options, call lvvit_opt.whitelist, print. No torch; onnx only when a
+model is read.
+"""
 from __future__ import annotations
+
+import json
 
 import click
 
-from ._base import handle_errors, main  # noqa: F401
+from ..errors import UserError, ValidationFailed
+from ._base import handle_errors, main, parse_int_list
+
+FILE_HELP = ("transpose.py to use. Default: found from $ASCEND_OPP_PATH, $ASCEND_TOOLKIT_HOME, $install_path "
+             "or /usr/local/Ascend/ascend-toolkit/latest (both opp layouts, {x86_64,aarch64,arm64}-linux).")
+
+
+def _parse_shapes(ctx, param, values) -> list[tuple[int, ...]]:
+    return [tuple(parse_int_list(v, "--shape")) for v in values]
+
+
+def _shape_options(fn):
+    fn = click.option("--from-model", "from_model", type=click.Path(dir_okay=False),
+                      help="Take every static Transpose input shape of this ONNX model.")(fn)
+    fn = click.option("--shape", "shape_values", multiple=True, callback=_parse_shapes, metavar="N,C,H,W",
+                      help="A Transpose input shape, e.g. 16,6,197,197 (repeatable).")(fn)
+    fn = click.option("--file", "file", type=click.Path(), default=None, help=FILE_HELP)(fn)
+    return fn
+
+
+def _requested_shapes(shape_values, from_model) -> list[tuple[int, ...]]:
+    if bool(shape_values) == bool(from_model):
+        raise click.UsageError("give either --shape (repeatable) or --from-model MODEL.onnx")
+    if from_model:
+        from lvvit_opt.whitelist import shapes_from_model
+        return shapes_from_model(from_model)
+    return list(shape_values)
+
+
+def _fmt(shape) -> str:
+    return ",".join(str(d) for d in shape) if shape is not None else "rank unknown"
+
+
+@main.group("whitelist")
+def whitelist_group() -> None:
+    """CANN transpose.py whitelist: make atc pick the fast Transpose kernel for your shapes.
+
+    \b
+    Until late 2021 (CANN 5.0.x, the white-list era) atc compiled a static-shape Transpose
+    with the slow TransposeD kernel unless its input shape was listed in transpose.py;
+    later files (black-list era) make every static shape fast unless black-listed.
+      lvvit-opt whitelist shapes model_bs16.onnx
+      lvvit-opt whitelist check --from-model model_bs16.onnx
+      lvvit-opt whitelist patch --from-model model_bs16.onnx --dry-run
+      lvvit-opt whitelist patch --from-model model_bs16.onnx
+      lvvit-opt whitelist restore
+    """
+
+
+@whitelist_group.command("shapes")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def shapes_command(model, as_json) -> None:
+    """Distinct Transpose input shapes of MODEL (after shape inference), with perm and node count.
+
+    A Transpose whose input shape is not static is listed as such (atc needs a fixed batch).
+    """
+    from lvvit_opt.whitelist import transpose_shapes
+
+    uses = transpose_shapes(model)
+    if as_json:
+        click.echo(json.dumps({"model": model, "transposes": [u.to_dict() for u in uses]}, indent=2))
+        return
+    if not uses:
+        click.echo(f"{model}: no Transpose nodes")
+        return
+    click.echo(f"{'input shape':<22} {'perm':<14} {'nodes':>5}  static")
+    for use in uses:
+        static = "yes" if use.static else "NO (not static: fix the batch size at export)"
+        click.echo(f"{_fmt(use.shape):<22} {_fmt(use.perm) if use.perm else 'reverse':<14} {use.count:>5}  {static}")
+
+
+@whitelist_group.command("check")
+@_shape_options
+@click.option("--require-fast", is_flag=True, help="Exit 1 when any shape falls back to TransposeD.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@handle_errors
+def check_command(file, shape_values, from_model, require_fast, as_json) -> None:
+    """Tell the file's era and, per shape, whether atc selects Transpose or TransposeD, and why.
+
+    The file is read as text with Python's ast; it is never imported or executed.
+    """
+    from lvvit_opt.whitelist import check_shapes
+
+    report = check_shapes(file, _requested_shapes(shape_values, from_model))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        click.echo(f"file: {report.path}")
+        click.echo(f"era:  {report.era_description}")
+        for sel in report.selections:
+            click.echo(f"  {_fmt(sel.shape):<20} {sel.kernel:<10}  {sel.reason}")
+        for note in report.notes:
+            click.echo(f"note: {note}")
+    if require_fast and not report.all_fast:
+        raise ValidationFailed(f"{len(report.slow)} shape(s) fall back to TransposeD: "
+                               + "; ".join(_fmt(s.shape) for s in report.slow))
+
+
+@whitelist_group.command("patch")
+@_shape_options
+@click.option("--fuzzy", is_flag=True,
+              help="Add -1-batch entries to white_list_shape_fuzzy: one entry covers every batch size.")
+@click.option("--dry-run", is_flag=True, help="Print the unified diff; change nothing.")
+@click.option("--output", type=click.Path(), default=None,
+              help="Write the patched copy here and leave the original alone (for a read-only CANN "
+                   "install: copy the opp tree, patch the copy, export ASCEND_OPP_PATH=<copy>).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@handle_errors
+def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, as_json) -> None:
+    """Add the shapes that atc does not already send to Transpose, inserting text only.
+
+    \b
+    Every other byte of transpose.py stays as it was. Before the first change the original
+    is kept as transpose.py.lvvit-opt.orig with a record transpose.py.lvvit-opt.json; the
+    written file must compile and select every shape, else the original is put back.
+    Patching twice adds nothing. Undo with `lvvit-opt whitelist restore`.
+    Exit 1 when a shape stays on TransposeD (black-listed in a black-list-era file).
+    """
+    from lvvit_opt.whitelist import patch_file
+
+    result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
+                        output=output)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(f"file: {result.path}")
+        click.echo(f"era:  {result.era_description}")
+        if result.diff and dry_run:
+            click.echo(result.diff, nl=False)
+        click.echo(result.message)
+        if result.backup:
+            click.echo(f"backup: {result.backup}  record: {result.record}")
+        if result.cache_hint:
+            click.echo(f"hint: {result.cache_hint}")
+    if result.blocked:
+        raise ValidationFailed(f"{len(result.blocked)} black-listed shape(s) stay on TransposeD")
+
+
+@whitelist_group.command("restore")
+@click.option("--file", "file", type=click.Path(), default=None, help=FILE_HELP)
+@click.option("--force", is_flag=True,
+              help="Restore even if the file changed since our patch in a way the record does not explain "
+                   "(the changed file is kept as *.lvvit-opt.replaced).")
+@handle_errors
+def restore_command(file, force) -> None:
+    """Put the original transpose.py back byte for byte and remove our backup and record."""
+    from lvvit_opt.whitelist import restore_file
+
+    click.echo(restore_file(file, force=force).message)
+
+
+__all__ = ["whitelist_group", "UserError"]
