@@ -1,6 +1,105 @@
-"""CLI verbs for this area (thin layer: parse, call the library function, print)."""
+"""`lvvit-opt atc`: compile an ONNX model to an Ascend .om (thin layer over lvvit_opt.ascend)."""
 from __future__ import annotations
+
+import sys
+import time
 
 import click
 
-from ._base import handle_errors, main  # noqa: F401
+from ._base import handle_errors, main
+
+LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
+
+
+class _Ticker:
+    """Shows atc's elapsed time: a rewritten line on a terminal, a line every 15 s otherwise."""
+
+    def __init__(self, interval_s: float = 15.0):
+        self.tty = sys.stderr.isatty()
+        self.interval_s = interval_s
+        self.last_print = time.monotonic()
+
+    def __call__(self, elapsed: float, last_line: str) -> None:
+        if self.tty:
+            click.echo(f"\r  atc running {elapsed:6.0f}s  {last_line[:70]:<70}", err=True, nl=False)
+        elif time.monotonic() - self.last_print >= self.interval_s:
+            self.last_print = time.monotonic()
+            click.echo(f"  atc running {elapsed:.0f}s", err=True)
+
+    def done(self) -> None:
+        if self.tty:
+            click.echo("", err=True)
+
+
+@main.command("atc")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--output", "output", metavar="PREFIX", default=None,
+              help="Output prefix; atc writes PREFIX.om. [default: MODEL without .onnx]")
+@click.option("--soc-version", default="auto", show_default=True, metavar="Ascend310|auto",
+              help="Target chip, e.g. Ascend310, Ascend310P3, Ascend910B3; 'auto' reads `npu-smi info`.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch for a model whose batch dimension is dynamic (a static one must agree).")
+@click.option("--log", "log_level", type=click.Choice(LOG_LEVELS), default=None,
+              help="atc's --log level (the seed uses debug). [default: atc's own, null]")
+@click.option("--precision-mode", default=None,
+              help="atc --precision_mode, e.g. force_fp16, allow_mix_precision, must_keep_origin_dtype.")
+@click.option("--keep-dtype", type=click.Path(dir_okay=False), default=None,
+              help="atc --keep_dtype file (one node name or OpType::Name per line) kept in fp32.")
+@click.option("--keep-dtype-op", "keep_dtype_ops", multiple=True, metavar="OPTYPE",
+              help="Keep every op of this type in fp32 (repeatable, e.g. --keep-dtype-op Softmax); "
+                   "writes PREFIX.keep_dtype.cfg and passes it as --keep_dtype.")
+@click.option("--fusion-switch", type=click.Path(dir_okay=False), default=None,
+              help="atc --fusion_switch_file (turn fusion passes on/off).")
+@click.option("--extra-args", default=None, metavar='"..."',
+              help='More atc flags, appended verbatim, e.g. --extra-args "--op_select_implmode=high_performance".')
+@click.option("--cann-home", type=click.Path(file_okay=False), default=None,
+              help="CANN toolkit root [default: $ASCEND_TOOLKIT_HOME, $install_path, "
+                   "/usr/local/Ascend/ascend-toolkit/latest]. Its set_env.sh is sourced for atc only.")
+@click.option("--log-file", type=click.Path(dir_okay=False), default=None,
+              help="Where atc's output goes. [default: PREFIX.atc.log]")
+@click.option("--dry-run", is_flag=True, help="Print the atc command line and exit 0 without running it.")
+@handle_errors
+def atc_command(model, output, soc_version, batch_size, log_level, precision_mode, keep_dtype, keep_dtype_ops,
+                fusion_switch, extra_args, cann_home, log_file, dry_run):
+    """Compile MODEL (.onnx) to an .om with atc.
+
+    The input name and shape come from the model (its static batch, or --batch-size).
+    For the seed's bs16 model:
+
+    \b
+      lvvit-opt atc ./model/model_best_bs16_sim.onnx --soc-version Ascend310 --log debug
+    runs
+      atc --framework=5 --model=./model/model_best_bs16_sim.onnx
+          --output=./model/model_best_bs16_sim --input_format=NCHW
+          --input_shape=image:16,3,224,224 --log=debug --soc_version=Ascend310
+
+    atc's output is streamed to a log file while the elapsed time is shown. Success needs
+    'ATC run success' and a fresh .om; on failure the E.../EZ... error codes, the ops they
+    name and the log path are printed and the exit status is 1. Where atc is missing, the
+    exact command to run on an Ascend host is printed (exit 2).
+    """
+    from ..ascend import atc as atc_lib
+    from ..ascend.cann import cann_environment
+
+    if keep_dtype and keep_dtype_ops:
+        raise click.UsageError("use either --keep-dtype FILE or --keep-dtype-op, not both")
+    prefix = output if output is not None else atc_lib.default_output_prefix(model)
+    env = cann_environment(cann_home)
+    soc = atc_lib.resolve_soc_version(soc_version, env)
+    if keep_dtype_ops:
+        keep_dtype = str(atc_lib.write_keep_dtype_file(f"{prefix}.keep_dtype.cfg", op_types=keep_dtype_ops))
+        click.echo(f"wrote {keep_dtype} ({', '.join('OpType::' + t for t in keep_dtype_ops)})", err=True)
+    command = atc_lib.build_atc_command(model, output=output, soc_version=soc, batch_size=batch_size,
+                                        log=log_level, precision_mode=precision_mode, keep_dtype=keep_dtype,
+                                        fusion_switch=fusion_switch, extra_args=extra_args)
+    if dry_run:
+        click.echo(atc_lib.display_command(command))
+        return
+    ticker = _Ticker()
+    log_path = log_file or f"{prefix}.atc.log"
+    click.echo(f"running: {atc_lib.display_command(command)}\n  log: {log_path}", err=True)
+    try:
+        result = atc_lib.run_atc(command, log_path=log_path, env=env, progress=ticker)
+    finally:
+        ticker.done()
+    click.echo(f"wrote {result.om_path} (atc {result.elapsed_s:.1f}s, log {result.log_path})")

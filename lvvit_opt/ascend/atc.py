@@ -1,0 +1,360 @@
+"""Build and run atc commands (ONNX -> .om) and read its failure logs.
+
+`build_atc_command` mirrors the seed's command line token for token; `run_atc` runs a
+command under the CANN environment, streams atc's output to a log file, reports elapsed
+time through a callback, and judges success by `ATC run success` plus a fresh .om.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+from ..errors import ToolFailed, UserError
+from .cann import ToolNotFound, cann_environment, find_tool
+from .npu_smi import detect_soc_version
+
+SUCCESS_MARKER = "ATC run success"
+FAILURE_MARKER = "ATC run failed"
+LOG_LEVELS = ("debug", "info", "warning", "error", "null")
+SET_ENV_HINT = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
+
+ProgressCallback = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class OnnxInput:
+    name: str
+    shape: tuple  # ints, or None / a symbol name for dynamic dims
+
+
+@dataclass(frozen=True)
+class AtcError:
+    """One coded line of an atc failure, e.g. `EZ3003: No supported Ops kernel ... [Transpose_12], optype [Transpose]`."""
+
+    code: str
+    message: str
+    op_name: str | None = None
+    op_type: str | None = None
+
+    def format(self) -> str:
+        where = []
+        if self.op_name:
+            where.append(f"op {self.op_name}")
+        if self.op_type:
+            where.append(f"type {self.op_type}")
+        return f"{self.code}: {self.message}" + (f"  [{', '.join(where)}]" if where else "")
+
+
+@dataclass
+class AtcResult:
+    command: list[str]
+    log_path: Path
+    om_path: Path | None
+    returncode: int
+    elapsed_s: float
+    success_line: bool
+    errors: list[AtcError] = field(default_factory=list)
+    tail: list[str] = field(default_factory=list)  # last lines of output, for failures without codes
+
+    @property
+    def succeeded(self) -> bool:
+        return self.returncode == 0 and self.success_line and self.om_path is not None
+
+    def failure_message(self) -> str:
+        """Multi-line explanation: exit code, why, the coded errors with ops, the log path."""
+        reasons = []
+        if self.returncode != 0:
+            reasons.append(f"exit {self.returncode}")
+        if not self.success_line:
+            reasons.append(f"no '{SUCCESS_MARKER}' line")
+        elif self.om_path is None:
+            reasons.append("no .om was written")
+        lines = [f"atc failed ({', '.join(reasons)}) after {self.elapsed_s:.1f}s"]
+        lines += [f"  {e.format()}" for e in self.errors]
+        if not self.errors and self.tail:
+            lines.append("  last output lines:")
+            lines += [f"    {t}" for t in self.tail[-5:]]
+        lines.append(f"  full log: {self.log_path}")
+        return "\n".join(lines)
+
+
+def onnx_inputs(model_path: str | os.PathLike) -> list[OnnxInput]:
+    """The real graph inputs (initializers excluded); weights are not loaded."""
+    import onnx
+
+    path = Path(model_path)
+    if not path.is_file():
+        raise UserError(f"{model_path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise UserError(f"{model_path}: not a readable ONNX model ({type(exc).__name__})") from None
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+                      for d in dims)
+        inputs.append(OnnxInput(value.name, shape))
+    if not inputs:
+        raise UserError(f"{model_path}: the model has no inputs")
+    return inputs
+
+
+def resolve_input_shapes(inputs: Sequence[OnnxInput], batch_size: int | None = None) -> list[tuple[str, tuple[int, ...]]]:
+    """Static shapes for atc: a dynamic batch dim takes `batch_size`; a static one must agree with it."""
+    resolved = []
+    for item in inputs:
+        if not item.shape:
+            raise UserError(f"input {item.name!r} has no shape in the model; cannot form --input_shape")
+        dims = list(item.shape)
+        if isinstance(dims[0], int):
+            if batch_size is not None and dims[0] != batch_size:
+                raise UserError(f"input {item.name!r} has a static batch of {dims[0]}; --batch-size {batch_size} "
+                                "does not match (export the model at that batch size)")
+        elif batch_size is None:
+            raise UserError(f"input {item.name!r} has a dynamic batch dimension ({dims[0]}); pass --batch-size N")
+        else:
+            dims[0] = int(batch_size)
+        dynamic = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+        if dynamic:
+            raise UserError(f"input {item.name!r} has dynamic dims at {dynamic} ({item.shape}); "
+                            "only the batch dimension may be dynamic")
+        resolved.append((item.name, tuple(dims)))
+    return resolved
+
+
+def format_input_shape(shapes: Sequence[tuple[str, Sequence[int]]]) -> str:
+    """[('image', (16,3,224,224))] -> 'image:16,3,224,224' (several inputs joined by ';')."""
+    return ";".join(f"{name}:{','.join(str(d) for d in dims)}" for name, dims in shapes)
+
+
+def default_output_prefix(model_path: str | os.PathLike) -> str:
+    """The model path as given, without `.onnx` (./model/x.onnx -> ./model/x)."""
+    text = os.fspath(model_path)
+    return text[: -len(".onnx")] if text.lower().endswith(".onnx") else text
+
+
+def build_atc_command(
+    model_path: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    soc_version: str = "Ascend310",
+    batch_size: int | None = None,
+    log: str | None = None,
+    precision_mode: str | None = None,
+    keep_dtype: str | os.PathLike | None = None,
+    fusion_switch: str | os.PathLike | None = None,
+    extra_args: str | Sequence[str] | None = None,
+    input_shapes: Sequence[tuple[str, Sequence[int]]] | None = None,
+    input_format: str = "NCHW",
+) -> list[str]:
+    """The atc argv, seed order: framework, model, output, input_format, input_shape, log, soc_version, then extras.
+
+    `input_shapes` defaults to the model's own inputs (see resolve_input_shapes).
+    `soc_version` must be concrete here (resolve "auto" with detect_soc_version first).
+    """
+    if not str(soc_version).startswith("Ascend"):
+        raise UserError(f"--soc-version {soc_version!r}: expected a name like Ascend310, Ascend310P3, Ascend910B3")
+    if log is not None and log not in LOG_LEVELS:
+        raise UserError(f"--log {log!r}: expected one of {', '.join(LOG_LEVELS)}")
+    for flag, path in (("--keep-dtype", keep_dtype), ("--fusion-switch", fusion_switch)):
+        if path is not None and not Path(path).is_file():
+            raise UserError(f"{flag} {path}: no such file")
+    if input_shapes is None:
+        input_shapes = resolve_input_shapes(onnx_inputs(model_path), batch_size)
+    model_text = os.fspath(model_path)
+    command = [
+        "atc", "--framework=5", f"--model={model_text}",
+        f"--output={os.fspath(output) if output is not None else default_output_prefix(model_text)}",
+        f"--input_format={input_format}", f"--input_shape={format_input_shape(input_shapes)}",
+    ]
+    if log is not None:
+        command.append(f"--log={log}")
+    command.append(f"--soc_version={soc_version}")
+    if precision_mode:
+        command.append(f"--precision_mode={precision_mode}")
+    if keep_dtype is not None:
+        command.append(f"--keep_dtype={os.fspath(keep_dtype)}")
+    if fusion_switch is not None:
+        command.append(f"--fusion_switch_file={os.fspath(fusion_switch)}")
+    command += _split_extra(extra_args)
+    return command
+
+
+def keep_dtype_lines(op_types: Iterable[str] = (), node_names: Iterable[str] = ()) -> str:
+    """Contents of a --keep_dtype file: node names as-is, op types as `OpType::Softmax`."""
+    lines = [str(n) for n in node_names] + [f"OpType::{t}" for t in op_types]
+    return "".join(line + "\n" for line in lines)
+
+
+def write_keep_dtype_file(path: str | os.PathLike, op_types: Iterable[str] = (),
+                          node_names: Iterable[str] = ()) -> Path:
+    """Write (atomically) a --keep_dtype file keeping these ops in fp32."""
+    from ..fileio import write_text_atomic
+
+    text = keep_dtype_lines(op_types, node_names)
+    if not text:
+        raise UserError("--keep-dtype-op: give at least one op type")
+    write_text_atomic(path, text)
+    return Path(path)
+
+
+def option_value(command: Sequence[str], flag: str) -> str | None:
+    """Value of `--flag=value` in an atc argv (last one wins)."""
+    prefix = f"--{flag}="
+    values = [arg[len(prefix):] for arg in command if arg.startswith(prefix)]
+    return values[-1] if values else None
+
+
+def display_command(command: Sequence[str]) -> str:
+    """Shell-ready text of the command."""
+    return shlex.join(command)
+
+
+def missing_atc_message(command: Sequence[str]) -> str:
+    return ("atc not found (no CANN toolkit on this machine). On an Ascend host with CANN installed, run:\n"
+            f"  {SET_ENV_HINT}\n  {display_command(command)}")
+
+
+def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None,
+            env: Mapping[str, str] | None = None, progress: ProgressCallback | None = None,
+            check: bool = True, cwd: str | os.PathLike | None = None) -> AtcResult:
+    """Run an atc argv (argv[0] 'atc' is looked up on env's PATH), stream its output to `log_path`.
+
+    progress(elapsed_s, last_line) is called about once a second. With check=True a
+    failure raises ToolFailed carrying AtcResult.failure_message(); atc missing raises ToolNotFound.
+    """
+    command = list(command)
+    env = dict(os.environ if env is None else env)
+    executable = find_tool(command[0], env) if os.sep not in command[0] else Path(command[0])
+    if executable is None:
+        raise ToolNotFound(missing_atc_message(command))
+    prefix = option_value(command, "output") or "atc_output"
+    log_path = Path(log_path if log_path is not None else prefix + ".atc.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    returncode, tail = _stream_to_log([str(executable)] + command[1:], log_path, env, progress, cwd)
+    elapsed = time.time() - start
+    text = log_path.read_text(encoding="utf-8", errors="replace")
+    result = AtcResult(command=command, log_path=log_path, om_path=find_om(prefix, since=start, cwd=cwd),
+                       returncode=returncode, elapsed_s=elapsed, success_line=SUCCESS_MARKER in text,
+                       errors=parse_atc_errors(text), tail=list(tail))
+    if check and not result.succeeded:
+        raise ToolFailed(result.failure_message())
+    return result
+
+
+def _stream_to_log(argv: list[str], log_path: Path, env: dict, progress: ProgressCallback | None,
+                   cwd) -> tuple[int, deque]:
+    """Run argv with stdout+stderr appended line by line to log_path; returns (exit code, last lines)."""
+    tail: deque = deque(maxlen=20)
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write(f"# {display_command(argv)}\n")
+        log.flush()
+        try:
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                    text=True, errors="replace", bufsize=1)
+        except OSError as exc:
+            raise ToolFailed(f"cannot start {argv[0]}: {exc}") from None
+        reader = threading.Thread(target=_copy_lines, args=(proc.stdout, log, tail), daemon=True)
+        reader.start()
+        start = time.time()
+        while True:
+            try:
+                proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if progress:
+                    progress(time.time() - start, tail[-1] if tail else "")
+            except KeyboardInterrupt:
+                proc.terminate()
+                proc.wait()
+                raise
+        reader.join()
+        if progress:
+            progress(time.time() - start, tail[-1] if tail else "")
+    return proc.returncode, tail
+
+
+def _copy_lines(stream, log, tail: deque) -> None:
+    for line in stream:
+        log.write(line)
+        log.flush()
+        tail.append(line.rstrip("\n"))
+    stream.close()
+
+
+def find_om(prefix: str, since: float | None = None, cwd: str | os.PathLike | None = None) -> Path | None:
+    """The .om atc wrote for --output=prefix: `prefix.om`, or `prefix_linux_<arch>.om` on newer CANN.
+
+    With `since`, a file older than the run (a stale one from before) does not count.
+    """
+    base = Path(cwd) / prefix if cwd is not None and not os.path.isabs(prefix) else Path(prefix)
+    candidates = [base.with_name(base.name + ".om")] + sorted(base.parent.glob(base.name + "_linux_*.om"))
+    for candidate in candidates:
+        if candidate.is_file() and (since is None or candidate.stat().st_mtime >= since - 1.0):
+            return candidate
+    return None
+
+
+_CODE_LINE = re.compile(r"^\s*(E[A-Z]?\d{4,5})\s*:\s*(.*)$")
+_OP_NAME = re.compile(r"(?:\b[Oo]p\s*\[|\bfor\s*\[|\bnode\s*\[)([^\],\[]+)")
+_OP_TYPE = re.compile(r"(?:[Oo]p\s?type|type)\s*:?\s*\[([^\]\[]+)\]")
+_PID_STAMP = re.compile(r"^\[PID:\s*\d+\]\s*(\d{4}-\d{2}-\d{2}-[\d:.]+\s*)?")
+
+
+def parse_atc_errors(text: str) -> list[AtcError]:
+    """Coded lines (`E19010: ...`, `EZ3003: ...`) with the op name/type they mention, in order, deduplicated."""
+    errors, seen = [], set()
+    for line in text.splitlines():
+        match = _CODE_LINE.match(line)
+        if not match:
+            continue
+        code, message = match.group(1), _PID_STAMP.sub("", match.group(2).strip())
+        if (code, message) in seen:
+            continue
+        seen.add((code, message))
+        name = _OP_NAME.search(message)
+        op_type = _OP_TYPE.search(message)
+        errors.append(AtcError(code, message, name.group(1).strip() if name else None,
+                               op_type.group(1).strip() if op_type else None))
+    return errors
+
+
+def resolve_soc_version(soc_version: str, env: Mapping[str, str] | None = None) -> str:
+    """'auto' -> detect_soc_version(); anything else unchanged."""
+    return detect_soc_version(env) if soc_version == "auto" else soc_version
+
+
+def compile_onnx(model_path: str | os.PathLike, *, soc_version: str = "auto", cann_home: str | None = None,
+                 log_file: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
+                 **command_options) -> AtcResult:
+    """One call for pipelines: CANN env, soc detection, command, run. Raises on any failure.
+
+    command_options go to build_atc_command (output, batch_size, log, precision_mode, ...).
+    """
+    env = cann_environment(cann_home)
+    soc = resolve_soc_version(soc_version, env)
+    command = build_atc_command(model_path, soc_version=soc, **command_options)
+    return run_atc(command, log_path=log_file, env=env, progress=progress)
+
+
+def _split_extra(extra_args: str | Sequence[str] | None) -> list[str]:
+    if not extra_args:
+        return []
+    if isinstance(extra_args, str):
+        try:
+            return shlex.split(extra_args)
+        except ValueError as exc:
+            raise UserError(f"--extra-args: {exc}") from None
+    return [str(a) for a in extra_args]

@@ -1,0 +1,67 @@
+"""Shared internals of the stand-in Ascend tools (tests only).
+
+A fake .om is `MAGIC`, one JSON header line (soc_version, input shapes, ...) and the
+ONNX bytes, so the stand-in runners compute real outputs with onnxruntime. Outputs go
+through float16 like an NPU would; FAKE_ASCEND_PERTURB=1 adds large noise so that
+validation has something to catch.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+MAGIC = b"LVVIT-FAKE-OM v1\n"
+
+
+def write_om(path: str, onnx_bytes: bytes, header: dict) -> None:
+    tmp = path + ".partial"
+    with open(tmp, "wb") as fh:
+        fh.write(MAGIC)
+        fh.write(json.dumps(header, sort_keys=True).encode() + b"\n")
+        fh.write(onnx_bytes)
+    os.replace(tmp, path)
+
+
+def read_om(path: str) -> tuple[dict, bytes]:
+    """(header, onnx bytes); ValueError for anything that is not a fake .om."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data.startswith(MAGIC):
+        raise ValueError(f"{path} is not a valid offline model (bad magic)")
+    header_line, _, onnx_bytes = data[len(MAGIC):].partition(b"\n")
+    return json.loads(header_line), onnx_bytes
+
+
+class FakeModel:
+    """An .om loaded on the 'NPU': onnxruntime over the embedded ONNX."""
+
+    def __init__(self, path: str):
+        import onnxruntime as ort
+
+        self.header, onnx_bytes = read_om(path)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        self.input_shapes = [tuple(s) for s in self.header["input_shapes"]]
+        self.input_names = list(self.header["input_names"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_shapes = self._infer_output_shapes()
+
+    def _infer_output_shapes(self) -> list[tuple]:
+        zeros = [np.zeros(s, dtype=np.float32) for s in self.input_shapes]
+        return [tuple(o.shape) for o in self.run(zeros, perturb=False)]
+
+    def run(self, arrays: list[np.ndarray], perturb: bool | None = None) -> list[np.ndarray]:
+        feeds = {name: np.asarray(a, dtype=np.float32).astype(np.float16).astype(np.float32)
+                 for name, a in zip(self.input_names, arrays)}
+        outputs = self.session.run(None, feeds)
+        outputs = [np.asarray(o, dtype=np.float32).astype(np.float16).astype(np.float32) for o in outputs]
+        if perturb is None:
+            perturb = os.environ.get("FAKE_ASCEND_PERTURB") == "1"
+        if perturb:
+            rng = np.random.default_rng(1234)
+            outputs = [(o + rng.normal(0.0, float(np.std(o)) + 1e-3, o.shape)).astype(np.float32) for o in outputs]
+        return outputs
