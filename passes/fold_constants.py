@@ -43,6 +43,9 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
 
     logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
     gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # graphsurgeon's sessions otherwise warn per node
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     graph = gs.import_onnx(inferred)
     graph.fold_constants(fold_shapes=fold_shapes, size_threshold=size_threshold, error_ok=True)

@@ -76,11 +76,12 @@ class SoftmaxTranspose(GraphPass):
                 new_nodes.append(node)
                 continue
             label = node.name or node.output[0]
-            dims = shapes.get(node.input[0])
+            dims = shapes.get(node.input[0]) or _rank_from_reshape(node.input[0], producer_of, shapes)
             if _is_wrapped(node, producer_of, readers):
                 already.append(label)
             elif dims is None or len(dims) != 4:
-                skipped.append(f"{label}: input rank {'unknown' if dims is None else len(dims)}, not 4")
+                skipped.append(f"{label}: input rank unknown (simplify the graph with onnxsim first)" if dims is None
+                               else f"{label}: input rank {len(dims)}, not 4")
             elif _softmax_axis(node) % 4 != 3:
                 skipped.append(f"{label}: softmax over axis {_softmax_axis(node)}, not the last")
             else:
@@ -98,6 +99,9 @@ class SoftmaxTranspose(GraphPass):
             "transpose_input_shapes": _unique(created_shapes),
         })
         report.notes += [f"skipped {s}" for s in skipped]
+        if any(not isinstance(d, int) for shape in created_shapes for d in shape):
+            report.notes.append("some Transpose input shapes are not static (null in the report); "
+                                "run fix_shapes or fold_constants first for concrete whitelist shapes")
         if already:
             report.notes.append(f"{len(already)} softmax(es) already wrapped, left alone")
         return model
@@ -120,6 +124,18 @@ class SoftmaxTranspose(GraphPass):
         report.notes.append(f"converted the model from opset {opset} to 13 before wrapping")
         report.details["upgraded_opset_from"] = opset
         return upgraded
+
+
+def _rank_from_reshape(name: str, producer_of, shapes) -> tuple | None:
+    """Unknown dims but a known rank: a Reshape whose (computed) target has a known length.
+    Unsimplified exports (e.g. Swin's window attention) compute targets with Shape/Concat."""
+    node = producer_of.get(name)
+    if node is None or node.op_type != "Reshape" or len(node.input) < 2:
+        return None
+    target = shapes.get(node.input[1])
+    if target is None or len(target) != 1 or not isinstance(target[0], int):
+        return None
+    return (None,) * target[0]
 
 
 def _softmax_axis(node: onnx.NodeProto) -> int:
