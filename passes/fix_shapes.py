@@ -64,12 +64,13 @@ class FixShapes(GraphPass):
         del model.graph.value_info[:]
         for output in model.graph.output:
             output.type.tensor_type.ClearField("shape")
-        model = fold_graph(model, fold_shapes=True)
+        model, rounds = _fold_to_fixed_point(model)
         model = onnx.shape_inference.infer_shapes(model, data_prop=True, strict_mode=False)
         still_computed = _reshapes_with_computed_target(model.graph)
         not_concrete = [v.name for v in list(model.graph.value_info) + list(model.graph.output)
                         if not _concrete(dims_of(v.type))]
         report.matched = len(changed)
+        report.details["fold_rounds"] = rounds
         report.details.update({
             "inputs": changed,
             "reshape_targets_made_constant": len(symbolic_reshapes) - len(still_computed),
@@ -79,6 +80,17 @@ class FixShapes(GraphPass):
         if not_concrete:
             report.notes.append(f"{len(not_concrete)} tensor(s) without a concrete shape: {not_concrete[:10]}")
         return model
+
+
+def _fold_to_fixed_point(model: onnx.ModelProto, max_rounds: int = 8) -> tuple[onnx.ModelProto, int]:
+    """Fold, re-infer, fold again: each round can resolve shapes (Expand, Where on shapes, ...)
+    that the next round's Shape folding needs. Stops when the node count stops falling."""
+    for rounds in range(1, max_rounds + 1):
+        count = len(model.graph.node)
+        model = fold_graph(model, fold_shapes=True)
+        if len(model.graph.node) >= count:
+            break
+    return model, rounds
 
 
 def _set_input_dims(graph: onnx.GraphProto, shapes: dict[str, list[int]], batch: int | None) -> dict[str, list]:

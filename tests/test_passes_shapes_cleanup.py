@@ -1,0 +1,127 @@
+"""fold_constants, fix_shapes and cleanup: structure and numerical equality with the golden outputs."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from lvvit_opt.errors import UserError
+from lvvit_opt.golden import OnnxModelRunner
+from lvvit_opt.passes import run_pipeline
+from lvvit_opt.passes.graph_utils import dims_of
+
+
+def _features(model, image):
+    return OnnxModelRunner(model).infer({"image": image})["features"]
+
+
+def _constants(graph):
+    return {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+
+
+@pytest.fixture(scope="module")
+def dynamic_golden_onnx(tmp_path_factory, golden_weights):
+    """The golden LV-ViT exported with a symbolic batch and NOT simplified: Reshape targets
+    are computed from Shape(image)."""
+    from lvvit_opt.export import export_onnx
+
+    out = tmp_path_factory.mktemp("dyn") / "lvvit_golden_dyn.onnx"
+    export_onnx(out, model="lvvit_golden", checkpoint=golden_weights, dynamic_batch=True, simplify=False,
+                log=lambda _m: None)
+    return str(out)
+
+
+@pytest.mark.parametrize("names", [["fold_constants"], ["cleanup"], ["fold_constants", "cleanup"]])
+def test_golden_graph_unchanged_numerically(golden_onnx, golden_io, names):
+    model = onnx.load(golden_onnx)
+    result = run_pipeline(model, names)
+    np.testing.assert_allclose(_features(result.model, golden_io["image"]), golden_io["features"], atol=1e-5, rtol=0)
+
+
+def test_fold_constants_turns_constant_nodes_into_initializers(golden_onnx):
+    model = onnx.load(golden_onnx)
+    assert any(n.op_type == "Constant" for n in model.graph.node)
+    result = run_pipeline(model, ["fold_constants"])
+    assert not any(n.op_type == "Constant" for n in result.model.graph.node)
+    assert result.reports[0].details["ops_folded"] == {"Constant": sum(n.op_type == "Constant" for n in model.graph.node)}
+    assert {n.op_type for n in result.model.graph.node} == {n.op_type for n in model.graph.node} - {"Constant"}
+
+
+def test_fix_shapes_dynamic_batch_equals_fixed_batch_export(dynamic_golden_onnx, golden_onnx, golden_io):
+    dynamic = onnx.load(dynamic_golden_onnx)
+    assert dims_of(dynamic.graph.input[0].type)[0] != 2  # symbolic
+    computed = [n for n in dynamic.graph.node if n.op_type == "Reshape" and n.input[1] not in _constants(dynamic.graph)]
+    assert computed, "the unsimplified dynamic export should compute Reshape targets"
+
+    result = run_pipeline(dynamic, ["fix_shapes", "cleanup"], {"fix_shapes": {"batch_size": "2"}})
+    fixed = result.model
+    report = result.reports[0]
+    assert report.details["inputs"] == {"image": [2, 3, 224, 224]}
+    assert report.details["reshape_targets_made_constant"] == len(computed)
+    assert report.details["reshape_targets_still_computed"] == []
+    assert report.details["outputs"] == {"features": [2, 1000]}
+    assert not any(n.op_type == "Shape" for n in fixed.graph.node)
+    assert all(n.input[1] in _constants(fixed.graph) for n in fixed.graph.node if n.op_type == "Reshape")
+    for value in list(fixed.graph.value_info) + list(fixed.graph.output):
+        dims = dims_of(value.type)
+        assert dims is not None and all(isinstance(d, int) for d in dims), value.name
+    out = _features(fixed, golden_io["image"])
+    np.testing.assert_allclose(out, _features(onnx.load(golden_onnx), golden_io["image"]), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out, golden_io["features"], atol=1e-5, rtol=0)
+
+
+def test_fix_shapes_whole_input_shape_and_errors(dynamic_golden_onnx, golden_onnx):
+    dynamic = onnx.load(dynamic_golden_onnx)
+    result = run_pipeline(dynamic, ["fix_shapes"], {"fix_shapes": {"input_shapes": "image:3,3,224,224"}})
+    assert dims_of(result.model.graph.output[0].type) == (3, 1000)
+    with pytest.raises(UserError, match="no input named"):
+        run_pipeline(dynamic, ["fix_shapes"], {"fix_shapes": {"input_shapes": "pixels:1,3,224,224"}})
+    with pytest.raises(UserError, match="NAME:D1"):
+        run_pipeline(dynamic, ["fix_shapes"], {"fix_shapes": {"input_shapes": "image:a,b"}})
+    with pytest.raises(UserError, match="needs batch_size"):
+        run_pipeline(dynamic, ["fix_shapes"])
+    with pytest.raises(UserError, match="already has a static batch 2"):
+        run_pipeline(onnx.load(golden_onnx), ["fix_shapes"], {"fix_shapes": {"batch_size": 16}})
+
+
+def _messy_model():
+    """y = Relu(x) written out of order, plus a dead branch, an unused initializer and an unused input."""
+    nodes = [
+        helper.make_node("Relu", ["h"], ["y"], name="relu"),          # consumer first: needs toposort
+        helper.make_node("Add", ["x", "bias"], ["h"], name="add"),
+        helper.make_node("Neg", ["h"], ["dead1"], name="dead_neg"),    # nothing reads dead1 ...
+        helper.make_node("Exp", ["dead1"], ["dead2"], name="dead_exp"),  # ... nor dead2
+    ]
+    inits = [helper.make_tensor("bias", TensorProto.FLOAT, [3], [1.0, -2.0, 0.5]),
+             helper.make_tensor("unused_w", TensorProto.FLOAT, [2], [1.0, 2.0])]
+    graph = helper.make_graph(nodes, "messy",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+                               helper.make_tensor_value_info("unused_in", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])], inits,
+                              value_info=[helper.make_tensor_value_info("dead2", TensorProto.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_cleanup_removes_dead_code_and_toposorts():
+    model = _messy_model()
+    result = run_pipeline(model, ["cleanup"])
+    graph = result.model.graph
+    assert [n.name for n in graph.node] == ["add", "relu"]
+    assert [i.name for i in graph.initializer] == ["bias"]
+    assert [i.name for i in graph.input] == ["x"]
+    assert list(graph.value_info) == []
+    details = result.reports[0].details
+    assert details == {"dead_nodes": 2, "unused_initializers": ["unused_w"], "unused_inputs": ["unused_in"],
+                       "stale_value_infos": 1}
+    onnx.checker.check_model(result.model)
+    x = np.array([1.0, 1.0, -3.0], np.float32)
+    np.testing.assert_array_equal(OnnxModelRunner(result.model).infer({"x": x})["y"], [2.0, 0.0, 0.0])
+    assert len(model.graph.node) == 4, "the caller's model must not be modified"
+
+
+def test_cleanup_can_keep_unused_inputs():
+    result = run_pipeline(_messy_model(), ["cleanup"], {"cleanup": {"keep_unused_inputs": "true"}})
+    assert [i.name for i in result.model.graph.input] == ["x", "unused_in"]
