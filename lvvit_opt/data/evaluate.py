@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool
-from .postprocess import AccuracyResult, read_labels, score_predictions, top_k
+from .postprocess import AccuracyResult, labels_by_stem, read_labels, score_predictions, top_k
 from .transform import EvalTransform
 
 READ_AHEAD_BATCHES = 3
@@ -86,7 +86,7 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
     `runner` may be an already-open runtime Runner (then `model` is only a name for the
     report); otherwise one is opened with `runtime.open_runner(model, **runner_options)`.
     """
-    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else dict(labels)
+    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     paths = list_images(data_dir, limit=limit)
     workers = workers or default_workers()
     if runner is None:

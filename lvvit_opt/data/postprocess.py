@@ -102,6 +102,11 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
     return labels
 
 
+def labels_by_stem(labels: Mapping[str, int]) -> dict[str, int]:
+    """{image file name or stem: class} -> {stem: class}."""
+    return {image_stem(name): int(label) for name, label in labels.items()}
+
+
 def _parse_label_line(line: str, where: str) -> tuple[str, int]:
     fields = line.split()
     if len(fields) != 2 or not fields[1].isdigit():
@@ -198,7 +203,7 @@ def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mappi
     `dtype` is the element type of `.bin` outputs. All outputs must hold the same number of
     classes; files that cannot be read or hold a different count are listed in `unreadable`.
     """
-    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else dict(labels)
+    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     files, notes = find_result_files(result_dir)
     read: dict[str, tuple[int, np.ndarray]] = {}
     unreadable: dict[str, str] = {}
