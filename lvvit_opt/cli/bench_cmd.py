@@ -1,6 +1,66 @@
-"""CLI verbs for this area (thin layer: parse, call the library function, print)."""
+"""`lvvit-opt bench`: interleaved before/after throughput."""
 from __future__ import annotations
+
+import json
 
 import click
 
-from ._base import handle_errors, main  # noqa: F401
+from ._base import handle_errors, main, parse_int_list
+
+
+@main.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--batch-sizes", default=None,
+              help="Comma-separated batch sizes, e.g. 1,16 (default: each model's own fixed batch; 1,16 for a dynamic one).")
+@click.option("--backend", type=click.Choice(["auto", "ort", "om", "benchmark", "trtexec"]), default="auto",
+              show_default=True, help="auto: .onnx on onnxruntime, .om on ais_bench or the legacy benchmark binary.")
+@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Measured seconds per batch size, shared by all models and rounds.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaving rounds (A B A B ...); the spread is taken over them.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Untimed seconds per model first.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads (default: all cores).")
+@click.option("--providers", default=None,
+              help="onnxruntime execution providers in order, e.g. tensorrt,cuda,cpu (missing ones are reported).")
+@click.option("--refix-batch", is_flag=True, help="Re-fix a fixed-batch ONNX to each asked batch size (fix_shapes pass).")
+@click.option("--skip-validate", is_flag=True, help="Measure .om models without first validating them against their ONNX.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="ONNX to validate .om models against (default: the .onnx beside each .om).")
+@click.option("--device-id", type=int, default=0, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON.")
+@click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG bar chart of fps.")
+@handle_errors
+def bench_command(models, batch_sizes, backend, duration, rounds, warmup, threads, providers, refix_batch,
+                  skip_validate, reference, device_id, json_out, plot_out):
+    """Measure fps of one or more models, interleaved so machine drift hits all alike.
+
+    Prints fps, median/p90 latency and the spread over rounds per model and batch size,
+    and with two or more models the ratio of each to the first.
+
+    \b
+    Examples:
+      lvvit-opt bench model_bs16.onnx model_bs16_opt.onnx --duration 20
+      lvvit-opt bench model_bs16.om model_bs16_opt.om        # validates each .om first
+      lvvit-opt bench model.onnx --backend trtexec --batch-sizes 1,16
+    """
+    from ..bench import bench_models, plot_fps
+    from ..fileio import write_text_atomic
+
+    report = bench_models(
+        list(models), parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None, backend=backend,
+        duration=duration, rounds=rounds, warmup=warmup, threads=threads,
+        providers=providers.split(",") if providers else None, refix_batch=refix_batch, device_id=device_id,
+        validate=not skip_validate, reference=reference, log=lambda m: click.echo(m, err=True),
+    )
+    click.echo(report.format_table())
+    settings = report.settings
+    click.echo(f"machine: {report.machine.get('processor')} x{report.machine.get('cpu_count')}; "
+               f"threads: {settings.get('threads')}; providers: {', '.join(settings.get('providers', []))}")
+    if json_out:
+        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
+        click.echo(f"wrote {json_out}")
+    if plot_out:
+        plot_fps(report, plot_out)
+        click.echo(f"wrote {plot_out}")
+    if not report.results:
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,410 @@
+"""Before/after throughput that a reader can trust.
+
+Several models are measured interleaved (A B A B ...) after a warm-up, so drift of the
+machine (thermal, other load) hits every model alike. Per model and batch size we report
+fps, median and p90 latency and the spread of fps over rounds; with two or more models,
+the ratio of each to the first, computed per round, with its spread.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import ToolFailed, UserError, ValidationFailed
+
+BACKENDS = ("auto", "ort", "om", "benchmark", "trtexec")
+PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
+
+
+@dataclass
+class BenchResult:
+    model: str
+    batch_size: int
+    backend: str
+    fps: float
+    latency_median_ms: float
+    latency_p90_ms: float
+    round_fps: list[float]
+    iterations: int
+    fps_spread_pct: float  # (max - min) / median of the per-round fps, in percent
+    ratio_to_first: float | None = None
+    ratio_spread: tuple[float, float] | None = None  # min and max of the per-round ratios
+    details: dict = field(default_factory=dict)
+    position: int = 0  # the model's place on the command line (the same file may be given twice)
+
+
+@dataclass
+class BenchReport:
+    results: list[BenchResult]
+    machine: dict
+    settings: dict
+    skipped: list[str] = field(default_factory=list)
+    validation: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BenchReport":
+        results = [BenchResult(**{**r, "ratio_spread": tuple(r["ratio_spread"]) if r.get("ratio_spread") else None})
+                   for r in data.get("results", [])]
+        return cls(results, data.get("machine", {}), data.get("settings", {}), data.get("skipped", []),
+                   data.get("validation", {}))
+
+    def to_dict(self) -> dict:
+        return {"machine": self.machine, "settings": self.settings, "skipped": self.skipped,
+                "validation": self.validation, "results": [asdict(r) for r in self.results]}
+
+    def format_table(self) -> str:
+        header = f"{'model':<34} {'bs':>3} {'backend':<12} {'fps':>9} {'p50 ms':>8} {'p90 ms':>8} {'spread':>7} {'ratio':>16}"
+        lines = [header, "-" * len(header)]
+        for r in self.results:
+            ratio = "" if r.ratio_to_first is None else (
+                f"{r.ratio_to_first:.3f}x" + (f" [{r.ratio_spread[0]:.2f}-{r.ratio_spread[1]:.2f}]" if r.ratio_spread else ""))
+            lines.append(f"{_short(r.model):<34} {r.batch_size:>3} {r.backend:<12} {r.fps:>9.1f} "
+                         f"{r.latency_median_ms:>8.2f} {r.latency_p90_ms:>8.2f} {r.fps_spread_pct:>6.1f}% {ratio:>16}")
+        for s in self.skipped:
+            lines.append(f"skipped: {s}")
+        return "\n".join(lines)
+
+
+def _short(path: str, width: int = 34) -> str:
+    return path if len(path) <= width else "..." + path[-(width - 3):]
+
+
+def machine_info(extra: dict | None = None) -> dict:
+    info = {"host": platform.node(), "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version()}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    info.update(extra or {})
+    return info
+
+
+# ---------------------------------------------------------------- runner-based backends
+
+def _model_batch(path: str) -> int | None:
+    """The static batch of an ONNX model's first input, or None if symbolic."""
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    first = next(i for i in model.graph.input if i.name not in inits)
+    dim = first.type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+
+
+def _refix_batch(path: str, batch: int, workdir: Path) -> str:
+    """Write a copy of `path` with its batch fixed to `batch` (through the fix_shapes pass)."""
+    from .fileio import load_onnx, save_onnx
+    from .passes import run_pipeline
+
+    result = run_pipeline(load_onnx(path), ["fix_shapes"], {"fix_shapes": {"batch_size": batch}})
+    out = workdir / f"{Path(path).stem}_bs{batch}.onnx"
+    save_onnx(result.model, out)
+    return str(out)
+
+
+def _resolve_backend(path: str, backend: str) -> str:
+    if backend != "auto":
+        return backend
+    return "ort" if path.lower().endswith(".onnx") else "om"
+
+
+def _open(path: str, backend: str, threads: int | None, providers: Sequence[str] | None, device_id: int):
+    from .runtime import open_runner
+
+    if backend == "ort":
+        return open_runner(path, backend="ort", threads=threads, providers=providers)
+    return open_runner(path, backend=backend, device_id=device_id)
+
+
+def _feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in runner.inputs:
+        shape = [batch if i == 0 else (d if isinstance(d, int) and d > 0 else 1) for i, d in enumerate(spec.shape)]
+        feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype if spec.dtype != "float16" else np.float16)
+    return feeds
+
+
+def bench_models(
+    models: Sequence[str],
+    batch_sizes: Sequence[int] | None = None,
+    backend: str = "auto",
+    duration: float = 10.0,
+    rounds: int = 5,
+    warmup: float = 1.0,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    refix_batch: bool = False,
+    device_id: int = 0,
+    validate: bool = True,
+    reference: str | None = None,
+    log: Callable[[str], None] = print,
+) -> BenchReport:
+    """Measure `models` interleaved at each batch size.
+
+    duration: seconds of measurement per batch size, shared by all models and rounds.
+    batch_sizes: None = each model's own static batch (1 and 16 for a dynamic batch).
+    A fixed-batch ONNX asked for another batch is skipped with a reason, unless
+    refix_batch, which re-fixes it through the fix_shapes pass.
+    validate: .om models are first checked against their ONNX (beside them, or
+    `reference`); a model that fails is refused (ValidationFailed).
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if not models:
+        raise UserError("no model given")
+    for m in models:
+        if not Path(m).is_file():
+            raise UserError(f"{m}: no such file")
+    if threads is None and backend in ("auto", "ort"):
+        threads = os.cpu_count() or 1
+    providers = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if providers else None
+    if backend == "trtexec":
+        return _bench_trtexec(models, batch_sizes or [1, 16], log)
+    if backend == "benchmark":
+        return _bench_legacy(models, batch_sizes, device_id, log)
+
+    validation = _validate_om_models(models, backend, reference, log) if validate else {}
+    import tempfile
+
+    results, skipped = [], []
+    with tempfile.TemporaryDirectory(prefix="lvvit-bench-") as tmp:
+        plan = _plan(models, batch_sizes, backend, refix_batch, Path(tmp), skipped)
+        for batch, entries in plan.items():
+            results += _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log)
+    settings = {"models": list(models), "backend": backend, "duration_s": duration, "rounds": rounds, "warmup_s": warmup,
+                "threads": threads, "providers": list(providers) if providers else ["CPUExecutionProvider"],
+                "batch_sizes": sorted({r.batch_size for r in results})}
+    return BenchReport(results, machine_info(), settings, skipped, validation)
+
+
+def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: list[str]) -> dict[int, list]:
+    """batch size -> [(display name, path to run, backend)], keeping the models' order."""
+    plan: dict[int, list] = {}
+    for position, model in enumerate(models):
+        kind = _resolve_backend(model, backend)
+        static = _model_batch(model) if model.lower().endswith(".onnx") else None
+        wanted = list(batch_sizes) if batch_sizes else ([static] if static else [1, 16])
+        for batch in wanted:
+            path = model
+            if static is not None and static != batch:
+                if not refix_batch:
+                    skipped.append(f"{model} has a fixed batch of {static}; it cannot run at batch {batch} "
+                                   f"(export it at that batch, or pass --refix-batch)")
+                    continue
+                path = _refix_batch(model, batch, workdir)
+            plan.setdefault(batch, []).append((model, path, kind, position))
+    return dict(sorted(plan.items()))
+
+
+def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log) -> list[BenchResult]:
+    runners = [_open(path, kind, threads, providers, device_id) for _, path, kind, _ in entries]
+    try:
+        feeds = [_feeds(r, batch) for r in runners]
+        for runner, feed in zip(runners, feeds):  # warm-up, untimed
+            deadline = time.perf_counter() + warmup
+            runner.infer(feed)
+            while time.perf_counter() < deadline:
+                runner.infer(feed)
+        slot = duration / max(1, rounds * len(runners))
+        latencies: list[list[float]] = [[] for _ in runners]
+        round_fps: list[list[float]] = [[] for _ in runners]
+        log(f"batch {batch}: {len(runners)} model(s) x {rounds} rounds x {slot:.2f} s, interleaved")
+        for _round in range(rounds):
+            for i, (runner, feed) in enumerate(zip(runners, feeds)):
+                spent, count = _timed_slot(runner, feed, slot, latencies[i])
+                round_fps[i].append(batch * count / spent)
+        results = [_summarise(name, kind, batch, lat, fps, runner.describe(), position)
+                   for (name, _, kind, position), runner, lat, fps in zip(entries, runners, latencies, round_fps)]
+        return _with_ratios(results)
+    finally:
+        for runner in runners:
+            runner.close()
+
+
+def _timed_slot(runner, feed, slot: float, sink: list[float]) -> tuple[float, int]:
+    """Run for `slot` seconds (at least once); returns (backend time spent, iterations)."""
+    spent, count, start = 0.0, 0, time.perf_counter()
+    while count == 0 or time.perf_counter() - start < slot:
+        runner.infer(feed)
+        spent += runner.last_infer_s
+        sink.append(runner.last_infer_s)
+        count += 1
+    return spent, count
+
+
+def _summarise(name, kind, batch, latencies, round_fps, details, position) -> BenchResult:
+    lat_ms = np.asarray(latencies) * 1000.0
+    median_fps = statistics.median(round_fps)
+    return BenchResult(
+        model=name, batch_size=batch, backend=details.get("backend", kind),
+        fps=batch * len(latencies) / float(np.sum(latencies)),
+        latency_median_ms=float(np.median(lat_ms)), latency_p90_ms=float(np.percentile(lat_ms, 90)),
+        round_fps=[float(f) for f in round_fps], iterations=len(latencies),
+        fps_spread_pct=100.0 * (max(round_fps) - min(round_fps)) / median_fps if median_fps else 0.0,
+        details=details, position=position,
+    )
+
+
+def _with_ratios(results: list[BenchResult]) -> list[BenchResult]:
+    """Ratio of each model to the first at the same batch size, per round, with spread."""
+    if len(results) < 2:
+        return results
+    base = results[0]
+    for r in results[1:]:
+        per_round = [a / b for a, b in zip(r.round_fps, base.round_fps) if b > 0]
+        r.ratio_to_first = r.fps / base.fps if base.fps else None
+        r.ratio_spread = (min(per_round), max(per_round)) if per_round else None
+    base.ratio_to_first = 1.0
+    return results
+
+
+def _validate_om_models(models, backend, reference, log) -> dict:
+    """Every .om is compared with its ONNX before any fps is reported."""
+    report = {}
+    for model in models:
+        if _resolve_backend(model, backend) == "ort":
+            continue
+        ref = reference or str(Path(model).with_suffix(".onnx"))
+        if not Path(ref).is_file():
+            raise UserError(f"{model}: cannot validate: no reference ONNX at {ref} (pass --reference MODEL.onnx, "
+                            f"or --skip-validate to measure an unvalidated model)")
+        from .golden import validate_models
+
+        outcome = validate_models(ref, model)
+        report[model] = outcome.to_dict()
+        log(f"validation of {model} against {ref}: {'PASS' if outcome.passed else 'FAIL'}")
+        if not outcome.passed:
+            raise ValidationFailed(f"{model} disagrees with {ref}; refusing to report its fps "
+                                   f"(--skip-validate to measure anyway)\n{outcome.format()}")
+    return report
+
+
+# ---------------------------------------------------------------- trtexec
+
+_TRT_LATENCY = re.compile(r"Latency: min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, "
+                          r"median = ([\d.]+) ms, percentile\(90%\) = ([\d.]+) ms")
+_TRT_GPU_COMPUTE = re.compile(r"GPU Compute Time: min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, "
+                              r"median = ([\d.]+) ms, percentile\(90%\) = ([\d.]+) ms")
+
+
+def parse_trtexec_log(text: str, batch_size: int) -> dict:
+    """fps from a trtexec log: batch * 1000 / mean latency (GPU compute time when present,
+    as the seed's GPU table did). Raises ToolFailed if no latency summary is found."""
+    match = _TRT_GPU_COMPUTE.search(text) or _TRT_LATENCY.search(text)
+    if not match:
+        raise ToolFailed("no latency summary found in the trtexec log (did the engine build fail?)")
+    low, high, mean, median, p90 = (float(v) for v in match.groups())
+    return {"mean_ms": mean, "median_ms": median, "p90_ms": p90, "min_ms": low, "max_ms": high,
+            "fps": batch_size * 1000.0 / mean, "source": "GPU Compute Time" if "GPU" in match.re.pattern else "Latency"}
+
+
+def trtexec_command(model: str, batch_size: int, input_name: str, input_shape: Sequence[int], fp16: bool = True) -> list[str]:
+    """The model's real input shape with the asked batch (the seed used 112x112 for a 224 model)."""
+    dims = "x".join(str(d) for d in [batch_size, *input_shape[1:]])
+    cmd = ["trtexec", f"--onnx={model}", f"--shapes={input_name}:{dims}"]
+    return cmd + (["--fp16"] if fp16 else [])
+
+
+def _bench_trtexec(models, batch_sizes, log) -> BenchReport:
+    import shutil
+
+    import onnx
+
+    if not shutil.which("trtexec"):
+        raise UserError("trtexec not found on PATH (install TensorRT, or use --backend ort)")
+    results = []
+    for position, model in enumerate(models):
+        graph = onnx.load(model, load_external_data=False).graph
+        first = graph.input[0]
+        shape = [d.dim_value for d in first.type.tensor_type.shape.dim]
+        for batch in batch_sizes:
+            cmd = trtexec_command(model, batch, first.name, shape)
+            log(" ".join(cmd))
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            parsed = parse_trtexec_log(proc.stdout + proc.stderr, batch)
+            results.append(BenchResult(model, batch, "trtexec", parsed["fps"], parsed["median_ms"], parsed["p90_ms"],
+                                       [parsed["fps"]], 0, 0.0, details=parsed, position=position))
+    return BenchReport(_group_ratios(results), machine_info(), {"backend": "trtexec"})
+
+
+def _group_ratios(results: list[BenchResult]) -> list[BenchResult]:
+    by_batch: dict[int, list[BenchResult]] = {}
+    for r in results:
+        by_batch.setdefault(r.batch_size, []).append(r)
+    out = []
+    for batch in sorted(by_batch):
+        out += _with_ratios(by_batch[batch])
+    return out
+
+
+# ---------------------------------------------------------------- legacy benchmark binary
+
+def _bench_legacy(models, batch_sizes, device_id, log) -> BenchReport:
+    """The legacy benchmark.{x86_64,aarch64} binary in pure-inference mode; its perf file is
+    the measurement (card fps = Interface throughputRate x chips)."""
+    from .runtime import benchmark as legacy
+
+    results = []
+    for position, model in enumerate(models):
+        for batch in batch_sizes or [1]:
+            perf = legacy.run_performance(model, batch_size=batch, device_id=device_id, log=log)
+            results.append(BenchResult(model, batch, "benchmark", perf.card_fps, perf.latency_ms, perf.latency_ms,
+                                       [perf.card_fps], 0, 0.0, details=perf.to_dict(), position=position))
+    return BenchReport(_group_ratios(results), machine_info(), {"backend": "benchmark", "device_id": device_id})
+
+
+# ---------------------------------------------------------------- plot
+
+def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = None) -> Path:
+    """Grouped bar chart: fps per batch size, one bar per model, with the round spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_path
+
+    batches = sorted({r.batch_size for r in report.results})
+    models = sorted({(r.position, r.model) for r in report.results})
+    width = 0.8 / max(1, len(models))
+    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(batches) + 2), 4.5), dpi=110)
+    for i, (position, model) in enumerate(models):
+        xs, ys, errs = [], [], []
+        for j, batch in enumerate(batches):
+            match = [r for r in report.results if r.position == position and r.batch_size == batch]
+            if match:
+                r = match[0]
+                xs.append(j + (i - (len(models) - 1) / 2) * width)
+                ys.append(r.fps)
+                errs.append([[r.fps - min(r.round_fps)], [max(r.round_fps) - r.fps]])
+        if not xs:
+            continue
+        err = np.array(errs).reshape(len(xs), 2).T if errs else None
+        bars = ax.bar(xs, ys, width * 0.95, yerr=err, capsize=3, label=f"{position + 1}. {Path(model).name}")
+        ax.bar_label(bars, labels=[f"{y:.0f}" for y in ys], padding=2, fontsize=8)
+    ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
+    ax.set_ylabel("images / s (higher is better)")
+    ax.set_title(title or f"Throughput ({report.settings.get('backend', '')})")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out

@@ -1,0 +1,261 @@
+"""`lvvit-opt run`: checkpoint all the way to a before/after report, resumably.
+
+Stages, per batch size: export (+onnxsim) -> apply passes (validated on onnxruntime);
+then whitelist shapes (and patch with --patch-whitelist when CANN is found) -> atc when
+found, else a ready-to-run atc_commands.sh -> bench before/after on the best backend
+available -> report.md / report.json / fps.png.
+
+Every stage records a key (its options plus the size and mtime of its input files) in
+`<out>/.stages.json`; a re-run skips a stage whose key is unchanged and whose outputs
+exist. Every file is written atomically, so an interrupted run leaves no half-written file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .errors import UserError
+from .fileio import write_text_atomic
+
+DEFAULT_PASSES = ("softmax_transpose", "cleanup")
+STATE_FILE = ".stages.json"
+
+
+@dataclass
+class RunOptions:
+    out: str = "runs/default"
+    checkpoint: str | None = None
+    model: str = "lvvit_s"
+    batch_sizes: tuple[int, ...] = (1, 16)
+    passes: tuple[str, ...] = DEFAULT_PASSES
+    seed: int = 0
+    ema: bool = False
+    strict: bool = True
+    cann_home: str | None = None
+    soc_version: str = "auto"
+    patch_whitelist: bool = False
+    whitelist_file: str | None = None
+    bench_duration: float = 10.0
+    bench_rounds: int = 5
+    threads: int | None = None
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    random_weights: bool
+    exports: dict[int, dict] = field(default_factory=dict)
+    applies: dict[int, dict] = field(default_factory=dict)
+    whitelist: dict = field(default_factory=dict)
+    atc: dict = field(default_factory=dict)
+    bench: dict = field(default_factory=dict)
+    stages: list[dict] = field(default_factory=list)  # name, status (ran/skipped), seconds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": __version__, "out": str(self.out), "random_weights": self.random_weights,
+                "exports": {str(k): v for k, v in self.exports.items()},
+                "applies": {str(k): v for k, v in self.applies.items()},
+                "whitelist": self.whitelist, "atc": self.atc, "bench": self.bench, "stages": self.stages}
+
+
+class StageCache:
+    """Remembers which stages finished with which inputs, in <out>/.stages.json."""
+
+    def __init__(self, out: Path):
+        self.path = out / STATE_FILE
+        try:
+            self.state = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError):
+            self.state = {}
+
+    @staticmethod
+    def key(params: dict, inputs: list[str | os.PathLike]) -> str:
+        stats = []
+        for p in inputs:
+            st = os.stat(p)
+            stats.append([os.fspath(p), st.st_size, st.st_mtime_ns])
+        blob = json.dumps({"params": params, "inputs": stats, "version": __version__}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def lookup(self, name: str, key: str, outputs: list[Path]) -> dict | None:
+        entry = self.state.get(name)
+        if entry and entry.get("key") == key and all(Path(o).exists() for o in outputs):
+            return entry.get("result")
+        return None
+
+    def store(self, name: str, key: str, result: dict) -> None:
+        self.state[name] = {"key": key, "result": result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        write_text_atomic(self.path, json.dumps(self.state, indent=1, default=str) + "\n")
+
+
+class _Stages:
+    """Runs named stages through the cache and logs progress."""
+
+    def __init__(self, out: Path, summary: RunSummary, log: Callable[[str], None]):
+        self.cache, self.summary, self.log = StageCache(out), summary, log
+
+    def run(self, name: str, params: dict, inputs: list, outputs: list[Path], fn: Callable[[], dict]) -> dict:
+        key = self.cache.key(params, inputs)
+        cached = self.cache.lookup(name, key, outputs)
+        if cached is not None:
+            self.log(f"[{name}] unchanged, skipped")
+            self.summary.stages.append({"name": name, "status": "skipped", "seconds": 0.0})
+            return cached
+        self.log(f"[{name}] running")
+        start = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - start
+        self.cache.store(name, key, result)
+        self.summary.stages.append({"name": name, "status": "ran", "seconds": round(seconds, 2)})
+        self.log(f"[{name}] done in {seconds:.1f} s")
+        return result
+
+
+def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
+    """The whole pipeline; returns what it did (also written to report.json / report.md)."""
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_options(options)
+    summary = RunSummary(out=out, random_weights=options.checkpoint is None)
+    if summary.random_weights:
+        log("WARNING: no --checkpoint: RANDOM weights (seed "
+            f"{options.seed}). Graphs, validation and fps are real; accuracy is meaningless.")
+    stages = _Stages(out, summary, log)
+    models = {}
+    for batch in options.batch_sizes:
+        original, optimized = _export_and_apply(options, batch, stages, summary, log)
+        models[batch] = (original, optimized)
+    created = sorted({tuple(s) for a in summary.applies.values() for s in a.get("transpose_input_shapes", [])})
+    summary.whitelist = _whitelist_stage(options, [opt for _, opt in models.values()], created, log)
+    summary.atc = _atc_stage(options, models, summary.whitelist["shapes"], stages, out, log)
+    summary.bench = _bench_stage(options, models, summary.atc, stages, out, log)
+    from .report import write_reports
+
+    write_reports(summary, options)
+    log(f"report: {out / 'report.md'}")
+    return summary
+
+
+def _check_options(options: RunOptions) -> None:
+    from .model import CONFIGS
+
+    if options.model not in CONFIGS:
+        raise UserError(f"unknown model {options.model!r} (choose from {', '.join(CONFIGS)})")
+    if options.checkpoint is not None and not Path(options.checkpoint).is_file():
+        raise UserError(f"{options.checkpoint}: no such checkpoint file")
+    from .passes import parse_pass_list
+
+    parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones
+
+
+def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary: RunSummary, log) -> tuple[Path, Path]:
+    from .export import export_onnx
+    from .passes import apply_file
+
+    out = Path(options.out)
+    original = out / f"{options.model}_bs{batch}.onnx"
+    optimized = out / f"{options.model}_bs{batch}_opt.onnx"
+    checkpoint_inputs = [options.checkpoint] if options.checkpoint else []
+    export_params = {"model": options.model, "batch": batch, "seed": options.seed, "ema": options.ema,
+                     "strict": options.strict, "checkpoint": options.checkpoint}
+    summary.exports[batch] = stages.run(
+        f"export bs{batch}", export_params, checkpoint_inputs, [original],
+        lambda: export_onnx(original, model=options.model, checkpoint=options.checkpoint, batch_size=batch,
+                            seed=options.seed, ema=options.ema, strict=options.strict,
+                            log=lambda m: log(f"  {m}")).to_dict())
+    summary.applies[batch] = stages.run(
+        f"apply bs{batch}", {"passes": list(options.passes)}, [original], [optimized],
+        lambda: apply_file(original, optimized, list(options.passes)).to_dict())
+    validation = summary.applies[batch].get("validation") or {}
+    log(f"  bs{batch}: rewritten graph validation {'PASS' if validation.get('passed') else 'FAIL'}")
+    return original, optimized
+
+
+def _whitelist_stage(options: RunOptions, optimized: list[Path], created: list[tuple], log) -> dict:
+    """Report every Transpose input shape of the rewritten graphs; whitelist (and patch)
+    the ones the passes created, as the seed recipe does."""
+    from .whitelist import locate_transpose_py, patch_file, transpose_shapes
+
+    uses = []
+    for path in optimized:
+        uses += [dict(u.to_dict(), model=path.name) for u in transpose_shapes(str(path))]
+    shapes = [list(s) for s in created]
+    result: dict[str, Any] = {"shapes": shapes, "all_transpose_uses": uses, "patched": None}
+    log(f"[whitelist] Transpose input shapes created by the passes: {', '.join(str(tuple(s)) for s in shapes) or 'none'}")
+    if not options.patch_whitelist:
+        result["note"] = "not patched (pass --patch-whitelist to patch CANN's transpose.py)"
+        return result
+    environ = dict(os.environ)
+    if options.cann_home:
+        environ["ASCEND_TOOLKIT_HOME"] = options.cann_home
+    try:
+        path = locate_transpose_py(options.whitelist_file, environ)
+    except UserError as exc:
+        result["note"] = f"not patched: {exc}"
+        log(f"[whitelist] {result['note']}")
+        return result
+    patched = patch_file(path, shapes)
+    result["patched"] = patched.to_dict()
+    log(f"[whitelist] {patched.message}")
+    return result
+
+
+def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitelist_shapes: list, stages: _Stages,
+               out: Path, log) -> dict:
+    from .ascend.atc import build_atc_command, compile_onnx, display_command
+    from .ascend.cann import cann_environment, find_tool
+
+    env = cann_environment(options.cann_home)
+    onnx_files = [p for pair in models.values() for p in pair]
+    shapes = [tuple(s) for s in whitelist_shapes]
+    if find_tool("atc", env) is None:
+        soc = options.soc_version if options.soc_version != "auto" else "Ascend310"
+        lines = ["#!/usr/bin/env bash", "# atc was not found here. On an Ascend host with CANN installed run:",
+                 "set -euo pipefail", "source /usr/local/Ascend/ascend-toolkit/set_env.sh",
+                 f"# soc version: {soc}" + (" (assumed; check `npu-smi info`)" if options.soc_version == "auto" else "")]
+        flags = " ".join(f"--shape {','.join(map(str, s))}" for s in shapes)
+        lines.append(f"lvvit-opt whitelist patch {flags}" if flags else "# no Transpose shapes to whitelist")
+        commands = [display_command(build_atc_command(p, soc_version=soc, log="error")) for p in onnx_files]
+        write_text_atomic(out / "atc_commands.sh", "\n".join(lines + commands) + "\n")
+        os.chmod(out / "atc_commands.sh", 0o755)
+        log(f"[atc] atc not found: wrote {out / 'atc_commands.sh'}")
+        return {"compiled": False, "commands_file": str(out / "atc_commands.sh"), "commands": commands}
+    compiled = {}
+    for path in onnx_files:
+        om = path.with_suffix(".om")
+        compiled[path.name] = stages.run(
+            f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home}, [path], [om],
+            lambda p=path: _compile(p, options, compile_onnx, log))
+    return {"compiled": True, "models": compiled}
+
+
+def _compile(path: Path, options: RunOptions, compile_onnx, log) -> dict:
+    result = compile_onnx(path, soc_version=options.soc_version, cann_home=options.cann_home,
+                          log_file=path.with_suffix(".atc.log"),
+                          progress=lambda elapsed, line: None)
+    log(f"  compiled {result.om_path} in {result.elapsed_s:.1f} s")
+    return {"om": str(result.om_path), "log": str(result.log_path), "seconds": round(result.elapsed_s, 2),
+            "command": result.command}
+
+
+def _bench_stage(options: RunOptions, models, atc: dict, stages: _Stages, out: Path, log) -> dict:
+    from .bench import bench_models
+
+    use_om = atc.get("compiled", False)
+    reports = {}
+    for batch, (original, optimized) in models.items():
+        files = [original.with_suffix(".om"), optimized.with_suffix(".om")] if use_om else [original, optimized]
+        params = {"duration": options.bench_duration, "rounds": options.bench_rounds, "threads": options.threads,
+                  "backend": "om" if use_om else "ort"}
+        reports[str(batch)] = stages.run(
+            f"bench bs{batch}", params, files, [],
+            lambda f=files, b=batch: bench_models([str(p) for p in f], [b], backend="om" if use_om else "ort",
+                                                  duration=options.bench_duration, rounds=options.bench_rounds,
+                                                  threads=options.threads, log=lambda m: log(f"  {m}")).to_dict())
+    return {"backend": "om" if use_om else "onnxruntime", "reports": reports}

@@ -1,0 +1,102 @@
+"""report.md / report.json / fps.png for `lvvit-opt run`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .bench import BenchReport, BenchResult, plot_fps
+from .fileio import write_text_atomic
+
+
+def merged_bench(summary) -> BenchReport | None:
+    """All batch sizes' bench reports as one (for the table and the plot)."""
+    reports = [BenchReport.from_dict(r) for r in summary.bench.get("reports", {}).values()]
+    if not reports:
+        return None
+    results: list[BenchResult] = [res for r in reports for res in r.results]
+    settings = dict(reports[0].settings, batch_sizes=sorted({r.batch_size for r in results}))
+    return BenchReport(results, reports[0].machine, settings, [s for r in reports for s in r.skipped],
+                       {k: v for r in reports for k, v in r.validation.items()})
+
+
+def write_reports(summary, options) -> None:
+    out = Path(summary.out)
+    bench = merged_bench(summary)
+    data = summary.to_dict()
+    data["options"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items()}
+    if bench is not None and bench.results:
+        plot_fps(bench, out / "fps.png", title=f"{options.model}: before / after ({summary.bench.get('backend')})")
+        data["fps_plot"] = str(out / "fps.png")
+    write_text_atomic(out / "report.json", json.dumps(data, indent=2, default=str) + "\n")
+    write_text_atomic(out / "report.md", render_markdown(summary, options, bench))
+
+
+def render_markdown(summary, options, bench: BenchReport | None) -> str:
+    lines = [f"# lvvit-opt run: {options.model}", ""]
+    if summary.random_weights:
+        lines += [f"> **Weights were RANDOM** (no `--checkpoint`; seed {options.seed}). Graph structure, "
+                  "validation and fps are real measurements; accuracy is meaningless.", ""]
+    else:
+        lines += [f"Weights: `{options.checkpoint}`" + (" (EMA)" if options.ema else ""), ""]
+    lines += ["## What was done", ""]
+    for stage in summary.stages:
+        status = "skipped (unchanged)" if stage["status"] == "skipped" else f"{stage['seconds']:.1f} s"
+        lines.append(f"- {stage['name']}: {status}")
+    lines += ["", f"Passes: `{','.join(options.passes)}`", "", "## Validation (onnxruntime, original vs rewritten)", "",
+              "| batch | result | max abs | cosine | top-1 agreement |", "|---:|---|---:|---:|---:|"]
+    for batch, applied in summary.applies.items():
+        lines.append(_validation_row(batch, applied.get("validation")))
+    lines += ["", "## CANN transpose whitelist", ""]
+    shapes = summary.whitelist.get("shapes", [])
+    lines.append("Transpose input shapes created by the passes (whitelisted): " + (", ".join(f"`{tuple(s)}`" for s in shapes) or "none"))
+    if summary.whitelist.get("patched"):
+        lines.append(f"\nPatched: {summary.whitelist['patched'].get('message')}")
+    elif summary.whitelist.get("note"):
+        lines.append(f"\n{summary.whitelist['note']}")
+    lines += ["", "## atc", ""]
+    if summary.atc.get("compiled"):
+        for name, info in summary.atc.get("models", {}).items():
+            lines.append(f"- `{name}` -> `{info.get('om')}` ({info.get('seconds')} s)")
+    else:
+        lines.append(f"atc not found on this machine; the exact commands are in `{summary.atc.get('commands_file')}`.")
+    lines += ["", "## Throughput before / after", ""]
+    lines += _fps_table(bench, summary)
+    return "\n".join(lines) + "\n"
+
+
+def _validation_row(batch, validation: dict | None) -> str:
+    if not validation:
+        return f"| {batch} | not validated | | | |"
+    outputs = [o for c in validation.get("comparisons", {}).values() for o in c.get("outputs", [])]
+    worst = max((o["max_abs"] for o in outputs), default=float("nan"))
+    cosine = min((o["cosine"] for o in outputs), default=float("nan"))
+    top1 = [o["top1_agreement"] for o in outputs if o.get("top1_agreement") is not None]
+    agree = f"{min(top1) * 100:.1f}%" if top1 else "n/a"
+    return f"| {batch} | {'PASS' if validation.get('passed') else 'FAIL'} | {worst:.3g} | {cosine:.8f} | {agree} |"
+
+
+def _fps_table(bench: BenchReport | None, summary) -> list[str]:
+    if bench is None or not bench.results:
+        return ["No measurement."]
+    machine = bench.machine
+    settings = bench.settings
+    lines = [f"Measured on `{machine.get('host')}` ({machine.get('processor')}, {machine.get('cpu_count')} cores), "
+             f"backend **{summary.bench.get('backend')}**"
+             + (f", providers {', '.join(settings.get('providers', []))}, threads {settings.get('threads')}"
+                if summary.bench.get("backend") == "onnxruntime" else "")
+             + f"; {settings.get('rounds')} interleaved rounds, {settings.get('duration_s')} s per batch size.", "",
+             "| batch | before fps | after fps | after / before (round spread) | before p50 ms | after p50 ms |",
+             "|---:|---:|---:|---|---:|---:|"]
+    for batch in sorted({r.batch_size for r in bench.results}):
+        pair = sorted((r for r in bench.results if r.batch_size == batch), key=lambda r: r.position)
+        if len(pair) < 2:
+            continue
+        before, after = pair[0], pair[1]
+        spread = f" ({after.ratio_spread[0]:.2f}-{after.ratio_spread[1]:.2f})" if after.ratio_spread else ""
+        lines.append(f"| {batch} | {before.fps:.1f} | {after.fps:.1f} | {after.ratio_to_first:.3f}x{spread} | "
+                     f"{before.latency_median_ms:.2f} | {after.latency_median_ms:.2f} |")
+    lines += ["", "![fps](fps.png)"]
+    if summary.bench.get("backend") == "onnxruntime":
+        lines += ["", "Note: onnxruntime on this machine's CPU, not an Ascend NPU. The softmax rewrite targets "
+                  "Ascend's softmax kernel; on a CPU it is expected to cost a little, not gain."]
+    return lines
