@@ -129,7 +129,7 @@ def test_repeated_blocks_are_counted(tmp_path):
     model.graph.node.extend(extra)
     uses = {(u.shape, u.perm): u.nodes for u in transpose_shapes(model)}
     # an explicit perm equal to the default one is the same use as "reverse"
-    assert uses[((1, 197, 197, 6), (3, 2, 1, 0))] == ["reverse", "again0", "again1", "again2"]
+    assert uses[((1, 6, 197, 197), (3, 2, 1, 0))] == ["reverse", "again0", "again1", "again2"]
 
 
 def test_dynamic_batch_is_reported_not_skipped(tmp_path):
