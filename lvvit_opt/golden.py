@@ -253,7 +253,9 @@ class OnnxModelRunner:
 
         self._tmpdir = tempfile.TemporaryDirectory(prefix="lvvit-opt-")
         path = os.path.join(self._tmpdir.name, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        clone = onnx.ModelProto()
+        clone.CopyFrom(model)  # saving with external data strips the tensors of the model it is given
+        onnx.save_model(clone, path, save_as_external_data=True, location="model.onnx.data")
         return path
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
