@@ -226,6 +226,14 @@ def missing_atc_message(command: Sequence[str]) -> str:
             f"  {SET_ENV_HINT}\n  {display_command(command)}")
 
 
+def locate_atc(command: Sequence[str], env: Mapping[str, str] | None = None) -> Path:
+    """The atc executable for command[0] on env's PATH; ToolNotFound (printing the command) if absent."""
+    executable = find_tool(command[0], env) if os.sep not in command[0] else Path(command[0])
+    if executable is None or not executable.is_file():
+        raise ToolNotFound(missing_atc_message(command))
+    return executable
+
+
 def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None,
             env: Mapping[str, str] | None = None, progress: ProgressCallback | None = None,
             check: bool = True, cwd: str | os.PathLike | None = None) -> AtcResult:
@@ -236,9 +244,7 @@ def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None
     """
     command = list(command)
     env = dict(os.environ if env is None else env)
-    executable = find_tool(command[0], env) if os.sep not in command[0] else Path(command[0])
-    if executable is None:
-        raise ToolNotFound(missing_atc_message(command))
+    executable = locate_atc(command, env)
     prefix = option_value(command, "output") or "atc_output"
     log_path = Path(log_path if log_path is not None else prefix + ".atc.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)

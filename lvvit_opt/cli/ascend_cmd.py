@@ -95,6 +95,7 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     if dry_run:
         click.echo(atc_lib.display_command(command))
         return
+    atc_lib.locate_atc(command, env)
     ticker = _Ticker()
     log_path = log_file or f"{prefix}.atc.log"
     click.echo(f"running: {atc_lib.display_command(command)}\n  log: {log_path}", err=True)

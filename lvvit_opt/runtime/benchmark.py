@@ -34,7 +34,7 @@ from .base import Runner, TensorSpec
 from .om import order_feeds, sidecar_onnx
 
 CHIPS_PER_CARD_310 = 4
-_STAGE_LINE = re.compile(r"^\s*\[([A-Za-z][A-Za-z ]*)\]\s*(.*)$")
+_STAGE_LINE = re.compile(r"^\s*\[([A-Za-z][A-Za-z0-9 ]*)\]\s*(.*)$")
 _METRIC = re.compile(r"([A-Za-z][A-Za-z ]*?)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 _PERF_NAME = re.compile(r"perf_vision_batchsize_(\d+)_device_(\d+)\.txt$")
 
