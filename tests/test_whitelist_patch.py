@@ -251,6 +251,8 @@ def test_output_writes_patched_copy_elsewhere(white_file, tmp_path):
     assert _snapshot(white_file) == before and _siblings(white_file) == ["transpose.py"]
     assert dest.read_bytes() == before[0].replace(WHITE_LIST_TAIL, WHITE_LIST_PATCHED_TAIL)
     assert result.written == dest and result.backup is None
+    assert result.message.endswith(f"atc uses it after `export ASCEND_OPP_PATH={tmp_path / 'copy'}` (the rest "
+                                   "of that opp tree must be a copy of the original)")
     assert sorted(p.name for p in dest.parent.iterdir()) == ["transpose.py"]
     with pytest.raises(UserError, match="is the file being patched"):
         patch_file(white_file, [(2, 3, 4)], output=white_file)

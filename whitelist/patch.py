@@ -131,6 +131,10 @@ def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], 
     if output is not None:
         result.written = _write_copy(path, new_data, output, wanted)
         result.message = f"wrote a patched copy to {result.written} ({path} untouched)"
+        opp = opp_root_of(result.written)
+        if opp is not None:
+            result.message += f"; atc uses it after `export ASCEND_OPP_PATH={opp}` (the rest of that opp " \
+                              "tree must be a copy of the original)"
     else:
         result.backup, result.record = _patch_in_place(path, source, new_data, target.name, entries, wanted)
         result.written = path

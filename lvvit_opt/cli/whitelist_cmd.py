@@ -9,7 +9,7 @@ import json
 
 import click
 
-from ..errors import UserError, ValidationFailed
+from ..errors import ValidationFailed
 from ._base import handle_errors, main, parse_int_list
 
 FILE_HELP = ("transpose.py to use. Default: found from $ASCEND_OPP_PATH, $ASCEND_TOOLKIT_HOME, $install_path "
@@ -161,5 +161,3 @@ def restore_command(file, force) -> None:
 
     click.echo(restore_file(file, force=force).message)
 
-
-__all__ = ["whitelist_group", "UserError"]
