@@ -1,13 +1,14 @@
 """atc: the seed's command lines token for token, the verb, runs and failures with the stand-in atc."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import pytest
 
 from fakes.ascend_env import DATA_DIR, fake_tools, no_tools, write_tiny_onnx  # noqa: F401
-from lvvit_opt.ascend import AtcError, build_atc_command, parse_atc_errors, run_atc
+from lvvit_opt.ascend import AtcError, build_atc_command, compile_onnx, parse_atc_errors, run_atc
 from lvvit_opt.ascend.cann import ToolNotFound
 from lvvit_opt.cli import main
 from lvvit_opt.errors import ToolFailed, UserError
@@ -190,3 +191,12 @@ def test_parse_error_variants(line, name, op_type):
 def test_keep_dtype_file_must_exist(seed_dir):
     with pytest.raises(UserError, match="--keep-dtype missing.cfg: no such file"):
         build_atc_command("./model/model_best_bs1_sim.onnx", soc_version="Ascend310", keep_dtype="missing.cfg")
+
+
+def test_compile_onnx_detects_the_soc_and_compiles(seed_dir, fake_tools, monkeypatch):
+    monkeypatch.setenv("FAKE_NPU_NAME", "310P3")
+    result = compile_onnx("./model/model_best_bs1_sim.onnx", soc_version="auto", log="error")
+    assert result.succeeded and result.command[-1] == "--soc_version=Ascend310P3"
+    header = result.om_path.read_bytes().split(b"\n")[1]
+    assert json.loads(header) == {"input_names": ["image"], "input_shapes": [[1, 3, 224, 224]],
+                                  "precision_mode": "force_fp16", "soc_version": "Ascend310P3"}
