@@ -70,6 +70,9 @@ class BenchReport:
                 f"{r.ratio_to_first:.3f}x" + (f" [{r.ratio_spread[0]:.2f}-{r.ratio_spread[1]:.2f}]" if r.ratio_spread else ""))
             lines.append(f"{_short(r.model):<34} {r.batch_size:>3} {r.backend:<12} {r.fps:>9.1f} "
                          f"{r.latency_median_ms:>8.2f} {r.latency_p90_ms:>8.2f} {r.fps_spread_pct:>6.1f}% {ratio:>16}")
+            if "card_fps" in r.details:
+                lines.append(f"{'':<34} {'':>3} card fps = {r.fps:.1f} x {r.details['chips']} chips = "
+                             f"{r.details['card_fps']:.1f}")
         for s in self.skipped:
             lines.append(f"skipped: {s}")
         return "\n".join(lines)
@@ -114,6 +117,16 @@ def _refix_batch(path: str, batch: int, workdir: Path) -> str:
     out = workdir / f"{Path(path).stem}_bs{batch}.onnx"
     save_onnx(result.model, out)
     return str(out)
+
+
+def _runner_batch(path: str, kind: str) -> int | None:
+    """A compiled model's batch, from its runner's input specs (compiled batches are fixed)."""
+    runner = _open(path, kind, None, None, 0)
+    try:
+        first = runner.inputs[0].shape[0] if runner.inputs else None
+        return first if isinstance(first, int) and first > 0 else None
+    finally:
+        runner.close()
 
 
 def _resolve_backend(path: str, backend: str) -> str:
@@ -175,8 +188,6 @@ def bench_models(
     providers = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if providers else None
     if backend == "trtexec":
         return _bench_trtexec(models, batch_sizes or [1, 16], log)
-    if backend == "benchmark":
-        return _bench_legacy(models, batch_sizes, device_id, log)
 
     validation = _validate_om_models(models, backend, reference, log) if validate else {}
     import tempfile
@@ -197,16 +208,20 @@ def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: lis
     plan: dict[int, list] = {}
     for position, model in enumerate(models):
         kind = _resolve_backend(model, backend)
-        static = _model_batch(model) if model.lower().endswith(".onnx") else None
+        static = _model_batch(model) if kind == "ort" else _runner_batch(model, kind)
         wanted = list(batch_sizes) if batch_sizes else ([static] if static else [1, 16])
         for batch in wanted:
             path = model
-            if static is not None and static != batch:
-                if not refix_batch:
-                    skipped.append(f"{model} has a fixed batch of {static}; it cannot run at batch {batch} "
-                                   f"(export it at that batch, or pass --refix-batch)")
+            if static is not None and static != batch and not refix_batch:
+                skipped.append(f"{model} has a fixed batch of {static}; it cannot run at batch {batch} "
+                               f"(export it at that batch, or pass --refix-batch)")
+                continue
+            if refix_batch and kind == "ort" and static != batch:
+                try:
+                    path = _refix_batch(model, batch, workdir)
+                except UserError as exc:
+                    skipped.append(f"{model}: cannot re-fix to batch {batch}: {exc}")
                     continue
-                path = _refix_batch(model, batch, workdir)
             plan.setdefault(batch, []).append((model, path, kind, position))
     return dict(sorted(plan.items()))
 
@@ -250,9 +265,12 @@ def _timed_slot(runner, feed, slot: float, sink: list[float]) -> tuple[float, in
 def _summarise(name, kind, batch, latencies, round_fps, details, position) -> BenchResult:
     lat_ms = np.asarray(latencies) * 1000.0
     median_fps = statistics.median(round_fps)
+    fps = batch * len(latencies) / float(np.sum(latencies))
+    if details.get("chips"):  # legacy benchmark: timing is one chip's Interface throughputRate
+        details = dict(details, card_fps=fps * int(details["chips"]))
     return BenchResult(
         model=name, batch_size=batch, backend=details.get("backend", kind),
-        fps=batch * len(latencies) / float(np.sum(latencies)),
+        fps=fps,
         latency_median_ms=float(np.median(lat_ms)), latency_p90_ms=float(np.percentile(lat_ms, 90)),
         round_fps=[float(f) for f in round_fps], iterations=len(latencies),
         fps_spread_pct=100.0 * (max(round_fps) - min(round_fps)) / median_fps if median_fps else 0.0,
@@ -296,21 +314,24 @@ def _validate_om_models(models, backend, reference, log) -> dict:
 
 # ---------------------------------------------------------------- trtexec
 
-_TRT_LATENCY = re.compile(r"Latency: min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, "
-                          r"median = ([\d.]+) ms, percentile\(90%\) = ([\d.]+) ms")
-_TRT_GPU_COMPUTE = re.compile(r"GPU Compute Time: min = ([\d.]+) ms, max = ([\d.]+) ms, mean = ([\d.]+) ms, "
-                              r"median = ([\d.]+) ms, percentile\(90%\) = ([\d.]+) ms")
+_TRT_STAT = re.compile(r"(min|max|mean|median|percentile\(90%\))\s*[=:]\s*([\d.eE+-]+)\s*ms")
 
 
 def parse_trtexec_log(text: str, batch_size: int) -> dict:
-    """fps from a trtexec log: batch * 1000 / mean latency (GPU compute time when present,
-    as the seed's GPU table did). Raises ToolFailed if no latency summary is found."""
-    match = _TRT_GPU_COMPUTE.search(text) or _TRT_LATENCY.search(text)
-    if not match:
-        raise ToolFailed("no latency summary found in the trtexec log (did the engine build fail?)")
-    low, high, mean, median, p90 = (float(v) for v in match.groups())
-    return {"mean_ms": mean, "median_ms": median, "p90_ms": p90, "min_ms": low, "max_ms": high,
-            "fps": batch_size * 1000.0 / mean, "source": "GPU Compute Time" if "GPU" in match.re.pattern else "Latency"}
+    """fps from a trtexec log: batch * 1000 / mean latency, taken from the `GPU Compute Time`
+    summary line (pure device time) when present, else the `Latency` line. Raises
+    ToolFailed if the log has no latency summary (e.g. the engine build failed)."""
+    lines = text.splitlines()
+    for label in ("GPU Compute Time:", "Latency:"):
+        for line in lines:
+            if label in line and "mean" in line and not line.split(label)[0].rstrip().endswith(("H2D", "D2H")):
+                stats = {k: float(v) for k, v in _TRT_STAT.findall(line.split(label, 1)[1])}
+                if "mean" in stats and stats["mean"] > 0:
+                    return {"mean_ms": stats["mean"], "median_ms": stats.get("median", stats["mean"]),
+                            "p90_ms": stats.get("percentile(90%)", float("nan")), "min_ms": stats.get("min"),
+                            "max_ms": stats.get("max"), "fps": batch_size * 1000.0 / stats["mean"],
+                            "source": label.rstrip(":")}
+    raise ToolFailed("no latency summary found in the trtexec log (did the engine build fail?)")
 
 
 def trtexec_command(model: str, batch_size: int, input_name: str, input_shape: Sequence[int], fp16: bool = True) -> list[str]:
@@ -352,22 +373,6 @@ def _group_ratios(results: list[BenchResult]) -> list[BenchResult]:
     return out
 
 
-# ---------------------------------------------------------------- legacy benchmark binary
-
-def _bench_legacy(models, batch_sizes, device_id, log) -> BenchReport:
-    """The legacy benchmark.{x86_64,aarch64} binary in pure-inference mode; its perf file is
-    the measurement (card fps = Interface throughputRate x chips)."""
-    from .runtime import benchmark as legacy
-
-    results = []
-    for position, model in enumerate(models):
-        for batch in batch_sizes or [1]:
-            perf = legacy.run_performance(model, batch_size=batch, device_id=device_id, log=log)
-            results.append(BenchResult(model, batch, "benchmark", perf.card_fps, perf.latency_ms, perf.latency_ms,
-                                       [perf.card_fps], 0, 0.0, details=perf.to_dict(), position=position))
-    return BenchReport(_group_ratios(results), machine_info(), {"backend": "benchmark", "device_id": device_id})
-
-
 # ---------------------------------------------------------------- plot
 
 def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = None) -> Path:
@@ -400,7 +405,10 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
     ax.set_ylabel("images / s (higher is better)")
     ax.set_title(title or f"Throughput ({report.settings.get('backend', '')})")
-    ax.legend(fontsize=8, loc="upper left")
+    if models:
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     out = Path(out)

@@ -1,0 +1,92 @@
+"""`lvvit-opt run` end to end on the tiny config: with and without the stand-in Ascend tools."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fakes.ascend_env import fake_ais_bench, fake_tools, no_tools  # noqa: F401  (fixtures)
+from lvvit_opt.cli import main
+from lvvit_opt.pipeline import RunOptions, run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "transpose"
+
+
+def _options(out, **kw) -> RunOptions:
+    return RunOptions(out=str(out), model="lvvit_golden", batch_sizes=(2,), bench_duration=0.4, bench_rounds=2,
+                      **kw)
+
+
+def test_run_without_ascend_tools_writes_commands_and_benches_on_onnxruntime(tmp_path, no_tools):
+    out = tmp_path / "run"
+    messages: list[str] = []
+    summary = run(_options(out), log=messages.append)
+    assert summary.random_weights and any("RANDOM" in m for m in messages)
+    for name in ("lvvit_golden_bs2.onnx", "lvvit_golden_bs2_opt.onnx", "report.md", "report.json", "fps.png",
+                 "atc_commands.sh"):
+        assert (out / name).is_file(), name
+    commands = (out / "atc_commands.sh").read_text().splitlines()
+    assert f"atc --framework=5 --model={out}/lvvit_golden_bs2_opt.onnx --output={out}/lvvit_golden_bs2_opt " \
+           "--input_format=NCHW --input_shape=image:2,3,224,224 --log=error --soc_version=Ascend310" in commands
+    assert "lvvit-opt whitelist patch --shape 2,3,197,197 --shape 2,197,197,3" in commands
+    report = json.loads((out / "report.json").read_text())
+    assert report["random_weights"] is True
+    assert report["whitelist"]["shapes"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
+    assert report["applies"]["2"]["validation"]["passed"] is True
+    results = report["bench"]["reports"]["2"]["results"]
+    assert [Path(r["model"]).name for r in results] == ["lvvit_golden_bs2.onnx", "lvvit_golden_bs2_opt.onnx"]
+    assert report["bench"]["backend"] == "onnxruntime"
+    markdown = (out / "report.md").read_text()
+    assert "Weights were RANDOM" in markdown
+    assert "| 2 | PASS |" in markdown
+    assert "after / before" in markdown and f"{results[1]['ratio_to_first']:.3f}x" in markdown
+    assert Image.open(out / "fps.png").format == "PNG"
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".stages.json"]
+
+
+def test_rerun_skips_unchanged_stages_and_redoes_changed_ones(tmp_path, no_tools):
+    out = tmp_path / "run"
+    run(_options(out), log=lambda m: None)
+    exported = (out / "lvvit_golden_bs2.onnx").stat().st_mtime_ns
+    second = run(_options(out), log=lambda m: None)
+    assert {s["name"]: s["status"] for s in second.stages} == {
+        "export bs2": "skipped", "apply bs2": "skipped", "bench bs2": "skipped"}
+    assert (out / "lvvit_golden_bs2.onnx").stat().st_mtime_ns == exported
+    third = run(_options(out, passes=("softmax_transpose",)), log=lambda m: None)
+    assert {s["name"]: s["status"] for s in third.stages} == {
+        "export bs2": "skipped", "apply bs2": "ran", "bench bs2": "ran"}
+
+
+def test_run_with_stand_in_ascend_tools_compiles_validates_and_benches_om(tmp_path, fake_ais_bench):
+    out = tmp_path / "run"
+    opp = tmp_path / "opp"
+    target = opp / "built-in/op_impl/ai_core/tbe/impl/dynamic/transpose.py"
+    target.parent.mkdir(parents=True)
+    shutil.copy(FIXTURES / "transpose_whitelist_era.py", target)
+    summary = run(_options(out, soc_version="auto", patch_whitelist=True, whitelist_file=str(target)),
+                  log=lambda m: None)
+    assert summary.atc["compiled"] is True
+    assert (out / "lvvit_golden_bs2.om").is_file() and (out / "lvvit_golden_bs2_opt.om").is_file()
+    assert not (out / "atc_commands.sh").exists()
+    command = summary.atc["models"]["lvvit_golden_bs2_opt.onnx"]["command"]
+    assert "--soc_version=Ascend310" in command  # from the stand-in npu-smi's table
+    assert summary.whitelist["patched"]["added"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
+    assert "[2, 3, 197, 197]" in target.read_text()
+    bench = summary.bench
+    assert bench["backend"] == "om"
+    report = bench["reports"]["2"]
+    assert [r["backend"] for r in report["results"]] == ["ais_bench", "ais_bench"]
+    assert all(v["passed"] for v in report["validation"].values()) and len(report["validation"]) == 2
+    assert "backend **om**" in (out / "report.md").read_text()
+
+
+def test_cli_run_bad_input(tmp_path, cli_runner, no_tools):
+    result = cli_runner.invoke(main, ["run", "--model", "lvvit_golden", "--passes", "softmax_transpose,nope",
+                                      "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "nope" in result.output and "Traceback" not in result.output
+    result = cli_runner.invoke(main, ["run", "--checkpoint", str(tmp_path / "missing.pth"), "--out",
+                                      str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no such checkpoint" in result.output
