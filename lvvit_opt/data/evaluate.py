@@ -27,6 +27,7 @@ from .postprocess import AccuracyResult, labels_by_stem, read_labels, score_pred
 from .transform import EvalTransform
 
 READ_AHEAD_BATCHES = 3
+DECODE_NICENESS = 10  # decoding yields the CPU to a CPU-bound model (onnxruntime)
 ProgressFn = Callable[[int, int], None]
 
 
@@ -98,7 +99,7 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
     batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
     stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]))
-    pool = worker_pool(workers, init_worker, (transform,)) if workers > 1 else None
+    pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 else None
     try:
         start = time.perf_counter()
         failed = stream.run(_decoded(pool, paths, transform, batch), len(paths), progress)

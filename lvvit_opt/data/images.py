@@ -63,10 +63,19 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()):
 _TRANSFORM: EvalTransform | None = None
 
 
-def init_worker(transform: EvalTransform) -> None:
-    """Pool initializer: remember the transform for the tasks that follow."""
+def init_worker(transform: EvalTransform, niceness: int = 0) -> None:
+    """Pool initializer: remember the transform for the tasks that follow.
+
+    `niceness` > 0 lowers the worker's CPU priority: eval uses it so that decoding fills
+    the gaps of a CPU-bound model instead of preempting its threads.
+    """
     global _TRANSFORM
     _TRANSFORM = transform
+    if niceness > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(niceness)
+        except OSError:
+            pass
 
 
 def worker_transform() -> EvalTransform:
