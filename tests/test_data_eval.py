@@ -115,13 +115,16 @@ def test_fixed_batch_pads_and_drops_and_a_corrupt_image_is_skipped(tmp_path, val
 def test_cli_eval_limit_and_json(golden_onnx, val_dir, tmp_path, cli_runner):
     paths = sorted(val_dir.iterdir())
     rows = _scores_by_batches(golden_onnx, paths[:3], batch=2)
-    val = write_val_txt(tmp_path / "val.txt", _labels_from_predictions(paths[:3], rows))
+    labels = _labels_from_predictions(paths[:3], rows) | {paths[4].name: 7}
+    val = write_val_txt(tmp_path / "val.txt", labels)
     run = cli_runner.invoke(main, ["eval", golden_onnx, "--data", str(val_dir), "--labels", str(val),
                                    "--limit", "3", "--workers", "2", "--json", str(tmp_path / "eval.json")])
     assert run.exit_code == 0, run.output
     assert "top-1: 100.00 % (3/3)" in run.output and "inference only:" in run.output
     assert "note: the model has a fixed batch of 2; --batch-size 16 does not apply" in run.output
+    assert "labels without a prediction" not in run.output  # --limit scores only the listed images
     data = json.loads((tmp_path / "eval.json").read_text())
     assert (data["images"], data["inferred"], data["batches"]) == (3, 3, 2)
     assert (data["accuracy"]["top1_correct"], data["accuracy"]["evaluated"]) == (3, 3)
+    assert (data["accuracy"]["labels"], data["accuracy"]["missing_predictions"]) == (3, 0)
     assert "predictions" not in data

@@ -90,12 +90,16 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
     label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     paths = list_images(data_dir, limit=limit)
     workers = workers or default_workers()
+    notes: list[str] = []
+    if limit:
+        listed = {image_stem(p.name) for p in paths}
+        label_map = {stem: label for stem, label in label_map.items() if stem in listed}
+        notes.append(f"--limit {limit}: scored the first {len(paths)} images by name")
     if runner is None:
         from ..runtime import open_runner
 
         runner = open_runner(model, **(runner_options or {}))
     spec = runner.inputs[0]
-    notes: list[str] = []
     batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
     stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]))

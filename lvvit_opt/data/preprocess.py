@@ -78,6 +78,8 @@ def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     workers = workers or default_workers()
     paths = list_images(src_dir, limit=limit)
     out = Path(out_dir)
+    if info_file and any(c.isspace() for c in str(out)):
+        raise UserError(f"{out}: the benchmark's info file cannot hold paths with spaces; pick another directory")
     if out.resolve() == Path(src_dir).resolve():
         raise UserError("the output directory must differ from the image directory")
     out.mkdir(parents=True, exist_ok=True)
