@@ -95,14 +95,27 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
         listed = {image_stem(p.name) for p in paths}
         label_map = {stem: label for stem, label in label_map.items() if stem in listed}
         notes.append(f"--limit {limit}: scored the first {len(paths)} images by name")
-    if runner is None:
+    own_runner = runner is None
+    if own_runner:
         from ..runtime import open_runner
 
         runner = open_runner(model, **(runner_options or {}))
+    try:
+        return _evaluate_with(runner, str(model), str(data_dir), paths, label_map, batch_size, workers,
+                              crop_pct, interpolation, notes, progress)
+    finally:
+        if own_runner:
+            runner.close()
+
+
+def _evaluate_with(runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],
+                   batch_size: int, workers: int, crop_pct: float, interpolation: str, notes: list[str],
+                   progress: ProgressFn | None) -> EvalResult:
+    """The streaming loop on an open runner."""
     spec = runner.inputs[0]
     batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
-    stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]))
+    stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]), dtype=spec.dtype)
     pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 else None
     try:
         start = time.perf_counter()
@@ -113,9 +126,9 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
             pool.terminate()
             pool.join()
     accuracy = score_predictions(stream.predictions, label_map)
-    accuracy.source = str(data_dir)
+    accuracy.source = data_dir
     return EvalResult(
-        model=str(model), accuracy=accuracy, images=len(paths), inferred=len(stream.predictions),
+        model=model, accuracy=accuracy, images=len(paths), inferred=len(stream.predictions),
         failed={Path(p).name: why for p, why in failed.items()}, batch_size=batch, batches=stream.batches,
         workers=workers, wall_s=wall, infer_s=stream.infer_s, runner=runner.describe(), notes=notes,
         predictions={stem: [int(i) for i in best] for stem, best in stream.predictions.items()},
@@ -168,12 +181,14 @@ def _decoded(pool, paths: list[Path], transform: EvalTransform, batch: int) -> I
 class _Stream:
     """Fills batch buffers from decoded crops and runs the model on each full batch."""
 
-    def __init__(self, runner, input_name: str, transform: EvalTransform, batch: int, pad: bool):
+    def __init__(self, runner, input_name: str, transform: EvalTransform, batch: int, pad: bool,
+                 dtype: str = "float32"):
         self.runner = runner
         self.input_name = input_name
         self.transform = transform
         self.batch = batch
         self.pad = pad
+        self.dtype = np.dtype(dtype if dtype in ("float32", "float16") else "float32")
         self.buffer = np.zeros((batch, *transform.output_shape), dtype=np.float32)
         self.stems: list[str] = []
         self.predictions: dict[str, np.ndarray] = {}
@@ -203,7 +218,7 @@ class _Stream:
             feed = self.buffer
         else:
             feed = self.buffer[:count]
-        outputs = self.runner.infer({self.input_name: feed})
+        outputs = self.runner.infer({self.input_name: feed.astype(self.dtype, copy=False)})
         self.infer_s += self.runner.last_infer_s
         self.batches += 1
         name = self.runner.outputs[0].name if self.runner.outputs else next(iter(outputs))
