@@ -1,7 +1,6 @@
 """preprocess: byte-identical to the seed's timm recipe, parallel, resumable, robust to bad images."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
