@@ -185,6 +185,7 @@ def _export_timm(tmp_path, name, simplify=False, **kwargs):
     ("swin_tiny_patch4_window7_224", {"depths": (2, 2, 2, 2), "embed_dim": 24, "num_heads": (1, 1, 1, 1),
                                       "simplify": True}, 8, "swin"),
 ])
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_timm_architectures(tmp_path, name, kwargs, softmaxes, style):
     path = _export_timm(tmp_path, name, **kwargs)
     model = onnx.load(path)
