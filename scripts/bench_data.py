@@ -12,7 +12,7 @@
    session (target ratio >= 0.9), alternating rounds and keeping the best of each, since
    other processes on a shared machine add noise.
 
-Usage: python scripts/bench_data.py [--images 300] [--eval-images 96] [--onnx lvvit_s_bs16.onnx] [--skip-eval]
+Usage: python scripts/bench_data.py [--images 300] [--eval-images 128] [--onnx lvvit_s_bs16.onnx] [--skip-eval]
 """
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _fmt(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=300, help="images for the preprocessing comparison")
-    parser.add_argument("--eval-images", type=int, default=96, help="images for the eval comparison")
+    parser.add_argument("--eval-images", type=int, default=128, help="images for the eval comparison")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--onnx", default=None, help="an lvvit_s ONNX with a fixed batch (default: export one)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each comparison (best of each kept)")

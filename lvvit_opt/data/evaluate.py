@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from ..errors import UserError
-from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool
+from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
 from .postprocess import AccuracyResult, labels_by_stem, read_labels, score_predictions, top_k
 from .transform import EvalTransform
 
@@ -43,7 +43,7 @@ class EvalResult:
     batch_size: int
     batches: int
     workers: int
-    wall_s: float               # first decode to last output (model load excluded)
+    wall_s: float               # first image submitted to last output (model load, worker start-up excluded)
     infer_s: float              # sum of the runner's own time per batch
     runner: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -118,6 +118,8 @@ def _evaluate_with(runner, model: str, data_dir: str, paths: list[Path], label_m
     stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]), dtype=spec.dtype)
     pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 else None
     try:
+        if pool is not None:
+            pool.map(worker_ready, range(workers), chunksize=1)  # start-up, like model load, is not timed
         start = time.perf_counter()
         failed = stream.run(_decoded(pool, paths, transform, batch), len(paths), progress)
         wall = time.perf_counter() - start

@@ -85,6 +85,11 @@ def worker_transform() -> EvalTransform:
     return _TRANSFORM
 
 
+def worker_ready(_index: int) -> bool:
+    """No-op task: returns once a worker has started and run its initializer."""
+    return _TRANSFORM is not None
+
+
 def decode_for_eval(path: str) -> tuple[str, object]:
     """Worker task for eval: (path, uint8 HWC crop) or (path, 'error message')."""
     try:
