@@ -126,10 +126,8 @@ def simplify_model(model, input_shape: tuple[int, ...] | None):
 
 
 def _verify(onnx_model, example: np.ndarray, expected: np.ndarray) -> float:
-    import onnxruntime as ort
+    from .runtime.ort import OrtRunner
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: example})
+    with OrtRunner.from_model(onnx_model) as runner:
+        actual = runner.infer({INPUT_NAME: example})[OUTPUT_NAME]
     return float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))

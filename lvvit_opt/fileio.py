@@ -70,28 +70,39 @@ def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
     return model
 
 
+def weights_nbytes(model) -> int:
+    """Bytes held by the initializers (cheap; no full serialisation)."""
+    return sum(len(t.raw_data) + 4 * len(t.float_data) + 8 * (len(t.int64_data) + len(t.double_data))
+               + 4 * len(t.int32_data) for t in model.graph.initializer)
+
+
+def needs_external_data(model) -> bool:
+    """True when the model cannot be one protobuf message (over 2 GB), or already keeps
+    its tensors outside. The weights dominate the size, so they decide, with a margin."""
+    import onnx
+
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return True
+    return weights_nbytes(model) > ONNX_PROTO_LIMIT - 64 * 1024**2
+
+
 def save_onnx(model, dest: str | os.PathLike) -> Path:
-    """Save atomically; models over 2 GB go to `<name>.data` beside the file."""
+    """Save atomically; models over 2 GB go to `<name>.data` beside the file.
+
+    The caller's model is never modified (onnx's external-data save strips the tensors
+    of the model it is given, so that path works on a copy)."""
     import onnx
 
     dest = Path(dest)
-    large = model.ByteSize() > ONNX_PROTO_LIMIT if _can_size(model) else True
     with atomic_path(dest, suffix=".onnx") as tmp:
-        if large:
-            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+        if needs_external_data(model):
+            clone = onnx.ModelProto()
+            clone.CopyFrom(model)
+            onnx.save_model(clone, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=dest.name + ".data", size_threshold=1024)
-            # external data was written next to tmp under the final name; nothing to move
         else:
-            onnx.save_model(model, str(tmp))
+            tmp.write_bytes(model.SerializeToString())
     return dest
-
-
-def _can_size(model) -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except Exception:
-        return False
 
 
 def _first_line(exc: BaseException) -> str:

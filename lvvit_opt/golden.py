@@ -215,65 +215,15 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
     return feeds
 
 
-class OnnxModelRunner:
-    """Runs an in-memory onnx.ModelProto on onnxruntime CPU (for passes and --check-each).
-
-    Exposes the same `inputs` / `outputs` / `infer` as runtime runners.
-    """
-
-    def __init__(self, model, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
-        from .errors import UserError
-        from .fileio import ONNX_PROTO_LIMIT
-        from .runtime.base import TensorSpec
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
-        self._tmpdir = None
-        source = model.SerializeToString() if model.ByteSize() < ONNX_PROTO_LIMIT else self._spill(model)
-        try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise UserError(f"onnxruntime cannot load the model ({str(exc).splitlines()[0][:300]})") from None
-        types = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-                 "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool", "tensor(uint8)": "uint8"}
-        spec = lambda a: TensorSpec(a.name, tuple(d if isinstance(d, int) else (d or None) for d in a.shape),
-                                    types.get(a.type, "float32"))
-        self.inputs = [spec(a) for a in self.session.get_inputs()]
-        self.outputs = [spec(a) for a in self.session.get_outputs()]
-
-    def _spill(self, model) -> str:
-        import os
-        import tempfile
-
-        import onnx
-
-        self._tmpdir = tempfile.TemporaryDirectory(prefix="lvvit-opt-")
-        path = os.path.join(self._tmpdir.name, "model.onnx")
-        clone = onnx.ModelProto()
-        clone.CopyFrom(model)  # saving with external data strips the tensors of the model it is given
-        onnx.save_model(clone, path, save_as_external_data=True, location="model.onnx.data")
-        return path
-
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.outputs]
-        return dict(zip(names, self.session.run(names, dict(feeds))))
-
-    def close(self) -> None:
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-
-
 def open_model_runner(model, **options):
     """A runner for a path (.onnx, .om: via runtime.open_runner) or an in-memory ModelProto."""
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         from .runtime import open_runner
 
         return open_runner(model, **options)
-    return OnnxModelRunner(model, **options)
+    from .runtime.ort import OrtRunner
+
+    return OrtRunner.from_model(model, **options)
 
 
 def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -178,7 +178,7 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
         result.validation = validate_models(model, pipeline.model, inputs=validation_inputs, seed=seed,
                                             batch_size=batch_size, tolerance=tolerance)
     if result.validation is None or result.validation.passed:
-        _save(pipeline.model, out_path, save_onnx)
+        save_onnx(pipeline.model, out_path)
         result.written = True
     result.seconds = time.perf_counter() - start
     if report_path:
@@ -189,19 +189,6 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
         raise ApplyValidationFailed(f"the rewritten graph does not compute the same function; nothing written "
                                     f"to {out_path}\n{result.validation.format()}", result)
     return result
-
-
-def _save(model: onnx.ModelProto, out_path: Path, save_onnx) -> None:
-    """save_onnx, minus its ByteSize() pass (~0.3 s on lvvit_s) when the weights alone say the
-    model is far below the 2 GB protobuf limit: then serialise once and write atomically."""
-    from ..fileio import ONNX_PROTO_LIMIT, write_bytes_atomic
-
-    weights = sum(len(t.raw_data) + 4 * len(t.float_data) + 8 * len(t.int64_data) for t in model.graph.initializer)
-    has_external = any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    if weights < ONNX_PROTO_LIMIT // 2 and not has_external:
-        write_bytes_atomic(out_path, model.SerializeToString())
-    else:
-        save_onnx(model, out_path)
 
 
 def _same_file(a: Path, b: Path) -> bool:

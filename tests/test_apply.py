@@ -11,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from lvvit_opt.cli import main
-from lvvit_opt.golden import OnnxModelRunner
+from lvvit_opt.runtime.ort import OrtRunner
 from lvvit_opt.passes import GraphPass, apply_file, registered
 
 
@@ -54,7 +54,7 @@ def test_apply_writes_validated_model_table_and_report(cli_runner, golden_onnx, 
     assert [p["name"] for p in data["passes"]] == ["softmax_transpose", "cleanup"]
     assert data["op_counts"]["before"]["Transpose"] == 7 and data["op_counts"]["after"]["Transpose"] == 11
     assert data["transpose_input_shapes"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
-    features = OnnxModelRunner(onnx.load(str(out))).infer({"image": golden_io["image"]})["features"]
+    features = OrtRunner.from_model(onnx.load(str(out))).infer({"image": golden_io["image"]})["features"]
     np.testing.assert_allclose(features, golden_io["features"], atol=1e-5, rtol=0)
 
 
@@ -135,7 +135,7 @@ def test_large_models_use_external_data(monkeypatch, golden_onnx, golden_io, tmp
     apply_file(golden_onnx, out, ["softmax_transpose"])
     assert (tmp_path / "big.onnx.data").exists()
     assert out.stat().st_size < (tmp_path / "big.onnx.data").stat().st_size
-    features = OnnxModelRunner(onnx.load(str(out))).infer({"image": golden_io["image"]})["features"]
+    features = OrtRunner.from_model(onnx.load(str(out))).infer({"image": golden_io["image"]})["features"]
     np.testing.assert_allclose(features, golden_io["features"], atol=1e-5, rtol=0)
 
 

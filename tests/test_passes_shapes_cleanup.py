@@ -7,13 +7,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from lvvit_opt.errors import UserError
-from lvvit_opt.golden import OnnxModelRunner
+from lvvit_opt.runtime.ort import OrtRunner
 from lvvit_opt.passes import run_pipeline
 from lvvit_opt.passes.graph_utils import dims_of
 
 
 def _features(model, image):
-    return OnnxModelRunner(model).infer({"image": image})["features"]
+    return OrtRunner.from_model(model).infer({"image": image})["features"]
 
 
 def _constants(graph):
@@ -118,7 +118,7 @@ def test_cleanup_removes_dead_code_and_toposorts():
                        "stale_value_infos": 1}
     onnx.checker.check_model(result.model)
     x = np.array([1.0, 1.0, -3.0], np.float32)
-    np.testing.assert_array_equal(OnnxModelRunner(result.model).infer({"x": x})["y"], [2.0, 0.0, 0.0])
+    np.testing.assert_array_equal(OrtRunner.from_model(result.model).infer({"x": x})["y"], [2.0, 0.0, 0.0])
     assert len(model.graph.node) == 4, "the caller's model must not be modified"
 
 

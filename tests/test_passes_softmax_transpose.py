@@ -7,14 +7,15 @@ import pytest
 from onnx import TensorProto, helper
 
 from lvvit_opt.errors import UserError
-from lvvit_opt.golden import OnnxModelRunner, validate_models
+from lvvit_opt.golden import validate_models
+from lvvit_opt.runtime.ort import OrtRunner
 from lvvit_opt.passes import get_pass, inverse_perm, run_pipeline
 
 SEED_PERM = [0, 3, 2, 1]
 
 
 def _run(model, feeds):
-    return OnnxModelRunner(model).infer(feeds)
+    return OrtRunner.from_model(model).infer(feeds)
 
 
 def _attr(node, name):

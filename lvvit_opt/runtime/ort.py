@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -28,12 +29,20 @@ class OrtRunner(Runner):
     threads: int | None = None
     providers: Sequence[str] | None = None
     optimize: bool = True
+    model: Any = None  # an in-memory onnx.ModelProto to run instead of the file (see from_model)
+
+    @classmethod
+    def from_model(cls, model, **options) -> "OrtRunner":
+        """Run an in-memory onnx.ModelProto (passes, --check-each) without writing it first
+        unless it is over protobuf's 2 GB limit."""
+        return cls("<in-memory model>", model=model, **options)
 
     def __post_init__(self):
         import onnxruntime as ort
 
         self.backend = "onnxruntime"
-        if not os.path.isfile(self.model_path):
+        self._spill_dir = None
+        if self.model is None and not os.path.isfile(self.model_path):
             raise UserError(f"{self.model_path}: no such file")
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -46,8 +55,9 @@ class OrtRunner(Runner):
         wanted = list(self.providers or ["CPUExecutionProvider"])
         self.missing_providers = [p for p in wanted if p not in available]
         chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+        source = self.model_path if self.model is None else self._in_memory_source()
         try:
-            self.session = ort.InferenceSession(self.model_path, options, providers=chosen)
+            self.session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:
             raise UserError(f"{self.model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
         self.inputs = [_spec(i) for i in self.session.get_inputs()]
@@ -59,6 +69,19 @@ class OrtRunner(Runner):
         results = self.session.run(names, dict(feeds))
         self.last_infer_s = time.perf_counter() - start
         return dict(zip(names, results))
+
+    def _in_memory_source(self):
+        from ..fileio import needs_external_data, save_onnx
+
+        if not needs_external_data(self.model):
+            return self.model.SerializeToString()
+        self._spill_dir = tempfile.TemporaryDirectory(prefix="lvvit-opt-")
+        return str(save_onnx(self.model, os.path.join(self._spill_dir.name, "model.onnx")))
+
+    def close(self) -> None:
+        if self._spill_dir is not None:
+            self._spill_dir.cleanup()
+            self._spill_dir = None
 
     def describe(self) -> dict[str, Any]:
         return {
