@@ -375,8 +375,12 @@ def _group_ratios(results: list[BenchResult]) -> list[BenchResult]:
 
 # ---------------------------------------------------------------- plot
 
-def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = None) -> Path:
-    """Grouped bar chart: fps per batch size, one bar per model, with the round spread."""
+def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = None,
+             labels: dict[int, str] | None = None) -> Path:
+    """Grouped bar chart: fps per batch size, one bar per model position (the first model
+    given, the second, ...), with the spread over rounds as error bars.
+
+    labels: position -> legend text (default: the position and the model file name)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -385,28 +389,24 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
     from .fileio import atomic_path
 
     batches = sorted({r.batch_size for r in report.results})
-    models = sorted({(r.position, r.model) for r in report.results})
-    width = 0.8 / max(1, len(models))
+    positions = sorted({r.position for r in report.results})
+    width = 0.8 / max(1, len(positions))
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(batches) + 2), 4.5), dpi=110)
-    for i, (position, model) in enumerate(models):
-        xs, ys, errs = [], [], []
-        for j, batch in enumerate(batches):
-            match = [r for r in report.results if r.position == position and r.batch_size == batch]
-            if match:
-                r = match[0]
-                xs.append(j + (i - (len(models) - 1) / 2) * width)
-                ys.append(r.fps)
-                errs.append([[r.fps - min(r.round_fps)], [max(r.round_fps) - r.fps]])
-        if not xs:
-            continue
-        err = np.array(errs).reshape(len(xs), 2).T if errs else None
-        bars = ax.bar(xs, ys, width * 0.95, yerr=err, capsize=3, label=f"{position + 1}. {Path(model).name}")
-        ax.bar_label(bars, labels=[f"{y:.0f}" for y in ys], padding=2, fontsize=8)
+    for i, position in enumerate(positions):
+        series = [r for r in report.results if r.position == position]
+        xs = [batches.index(r.batch_size) + (i - (len(positions) - 1) / 2) * width for r in series]
+        ys = [r.fps for r in series]
+        err = np.array([[r.fps - min(r.round_fps), max(r.round_fps) - r.fps] for r in series]).T
+        label = (labels or {}).get(position, f"{position + 1}. {Path(series[0].model).name}")
+        bars = ax.bar(xs, ys, width * 0.95, yerr=err, capsize=3, label=label)
+        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], padding=2, fontsize=8)
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
     ax.set_ylabel("images / s (higher is better)")
     ax.set_title(title or f"Throughput ({report.settings.get('backend', '')})")
-    if models:
-        ax.legend(fontsize=8, loc="upper left")
+    if positions:
+        top = max(max(r.round_fps) for r in report.results)
+        ax.set_ylim(0, top * 1.3)
+        ax.legend(fontsize=8, loc="upper center", ncol=min(3, len(positions)))
     else:
         ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
