@@ -99,13 +99,10 @@ def machine_info(extra: dict | None = None) -> dict:
 
 def _model_batch(path: str) -> int | None:
     """The static batch of an ONNX model's first input, or None if symbolic."""
-    import onnx
+    from .ascend.atc import onnx_inputs
 
-    model = onnx.load(path, load_external_data=False)
-    inits = {i.name for i in model.graph.initializer}
-    first = next(i for i in model.graph.input if i.name not in inits)
-    dim = first.type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") and dim.dim_value > 0 else None
+    first = onnx_inputs(path)[0].shape[0]
+    return first if isinstance(first, int) else None
 
 
 def _refix_batch(path: str, batch: int, workdir: Path) -> str:
