@@ -26,7 +26,7 @@ from lvvit_opt.fileio import atomic_path
 
 from .check import normalise_shapes
 from .locate import layout_relative_path, locate_transpose_py, opp_root_of
-from .source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, line_starts, parse_transpose_source,
+from .source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, byte_line_starts, parse_transpose_source,
                      read_transpose_source, select_kernel)
 
 BACKUP_SUFFIX = ".lvvit-opt.orig"
@@ -271,7 +271,7 @@ def render_insertions(data: bytes, shape_list: ShapeList, entries: list[Shape]) 
     text = ", ".join("[" + ", ".join(str(d) for d in e) + "]" for e in entries).encode()
     if shape_list.last_entry_end is None:
         return [(shape_list.open_offset + 1, text)]
-    starts = line_starts(data)
+    starts = byte_line_starts(data)
     last_end = shape_list.last_entry_end
     comma = _comma_between(data, last_end, shape_list.close_offset)
     insertions = [] if comma is not None else [(last_end, b",")]

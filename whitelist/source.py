@@ -116,7 +116,7 @@ def parse_transpose_source(data: bytes, path: Path | None = None) -> TransposeSo
     except (SyntaxError, ValueError) as exc:
         raise UnrecognisedStructure(f"{label}: not valid Python ({exc.__class__.__name__}: {exc}); "
                                     "structure not recognised, file left untouched") from None
-    line_starts = line_starts(data)
+    line_starts = byte_line_starts(data)
     functions = _module_functions(tree, label)
 
     def missing(what: str) -> UnrecognisedStructure:
@@ -290,7 +290,7 @@ def _shape_list(stmt: ast.Assign, name: str, function: str, data: bytes, line_st
                      node.end_lineno, open_offset, close_offset, last_end)
 
 
-def line_starts(data: bytes) -> list[int]:
+def byte_line_starts(data: bytes) -> list[int]:
     """Byte offset of each line's start, splitting like Python's tokenizer (\\n, \\r\\n, \\r)."""
     starts, offset = [], 0
     for line in data.splitlines(keepends=True):
