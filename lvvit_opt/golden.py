@@ -248,6 +248,7 @@ class ValidationResult:
     inputs: dict[str, list]  # input name -> shape of one feed set
     input_sets: int
     seed: int | None
+    input_source: dict[str, Any] | None = None  # inputs.InputSet.to_dict(): which inputs were used
 
     @property
     def passed(self) -> bool:
@@ -255,10 +256,13 @@ class ValidationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "inputs": self.inputs, "input_sets": self.input_sets, "seed": self.seed,
+                "input_source": self.input_source,
                 "comparisons": {label: r.to_dict() for label, r in self.comparisons.items()}}
 
     def format(self) -> str:
         head = f"inputs: {', '.join(f'{n} {tuple(s)}' for n, s in self.inputs.items())} x {self.input_sets} set(s)"
+        if self.input_source:
+            head += f" from {self.input_source['source']}"
         parts = [head]
         for label, report in self.comparisons.items():
             parts.append(f"[{label}]")
@@ -275,27 +279,33 @@ def default_tolerance_for(candidate) -> Tolerance:
     return Tolerance.onnx()
 
 
-def validate_models(reference, candidate, *, golden: str | None = None, inputs: int = 4, seed: int = 0,
+def validate_models(reference, candidate, *, golden: str | None = None, inputs: int | str = 4, seed: int = 0,
                     tolerance: Tolerance | None = None, batch_size: int | None = None,
                     candidate_options: Mapping[str, Any] | None = None) -> ValidationResult:
     """Run `reference` (ONNX path or ModelProto) and `candidate` (.onnx/.om path or ModelProto)
     on the same seeded inputs (or a golden file's inputs) and compare their outputs.
 
+    `inputs`: a number of seeded random batches, or a file/directory (see lvvit_opt.inputs).
     Inputs follow the candidate's input specs (a compiled or fixed-shape candidate decides
     the batch); a symbolic batch becomes `batch_size` or 1. With `golden`, the candidate is
     also compared to the stored outputs. Default tolerance: fp16 for .om, tight otherwise.
     """
     tolerance = tolerance or default_tolerance_for(candidate)
+    from .inputs import load_inputs
+
     ref_runner = open_model_runner(reference)
     cand_runner = open_model_runner(candidate, **dict(candidate_options or {}))
     try:
         stored: dict[str, np.ndarray] = {}
+        source = None
         if golden:
             data = load_golden(golden)
             feeds = _golden_feeds(data, cand_runner.inputs)
             stored = {o.name: data[o.name] for o in ref_runner.outputs if o.name in data}
+            source = {"kind": "golden", "source": f"golden file {golden}", "seed": None, "sets": len(feeds)}
         else:
-            feeds = make_inputs(cand_runner.inputs, count=inputs, seed=seed, batch_size=batch_size)
+            input_set = load_inputs(inputs, cand_runner.inputs, seed=seed, batch_size=batch_size)
+            feeds, source = input_set.feeds, input_set.to_dict()
         ref_out = run_feeds(ref_runner, feeds)
         cand_out = run_feeds(cand_runner, feeds)
     finally:
@@ -306,18 +316,20 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         matched = {k: cand_out[k] for k in stored} if set(stored) <= set(cand_out) else cand_out
         comparisons["candidate vs golden"] = compare_outputs(stored, matched, tolerance)
     return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
-                            None if golden else seed)
+                            source.get("seed"), source)
 
 
-def make_golden(model_path: str, out_path: str, *, inputs: int = 1, seed: int = 0,
+def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: int = 0,
                 batch_size: int | None = None) -> dict[str, tuple]:
-    """Run `model_path` on seeded inputs and save inputs + outputs to `out_path` (.npz,
-    format above, written atomically). Returns name -> shape of what was saved."""
+    """Run `model_path` on `inputs` (a number of seeded random batches, or a file/directory:
+    see lvvit_opt.inputs) and save inputs + outputs to `out_path` (.npz, format above,
+    written atomically). Returns name -> shape of what was saved."""
     from .fileio import atomic_path
+    from .inputs import load_inputs
 
     runner = open_model_runner(model_path)
     try:
-        feeds = make_inputs(runner.inputs, count=inputs, seed=seed, batch_size=batch_size)
+        feeds = load_inputs(inputs, runner.inputs, seed=seed, batch_size=batch_size).feeds
         outputs = run_feeds(runner, feeds)
     finally:
         runner.close()

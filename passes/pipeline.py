@@ -41,12 +41,13 @@ class PipelineResult:
 
 def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mapping[str, Mapping[str, Any]] | None = None,
                  check_each: bool = False, *, in_place: bool = False, check_seed: int = 0,
-                 check_batch_size: int | None = None, tolerance=None) -> PipelineResult:
+                 check_batch_size: int | None = None, tolerance=None, check_inputs: int | str = 1) -> PipelineResult:
     """Run the named passes in order on `model` (not modified unless `in_place`).
 
     options: pass name -> {option: value} (strings are converted to the option's type).
     check_each: after every pass, run the original and the current graph on onnxruntime on
-    seeded inputs; the first pass that breaks equivalence raises PassBrokeEquivalence naming it.
+    seeded inputs (or `check_inputs`: see lvvit_opt.inputs); the first pass that breaks
+    equivalence raises PassBrokeEquivalence naming it.
     """
     names = parse_pass_list(names)
     options = dict(options or {})
@@ -70,7 +71,7 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
         current = result.model
         reports.append(result.report)
         if check_each:
-            validation = _check(original, current, check_seed, check_batch_size, tolerance)
+            validation = _check(original, current, check_seed, check_batch_size, tolerance, check_inputs)
             checks[graph_pass.name] = validation.to_dict()
             if not validation.passed:
                 ran = ", ".join(r.name for r in reports[:-1]) or "nothing"
@@ -80,10 +81,10 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
     return PipelineResult(current, reports, checks)
 
 
-def _check(reference, candidate, seed, batch_size, tolerance):
+def _check(reference, candidate, seed, batch_size, tolerance, inputs=1):
     from ..golden import validate_models
 
-    return validate_models(reference, candidate, inputs=1, seed=seed, batch_size=batch_size, tolerance=tolerance)
+    return validate_models(reference, candidate, inputs=inputs, seed=seed, batch_size=batch_size, tolerance=tolerance)
 
 
 @dataclass
@@ -142,11 +143,12 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
                batch_size: int | None = None, input_shapes: str | list[str] | None = None,
                options: Mapping[str, Mapping[str, Any]] | None = None, validate: bool = True,
                check_each: bool = False, report_path: str | os.PathLike | None = None,
-               validation_inputs: int = 1, seed: int = 0, tolerance=None) -> ApplyResult:
+               validation_inputs: int | str = 1, seed: int = 0, tolerance=None) -> ApplyResult:
     """The `apply` verb: load, run passes, validate on onnxruntime, write atomically.
 
     batch_size / input_shapes feed fix_shapes (batch_size is also the validation batch when
-    the model's batch stays symbolic). On validation failure nothing is written at
+    the model's batch stays symbolic). `validation_inputs`: a number of seeded random batches
+    or a file/directory (see lvvit_opt.inputs). On validation failure nothing is written at
     `out_path` and ApplyValidationFailed (exit 1) carries the result; `report_path` is
     written either way.
     """
@@ -169,7 +171,8 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     model = load_onnx(in_path)
     ops_before = dict(op_counts(model))
     pipeline = run_pipeline(model, names, options, check_each=check_each, in_place=not (validate or check_each),
-                            check_seed=seed, check_batch_size=batch_size, tolerance=tolerance)
+                            check_seed=seed, check_batch_size=batch_size, tolerance=tolerance,
+                            check_inputs=validation_inputs)
     result = ApplyResult(str(in_path), str(out_path), pipeline.reports, ops_before, dict(op_counts(pipeline.model)),
                          checks=pipeline.checks)
     if validate:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from ._base import handle_errors, main
+from ._inputs import inputs_option
 
 
 def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -40,13 +41,14 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Skip running the original and the rewritten graph on onnxruntime and comparing them.")
 @click.option("--check-each", is_flag=True,
               help="Validate after every pass; names the first pass that changes the result.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation inputs.")
+@inputs_option(1, "Validation inputs")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
               help="Also write everything printed (op counts, per-pass reports, validation) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the one-line summary.")
 @handle_errors
 def apply_command(model, output, pass_names, batch_size, input_shapes, pass_options, no_validate, check_each,
-                  seed, report_path, quiet):
+                  inputs, seed, report_path, quiet):
     """Rewrite MODEL with graph passes, check it still computes the same function, write it to -o.
 
     Prints an op-count table (before/after) and what each pass matched. Validation is on by
@@ -64,7 +66,8 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
     try:
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
                             options=_parse_pass_options(pass_options), validate=not no_validate,
-                            check_each=check_each, report_path=report_path, seed=seed)
+                            check_each=check_each, report_path=report_path, seed=seed,
+                            validation_inputs=inputs)
     except ApplyValidationFailed as failure:
         click.echo(failure.result.format())
         raise

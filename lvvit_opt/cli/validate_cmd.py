@@ -6,6 +6,7 @@ import json
 import click
 
 from ._base import handle_errors, main
+from ._inputs import inputs_option
 
 
 def _tolerance(candidate: str, atol, rtol, min_cosine):
@@ -40,9 +41,8 @@ def _emit(result, as_json: bool) -> None:
 @click.argument("candidate", type=click.Path(dir_okay=False))
 @click.option("--golden", type=click.Path(dir_okay=False), default=None,
               help="Use this golden .npz's inputs (and also compare the candidate to its stored outputs).")
-@click.option("--inputs", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Number of seeded random input batches.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@inputs_option(4, "Inputs both models run on")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch for models whose batch is symbolic (default 1).")
 @_tolerance_options
@@ -75,14 +75,13 @@ def golden_group():
 @golden_group.command("make")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Golden .npz to write.")
-@click.option("--inputs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of seeded input batches (concatenated along the batch axis).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@inputs_option(1, "Inputs to run and store (several batches are concatenated along the batch axis)")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch for a model whose batch is symbolic (default 1).")
 @handle_errors
 def golden_make_command(model, output, inputs, seed, batch_size):
-    """Run MODEL on seeded inputs and save the inputs and outputs to -o."""
+    """Run MODEL on --inputs (seeded random by default) and save the inputs and outputs to -o."""
     from ..golden import make_golden
 
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)

@@ -1,0 +1,229 @@
+"""The one reader of model inputs, shared by `validate`, `golden make`, `apply` and `debug layers`.
+
+`--inputs` takes one of:
+
+- a number N: N seeded random batches (standard normal floats; the default everywhere);
+- a `.npy` file: the rows of a single-input model, (rows, C, H, W) or one (C, H, W) sample;
+- a `.npz` file: one array per input name (a `golden make` file qualifies: its outputs are ignored);
+- a `preprocess` output directory (`<stem>.bin` float32 files, name order = the info file's
+  order) or a benchmark info file (`index path width height` lines);
+- a folder of images, put through the ImageNet eval transform at the model's input size.
+
+Rows are split into feed sets of the model's static batch (one set when the batch is
+symbolic). `InputSet.source` says in words which inputs were used, for every report.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from .errors import UserError
+
+InputsArg = Union[int, str, os.PathLike]
+
+
+@dataclass
+class InputSet:
+    """Feed sets (input name -> array, one dict per model call) and where they came from."""
+
+    feeds: list[dict[str, np.ndarray]]
+    kind: str  # random | npy | npz | preprocessed | images
+    source: str  # human-readable: "2 seeded random batch(es) (seed 0)", "prep/ (8 .bin files)", ...
+    seed: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(int(np.shape(next(iter(f.values())))[0]) for f in self.feeds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "seed": self.seed, "sets": len(self.feeds),
+                **self.details}
+
+
+def parse_inputs_arg(value: InputsArg) -> int | Path:
+    """'4' / 4 -> 4 (random batches); anything else -> an existing path. UserError otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 1:
+            raise UserError(f"--inputs {value}: the number of random batches must be at least 1")
+        return int(value)
+    text = os.fspath(value)
+    if text.strip().isdigit():
+        return parse_inputs_arg(int(text.strip()))
+    path = Path(text)
+    if not path.exists():
+        raise UserError(f"--inputs {text}: neither a number of random batches nor an existing file or directory")
+    return path
+
+
+def load_inputs(value: InputsArg, specs: Sequence, *, seed: int = 0, batch_size: int | None = None) -> InputSet:
+    """Feed sets for a model with input `specs` (runtime TensorSpec-like: name, shape, dtype)."""
+    parsed = parse_inputs_arg(value)
+    if isinstance(parsed, int):
+        from .golden import make_inputs
+
+        feeds = make_inputs(specs, count=parsed, seed=seed, batch_size=batch_size)
+        return InputSet(feeds, "random", f"{parsed} seeded random batch(es) (seed {seed})", seed)
+    arrays, kind, source, details = _read_arrays(parsed, specs)
+    feeds = split_feeds(arrays, specs, what=source)
+    return InputSet(feeds, kind, source, None, details)
+
+
+def split_feeds(arrays: dict[str, np.ndarray], specs: Sequence, what: str = "inputs") -> list[dict[str, np.ndarray]]:
+    """Rows of every input, cast to the model's dtypes, in feed sets of its static batch
+    (one set if the batch is symbolic). UserError if names, shapes or row counts do not fit."""
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise UserError(f"{what} lacks input(s) {', '.join(missing)} (has {', '.join(arrays) or 'nothing'})")
+    columns = {}
+    for spec in specs:
+        array = np.asarray(arrays[spec.name])
+        rank = len(spec.shape)
+        if rank and array.ndim == rank - 1:
+            array = array[None]  # one sample without its batch axis
+        if rank and array.ndim != rank:
+            raise UserError(f"{what}: input {spec.name!r} has shape {array.shape}; the model takes "
+                            f"{_shape_text(spec.shape)}")
+        for axis, (dim, got) in enumerate(zip(spec.shape, array.shape)):
+            if axis and isinstance(dim, int) and dim > 0 and dim != got:
+                raise UserError(f"{what}: input {spec.name!r} has shape {array.shape}; the model takes "
+                                f"{_shape_text(spec.shape)}")
+        if array.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f" and not np.isfinite(array).all():
+            raise UserError(f"{what}: input {spec.name!r} holds NaN or Inf values")
+        columns[spec.name] = array.astype(spec.dtype, copy=False)
+    rows = {name: (a.shape[0] if a.ndim else 1) for name, a in columns.items()}
+    if len(set(rows.values())) != 1:
+        raise UserError(f"{what}: inputs disagree on the number of rows: {rows}")
+    total = next(iter(rows.values()))
+    if total == 0:
+        raise UserError(f"{what}: holds no rows")
+    first = specs[0].shape[0] if specs and specs[0].shape else None
+    batch = first if isinstance(first, int) and first > 0 else total
+    if total % batch:
+        raise UserError(f"{what}: {total} row(s) is not a multiple of the model's batch {batch}; "
+                        f"give a multiple of {batch}")
+    return [{name: a[i:i + batch] for name, a in columns.items()} for i in range(0, total, batch)]
+
+
+def _shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in shape) + ")"
+
+
+def _read_arrays(path: Path, specs: Sequence) -> tuple[dict[str, np.ndarray], str, str, dict]:
+    if path.is_dir():
+        if any(path.glob("*.bin")):
+            return _read_preprocessed(sorted(path.glob("*.bin")), specs, f"{path}/")
+        return _read_images(path, specs)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if len(specs) != 1:
+            raise UserError(f"{path}: a .npy holds one array but the model takes {len(specs)} inputs "
+                            f"({', '.join(s.name for s in specs)}); use a .npz with one array per input name")
+        return {specs[0].name: _load_npy(path)}, "npy", str(path), {"path": str(path)}
+    if suffix == ".npz":
+        return _read_npz(path, specs), "npz", str(path), {"path": str(path)}
+    if suffix == ".info":
+        return _read_preprocessed(_info_paths(path), specs, str(path))
+    raise UserError(f"--inputs {path}: expected a number, a .npy/.npz file, a preprocess directory "
+                    "(.bin files), a benchmark .info file or a folder of images")
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _read_npz(path: Path, specs: Sequence) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = list(data.files)
+            wanted = [s.name for s in specs]
+            if set(wanted) <= set(names):
+                return {name: data[name] for name in wanted}
+            if len(specs) == 1 and len(names) == 1:  # one array under another name: unambiguous
+                return {specs[0].name: data[names[0]]}
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from None
+    raise UserError(f"{path} lacks input(s) {', '.join(n for n in wanted if n not in names)} "
+                    f"(has {', '.join(names) or 'nothing'})")
+
+
+def _single_image_spec(specs: Sequence, what: str):
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        raise UserError(f"{what}: preprocessed images feed single-input NCHW models; this one takes "
+                        + ", ".join(f"{s.name} {_shape_text(s.shape)}" for s in specs))
+    spec = specs[0]
+    channels, height, width = spec.shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in (channels, height, width)) or channels != 3 or height != width:
+        raise UserError(f"{what}: expected a (N, 3, S, S) image input, the model takes {spec.name} "
+                        f"{_shape_text(spec.shape)}")
+    return spec
+
+
+def _info_paths(info: Path) -> list[Path]:
+    """The .bin paths of a benchmark info file, in index order (relative paths: from the file's folder)."""
+    try:
+        lines = info.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{info}: not a readable info file ({type(exc).__name__})") from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4 or not parts[0].isdigit():
+            raise UserError(f"{info}:{number}: expected `index path width height`, got {line.strip()[:120]!r}")
+        path = Path(parts[1])
+        entries.append((int(parts[0]), path if path.is_absolute() else info.parent / path))
+    if not entries:
+        raise UserError(f"{info}: no entries")
+    return [p for _, p in sorted(entries, key=lambda e: e[0])]
+
+
+def _read_preprocessed(paths: list[Path], specs: Sequence, what: str) -> tuple[dict, str, str, dict]:
+    from .data.preprocess import read_bin
+
+    spec = _single_image_spec(specs, what)
+    size = spec.shape[-1]
+    nbytes = 3 * size * size * 4
+    rows = np.empty((len(paths), 3, size, size), dtype=np.float32)
+    for row, path in enumerate(paths):
+        try:
+            actual = path.stat().st_size
+        except OSError:
+            raise UserError(f"{what}: {path}: no such file") from None
+        if actual != nbytes:
+            raise UserError(f"{what}: {path.name} holds {actual} bytes, not a float32 (3, {size}, {size}) "
+                            f"image ({nbytes} bytes) for this model")
+        rows[row] = read_bin(path, size)
+    source = f"{what} ({len(paths)} preprocessed .bin file(s))"
+    return {spec.name: rows}, "preprocessed", source, {"path": what, "files": len(paths)}
+
+
+def _read_images(folder: Path, specs: Sequence) -> tuple[dict, str, str, dict]:
+    from dataclasses import asdict
+
+    from .data.images import list_images
+    from .data.transform import EvalTransform
+
+    spec = _single_image_spec(specs, f"{folder}/")
+    transform = EvalTransform(img_size=spec.shape[-1])
+    paths = list_images(folder)
+    rows = np.empty((len(paths), 3, transform.img_size, transform.img_size), dtype=np.float32)
+    for row, path in enumerate(paths):
+        try:
+            transform.normalize(transform.load_crop(path), out=rows[row])
+        except Exception as exc:
+            raise UserError(f"{path}: cannot read this image ({type(exc).__name__}: {str(exc)[:200]})") from None
+    source = (f"{folder}/ ({len(paths)} image(s), eval transform: resize {transform.resize_shorter_to}, "
+              f"center crop {transform.img_size}, {transform.interpolation})")
+    return {spec.name: rows}, "images", source, {"path": str(folder), "files": len(paths),
+                                                  "transform": asdict(transform)}
