@@ -45,6 +45,34 @@ def _write_json(path: str | None, data: dict) -> None:
         click.echo(f"wrote {path}")
 
 
+class _ShardType(click.ParamType):
+    name = "K/N"
+
+    def convert(self, value, param, ctx):
+        from ..data.shard import Shard, parse_shard
+        from ..errors import UserError
+
+        if isinstance(value, Shard):
+            return value
+        try:
+            return parse_shard(value)
+        except UserError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _shard_option(fn):
+    return click.option(
+        "--shard", type=_ShardType(), default=None,
+        help="Only shard K of N (K from 1): an image belongs to shard 1 + sha256(file name stem) mod N, so "
+             "every host and verb agrees without a shared list. With --json the result carries what "
+             "`lvvit-opt merge` needs.")(fn)
+
+
+def _warn_unkept_shard(shard, json_out) -> None:
+    if shard is not None and not json_out:
+        click.echo(f"note: shard {shard} without --json: nothing is kept for `lvvit-opt merge`", err=True)
+
+
 def _transform_options(fn):
     fn = click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default="bicubic", show_default=True,
                       help="Resize filter (timm's eval transform uses bicubic for LV-ViT).")(fn)
@@ -64,9 +92,11 @@ def _transform_options(fn):
 @click.option("--img-size", type=click.IntRange(min=1), default=224, show_default=True)
 @_transform_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
+@_shard_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
 @handle_errors
-def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct, interpolation, limit, json_out):
+def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct, interpolation, limit, shard,
+                       json_out):
     """Turn ImageNet val images into float32 NCHW `<stem>.bin` files for the benchmark tools.
 
     Byte-identical to the seed's LV_Vit_preprocess.py (timm eval transform: shorter side to
@@ -81,8 +111,9 @@ def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct,
     from ..data import EvalTransform, preprocess_dir
 
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    _warn_unkept_shard(shard, json_out)
     result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
-                            limit=limit, progress=_Progress("preprocess"))
+                            limit=limit, progress=_Progress("preprocess"), shard=shard)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
     if result.failed:
@@ -96,9 +127,10 @@ def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct,
               help="ImageNet val.txt: `<image file name> <class index>` a line.")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "float64"]), default="float32", show_default=True,
               help="Element type of .bin outputs.")
+@_shard_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @handle_errors
-def postprocess_command(result_dir, labels, dtype, json_out):
+def postprocess_command(result_dir, labels, dtype, shard, json_out):
     """Top-1/top-5 accuracy from benchmark or ais_bench outputs.
 
     Reads `<stem>_1.txt` / `<stem>_1.bin` (legacy benchmark, e.g. result/dumpOutput_device0)
@@ -112,7 +144,8 @@ def postprocess_command(result_dir, labels, dtype, json_out):
     """
     from ..data import postprocess
 
-    result = postprocess(result_dir, labels, dtype=dtype)
+    _warn_unkept_shard(shard, json_out)
+    result = postprocess(result_dir, labels, dtype=dtype, shard=shard)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
 
@@ -130,9 +163,11 @@ def postprocess_command(result_dir, labels, dtype, json_out):
 @_transform_options
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads [default: onnxruntime's].")
+@_shard_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @handle_errors
-def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, threads, json_out):
+def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, threads, shard,
+                 json_out):
     """Stream ImageNet val through MODEL (.onnx or .om) and print top-1/top-5.
 
     Decoding and preprocessing run in worker processes while the model infers; no
@@ -145,8 +180,36 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     from ..data import evaluate
 
     options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
+    _warn_unkept_shard(shard, json_out)
     result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
                       crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
-                      progress=_Progress("eval"))
+                      progress=_Progress("eval"), shard=shard)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
+
+
+@main.command("merge")
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the merged result as JSON.")
+@click.option("--with-predictions", is_flag=True, help="Include every image's top-5 in the --json output.")
+@handle_errors
+def merge_command(results, json_out, with_predictions):
+    """Combine the --json results of `eval`, `postprocess` or `preprocess` run with --shard K/N.
+
+    Prints top-1/top-5 of the union, equal to one unsharded run over the same images. Every
+    shard 1..N must be given exactly once: a missing, duplicated or mismatched shard is an
+    error naming it (exit 2).
+
+    \b
+    Example:
+      for k in 1 2 3 4; do lvvit-opt eval m.onnx --data val --labels val.txt --shard $k/4 --json s$k.json; done
+      lvvit-opt merge s1.json s2.json s3.json s4.json
+    """
+    from ..data.shard import merge_results
+
+    merged = merge_results(list(results))
+    click.echo(merged.summary())
+    for warning in merged.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    _write_json(json_out, merged.to_dict(with_predictions=with_predictions))

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import UserError
 from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
 from .postprocess import AccuracyResult, labels_by_stem, read_labels, score_predictions, top_k
+from .shard import Shard, shard_payload
 from .transform import EvalTransform
 
 READ_AHEAD_BATCHES = 3
@@ -48,6 +49,8 @@ class EvalResult:
     runner: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     predictions: dict[str, list[int]] = field(default_factory=dict, repr=False)  # stem -> top-5
+    shard: dict | None = field(default=None, repr=False)  # with --shard: data.shard.shard_payload
+    workers_detail: list[dict] = field(default_factory=list)  # with several devices / Ray workers: one each
 
     @property
     def images_per_s(self) -> float:
@@ -66,6 +69,8 @@ class EvalResult:
         data["infer_images_per_s"] = round(self.infer_images_per_s, 3)
         if not with_predictions:
             data.pop("predictions")
+        if data["shard"] is None:
+            data.pop("shard")
         return data
 
     def summary(self) -> str:
@@ -81,42 +86,67 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              labels: str | os.PathLike | Mapping[str, int], *, batch_size: int = 16,
              workers: int | None = None, limit: int | None = None, crop_pct: float = 0.9,
              interpolation: str = "bicubic", runner=None, runner_options: dict | None = None,
-             progress: ProgressFn | None = None) -> EvalResult:
+             progress: ProgressFn | None = None, shard: Shard | None = None) -> EvalResult:
     """Evaluate `model` (.onnx or .om) on the images in `data_dir` against `labels`.
 
     `runner` may be an already-open runtime Runner (then `model` is only a name for the
     report); otherwise one is opened with `runtime.open_runner(model, **runner_options)`.
+    `shard`: only the images (and labels) of that shard (data.shard); the result then
+    carries what `merge` needs.
     """
-    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
-    paths = list_images(data_dir, limit=limit)
+    all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
+    paths, label_map, notes, listed = select_images(data_dir, all_labels, limit, shard)
     workers = workers or default_workers()
-    notes: list[str] = []
-    if limit:
-        listed = {image_stem(p.name) for p in paths}
-        label_map = {stem: label for stem, label in label_map.items() if stem in listed}
-        notes.append(f"--limit {limit}: scored the first {len(paths)} images by name")
     own_runner = runner is None
     if own_runner:
         from ..runtime import open_runner
 
         runner = open_runner(model, **(runner_options or {}))
     try:
-        return _evaluate_with(runner, str(model), str(data_dir), paths, label_map, batch_size, workers,
-                              crop_pct, interpolation, notes, progress)
+        result = evaluate_paths(runner, str(model), str(data_dir), paths, label_map, batch_size, workers,
+                                crop_pct, interpolation, notes, progress)
     finally:
         if own_runner:
             runner.close()
+    return with_shard(result, shard, label_map, all_labels, listed)
 
 
-def _evaluate_with(runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],
+def select_images(data_dir: str | os.PathLike, all_labels: dict[str, int], limit: int | None,
+                  shard: Shard | None) -> tuple[list[Path], dict[str, int], list[str], int]:
+    """The images to evaluate (sorted by name, --limit, then the shard), the labels they are
+    scored on, notes, and how many images were listed before sharding."""
+    paths = list_images(data_dir, limit=limit)
+    listed_count = len(paths)
+    label_map = all_labels
+    notes: list[str] = []
+    if limit:
+        listed = {image_stem(p.name) for p in paths}
+        label_map = {stem: label for stem, label in label_map.items() if stem in listed}
+        notes.append(f"--limit {limit}: scored the first {len(paths)} images by name")
+    if shard is not None:
+        paths = shard.select(paths, key=lambda p: p.name)
+        label_map = {stem: label for stem, label in label_map.items() if shard.holds(stem)}
+        notes.append(f"shard {shard}: {len(paths)} of {listed_count} images")
+    return paths, label_map, notes, listed_count
+
+
+def with_shard(result: EvalResult, shard: Shard | None, label_map: dict[str, int], all_labels: dict[str, int],
+               listed: int) -> EvalResult:
+    """Attach the shard record (predictions, this shard's labels, fingerprints) to a shard's result."""
+    if shard is not None:
+        result.shard = shard_payload(shard, "eval", result.predictions, label_map, all_labels, listed)
+    return result
+
+
+def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],
                    batch_size: int, workers: int, crop_pct: float, interpolation: str, notes: list[str],
                    progress: ProgressFn | None) -> EvalResult:
-    """The streaming loop on an open runner."""
+    """The streaming loop on an open runner, over exactly `paths` (scored against `label_map`)."""
     spec = runner.inputs[0]
     batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
     stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]), dtype=spec.dtype)
-    pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 else None
+    pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 and paths else None
     try:
         if pool is not None:
             pool.map(worker_ready, range(workers), chunksize=1)  # start-up, like model load, is not timed

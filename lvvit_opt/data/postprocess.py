@@ -44,6 +44,7 @@ class AccuracyResult:
     unreadable: dict[str, str] = field(default_factory=dict)  # output file -> why
     source: str = ""
     notes: list[str] = field(default_factory=list)
+    shard: dict | None = field(default=None, repr=False)  # postprocess --shard: data.shard.shard_payload
 
     @property
     def top1(self) -> float:
@@ -55,6 +56,8 @@ class AccuracyResult:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        if data["shard"] is None:
+            data.pop("shard")
         data["top1"] = self.top1
         data["top5"] = self.top5
         return data
@@ -197,14 +200,22 @@ def score_predictions(predictions: Mapping[str, np.ndarray], labels: Mapping[str
 
 
 def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mapping[str, int], *,
-                dtype: str = "float32") -> AccuracyResult:
+                dtype: str = "float32", shard=None) -> AccuracyResult:
     """Top-1/top-5 of the outputs in `result_dir` against `labels` (a val.txt path or a dict).
 
     `dtype` is the element type of `.bin` outputs. All outputs must hold the same number of
     classes; files that cannot be read or hold a different count are listed in `unreadable`.
+    `shard` (data.shard.Shard): only the outputs and labels of that shard; the result then
+    carries what `merge` needs.
     """
-    label_map = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
+    all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
+    label_map = all_labels
     files, notes = find_result_files(result_dir)
+    listed = len(files)
+    if shard is not None:
+        files = {stem: path for stem, path in files.items() if shard.holds(stem)}
+        label_map = {stem: label for stem, label in all_labels.items() if shard.holds(stem)}
+        notes.append(f"shard {shard}: {len(files)} of {listed} outputs")
     read: dict[str, tuple[int, np.ndarray]] = {}
     unreadable: dict[str, str] = {}
     for stem in sorted(files):
@@ -225,6 +236,10 @@ def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mappi
     result.unreadable = unreadable
     result.source = str(result_dir)
     result.notes = notes
+    if shard is not None:
+        from .shard import shard_payload
+
+        result.shard = shard_payload(shard, "postprocess", predictions, label_map, all_labels, listed)
     return result
 
 

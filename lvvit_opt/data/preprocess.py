@@ -42,6 +42,7 @@ class PreprocessResult:
     workers: int = 1
     seconds: float = 0.0
     transform: dict = field(default_factory=dict)
+    shard: dict | None = None       # with --shard: which shard, how many images were listed before it
 
     @property
     def images_per_s(self) -> float:
@@ -51,6 +52,8 @@ class PreprocessResult:
         data = asdict(self)
         data.pop("outputs")
         data["output_count"] = len(self.outputs)
+        if data["shard"] is None:
+            data.pop("shard")
         data["images_per_s"] = round(self.images_per_s, 2)
         return data
 
@@ -67,16 +70,20 @@ class PreprocessResult:
 def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    transform: EvalTransform | None = None, workers: int | None = None,
                    info_file: str | os.PathLike | None = None, limit: int | None = None,
-                   progress: ProgressFn | None = None) -> PreprocessResult:
+                   progress: ProgressFn | None = None, shard=None) -> PreprocessResult:
     """Write `<out_dir>/<stem>.bin` (float32, 3×S×S) for every image in `src_dir`.
 
     Images are processed in name order; outputs that already exist with the right size are
     skipped, so an interrupted run resumes. `progress(done, total)` is called as images
     finish. With `info_file`, the legacy benchmark's info file is written for the good outputs.
+    `shard` (data.shard.Shard): only the images of that shard (the info file lists those).
     """
     transform = transform or EvalTransform()
     workers = workers or default_workers()
     paths = list_images(src_dir, limit=limit)
+    listed = len(paths)
+    if shard is not None:
+        paths = shard.select(paths, key=lambda p: p.name)
     out = Path(out_dir)
     if info_file and any(c.isspace() for c in str(out)):
         raise UserError(f"{out}: the benchmark's info file cannot hold paths with spaces; pick another directory")
@@ -88,6 +95,8 @@ def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     result = PreprocessResult(str(src_dir), str(out), images=len(paths), written=0, skipped=0,
                               workers=workers, transform=asdict(transform))
+    if shard is not None:
+        result.shard = {"kind": "preprocess", **shard.to_dict(), "listed_before_sharding": listed}
     targets = [out / f"{image_stem(p.name)}.bin" for p in paths]
     todo = [(str(p), str(t)) for p, t in zip(paths, targets) if not _is_complete(t, transform.output_nbytes)]
     result.skipped = len(paths) - len(todo)
