@@ -1,32 +1,199 @@
-"""File helpers shared by every verb: atomic writes and safe ONNX load/save."""
+"""File helpers shared by every verb: the output guard, atomic writes, safe ONNX load/save.
+
+Every verb calls `guard_outputs` with its inputs and outputs before doing any work, and
+writes through `atomic_path` (or the helpers built on it), so that an output never
+replaces an input, is never half-written, and leaves no temporary file behind.
+"""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import re
+import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Union
 
 from .errors import UserError
 
 # protobuf cannot serialise a single message above 2 GiB; past this we use external data.
 ONNX_PROTO_LIMIT = 2 * 1024**3 - 1024**2
 
+# Temporary files are `.NAME.lvvit-tmp.PID.RANDOM[SUFFIX]` beside their destination: the
+# marker makes them ours, the pid tells a later run whether their writer is still alive.
+TEMP_MARKER = ".lvvit-tmp."
+_TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARKER) + r"(\d+)\.[0-9a-f]+")
+_swept_dirs: set[str] = set()
+# Write failures that are about the destination, not a bug: reported as one line.
+_NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+PathArg = Union[str, os.PathLike, None]
+
+
+# -- the output guard ----------------------------------------------------------------------
+
+def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] | None = None, *,
+                  output_dirs: Mapping[str, PathArg] | None = None) -> None:
+    """Refuse (UserError, exit 2) before any work when an output would hit an input or another output.
+
+    `outputs` / `inputs` / `output_dirs` map a label for the message (`-o`, `--report`,
+    `MODEL`) to a path; None values are skipped. Two paths collide when they are the same
+    after resolving symlinks and `..` (os.path.realpath) or, for existing files, the same
+    inode (st_dev, st_ino: hard links). Also refused: an output that is a directory, an
+    output directory that is a file, and a destination whose folder cannot be written.
+    """
+    files = _present(outputs)
+    dirs = _present(output_dirs or {})
+    sources = _present(inputs or {})
+    for label, path in files:
+        if path.is_dir():
+            raise UserError(f"{label} {path}: is a directory; give a file name")
+        for in_label, source in sources:
+            if same_path(path, source):
+                raise UserError(f"{label} {path} is the input {in_label} ({source}); "
+                                f"refusing to overwrite an input, nothing written")
+    for label, path in dirs:
+        if path.exists() and not path.is_dir():
+            raise UserError(f"{label} {path}: exists and is not a directory")
+        for in_label, source in sources:
+            if same_path(path, source):
+                raise UserError(f"{label} {path} is the input {in_label} ({source}); give another folder")
+    targets = files + dirs
+    for i, (label, path) in enumerate(targets):
+        for other_label, other in targets[i + 1:]:
+            if same_path(path, other):
+                raise UserError(f"{label} {path} and {other_label} {other} are the same file; "
+                                f"give each output its own path")
+    for label, path in files:
+        require_writable_dir(path.parent, f"{label} {path}")
+    for label, path in dirs:
+        require_writable_dir(path, f"{label} {path}")
+
+
+def _present(paths: Mapping[str, PathArg]) -> list[tuple[str, Path]]:
+    """(label, Path) of the given paths; None, "" and numbers (e.g. `--inputs 4`) are not paths."""
+    return [(label, Path(os.fspath(p))) for label, p in paths.items()
+            if p is not None and not isinstance(p, int) and os.fspath(p) != ""]
+
+
+def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when a and b name the same file: equal after realpath, or the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def require_writable_dir(directory: str | os.PathLike, what: str) -> None:
+    """UserError unless `directory` exists and is writable, or could be created.
+
+    Checked on the nearest existing ancestor; root passes os.access everywhere, so that case
+    is settled by creating (and removing) a probe file of our temp naming there.
+    """
+    directory = Path(os.path.abspath(directory))
+    existing = directory
+    while not existing.exists():
+        if existing.is_symlink():  # a dangling symlink in the path
+            raise UserError(f"{what}: {existing} is a broken symlink")
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: cannot write to {existing} (permission denied)")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        probe = existing / f".probe{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}"
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            raise UserError(f"{what}: cannot write to {existing} ({exc.strerror})") from None
+        os.close(fd)
+        os.unlink(probe)
+
+
+# -- atomic writes ------------------------------------------------------------------------
+
+def temp_path_for(dest: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """The temporary name `atomic_path` uses for `dest` in this process (unique per call)."""
+    dest = Path(dest)
+    return dest.parent / f".{dest.name}{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+
+
+def is_stale_temp(name: str) -> bool:
+    """True for one of our temporary names whose writing process is gone."""
+    match = _TEMP_NAME.match(name)
+    return bool(match) and not _pid_alive(int(match.group(1)))
+
+
+def sweep_stale_temps(directory: str | os.PathLike) -> int:
+    """Remove our temporary files in `directory` left by killed runs (their pid is dead).
+
+    A temp of a live process (another run writing now) is left alone. Returns the count.
+    """
+    removed = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and TEMP_MARKER in entry.name and is_stale_temp(entry.name):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's live process (or a pid we cannot judge): keep its file
+    return True
+
+
+def resolve_output(dest: str | os.PathLike) -> Path:
+    """Where writing `dest` really goes: through a symlink to its target (the link stays a link)."""
+    dest = Path(dest)
+    return Path(os.path.realpath(dest)) if dest.is_symlink() else dest
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it onto `dest` only if the block succeeds.
 
-    A crash or exception leaves `dest` untouched (either absent or the old file) and
-    removes the temporary file, so outputs are never half-written.
+    A crash, exception, Ctrl-C or SIGTERM (the CLI turns it into an exception) leaves `dest`
+    untouched (either absent or the old file) and removes the temporary file, so outputs are
+    never half-written. A `dest` that is a symlink is written through to its target. Stale
+    temporaries of killed runs in the same folder are removed first (once per process).
+    An unwritable destination is a UserError naming it.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    dest = resolve_output(dest)
     try:
-        yield tmp_path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder of {dest}: {exc.strerror or exc}") from None
+    folder = os.path.abspath(dest.parent)
+    if folder not in _swept_dirs:
+        _swept_dirs.add(folder)
+        sweep_stale_temps(folder)
+    tmp_path = temp_path_for(dest, suffix or ".tmp")
+    try:
+        os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    try:
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.errno in _NO_ROOM_ERRNOS:
+                raise UserError(f"cannot write {dest}: {exc.strerror}") from None
+            raise
         if dest.exists():
             with contextlib.suppress(OSError):
                 os.chmod(tmp_path, dest.stat().st_mode & 0o7777)
@@ -34,7 +201,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, dest)
     finally:
-        if tmp_path.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
 
 

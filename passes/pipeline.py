@@ -152,12 +152,11 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     `out_path` and ApplyValidationFailed (exit 1) carries the result; `report_path` is
     written either way.
     """
-    from ..fileio import load_onnx, save_onnx, write_text_atomic
+    from ..fileio import guard_outputs, load_onnx, save_onnx, write_text_atomic
 
     start = time.perf_counter()
     in_path, out_path = Path(in_path), Path(out_path)
-    if _same_file(in_path, out_path):
-        raise UserError(f"-o {out_path} is the input file; write the rewritten model somewhere else")
+    guard_outputs({"-o": out_path, "--report": report_path}, {"MODEL": in_path})
     names = parse_pass_list(passes)
     options = {k: dict(v) for k, v in (options or {}).items()}
     if "fix_shapes" in names:
@@ -192,12 +191,6 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
         raise ApplyValidationFailed(f"the rewritten graph does not compute the same function; nothing written "
                                     f"to {out_path}\n{result.validation.format()}", result)
     return result
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if b.exists() and a.exists():
-        return os.path.samefile(a, b)
-    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def format_op_table(before: Mapping[str, int], after: Mapping[str, int]) -> str:

@@ -104,7 +104,7 @@ def test_bad_inputs_are_one_line_errors(cli_runner, golden_onnx, tmp_path):
     junk.write_bytes(b"this is not a protobuf")
     cases = [
         (["apply", str(junk), "-o", str(tmp_path / "o.onnx")], "not a readable ONNX model"),
-        (["apply", golden_onnx, "-o", golden_onnx], "is the input file"),
+        (["apply", golden_onnx, "-o", golden_onnx], "is the input MODEL"),
         (["apply", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")], "no such file"),
         (["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "-O", "softmax_transpose.perm=0,1,2"], "permutation"),
         (["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "-O", "cleanup.keep_unused_inputs=1"], "not in the pipeline"),

@@ -6,6 +6,7 @@ what they need inside the command function.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 
 import click
@@ -30,21 +31,47 @@ def main() -> None:
     """
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `timeout`, `kill`) raised like Ctrl-C, so every finally-block
+    (temporary files, worker pools, atc) runs; the CLI then exits 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
 def handle_errors(fn):
-    """Turn LvvitOptError into `error: <message>` on stderr and its exit code; no traceback."""
+    """Turn LvvitOptError into `error: <message>` on stderr and its exit code; no traceback.
+    Ctrl-C exits 130 and SIGTERM 143, both after the command's clean-up ran."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        previous = _install_sigterm()
         try:
             return fn(*args, **kwargs)
         except LvvitOptError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
+
+
+def _install_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous one."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (e.g. a test harness thread)
+        return None
 
 
 def parse_int_list(text: str, what: str = "value") -> list[int]:

@@ -44,8 +44,10 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
       lvvit-opt bench model.onnx --backend trtexec --batch-sizes 1,16
     """
     from ..bench import bench_models, plot_fps
-    from ..fileio import write_text_atomic
+    from ..fileio import guard_outputs, write_text_atomic
 
+    guard_outputs({"--json": json_out, "--plot": plot_out},
+                  {**{f"MODEL {m}": m for m in models}, "--reference": reference})
     report = bench_models(
         list(models), parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None, backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,

@@ -109,7 +109,9 @@ def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct,
       lvvit-opt preprocess /data/imagenet/val prep_bin --info lvvit_prep_bin.info
     """
     from ..data import EvalTransform, preprocess_dir
+    from ..fileio import guard_outputs
 
+    guard_outputs({"--info": info_file, "--json": json_out}, {"SRC_DIR": src_dir}, output_dirs={"OUT_DIR": out_dir})
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
     _warn_unkept_shard(shard, json_out)
     result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
@@ -143,7 +145,9 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
       lvvit-opt postprocess result/dumpOutput_device0 --labels val.txt
     """
     from ..data import postprocess
+    from ..fileio import guard_outputs
 
+    guard_outputs({"--json": json_out}, {"RESULT_DIR": result_dir, "--labels": labels})
     _warn_unkept_shard(shard, json_out)
     result = postprocess(result_dir, labels, dtype=dtype, shard=shard)
     click.echo(result.summary())
@@ -178,7 +182,9 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
       lvvit-opt eval model_bs16.onnx --data /data/imagenet/val --labels val.txt
     """
     from ..data import evaluate
+    from ..fileio import guard_outputs
 
+    guard_outputs({"--json": json_out}, {"MODEL": model, "--data": data_dir, "--labels": labels})
     options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
     _warn_unkept_shard(shard, json_out)
     result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
@@ -207,7 +213,9 @@ def merge_command(results, json_out, with_predictions):
       lvvit-opt merge s1.json s2.json s3.json s4.json
     """
     from ..data.shard import merge_results
+    from ..fileio import guard_outputs
 
+    guard_outputs({"--json": json_out}, {f"RESULT {r}": r for r in results})
     merged = merge_results(list(results))
     click.echo(merged.summary())
     for warning in merged.warnings:

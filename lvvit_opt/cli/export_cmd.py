@@ -34,7 +34,9 @@ def export_command(checkpoint, model_name, batch_size, dynamic_batch, img_size, 
       lvvit-opt export --checkpoint lvvit_s-26M-224-83.3.pth.tar --batch-size 16 -o model_bs16.onnx
     """
     from ..export import export_onnx
+    from ..fileio import guard_outputs
 
+    guard_outputs({"-o": output}, {"--checkpoint": checkpoint})
     def log(message: str) -> None:
         click.echo(message, err=message.startswith(("WARNING", "warning")))
 

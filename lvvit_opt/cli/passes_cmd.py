@@ -61,8 +61,11 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
       lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --passes fix_shapes,softmax_transpose,cleanup --batch-size 16
       lvvit-opt apply swin.onnx -o swin_opt.onnx -O softmax_transpose.style=swin
     """
+    from ..fileio import guard_outputs
+    from ..inputs import parse_inputs_arg
     from ..passes import ApplyValidationFailed, apply_file
 
+    guard_outputs({"-o": output, "--report": report_path}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
     try:
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
                             options=_parse_pass_options(pass_options), validate=not no_validate,

@@ -40,8 +40,10 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
     Example:
       lvvit-opt run --checkpoint lvvit_s-26M-224-83.3.pth.tar --out runs/lvvit_s --patch-whitelist
     """
+    from ..fileio import guard_outputs
     from ..pipeline import RunOptions, run
 
+    guard_outputs({}, {"--checkpoint": checkpoint, "--whitelist-file": whitelist_file}, output_dirs={"--out": out})
     options = RunOptions(out=out, checkpoint=checkpoint, model=model_name,
                          batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes")),
                          passes=tuple(p for p in passes.split(",") if p), seed=seed, ema=ema, strict=not non_strict,

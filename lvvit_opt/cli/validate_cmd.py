@@ -82,8 +82,11 @@ def golden_group():
 @handle_errors
 def golden_make_command(model, output, inputs, seed, batch_size):
     """Run MODEL on --inputs (seeded random by default) and save the inputs and outputs to -o."""
+    from ..fileio import guard_outputs
     from ..golden import make_golden
+    from ..inputs import parse_inputs_arg
 
+    guard_outputs({"-o": output}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
     click.echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
 

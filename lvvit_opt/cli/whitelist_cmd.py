@@ -129,8 +129,10 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, as_jso
     Patching twice adds nothing. Undo with `lvvit-opt whitelist restore`.
     Exit 1 when a shape stays on TransposeD (black-listed in a black-list-era file).
     """
+    from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import patch_file
 
+    guard_outputs({"--output": output}, {"--file": file, "--from-model": from_model})
     result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
                         output=output)
     if as_json:
