@@ -25,9 +25,11 @@ def perturbed_onnx(golden_onnx, tmp_path):
 
 
 def test_identical_models_pass_with_json(cli_runner, golden_onnx):
-    result = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--inputs", "2", "--json"])
+    result = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--inputs", "2", "--json", "-"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    envelope = json.loads(result.stdout)
+    assert envelope["command"] == "validate" and envelope["ok"] is True and envelope["warnings"] == []
+    data = envelope["result"]
     assert data["passed"] is True and data["input_sets"] == 2 and data["inputs"] == {"image": [2, 3, 224, 224]}
     features = data["comparisons"]["candidate vs reference"]["outputs"][0]
     assert features["shape"] == [4, 1000] and features["max_abs"] == 0.0 and features["top1_agreement"] == 1.0
@@ -80,8 +82,10 @@ def test_golden_make_then_check(cli_runner, golden_onnx, perturbed_onnx, tmp_pat
     bad = cli_runner.invoke(main, ["golden", "check", perturbed_onnx, str(golden)])
     assert bad.exit_code == 1 and "FAIL" in bad.output
     # validate --golden uses the file's inputs and also compares with its stored outputs
-    both = cli_runner.invoke(main, ["validate", golden_onnx, perturbed_onnx, "--golden", str(golden), "--json"])
-    data = json.loads(both.output)
+    both = cli_runner.invoke(main, ["validate", golden_onnx, perturbed_onnx, "--golden", str(golden), "--json", "-"])
+    envelope = json.loads(both.stdout)
+    assert envelope["ok"] is False and envelope["command"] == "validate"
+    data = envelope["result"]
     assert both.exit_code == 1 and set(data["comparisons"]) == {"candidate vs reference", "candidate vs golden"}
 
 

@@ -1,7 +1,8 @@
 """The click group every verb registers on, and the error handling they share.
 
 Keep this module light: no torch, timm or onnx at import time. Command modules import
-what they need inside the command function.
+what they need inside the command function. Conventions (--json, -v/-q, progress, echo)
+live in `output.py`; parameter types with completion in `types.py`.
 """
 from __future__ import annotations
 
@@ -13,11 +14,51 @@ import click
 
 from .. import __version__
 from ..errors import LvvitOptError
+from .output import configure_logging, emit_error, set_verbosity, state
+
+VERBOSE_HELP = "More diagnostics on stderr (debug level, with the logger names)."
+QUIET_HELP = "Nothing on stdout, no progress; only warnings and errors on stderr."
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _verbosity_callback(ctx: click.Context, param: click.Parameter, value) -> None:
+    """-v / -q given after the verb (`lvvit-opt apply -q ...`) work like before it."""
+    if not value:
+        return
+    if param.name == "quiet":
+        set_verbosity(-1)
+    elif not state().quiet:
+        set_verbosity(int(value))
+
+
+class LvvitGroup(click.Group):
+    """A group whose every command (and sub-group's command) also accepts -v/-q."""
+
+    group_class = type  # sub-groups (golden, whitelist) are LvvitGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not isinstance(cmd, click.Group):
+            _add_verbosity_options(cmd)
+        super().add_command(cmd, name)
+
+
+def _add_verbosity_options(cmd: click.Command) -> None:
+    taken = {opt for p in cmd.params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}
+    if "-q" not in taken and "--quiet" not in taken:
+        cmd.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                                       callback=_verbosity_callback, help=QUIET_HELP))
+    if "-v" not in taken and "--verbose" not in taken:
+        cmd.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                       callback=_verbosity_callback, help=VERBOSE_HELP))
+
+
+@click.group(cls=LvvitGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lvvit-opt")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help=VERBOSE_HELP)
+@click.option("-q", "--quiet", is_flag=True, help=QUIET_HELP)
+@click.option("--log-file", type=click.Path(dir_okay=False), metavar="PATH", default=None,
+              help="Also append every diagnostic (debug level, timestamped) to PATH.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None) -> None:
     """lvvit-opt: LV-ViT / ViT from a PyTorch checkpoint to a fast, verified Ascend model.
 
     \b
@@ -28,7 +69,15 @@ def main() -> None:
       lvvit-opt atc model_bs16_opt.onnx --soc-version auto
       lvvit-opt bench model_bs16.om model_bs16_opt.om
     or all of it at once: lvvit-opt run --out runs/NAME
+
+    Every verb takes --json PATH ('-' = stdout) and -v/-q; see README "Command-line conventions".
     """
+    if verbose and quiet:
+        raise click.UsageError("use either -v or -q, not both")
+    st = state()
+    st.verbosity = -1 if quiet else verbose
+    st.log_file = log_file
+    configure_logging(ctx)
 
 
 class Terminated(KeyboardInterrupt):
@@ -43,7 +92,8 @@ def _raise_terminated(signum, frame) -> None:
 
 def handle_errors(fn):
     """Turn LvvitOptError into `error: <message>` on stderr and its exit code; no traceback.
-    Ctrl-C exits 130 and SIGTERM 143, both after the command's clean-up ran."""
+    Ctrl-C exits 130 and SIGTERM 143, both after the command's clean-up ran.
+    With --json, an envelope with ok=false and the message is written too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -51,12 +101,14 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LvvitOptError as exc:
+            emit_error(str(exc), exc.exit_code)
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except Terminated:
             click.echo("terminated", err=True)
             sys.exit(143)
         except KeyboardInterrupt:
+            emit_error("interrupted", 130)
             click.echo("interrupted", err=True)
             sys.exit(130)
         finally:

@@ -1,12 +1,11 @@
 """`lvvit-opt validate` and `lvvit-opt golden make|check`: do two models compute the same function?"""
 from __future__ import annotations
 
-import json
-
 import click
 
 from ._base import handle_errors, main
 from ._inputs import inputs_option
+from .output import echo, emit_result, json_option
 
 
 def _tolerance(candidate: str, atol, rtol, min_cosine):
@@ -30,8 +29,9 @@ def _tolerance_options(fn):
     return fn
 
 
-def _emit(result, as_json: bool) -> None:
-    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
+def _emit(result) -> None:
+    echo(result.format())
+    emit_result(result.to_dict(), ok=result.passed)
     if not result.passed:
         raise SystemExit(1)
 
@@ -46,9 +46,9 @@ def _emit(result, as_json: bool) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch for models whose batch is symbolic (default 1).")
 @_tolerance_options
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@json_option
 @handle_errors
-def validate_command(reference, candidate, golden, inputs, seed, batch_size, atol, rtol, min_cosine, as_json):
+def validate_command(reference, candidate, golden, inputs, seed, batch_size, atol, rtol, min_cosine, json_out):
     """Run REFERENCE (.onnx) and CANDIDATE (.onnx, or .om on an Ascend host) on the same inputs
     and compare outputs: max abs error and where, max rel error, mean abs error, cosine
     similarity, top-1 agreement, and the atol that would have passed.
@@ -59,7 +59,7 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, ato
 
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
                              tolerance=_tolerance(candidate, atol, rtol, min_cosine))
-    _emit(result, as_json)
+    _emit(result)
 
 
 @main.group("golden")
@@ -79,8 +79,9 @@ def golden_group():
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch for a model whose batch is symbolic (default 1).")
+@json_option
 @handle_errors
-def golden_make_command(model, output, inputs, seed, batch_size):
+def golden_make_command(model, output, inputs, seed, batch_size, json_out):
     """Run MODEL on --inputs (seeded random by default) and save the inputs and outputs to -o."""
     from ..fileio import guard_outputs
     from ..golden import make_golden
@@ -88,17 +89,18 @@ def golden_make_command(model, output, inputs, seed, batch_size):
 
     guard_outputs({"-o": output}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
-    click.echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
+    echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
+    emit_result({"output": str(output), "arrays": {name: list(shape) for name, shape in saved.items()}})
 
 
 @golden_group.command("check")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("golden", type=click.Path(dir_okay=False))
 @_tolerance_options
-@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@json_option
 @handle_errors
-def golden_check_command(model, golden, atol, rtol, min_cosine, as_json):
+def golden_check_command(model, golden, atol, rtol, min_cosine, json_out):
     """Run MODEL on GOLDEN's inputs and compare with its stored outputs (exit 0 pass, 1 mismatch, 2 bad input)."""
     from ..golden import check_golden
 
-    _emit(check_golden(model, golden, tolerance=_tolerance(model, atol, rtol, min_cosine)), as_json)
+    _emit(check_golden(model, golden, tolerance=_tolerance(model, atol, rtol, min_cosine)))

@@ -1,0 +1,300 @@
+"""How every verb talks to the user (README: "Command-line conventions").
+
+- `json_option` + `emit_result(result, ok=...)`: `--json PATH` (`-` = stdout) writes
+  {"command", "version", "ok", "result", "warnings"}, atomically for a file. With
+  `--json -` stdout carries only the JSON (human output is dropped).
+- `echo(text)`: human output to stdout; silent with -q or `--json -`.
+- Diagnostics go through `logging` (libraries: `logging.getLogger(__name__)`) to stderr:
+  INFO by default, DEBUG with -v, WARNING and up with -q; `--log-file PATH` gets DEBUG.
+  Every WARNING of the command also lands in the envelope's "warnings".
+- Progress: lvvit_opt.progress.task(); the CLI draws it with tqdm on a terminal, never
+  with -q or when stderr is not a TTY.
+
+Keep this module light (no torch/onnx): it is imported by every command module.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from .. import __version__, progress
+
+STATE_KEY = "lvvit_opt.cli_state"
+LIBRARY_LOGGER = "lvvit_opt"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@dataclass
+class CliState:
+    """Per-invocation settings shared by the group and its commands."""
+
+    verbosity: int = 0  # -1 quiet, 0 normal, 1+ verbose
+    log_file: str | None = None
+    json_target: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    envelope_written: bool = False
+    handlers: list[logging.Handler] = field(default_factory=list)
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    @property
+    def stdout_is_json(self) -> bool:
+        return self.json_target == "-"
+
+
+def state() -> CliState:
+    """This invocation's CliState (a fresh default one outside a click context)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return CliState()
+    root = ctx.find_root()
+    if STATE_KEY not in root.meta:
+        root.meta[STATE_KEY] = CliState()
+    return root.meta[STATE_KEY]
+
+
+# ---------------------------------------------------------------- human output
+
+def echo(text: str = "", nl: bool = True) -> None:
+    """Human-readable result text to stdout; nothing with -q or `--json -`."""
+    st = state()
+    if st.quiet or st.stdout_is_json:
+        return
+    click.echo(text, nl=nl)
+
+
+# ---------------------------------------------------------------- JSON envelope
+
+def json_option(fn):
+    """Adds `--json PATH` (parameter `json_out`); pair it with `emit_result`."""
+    return click.option(
+        "--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), metavar="PATH", default=None,
+        callback=_remember_json_target, is_eager=True,
+        help="Also write the result as JSON to PATH ('-' = stdout, which then carries only the JSON): "
+             '{"command", "version", "ok", "result", "warnings"}.')(fn)
+
+
+def _remember_json_target(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        state().json_target = value
+    return value
+
+
+def command_name() -> str:
+    """'validate', 'golden check', ... (the click command path without the program name)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return ""
+    return " ".join(ctx.command_path.split()[1:])
+
+
+def envelope(result: Any, *, ok: bool = True, command: str | None = None,
+             warnings: list[str] | None = None) -> dict[str, Any]:
+    return {"command": command if command is not None else command_name(), "version": __version__,
+            "ok": bool(ok), "result": result, "warnings": list(warnings if warnings is not None else state().warnings)}
+
+
+def emit_result(result: Any, *, ok: bool = True, path: str | None = None) -> None:
+    """Write the envelope to --json's PATH (or `path`); no-op when neither was given.
+
+    `result` must be JSON-serialisable (non-finite floats are written as null, since JSON
+    has no NaN)."""
+    st = state()
+    target = path if path is not None else st.json_target
+    if target is None:
+        return
+    text = dumps(envelope(result, ok=ok))
+    st.envelope_written = True
+    if target == "-":
+        click.echo(text, nl=False)
+        return
+    from ..fileio import write_text_atomic
+
+    write_text_atomic(target, text)
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(_finite(data), indent=2, default=_default, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return _finite(value.to_dict())
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return _finite(value.tolist())
+    if hasattr(value, "__fspath__"):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return str(value)
+
+
+def emit_error(message: str, exit_code: int) -> None:
+    """On a failing command with --json, still write an envelope (ok=false) saying why."""
+    st = state()
+    if st.json_target is None or st.envelope_written:
+        return
+    try:
+        emit_result({"error": message, "exit_code": exit_code}, ok=False)
+    except Exception:  # the JSON path itself may be what is wrong; the error line says enough
+        pass
+
+
+# ---------------------------------------------------------------- logging
+
+class _StderrHandler(logging.Handler):
+    """Writes through tqdm.write (so a progress bar is not torn) to the current sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info and self.verbose:
+            message += "\n" + self.formatException(record.exc_info)
+        prefix = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+        if self.verbose:
+            return f"[{record.name}] {prefix}{message}"
+        return prefix + message
+
+
+class _WarningCollector(logging.Handler):
+    def __init__(self, sink: list[str]):
+        super().__init__(level=logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+def console_level(verbosity: int) -> int:
+    return logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+
+
+def configure_logging(ctx: click.Context) -> None:
+    """Attach this invocation's handlers to the `lvvit_opt` logger; removed on close."""
+    st = state()
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    for handler in st.handlers:
+        logger.removeHandler(handler)
+        handler.close()
+    console = _StderrHandler(level=console_level(st.verbosity))
+    console.setFormatter(_ConsoleFormatter(st.verbosity > 0))
+    st.handlers = [console, _WarningCollector(st.warnings)]
+    if st.log_file:
+        try:
+            file_handler = logging.FileHandler(st.log_file, mode="a", encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot open {st.log_file}: {exc.strerror}", param_hint="--log-file")
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
+        st.handlers.append(file_handler)
+    for handler in st.handlers:
+        logger.addHandler(handler)
+    saved = (logger.level, logger.propagate)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    previous = progress.install(_tqdm_factory)
+
+    def _close() -> None:
+        for handler in st.handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        st.handlers = []
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        progress.install(previous)
+
+    if not getattr(ctx, "_lvvit_close_registered", False):
+        ctx.call_on_close(_close)
+        ctx._lvvit_close_registered = True  # type: ignore[attr-defined]
+
+
+def set_verbosity(verbosity: int) -> None:
+    """Change the console level after the group parsed (a -q/-v given after the verb)."""
+    st = state()
+    st.verbosity = verbosity
+    for handler in st.handlers:
+        if isinstance(handler, _StderrHandler):
+            handler.setLevel(console_level(verbosity))
+            handler.setFormatter(_ConsoleFormatter(verbosity > 0))
+
+
+# ---------------------------------------------------------------- progress display
+
+def progress_enabled() -> bool:
+    return not state().quiet and _isatty(sys.stderr)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _TqdmBar:
+    """A tqdm bar on stderr; with no total it shows the elapsed time, refreshed by a thread."""
+
+    def __init__(self, desc: str, total: int | None, unit: str):
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True,
+                        bar_format=None if total is not None else "{desc}: {elapsed}")
+        self._stop = threading.Event()
+        self._ticker = None
+        if total is None:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            self.bar.refresh()
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=1)
+        self.bar.close()
+
+
+def _tqdm_factory(desc: str, total: int | None, unit: str):
+    if not progress_enabled():
+        return progress._NullBar()
+    return _TqdmBar(desc, total, unit)

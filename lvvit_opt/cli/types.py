@@ -1,0 +1,125 @@
+"""Parameter types for the finite (or pattern-shaped) choices, with shell completion.
+
+Each checks at parse time, before any heavy import, and completes in the shell
+(`eval "$(_LVVIT_OPT_COMPLETE=bash_source lvvit-opt)"`). The lists come from the one
+place that defines them (pass registry, runner backends, model configs).
+"""
+from __future__ import annotations
+
+import re
+
+import click
+from click.shell_completion import CompletionItem
+
+# atc --soc_version names seen in CANN docs and `npu-smi info` (completion only: any
+# Ascend* name is accepted, new chips appear with every CANN release).
+KNOWN_SOC_VERSIONS = (
+    "Ascend310", "Ascend310B1", "Ascend310B4", "Ascend310P1", "Ascend310P3", "Ascend610", "Ascend710",
+    "Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProA", "Ascend910ProB", "Ascend910PremiumA",
+    "Ascend910B1", "Ascend910B2", "Ascend910B2C", "Ascend910B3", "Ascend910B4", "Ascend910_9391",
+    "Ascend910_9392", "Ascend910_9381", "Ascend910_9382", "Ascend910_9372", "Ascend910_9362",
+)
+SOC_PATTERN = re.compile(r"^Ascend[0-9][0-9A-Za-z_]*$")
+
+# Until the runner registry provides them: the names `bench --backend` understands.
+FALLBACK_BACKENDS = ("auto", "ort", "om", "benchmark", "trtexec")
+
+
+def backend_names() -> list[str]:
+    """`auto` plus every backend name (the runner registry's, when present)."""
+    try:
+        from ..runtime import registry  # type: ignore[attr-defined]
+
+        names = list(registry.backend_names())
+    except (ImportError, AttributeError):
+        return list(FALLBACK_BACKENDS)
+    return ["auto"] + [n for n in names if n != "auto"]
+
+
+def _complete(values, incomplete: str) -> list[CompletionItem]:
+    return [CompletionItem(v) for v in values if v.startswith(incomplete)]
+
+
+class SocVersion(click.ParamType):
+    """`auto` or an Ascend SoC name (Ascend310, Ascend310P3, Ascend910B3, ...)."""
+
+    name = "soc"
+
+    def get_metavar(self, param, ctx=None) -> str:  # click >= 8.2 passes ctx
+        return "auto|AscendXXX"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if text == "auto" or SOC_PATTERN.match(text):
+            return text
+        close = [s for s in KNOWN_SOC_VERSIONS if s.lower() == text.lower()]
+        hint = f" (did you mean {close[0]}?)" if close else " (e.g. Ascend310, Ascend310P3, Ascend910B3)"
+        self.fail(f"{value!r} is not an Ascend SoC name or 'auto'{hint}", param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        return _complete(("auto",) + KNOWN_SOC_VERSIONS, incomplete)
+
+
+class PassList(click.ParamType):
+    """Comma-separated pass names, checked against the pass registry; returns a list."""
+
+    name = "passes"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "PASS[,PASS...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        from ..errors import UserError
+        from ..passes import parse_pass_list
+
+        try:
+            return parse_pass_list(str(value))
+        except UserError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def shell_complete(self, ctx, param, incomplete):
+        from ..passes import available_passes
+
+        done, _, last = incomplete.rpartition(",")
+        prefix = f"{done}," if done else ""
+        return [CompletionItem(prefix + name) for name in available_passes() if name.startswith(last)]
+
+
+class ModelName(click.ParamType):
+    """A model name: completes the LV-ViT configs (and timm ViT names), accepts any name;
+    the library that builds the model says which are valid."""
+
+    name = "model"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip()
+        if not text:
+            self.fail("empty model name", param, ctx)
+        return text
+
+    def shell_complete(self, ctx, param, incomplete):
+        from ..model import CONFIGS
+
+        names = list(CONFIGS)
+        if incomplete and not "lvvit".startswith(incomplete[:5]):
+            try:
+                import timm
+
+                names += timm.list_models(f"{incomplete}*")
+            except Exception:  # completion must never raise
+                pass
+        return _complete(names, incomplete)
+
+
+class Backend(click.Choice):
+    """`bench --backend`: the runner backends (from the runner registry once it exists)."""
+
+    def __init__(self) -> None:
+        super().__init__(backend_names())
+
+
+SOC_VERSION = SocVersion()
+PASS_LIST = PassList()
+MODEL_NAME = ModelName()
