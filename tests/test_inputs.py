@@ -91,9 +91,9 @@ def test_golden_make_and_apply_take_real_inputs(cli_runner, golden_onnx, images,
         assert data["image"].tobytes() == array.tobytes() and data["features"].shape == (2, 1000)
     # a golden file is itself a valid --inputs
     check = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--inputs", str(tmp_path / "g.npz"),
-                                     "--json"])
+                                     "--json", "-"])
     assert check.exit_code == 0, check.output
-    assert json.loads(check.output)["input_source"]["source"] == str(tmp_path / "g.npz")
+    assert json.loads(check.stdout)["result"]["input_source"]["source"] == str(tmp_path / "g.npz")
     applied = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "--inputs", str(folder),
                                        "--report", str(tmp_path / "r.json")])
     assert applied.exit_code == 0, applied.output
