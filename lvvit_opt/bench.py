@@ -70,6 +70,10 @@ class BenchReport:
                 f"{r.ratio_to_first:.3f}x" + (f" [{r.ratio_spread[0]:.2f}-{r.ratio_spread[1]:.2f}]" if r.ratio_spread else ""))
             lines.append(f"{_short(r.model):<34} {r.batch_size:>3} {r.backend:<12} {r.fps:>9.1f} "
                          f"{r.latency_median_ms:>8.2f} {r.latency_p90_ms:>8.2f} {r.fps_spread_pct:>6.1f}% {ratio:>16}")
+            if "card" in r.details:
+                from .scale.devices import format_card
+
+                lines += format_card(r)
             if "card_fps" in r.details:
                 lines.append(f"{'':<34} {'':>3} card fps = {r.fps:.1f} x {r.details['chips']} chips = "
                              f"{r.details['card_fps']:.1f}")
@@ -163,6 +167,7 @@ def bench_models(
     validate: bool = True,
     reference: str | None = None,
     log: Callable[[str], None] = print,
+    devices: Sequence[int] | None = None,
 ) -> BenchReport:
     """Measure `models` interleaved at each batch size.
 
@@ -172,6 +177,8 @@ def bench_models(
     refix_batch, which re-fixes it through the fix_shapes pass.
     validate: .om models are first checked against their ONNX (beside them, or
     `reference`); a model that fails is refused (ValidationFailed).
+    devices: run every device at once, one process and runner each (scale.devices): each
+    result's fps is then the measured card total, with every device in its details.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -181,7 +188,9 @@ def bench_models(
         if not Path(m).is_file():
             raise UserError(f"{m}: no such file")
     if threads is None and backend in ("auto", "ort"):
-        threads = os.cpu_count() or 1
+        from .scale.devices import threads_per_device
+
+        threads = threads_per_device(None, len(devices) if devices else 1)
     providers = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if providers else None
     if backend == "trtexec":
         return _bench_trtexec(models, batch_sizes or [1, 16], log)
@@ -193,10 +202,18 @@ def bench_models(
     with tempfile.TemporaryDirectory(prefix="lvvit-bench-") as tmp:
         plan = _plan(models, batch_sizes, backend, refix_batch, Path(tmp), skipped)
         for batch, entries in plan.items():
-            results += _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log)
+            if devices:
+                from .scale.devices import bench_on_devices
+
+                results += bench_on_devices(entries, batch, devices, duration, rounds, warmup, threads, providers, log)
+            else:
+                results += _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id,
+                                              log)
     settings = {"models": list(models), "backend": backend, "duration_s": duration, "rounds": rounds, "warmup_s": warmup,
                 "threads": threads, "providers": list(providers) if providers else ["CPUExecutionProvider"],
                 "batch_sizes": sorted({r.batch_size for r in results})}
+    if devices:
+        settings["devices"] = list(devices)
     return BenchReport(results, machine_info(), settings, skipped, validation)
 
 

@@ -26,12 +26,15 @@ from ._base import handle_errors, main, parse_int_list
 @click.option("--skip-validate", is_flag=True, help="Measure .om models without first validating them against their ONNX.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="ONNX to validate .om models against (default: the .onnx beside each .om).")
-@click.option("--device-id", type=int, default=0, show_default=True)
+@click.option("--device-id", type=int, default=0, show_default=True, help="The NPU to run on.")
+@click.option("--device", "devices", default=None, metavar="0,1,2,3",
+              help="Run every listed device at once, one process each (e.g. the four chips of a 310 card): "
+                   "per-device fps and the measured card total, next to the seed-style estimate (one chip x N).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON.")
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG bar chart of fps.")
 @handle_errors
 def bench_command(models, batch_sizes, backend, duration, rounds, warmup, threads, providers, refix_batch,
-                  skip_validate, reference, device_id, json_out, plot_out):
+                  skip_validate, reference, device_id, devices, json_out, plot_out):
     """Measure fps of one or more models, interleaved so machine drift hits all alike.
 
     Prints fps, median/p90 latency and the spread over rounds per model and batch size,
@@ -42,9 +45,19 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
       lvvit-opt bench model_bs16.onnx model_bs16_opt.onnx --duration 20
       lvvit-opt bench model_bs16.om model_bs16_opt.om        # validates each .om first
       lvvit-opt bench model.onnx --backend trtexec --batch-sizes 1,16
+      lvvit-opt bench model_bs16.om --device 0,1,2,3     # the whole card, measured
     """
     from ..bench import bench_models, plot_fps
+    from ..errors import UserError
     from ..fileio import guard_outputs, write_text_atomic
+    from ..scale.devices import parse_devices
+
+    if devices is not None:
+        devices = parse_devices(devices)
+        if device_id != 0:
+            raise UserError("give --device (several at once) or --device-id (one), not both")
+        if backend == "trtexec":
+            raise UserError("--device runs ais_bench, the benchmark binary or onnxruntime; not trtexec")
 
     guard_outputs({"--json": json_out, "--plot": plot_out},
                   {**{f"MODEL {m}": m for m in models}, "--reference": reference})
@@ -52,7 +65,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
         list(models), parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None, backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,
         providers=providers.split(",") if providers else None, refix_batch=refix_batch, device_id=device_id,
-        validate=not skip_validate, reference=reference, log=lambda m: click.echo(m, err=True),
+        validate=not skip_validate, reference=reference, log=lambda m: click.echo(m, err=True), devices=devices,
     )
     click.echo(report.format_table())
     settings = report.settings

@@ -168,10 +168,13 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads [default: onnxruntime's].")
 @_shard_option
+@click.option("--device", "devices", default=None, metavar="0,1,2,3",
+              help="One process and runner per device id, the images split evenly across them, predictions merged "
+                   "(for .onnx on CPU the ids only name the processes).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @handle_errors
 def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, threads, shard,
-                 json_out):
+                 devices, json_out):
     """Stream ImageNet val through MODEL (.onnx or .om) and print top-1/top-5.
 
     Decoding and preprocessing run in worker processes while the model infers; no
@@ -184,12 +187,17 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     from ..data import evaluate
     from ..fileio import guard_outputs
 
+    from ..scale.devices import parse_devices, threads_per_device
+
     guard_outputs({"--json": json_out}, {"MODEL": model, "--data": data_dir, "--labels": labels})
+    devices = parse_devices(devices) if devices is not None else None
+    if devices and str(model).lower().endswith(".onnx"):
+        threads = threads_per_device(threads, len(devices))
     options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
     _warn_unkept_shard(shard, json_out)
     result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
                       crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
-                      progress=_Progress("eval"), shard=shard)
+                      progress=_Progress("eval"), shard=shard, devices=devices)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
 

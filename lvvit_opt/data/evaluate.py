@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -77,6 +77,8 @@ class EvalResult:
         lines = [self.accuracy.summary(),
                  f"images/s end to end: {self.images_per_s:.2f}  inference only: {self.infer_images_per_s:.2f} "
                  f"({self.inferred} images, batch {self.batch_size}, {self.workers} workers)"]
+        lines += [f"  {d['worker']}: {d['images']} images, {d['images_per_s']:.2f} images/s end to end, "
+                  f"{d['infer_images_per_s']:.2f} inference only" for d in self.workers_detail]
         lines += [f"failed: {name}: {why}" for name, why in self.failed.items()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -86,17 +88,28 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              labels: str | os.PathLike | Mapping[str, int], *, batch_size: int = 16,
              workers: int | None = None, limit: int | None = None, crop_pct: float = 0.9,
              interpolation: str = "bicubic", runner=None, runner_options: dict | None = None,
-             progress: ProgressFn | None = None, shard: Shard | None = None) -> EvalResult:
+             progress: ProgressFn | None = None, shard: Shard | None = None,
+             devices: Sequence[int] | None = None) -> EvalResult:
     """Evaluate `model` (.onnx or .om) on the images in `data_dir` against `labels`.
 
     `runner` may be an already-open runtime Runner (then `model` is only a name for the
     report); otherwise one is opened with `runtime.open_runner(model, **runner_options)`.
     `shard`: only the images (and labels) of that shard (data.shard); the result then
-    carries what `merge` needs.
+    carries what `merge` needs. `devices`: one process and runner per device id (the
+    images split evenly across them; scale.devices), predictions merged.
     """
     all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     paths, label_map, notes, listed = select_images(data_dir, all_labels, limit, shard)
     workers = workers or default_workers()
+    if devices:
+        from ..scale.devices import evaluate_on_devices
+
+        parts = evaluate_on_devices(str(model), paths, devices, batch_size=batch_size, workers=workers,
+                                    crop_pct=crop_pct, interpolation=interpolation,
+                                    runner_options=runner_options or {}, progress=progress)
+        result = combine_eval_parts(str(model), str(data_dir), parts, paths, label_map, notes,
+                                    [f"device {d}" for d in devices])
+        return with_shard(result, shard, label_map, all_labels, listed)
     own_runner = runner is None
     if own_runner:
         from ..runtime import open_runner
@@ -136,6 +149,34 @@ def with_shard(result: EvalResult, shard: Shard | None, label_map: dict[str, int
     if shard is not None:
         result.shard = shard_payload(shard, "eval", result.predictions, label_map, all_labels, listed)
     return result
+
+
+def combine_eval_parts(model: str, data_dir: str, parts: Sequence[EvalResult], paths: list[Path],
+                       label_map: dict[str, int], notes: list[str], names: Sequence[str]) -> EvalResult:
+    """One result from the parts several workers (devices, Ray actors) evaluated, each over
+    its own images: the union of predictions scored once against `label_map`, exactly as
+    one process would. wall_s is the slowest part's (they ran together); infer_s is the
+    time that gives the summed inference rate of the parts."""
+    predictions: dict[str, list[int]] = {}
+    failed: dict[str, str] = {}
+    for part in parts:
+        predictions.update(part.predictions)
+        failed.update(part.failed)
+    accuracy = score_predictions(predictions, label_map)
+    accuracy.source = data_dir
+    inferred = sum(part.inferred for part in parts)
+    rate = sum(part.infer_images_per_s for part in parts)
+    for part in parts:
+        notes += [note for note in part.notes if note not in notes]
+    detail = [{"worker": name, "images": part.inferred, "images_per_s": round(part.images_per_s, 3),
+               "infer_images_per_s": round(part.infer_images_per_s, 3), "wall_s": part.wall_s,
+               "runner": part.runner} for name, part in zip(names, parts)]
+    return EvalResult(
+        model=model, accuracy=accuracy, images=len(paths), inferred=inferred, failed=failed,
+        batch_size=parts[0].batch_size if parts else 0, batches=sum(part.batches for part in parts),
+        workers=sum(part.workers for part in parts), wall_s=max((part.wall_s for part in parts), default=0.0),
+        infer_s=inferred / rate if rate else 0.0, runner=dict(parts[0].runner) if parts else {}, notes=notes,
+        predictions=predictions, workers_detail=detail)
 
 
 def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],

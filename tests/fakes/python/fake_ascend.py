@@ -3,7 +3,9 @@
 A fake .om is `MAGIC`, one JSON header line (soc_version, input shapes, ...) and the
 ONNX bytes, so the stand-in runners compute real outputs with onnxruntime. Outputs go
 through float16 like an NPU would; FAKE_ASCEND_PERTURB=1 adds large noise so that
-validation has something to catch.
+validation has something to catch. FAKE_NPU_SLOW="DEV:MS[,DEV:MS]" makes each inference
+on NPU DEV take MS milliseconds longer (inside the timed window, as a slower chip would), so
+multi-device tests can tell a measured card total from one chip's figure multiplied.
 """
 from __future__ import annotations
 
@@ -65,3 +67,12 @@ class FakeModel:
             rng = np.random.default_rng(1234)
             outputs = [(o + rng.normal(0.0, float(np.std(o)) + 1e-3, o.shape)).astype(np.float32) for o in outputs]
         return outputs
+
+
+def device_delay_s(device_id: int) -> float:
+    """Extra seconds per inference on `device_id`, from FAKE_NPU_SLOW ("2:40" or "1:5,3:40")."""
+    for item in filter(None, os.environ.get("FAKE_NPU_SLOW", "").split(",")):
+        device, _, millis = item.partition(":")
+        if int(device) == int(device_id):
+            return float(millis) / 1000.0
+    return 0.0

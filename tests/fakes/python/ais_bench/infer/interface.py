@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fake_ascend import FakeModel
+from fake_ascend import FakeModel, device_delay_s
 
 
 class dtype:  # mimics aclruntime's pybind enum: str(dtype.FLOAT32) == "dtype.float32"
@@ -78,6 +78,7 @@ class InferSession:
                                    f"not equal to model input size {desc.size}")
         start = time.perf_counter() * 1000.0
         outputs = self._model.run([np.asarray(a).reshape(d.shape) for a, d in zip(feeds, descs)])
+        time.sleep(device_delay_s(self.device_id))
         self._summary.exec_time_list.append((start, time.perf_counter() * 1000.0))
         return outputs
 

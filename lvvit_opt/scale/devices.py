@@ -1,0 +1,315 @@
+"""Every chip of a card at once: one process per device, each with its own runner.
+
+An Ascend 310 card holds four chips; the seed's "per card" fps is one chip's figure times
+four, an estimate. Here `bench --device 0,1,2,3` runs one runner per device concurrently
+(ais_bench's InferSession or the legacy benchmark binary, each pinned to its device id;
+separate processes, because an ACL context belongs to one process), measures each chip in
+the same time window and reports the card total that was measured, with its spread, next
+to the seed-style estimate (the first device measured alone, times the number of devices).
+`eval --device ...` splits the image list evenly across the devices and merges the
+predictions (data.evaluate.combine_eval_parts).
+
+Processes are started with "spawn": the parent may already run onnxruntime threads, and
+neither they nor an ACL context survive a fork.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue as queue_module
+import statistics
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import LvvitOptError, ToolFailed, UserError
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 900.0  # loading a model on a busy host; a dead sibling aborts the wait at once
+POLL_S = 0.5
+
+
+def parse_devices(text: str) -> list[int]:
+    """'0,1,2,3' -> [0, 1, 2, 3]; UserError for an empty list, a negative id or a repeated one."""
+    try:
+        devices = [int(part) for part in str(text).replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise UserError(f"--device {text!r}: expected comma-separated device ids, e.g. 0,1,2,3") from None
+    if not devices:
+        raise UserError(f"--device {text!r}: no device id given")
+    if any(d < 0 for d in devices):
+        raise UserError(f"--device {text!r}: device ids are 0 or more")
+    repeated = sorted({d for d in devices if devices.count(d) > 1})
+    if repeated:
+        raise UserError(f"--device {text!r}: device {', '.join(map(str, repeated))} given more than once")
+    return devices
+
+
+def threads_per_device(threads: int | None, devices: int) -> int:
+    """onnxruntime threads for each of `devices` CPU processes: the cores shared out, at least 1."""
+    return threads or max(1, (os.cpu_count() or 1) // devices)
+
+
+# -- running one process per device -------------------------------------------------------
+
+def run_per_device(target: Callable, devices: Sequence[int], args: tuple,
+                   on_progress: Callable[[int, object], None] | None = None) -> dict[int, object]:
+    """Run target(device, *args, barrier, messages) in one spawned process per device.
+
+    The target sends ("progress", device, payload), then ("result", device, payload) or
+    ("error", device, exception) on `messages`; it waits on `barrier` (one party per device)
+    wherever the devices must start together. Returns {device: result payload}. The first
+    error (or a process that died without a word) aborts the barrier, so no sibling waits
+    forever, and is raised here as the same kind of error, naming the device.
+    """
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    barrier = context.Barrier(len(devices))
+    processes = {d: context.Process(target=target, args=(d, *args, barrier, messages), name=f"lvvit-opt-device{d}",
+                                    daemon=False) for d in devices}
+    results: dict[int, object] = {}
+    errors: dict[int, BaseException] = {}
+    try:
+        for process in processes.values():
+            process.start()
+        while len(results) + len(errors) < len(processes):
+            try:
+                kind, device, payload = messages.get(timeout=POLL_S)
+            except queue_module.Empty:
+                _check_alive(processes, results, errors, messages, barrier)
+                continue
+            if kind == "progress":
+                if on_progress:
+                    on_progress(device, payload)
+            elif kind == "result":
+                results[device] = payload
+            else:
+                errors[device] = payload
+                barrier.abort()
+    finally:
+        for process in processes.values():
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    if errors:
+        raise _first_error(errors)
+    return results
+
+
+def _check_alive(processes, results, errors, messages, barrier) -> None:
+    for device, process in processes.items():
+        if device in results or device in errors or process.is_alive():
+            continue
+        time.sleep(POLL_S)  # its last message may still be in the pipe
+        if messages.empty():
+            errors[device] = ToolFailed(f"the process of device {device} died (exit code {process.exitcode})")
+            barrier.abort()
+
+
+def _first_error(errors: dict[int, BaseException]) -> BaseException:
+    """A real failure rather than a sibling's broken barrier, as the same kind of error naming the device."""
+    device, exc = min(errors.items(), key=lambda item: (isinstance(item[1], _Aborted), item[0]))
+    kind = type(exc) if isinstance(exc, LvvitOptError) and not isinstance(exc, _Aborted) else ToolFailed
+    return kind(f"device {device}: {exc}")
+
+
+class _Aborted(ToolFailed):
+    """A sibling process failed, so this one stopped waiting for it."""
+
+
+def report_failure(device: int, messages, barrier, exc: BaseException) -> None:
+    """Child side: send the error (picklable, one line) and release the siblings."""
+    import threading
+
+    if isinstance(exc, threading.BrokenBarrierError):
+        exc = _Aborted("stopped: another device failed")
+    elif not isinstance(exc, LvvitOptError):
+        log.debug("device %s failed:\n%s", device, traceback.format_exc())
+        exc = ToolFailed(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}")
+    barrier.abort()
+    messages.put(("error", device, exc))
+
+
+# -- bench --------------------------------------------------------------------------------
+
+def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration: float, rounds: int,
+                     warmup: float, threads: int | None, providers, log_fn=print) -> list:
+    """Measure each (name, path, kind, position) entry on every device at once.
+
+    Per model: the first device alone for one slot (the seed-style estimate: that figure x
+    the number of devices), then `rounds` slots with all devices running together (A on all
+    devices, then B on all, ... so models stay interleaved). Returns one BenchResult per
+    model whose fps is the measured card total (the sum of what each device measured in the
+    same window) and whose details list every device.
+    """
+    from ..bench import _with_ratios
+
+    slot = duration / max(1, rounds * len(entries))
+    log_fn(f"batch {batch}: {len(entries)} model(s) on devices {','.join(map(str, devices))} at once: "
+           f"1 solo slot on device {devices[0]}, then {rounds} rounds x {slot:.2f} s")
+    per_device = run_per_device(_bench_child, devices, (devices[0], entries, batch, slot, rounds, warmup,
+                                                       threads_per_device(threads, len(devices)), providers))
+    results = [_card_result(i, entry, batch, devices, per_device) for i, entry in enumerate(entries)]
+    return _with_ratios(results)
+
+
+def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers,
+                 barrier, messages) -> None:
+    from ..bench import _feeds, _open, _timed_slot
+
+    runners = []
+    try:
+        for _, path, kind, _ in entries:
+            runners.append(_open(path, kind, threads, providers, device))
+        feeds = [_feeds(r, batch) for r in runners]
+        for runner, feed in zip(runners, feeds):  # warm-up, untimed
+            deadline = time.perf_counter() + warmup
+            runner.infer(feed)
+            while time.perf_counter() < deadline:
+                runner.infer(feed)
+        barrier.wait(READY_TIMEOUT_S)
+        solo = []
+        for runner, feed in zip(runners, feeds):
+            barrier.wait()
+            if device == first_device:
+                spent, count = _timed_slot(runner, feed, slot, [])
+                solo.append(batch * count / spent)
+            barrier.wait()
+        measured = [{"latencies": [], "rounds": []} for _ in runners]
+        for _round in range(rounds):
+            for runner, feed, record in zip(runners, feeds, measured):
+                barrier.wait()
+                begin = time.monotonic()
+                spent, count = _timed_slot(runner, feed, slot, record["latencies"])
+                record["rounds"].append({"images": batch * count, "spent_s": spent, "begin": begin,
+                                         "end": time.monotonic()})
+        details = [runner.describe() for runner in runners]
+        messages.put(("result", device, {"solo_fps": solo, "measured": measured, "details": details,
+                                         "pid": os.getpid()}))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        report_failure(device, messages, barrier, exc)
+    finally:
+        for runner in runners:
+            runner.close()
+
+
+def _card_result(index: int, entry, batch: int, devices: Sequence[int], per_device: dict):
+    from ..bench import BenchResult
+
+    name, _, kind, position = entry
+    device_rows, latencies = [], []
+    round_totals = [0.0] * len(per_device[devices[0]]["measured"][index]["rounds"])
+    for device in devices:
+        record = per_device[device]["measured"][index]
+        round_fps = [r["images"] / r["spent_s"] for r in record["rounds"]]
+        fps = batch * len(record["latencies"]) / float(np.sum(record["latencies"]))
+        round_totals = [t + f for t, f in zip(round_totals, round_fps)]
+        latencies += record["latencies"]
+        describe = per_device[device]["details"][index]
+        device_rows.append({"device": device, "device_id": describe.get("device_id"), "fps": fps, "round_fps": round_fps, "pid": per_device[device]["pid"],
+                            "iterations": len(record["latencies"]),
+                            "latency_median_ms": float(np.median(record["latencies"]) * 1000.0),
+                            "backend": describe.get("backend", kind), "timing": describe.get("timing")})
+    card_fps = sum(row["fps"] for row in device_rows)
+    fps_values = [row["fps"] for row in device_rows]
+    solo = per_device[devices[0]]["solo_fps"][index]
+    card = {"devices": devices, "measured_fps": card_fps, "wall_fps": _wall_fps(per_device, devices, index),
+            "device_spread_pct": 100.0 * (max(fps_values) - min(fps_values)) / statistics.median(fps_values),
+            "estimate_fps": solo * len(devices), "estimate_from": f"device {devices[0]} alone x {len(devices)}",
+            "solo_fps": solo}
+    lat_ms = np.asarray(latencies) * 1000.0
+    median_total = statistics.median(round_totals)
+    details = dict(per_device[devices[0]]["details"][index], device_id=None)
+    details.pop("chips", None)  # the card total is measured here, not multiplied
+    return BenchResult(
+        model=name, batch_size=batch, backend=details.get("backend", kind), fps=card_fps,
+        latency_median_ms=float(np.median(lat_ms)), latency_p90_ms=float(np.percentile(lat_ms, 90)),
+        round_fps=round_totals, iterations=len(latencies),
+        fps_spread_pct=100.0 * (max(round_totals) - min(round_totals)) / median_total if median_total else 0.0,
+        details={**details, "card": card, "per_device": device_rows}, position=position)
+
+
+def _wall_fps(per_device: dict, devices: Sequence[int], index: int) -> float:
+    """All devices' images over the wall-clock windows they ran in together (host overheads included)."""
+    rounds = len(per_device[devices[0]]["measured"][index]["rounds"])
+    images = seconds = 0.0
+    for r in range(rounds):
+        slots = [per_device[d]["measured"][index]["rounds"][r] for d in devices]
+        images += sum(s["images"] for s in slots)
+        seconds += max(s["end"] for s in slots) - min(s["begin"] for s in slots)
+    return images / seconds if seconds > 0 else 0.0
+
+
+def format_card(result) -> list[str]:
+    """Table lines under a multi-device bench row: each device, the measured total, the estimate."""
+    card = result.details["card"]
+    lines = [f"    device {row['device']}: {row['fps']:.1f} fps (median latency {row['latency_median_ms']:.2f} ms, "
+             f"pid {row['pid']})" for row in result.details["per_device"]]
+    lines.append(f"    card total measured: {card['measured_fps']:.1f} fps (devices spread "
+                 f"{card['device_spread_pct']:.1f} %, rounds spread {result.fps_spread_pct:.1f} %; wall clock "
+                 f"{card['wall_fps']:.1f} fps)")
+    lines.append(f"    seed-style estimate: {card['solo_fps']:.1f} x {len(card['devices'])} = "
+                 f"{card['estimate_fps']:.1f} fps ({card['estimate_from']}); measured / estimate = "
+                 f"{card['measured_fps'] / card['estimate_fps']:.3f}")
+    return lines
+
+
+# -- eval ---------------------------------------------------------------------------------
+
+def split_evenly(paths: Sequence[Path], parts: int) -> list[list[Path]]:
+    """Striding over the sorted list: part i holds images i, i+parts, ... (sizes differ by at most one)."""
+    return [list(paths[i::parts]) for i in range(parts)]
+
+
+def evaluate_on_devices(model: str, paths: list[Path], devices: Sequence[int], *, batch_size: int,
+                        workers: int, crop_pct: float, interpolation: str, runner_options: dict,
+                        progress=None) -> list:
+    """The images split evenly over `devices`, one process (and runner) each; returns one
+    EvalResult per device (predictions only: the caller scores the union)."""
+    total = len(paths)
+    done: dict[int, int] = {}
+
+    def on_progress(device, count):
+        done[device] = count
+        if progress:
+            progress(sum(done.values()), total)
+
+    per_device = max(1, workers // len(devices))
+    groups = dict(zip(devices, split_evenly(paths, len(devices))))
+    parts = run_per_device(_eval_child, devices, (model, groups, batch_size, per_device, crop_pct, interpolation,
+                                                  dict(runner_options)), on_progress)
+    return [parts[d] for d in devices]
+
+
+def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolation, runner_options,
+                barrier, messages) -> None:
+    from ..data.evaluate import evaluate_paths
+    from ..runtime import open_runner
+
+    runner = None
+    try:
+        options = dict(runner_options)
+        if not str(model).lower().endswith(".onnx"):
+            options["device_id"] = device
+        runner = open_runner(model, **options)
+        barrier.wait(READY_TIMEOUT_S)  # all devices loaded: the clock starts together
+
+        def progress(count, total):
+            if count % 16 == 0 or count == total:
+                messages.put(("progress", device, count))
+
+        result = evaluate_paths(runner, str(model), "", groups[device], {}, batch_size, workers, crop_pct,
+                                interpolation, [], progress)
+        result.runner = dict(result.runner, device_id=device, pid=os.getpid())
+        messages.put(("result", device, result))
+    except BaseException as exc:  # noqa: BLE001
+        report_failure(device, messages, barrier, exc)
+    finally:
+        if runner is not None:
+            runner.close()

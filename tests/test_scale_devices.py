@@ -1,0 +1,134 @@
+"""bench/eval --device: one process per device, the card total measured (not multiplied), eval merged exactly.
+
+The stand-in ais_bench and benchmark binary refuse device ids beyond FAKE_NPU_COUNT and write
+under their own device id; FAKE_NPU_SLOW makes one chip slower, so a card total that was only
+one chip's figure times four would show.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from fakes.ascend_env import FAKES_DIR, VENV_BIN, fake_ais_bench, fake_om, fake_tools, write_tiny_onnx  # noqa: F401
+from lvvit_opt.bench import bench_models
+from lvvit_opt.cli import main
+from lvvit_opt.data import evaluate
+from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
+from lvvit_opt.errors import ToolFailed, UserError
+from lvvit_opt.scale.devices import parse_devices, split_evenly
+
+SLOW_DEVICE, SLOW_MS = 2, 150
+
+
+@pytest.fixture(scope="module")
+def tiny_om(tmp_path_factory) -> str:
+    """A one-op model (batch 2) compiled by the stand-in atc: its compute is negligible next to
+    FAKE_NPU_SLOW's delay, so the slow chip stays slow however busy this machine is."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tiny_om")
+    onnx_path = write_tiny_onnx(folder / "tiny.onnx", batch=2)
+    env = dict(os.environ, PATH=os.pathsep.join([str(FAKES_DIR), VENV_BIN, os.environ.get("PATH", "")]))
+    env.pop("FAKE_ATC_FAIL", None)
+    subprocess.run([str(FAKES_DIR / "atc"), "--framework=5", f"--model={onnx_path}", f"--output={folder / 'tiny'}",
+                    "--input_format=NCHW", "--input_shape=image:2,3,224,224", "--soc_version=Ascend310"],
+                   env=env, check=True, capture_output=True)
+    return str(folder / "tiny.om")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("devices")
+    paths = make_image_dir(root / "val", 9, sizes=((160, 120), (120, 170), (300, 200)))
+    val = write_val_txt(root / "val.txt", {p.name: (7 * i) % 1000 for i, p in enumerate(paths)})
+    return root / "val", val
+
+
+def test_parse_devices():
+    assert parse_devices("0,1, 2,3") == [0, 1, 2, 3]
+    for text, why in [("", "no device"), ("0,x", "comma-separated"), ("1,1", "device 1 given more than once"),
+                      ("-1", "0 or more")]:
+        with pytest.raises(UserError, match=why):
+            parse_devices(text)
+    assert split_evenly(list(range(10)), 4) == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]
+
+
+def test_bench_measures_each_ais_bench_device_and_the_card_total(fake_ais_bench, tiny_om, monkeypatch):
+    monkeypatch.setenv("FAKE_NPU_COUNT", "4")
+    monkeypatch.setenv("FAKE_NPU_SLOW", f"{SLOW_DEVICE}:{SLOW_MS}")
+    om = tiny_om
+    report = bench_models([om], devices=[0, 1, 2, 3], duration=1.2, rounds=2, warmup=0, validate=False,
+                          log=lambda _m: None)
+    (result,) = report.results
+    rows = result.details["per_device"]
+    card = result.details["card"]
+    assert [r["device"] for r in rows] == [0, 1, 2, 3]
+    assert [r["device_id"] for r in rows] == [0, 1, 2, 3]  # each runner opened on its own device
+    assert len({r["pid"] for r in rows} | {os.getpid()}) == 5  # one process each, none of them this one
+    assert result.fps == pytest.approx(sum(r["fps"] for r in rows)) == pytest.approx(card["measured_fps"])
+    assert card["estimate_fps"] == pytest.approx(card["solo_fps"] * 4)
+    slow = rows[SLOW_DEVICE]["fps"]
+    fast = min(r["fps"] for r in rows if r["device"] != SLOW_DEVICE)
+    assert slow < 0.5 * fast  # the slow chip is seen as slow ...
+    assert card["measured_fps"] < 0.9 * card["estimate_fps"]  # ... so the measured card is below chip x 4
+    assert result.round_fps == pytest.approx([sum(r["round_fps"][i] for r in rows) for i in range(2)])
+    table = report.format_table()
+    assert "card total measured" in table and "seed-style estimate" in table and "device 3:" in table
+    assert report.settings["devices"] == [0, 1, 2, 3]
+
+
+def test_bench_legacy_benchmark_binary_per_device(fake_tools, tiny_om, monkeypatch, cli_runner, tmp_path):
+    monkeypatch.setenv("FAKE_NPU_SLOW", f"3:{SLOW_MS}")
+    om = tiny_om
+    out = tmp_path / "bench.json"
+    run = cli_runner.invoke(main, ["bench", om, "--device", "1,3", "--duration", "0.2", "--rounds", "1",
+                                   "--warmup", "0", "--skip-validate", "--json", str(out)])
+    assert run.exit_code == 0, run.output
+    data = json.loads(out.read_text())
+    data = data.get("result", data)
+    (result,) = data["results"]
+    rows = result["details"]["per_device"]
+    assert [(r["device"], r["device_id"], r["backend"]) for r in rows] == [(1, 1, "benchmark"), (3, 3, "benchmark")]
+    assert rows[1]["fps"] < 0.5 * rows[0]["fps"]
+    assert "chips" not in result["details"] and "card_fps" not in result["details"]
+    assert result["fps"] == pytest.approx(rows[0]["fps"] + rows[1]["fps"])
+    assert "seed-style estimate" in run.output
+
+
+def test_a_device_that_fails_is_named_and_stops_the_others(fake_ais_bench, tiny_om, monkeypatch, cli_runner):
+    monkeypatch.setenv("FAKE_NPU_COUNT", "2")
+    om = tiny_om
+    with pytest.raises(ToolFailed, match=r"^device 5: ais_bench cannot load .* device 5"):
+        bench_models([om], devices=[0, 5], duration=0.2, rounds=1, warmup=0, validate=False, log=lambda _m: None)
+    run = cli_runner.invoke(main, ["bench", om, "--device", "0,0", "--skip-validate"])
+    assert run.exit_code == 2 and "device 0 given more than once" in run.output
+
+
+def test_eval_on_four_npus_equals_one(fake_ais_bench, fake_om, images, monkeypatch):
+    monkeypatch.setenv("FAKE_NPU_COUNT", "4")
+    monkeypatch.setenv("FAKE_NPU_SLOW", f"{SLOW_DEVICE}:20")
+    _, om = fake_om
+    data, val = images
+    one = evaluate(om, data, val, workers=1)
+    four = evaluate(om, data, val, workers=1, devices=[0, 1, 2, 3])
+    assert four.predictions == one.predictions and len(one.predictions) == 9
+    assert four.accuracy.to_dict() == one.accuracy.to_dict()
+    assert [d["runner"]["device_id"] for d in four.workers_detail] == [0, 1, 2, 3]
+    assert [d["images"] for d in four.workers_detail] == [3, 2, 2, 2]
+
+
+def test_cli_eval_device_on_cpu_equals_plain_eval(golden_onnx, images, cli_runner, tmp_path):
+    data, val = images
+    outs = {}
+    for name, extra in (("plain", []), ("devices", ["--device", "0,1"])):
+        outs[name] = tmp_path / f"{name}.json"
+        run = cli_runner.invoke(main, ["eval", golden_onnx, "--data", str(data), "--labels", str(val), "--workers", "1",
+                                       *extra, "--json", str(outs[name])])
+        assert run.exit_code == 0, run.output
+    plain, devices = (json.loads(outs[k].read_text()) for k in ("plain", "devices"))
+    plain, devices = plain.get("result", plain), devices.get("result", devices)
+    for key in ("evaluated", "top1_correct", "top5_correct", "missing_predictions", "unmatched_predictions"):
+        assert devices["accuracy"][key] == plain["accuracy"][key]
+    assert [d["worker"] for d in devices["workers_detail"]] == ["device 0", "device 1"]
