@@ -24,6 +24,7 @@ setup(
         "lvvit_opt.runtime",
         "lvvit_opt.ascend",
         "lvvit_opt.data",
+        "lvvit_opt.scale",
         "lvvit_opt.passes",
         "lvvit_opt.whitelist",
     ],
