@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .errors import UserError
+from .errors import UserError, ValidationFailed
 from .fileio import write_text_atomic
 
 DEFAULT_PASSES = ("softmax_transpose", "cleanup")
@@ -120,8 +120,11 @@ class _Stages:
 def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
     """The whole pipeline; returns what it did (also written to report.json / report.md)."""
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_options(options)
+    _check_options(options)  # the whole plan, before anything is created
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot create it ({exc.strerror})") from None
     summary = RunSummary(out=out, random_weights=options.checkpoint is None)
     if summary.random_weights:
         log("WARNING: no --checkpoint: RANDOM weights (seed "
@@ -139,6 +142,11 @@ def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
 
     write_reports(summary, options)
     log(f"report: {out / 'report.md'}")
+    blocked = (summary.whitelist.get("patched") or {}).get("blocked") or []
+    if blocked:  # the same exit status as `whitelist patch` for the same file and shapes
+        raise ValidationFailed(f"{len(blocked)} black-listed shape(s) stay on TransposeD: "
+                               + "; ".join(",".join(map(str, b["shape"])) for b in blocked)
+                               + f" (the rest of the run finished; see {out / 'report.md'})")
     return summary
 
 
@@ -152,6 +160,31 @@ def _check_options(options: RunOptions) -> None:
     from .passes import parse_pass_list
 
     parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones
+    _check_plan(options)
+
+
+def _check_plan(options: RunOptions) -> None:
+    """Everything else a later stage would find out, found before the first file is written."""
+    from .ascend.atc import check_soc_name
+    from .fileio import guard_outputs
+
+    guard_outputs({}, {"--checkpoint": options.checkpoint, "--whitelist-file": options.whitelist_file},
+                  output_dirs={"--out": options.out})
+    if options.soc_version != "auto":
+        check_soc_name(options.soc_version)
+    if options.whitelist_file is not None and not options.patch_whitelist:
+        raise UserError("--whitelist-file is only used with --patch-whitelist; add --patch-whitelist "
+                        "(or use `lvvit-opt whitelist check --file ...` to only check it)")
+    if options.patch_whitelist and options.whitelist_file is not None:
+        from .whitelist import locate_transpose_py, read_transpose_source
+
+        read_transpose_source(locate_transpose_py(options.whitelist_file))  # missing or unparsable -> UserError
+    if options.checkpoint is not None:
+        from .model import create_model
+
+        # loads and matches the keys now, not after out/ and the first exports exist
+        create_model(options.model, options.checkpoint, ema=options.ema, strict=options.strict,
+                     log=lambda _m: None)
 
 
 def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary: RunSummary, log) -> tuple[Path, Path]:

@@ -9,16 +9,19 @@ original and the patched file, so `restore` can prove nothing else changed in be
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as _dt
 import difflib
 import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from lvvit_opt import __version__
 from lvvit_opt.errors import UserError, ValidationFailed
@@ -32,6 +35,7 @@ from .source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, by
 BACKUP_SUFFIX = ".lvvit-opt.orig"
 RECORD_SUFFIX = ".lvvit-opt.json"
 REPLACED_SUFFIX = ".lvvit-opt.replaced"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,9 +106,19 @@ def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], 
     shapes come back in `blocked`). dry_run=True only fills `diff`. output=PATH writes a
     patched copy there and leaves the original (and its directory) alone.
     """
-    path = locate_transpose_py(file, environ)
-    source = read_transpose_source(path)
+    link = locate_transpose_py(file, environ)
+    path = real_file(link)
     wanted = normalise_shapes(shapes)
+    if dry_run or output is not None:
+        return _patch_locked(link, path, wanted, fuzzy, dry_run, output, environ)
+    with transpose_lock(path):
+        return _patch_locked(link, path, wanted, fuzzy, dry_run, output, environ)
+
+
+def _patch_locked(link: Path, path: Path, wanted: list[Shape], fuzzy: bool, dry_run: bool,
+                  output: str | os.PathLike | None, environ: Mapping[str, str] | None) -> PatchResult:
+    """patch_file's body; the file is read only now, under the lock, so no concurrent patch is lost."""
+    source = read_transpose_source(path)
     selections = [select_kernel(source, s) for s in wanted]
     result = PatchResult(path, source.era, source.era_description, selections, dry_run=dry_run)
     pending = [s.shape for s in selections if not s.fast]
@@ -139,6 +153,8 @@ def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], 
         result.backup, result.record = _patch_in_place(path, source, new_data, target.name, entries, wanted)
         result.written = path
         result.message = f"added {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} to {target.name} in {path}"
+    if link != path:
+        result.message += f" (followed the symlink {link} -> {path}; the link is unchanged)"
     result.cache_hint = atc_cache_hint(environ)
     return result
 
@@ -339,7 +355,16 @@ def restore_file(file: str | os.PathLike | None, force: bool = False,
     Refuses (unless force=True) when the file changed since our patch in a way the record
     does not explain; with force the unexplained file is kept as `*.lvvit-opt.replaced`.
     """
-    path = locate_transpose_py(file, environ)
+    link = locate_transpose_py(file, environ)
+    path = real_file(link)
+    with transpose_lock(path):
+        result = _restore_locked(path, force)
+    if link != path:
+        result.message += f" (followed the symlink {link} -> {path}; the link is unchanged)"
+    return result
+
+
+def _restore_locked(path: Path, force: bool) -> RestoreResult:
     backup, record_file = backup_path(path), record_path(path)
     record = _read_record(path)
     if record is None or not backup.is_file():
@@ -386,6 +411,32 @@ def _remove_ours(*paths: Path) -> None:
 
 
 # ------------------------------------------------------------------------ files and rights
+
+def real_file(path: Path) -> Path:
+    """The file a (chain of) symlink(s) points at: atc reads the target, so that is what we patch,
+    with the backup and record beside it (a patch of the link would replace the link)."""
+    return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
+
+
+@contextlib.contextmanager
+def transpose_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive fcntl lock on the folder of `path` while it is read, patched and recorded.
+
+    Two patches at once (two terminals, two CI jobs) then run one after the other and the
+    second sees the first's shapes. The folder, not the file, is locked: the file is replaced
+    by rename, so a lock on it would be on a stale inode. A waiting patch says so (log warning).
+    """
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            logger.warning("waiting for another lvvit-opt whitelist patch/restore of %s to finish (lock on %s)",
+                           path, path.parent)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 def _write_atomic(dest: Path, data: bytes) -> None:
     """Atomic write that keeps an existing file's mode (the single writer tests can fail)."""

@@ -338,8 +338,21 @@ def parse_atc_errors(text: str) -> list[AtcError]:
 
 
 def resolve_soc_version(soc_version: str, env: Mapping[str, str] | None = None) -> str:
-    """'auto' -> detect_soc_version(); anything else unchanged."""
-    return detect_soc_version(env) if soc_version == "auto" else soc_version
+    """'auto' -> detect_soc_version(); anything else checked by name and returned unchanged."""
+    return detect_soc_version(env) if soc_version == "auto" else check_soc_name(soc_version)
+
+
+# atc's --soc_version values are Ascend<3 digits><variant>: Ascend310, Ascend310P3, Ascend910B3,
+# Ascend910_9391, Ascend310B1 (CANN's platform_config/*.ini names).
+_SOC_NAME = re.compile(r"^Ascend\d{3}[A-Za-z0-9_]*$")
+
+
+def check_soc_name(soc_version: str) -> str:
+    """UserError for a name atc cannot know (before any file is written); the name otherwise."""
+    if not _SOC_NAME.match(soc_version):
+        raise UserError(f"--soc-version {soc_version!r} is not an Ascend SoC name (e.g. Ascend310, Ascend310P3, "
+                        "Ascend910B3; `npu-smi info` shows yours, or use auto)")
+    return soc_version
 
 
 def compile_onnx(model_path: str | os.PathLike, *, soc_version: str = "auto", cann_home: str | None = None,
