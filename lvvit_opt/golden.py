@@ -147,13 +147,15 @@ def _compare_one(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    # einsum, not np.dot/np.linalg.norm: BLAS wakes its thread pool for every call, which
+    # costs ~100x on a loaded machine when debug layers compares hundreds of tensors
     a, b = a.ravel(), b.ravel()
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    na, nb = np.sqrt(np.einsum("i,i->", a, a)), np.sqrt(np.einsum("i,i->", b, b))
     if na == 0 and nb == 0:
         return 1.0
     if na == 0 or nb == 0 or not np.isfinite(na * nb):
         return 0.0
-    return float(np.dot(a, b) / (na * nb))
+    return float(np.einsum("i,i->", a, b) / (na * nb))
 
 
 def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:

@@ -8,12 +8,12 @@ from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
 
 
-def _tolerance(candidate: str, atol, rtol, min_cosine):
-    """Defaults depend on the candidate (.om -> fp16 tolerance); explicit options override.
-    A negative value disables that criterion (reported only)."""
+def _tolerance(candidate: str | None, atol, rtol, min_cosine, base=None):
+    """Defaults depend on the candidate (.om -> fp16 tolerance) unless `base` is given; explicit
+    options override. A negative value disables that criterion (reported only)."""
     from ..golden import default_tolerance_for, Tolerance
 
-    base = default_tolerance_for(candidate)
+    base = base or default_tolerance_for(candidate)
     pick = lambda given, default: default if given is None else (None if given < 0 else given)
     return Tolerance(atol=pick(atol, base.atol), rtol=pick(rtol, base.rtol),
                      min_cosine=pick(min_cosine, base.min_cosine))

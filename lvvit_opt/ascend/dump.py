@@ -1,0 +1,119 @@
+"""Read an NPU dump of a compiled .om (converted to .npy) and match it to ONNX node names.
+
+Public facts this follows (no CANN here; the stand-in in tests/fakes writes the same layout):
+
+- Dump layout: `{dump_path}/{time YYYYMMDDHHMMSS}/{device_id}/{model_name}/{model_id}/{data_index}/{dump file}`
+  (CANN "准备离线模型dump数据文件", hiascend.com canncommercial 6.0.1 atlasaccuracy_16_0029).
+  ais_bench / `msit benchmark ... --dump 1` sets dump_path to `{output}/dump`; with `--dump-npy 1`
+  the converted files go to a sibling `{time}_npy/` directory (msit benchmark docs, "Dump Data Convert").
+- Dump file name: `{op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}`, newer CANN also
+  `{op_type}.{op_name}.({stream_id}.){task_id}.{timestamp}.{task_type}.{context_id}.{thread_id}.{device_id}`;
+  op_type and op_name match `[A-Za-z0-9_-]`: '.', '/', '\\' and spaces of the original names are
+  replaced by '_' (CANN 8.0/8.5 "Data Format Requirements", atlasaccuracy_16_0061/0062).
+- The raw files are a binary format; `msaccucmp.py convert -d DIR -t npy` (or `--dump-npy 1`)
+  writes `{dump file}.output.{i}.npy` / `.input.{i}.npy`, with `-f FORMAT` `{dump file}.output.{i}.{NxCxHxW}.npy`
+  (CANN "dump数据文件Format转换", atlasaccuracy_16_0057; msit msquickcmp reads
+  `<dump file>.output.0.npy` the same way).
+
+Matching, as msit compare does for ONNX models (msquickcmp: unnamed ONNX nodes are called
+`{op_type}_{index}`): a dump's op_name is looked up among the reference's node names
+sanitised with the rule above, its output index i is that node's i-th output. Ops that atc
+fused or added (TransData, Cast, ...) match no node and are listed as unmatched; an op that
+ran more than once (several data_index folders) is taken from its first run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+NPY_NAME = re.compile(
+    r"^(?P<op_type>[A-Za-z0-9_-]+)\.(?P<op_name>[A-Za-z0-9_-]+)\.(?P<ids>\d+(?:\.\d+)+)"
+    r"\.(?P<io>input|output)\.(?P<index>\d+)(?:\.(?P<shape>\d+(?:x\d+)*))?\.npy$")
+RAW_NAME = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.\d+(?:\.\d+)+$")
+
+
+def dump_name(name: str) -> str:
+    """An original op name as the dump writes it ('.', '/', '\\' and spaces become '_')."""
+    return re.sub(r"[./\\ ]", "_", name)
+
+
+def find_dump_outputs(directory: str | os.PathLike) -> dict[tuple[str, int], Path]:
+    """(op_name, output index) -> the converted .npy, for every output file under `directory`."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise UserError(f"{root}: not a dump directory")
+    found: dict[tuple[str, int], Path] = {}
+    raw = repeated = 0
+    for path in sorted(root.rglob("*"), key=_run_order):
+        if not path.is_file():
+            continue
+        match = NPY_NAME.match(path.name)
+        if match is None:
+            raw += bool(RAW_NAME.match(path.name))
+            continue
+        if match["io"] == "output":
+            key = (match["op_name"], int(match["index"]))
+            if key in found:
+                repeated += 1
+            found.setdefault(key, path)
+    if not found:
+        hint = (f"it holds {raw} raw dump file(s): convert them first (ais_bench/msit benchmark --dump-npy 1, "
+                "or msaccucmp.py convert -d DIR -out OUT -t npy)" if raw else
+                "expected {op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}.output.{i}.npy files")
+        raise UserError(f"{root}: no converted dump outputs; {hint}")
+    if repeated:
+        log.warning("%s holds %d output(s) of ops that ran more than once; using each op's first run",
+                    root, repeated)
+    return found
+
+
+def _run_order(path: Path) -> tuple:
+    """Sort key: the first run (numerically smallest data_index folder) first."""
+    return tuple(int(p) if p.isdigit() else -1 for p in path.parts[:-1]), str(path)
+
+
+class DumpCandidate:
+    """An NPU dump as a debug-layers candidate: `match` pairs reference tensors with dump
+    files, `fetch` loads them (a dump is one inference: the feeds are not used)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = str(directory)
+        self.files = find_dump_outputs(directory)
+
+    def match(self, tensors: Sequence) -> tuple[list, list[str]]:
+        from ..debug import Match
+
+        by_key = {(dump_name(t.node), t.output_index): t for t in tensors}
+        matches, used = [], set()
+        for key, path in self.files.items():
+            tensor = by_key.get(key)
+            if tensor is not None:
+                matches.append(Match(tensor.name, str(path.relative_to(self.directory)), None,
+                                     f"dump of op {key[0]} output {key[1]}"))
+                used.add(key)
+        unmatched = [str(p.relative_to(self.directory)) for k, p in self.files.items() if k not in used]
+        if not matches:
+            raise UserError(f"{self.directory}: none of its {len(self.files)} dumped op(s) matches a node of the "
+                            f"reference (e.g. {next(iter(self.files))[0]}); is it the dump of this model?")
+        return matches, unmatched
+
+    def fetch(self, names: Sequence[str], feeds=None) -> Mapping[str, np.ndarray]:
+        values = {}
+        for name in names:
+            try:
+                values[name] = np.load(os.path.join(self.directory, name), allow_pickle=False)
+            except Exception as exc:
+                raise UserError(f"{name}: unreadable dump .npy ({type(exc).__name__}: {str(exc)[:200]})") from None
+        return values
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,102 @@
+"""`lvvit-opt debug layers`: the first tensor where a candidate stops agreeing with the reference."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from ._base import handle_errors, main
+from ._inputs import inputs_option
+from .validate_cmd import _tolerance_options
+
+
+@main.group("debug")
+def debug_group():
+    """Precision debugging: find where two models start to disagree."""
+
+
+@debug_group.command("layers")
+@click.argument("reference", type=click.Path(dir_okay=False))
+@click.argument("candidate", required=False, type=click.Path())
+@click.option("--fp16", is_flag=True,
+              help="Candidate: REFERENCE converted to fp16 with fp32 inputs/outputs (onnxconverter-common), "
+                   "a CPU preview of atc's default fp16 precision.")
+@inputs_option(1, "Inputs both models run on")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Batch for models whose batch is symbolic (default 1).")
+@_tolerance_options
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="How many worst tensors to list.")
+@click.option("--chunk-mb", type=click.FloatRange(min=1), default=256, show_default=True,
+              help="Activations fetched per run and model; bounds memory on big models.")
+@click.option("--suggest-keep-dtype", "keep_dtype_path", type=click.Path(dir_okay=False), default=None,
+              help="fp16/dump candidates: write atc's --keep_dtype file listing the nodes where the error "
+                   "starts, and print the atc flag that uses it.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              help="Write the full report as JSON to this file ('-' for stdout); the first failing tensor "
+                   "is under first_divergence (null when everything agrees).")
+@handle_errors
+def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, rtol, min_cosine, top, chunk_mb,
+                   keep_dtype_path, json_path):
+    """Compare REFERENCE (.onnx) with CANDIDATE tensor by tensor, in topological order.
+
+    \b
+    CANDIDATE is one of:
+      another .onnx (e.g. the rewritten graph): matched by tensor name, and through the
+        Transposes/Casts a rewrite adds;
+      --fp16 instead of a CANDIDATE: REFERENCE in fp16 on onnxruntime;
+      an NPU dump directory of the compiled .om (ais_bench --dump 1 --dump-npy 1, or
+        msaccucmp convert output): files {op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}
+        .output.{i}.npy matched to ONNX node names. --inputs must be the batch the NPU ran.
+
+    Prints the first failing tensor (node, op type, metrics, the last passing tensor before
+    it), the worst tensors and a per-op-type summary. Exit 0 when every tensor agrees, 1 when
+    one diverges, 2 on bad input.
+
+    \b
+    Examples:
+      lvvit-opt debug layers model.onnx model_opt.onnx
+      lvvit-opt debug layers model.onnx --fp16 --inputs prep/ --suggest-keep-dtype keep.cfg
+      lvvit-opt debug layers model_bs1.onnx out/dump/20240101120000_npy --inputs image.npy
+    """
+    from ..debug import compare_layers, write_keep_dtype
+    from ..errors import UserError
+    from ..golden import Tolerance
+    from .validate_cmd import _tolerance
+
+    if keep_dtype_path and not fp16 and (candidate is None or candidate.lower().endswith(".onnx")):
+        raise click.UsageError("--suggest-keep-dtype is for fp16 candidates: --fp16 or an NPU dump directory")
+    base = Tolerance.onnx() if candidate and not fp16 and candidate.lower().endswith(".onnx") else Tolerance.fp16()
+    report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
+                            tolerance=_tolerance(None, atol, rtol, min_cosine, base=base), chunk_mb=chunk_mb,
+                            top=top)
+    if json_path != "-":
+        click.echo(report.format())
+    if keep_dtype_path:
+        nodes = write_keep_dtype(report, keep_dtype_path)
+        if nodes:
+            click.echo(f"wrote {keep_dtype_path}: {len(nodes)} node(s) to keep in fp32; compile with "
+                       f"atc ... --keep_dtype={keep_dtype_path}  (lvvit-opt atc {reference} --keep-dtype {keep_dtype_path})")
+        else:
+            click.echo(f"no node breaks in fp16: {keep_dtype_path} not written")
+    if json_path:
+        text = json.dumps(_strict_json(report.to_dict()), indent=2, allow_nan=False) + "\n"
+        if json_path == "-":
+            click.echo(text, nl=False)
+        else:
+            from ..fileio import write_text_atomic
+
+            write_text_atomic(json_path, text)
+    if not report.passed:
+        raise SystemExit(1)
+
+
+def _strict_json(value):
+    """NaN/Inf metrics (an overflowed tensor) as the strings "nan"/"inf"/"-inf": valid JSON."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value

@@ -1,0 +1,453 @@
+"""`debug layers`: find the first tensor where a candidate stops agreeing with the reference.
+
+The reference is an ONNX model. The candidate is another ONNX model (matched by tensor name,
+and through the Transposes/Casts a rewrite adds), the reference converted to fp16 with fp32
+inputs and outputs (onnxconverter-common, keep_io_types=True: a CPU preview of what fp16 on
+the NPU does), or an NPU dump directory of the compiled .om (lvvit_opt.ascend.dump).
+
+Every intermediate tensor is exposed as a graph output of an in-memory copy of each ONNX
+model (what Polygraphy's `--onnx-outputs mark all` and msit's ONNX dump do); both models
+run on the same inputs. Tensors are compared in the reference's topological order with
+golden.compare_outputs, the comparison every validation uses, in chunks whose activations
+fit `chunk_mb`, so the activations of both models are never all held at once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .golden import OutputComparison, Tolerance, compare_outputs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_MB = 256
+_UNKNOWN_TENSOR_BYTES = 4 * 1024 * 1024  # budget stand-in for a tensor whose shape inference could not size
+
+
+@dataclass(frozen=True)
+class RefTensor:
+    """One output of one reference node, in topological order."""
+
+    index: int
+    name: str
+    node: str
+    op_type: str
+    output_index: int
+    inputs: tuple[str, ...]  # the node's input tensor names
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where a reference tensor's value is found in the candidate, and how to align it.
+
+    `to_ref` is the permutation that brings the candidate array into the reference layout
+    (None: same layout); `via` says in words how the match was made."""
+
+    ref: str
+    candidate: str
+    to_ref: tuple[int, ...] | None = None
+    via: str = "same name"
+    primary: bool = True  # False: an extra candidate tensor that holds a reference tensor again
+
+
+@dataclass
+class TensorResult:
+    tensor: RefTensor
+    match: Match
+    comparison: OutputComparison
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        return {"index": self.tensor.index, "tensor": self.tensor.name, "node": self.tensor.node,
+                "op_type": self.tensor.op_type, "candidate_tensor": self.match.candidate, "via": self.match.via,
+                "passed": c.passed, "shape": list(c.shape), "max_abs": c.max_abs,
+                "max_abs_index": list(c.max_abs_index), "max_rel": c.max_rel, "mean_abs": c.mean_abs,
+                "cosine": c.cosine, "atol_needed": c.atol_needed, "failures": list(c.failures)}
+
+    def line(self) -> str:
+        c = self.comparison
+        via = f" [{self.match.via}]" if _through(self.match) else ""
+        return (f"#{self.tensor.index} {self.tensor.node} ({self.tensor.op_type}) -> {self.match.candidate}{via} "
+                f"{tuple(c.shape)}: max_abs={c.max_abs:.3g} max_rel={c.max_rel:.3g} cosine={c.cosine:.8f} "
+                f"-> {'PASS' if c.passed else 'FAIL'}")
+
+
+@dataclass
+class LayerReport:
+    reference: str
+    candidate: str
+    mode: str  # onnx | fp16 | dump
+    tolerance: Tolerance
+    inputs: dict[str, Any]
+    results: list[TensorResult]
+    unmatched_reference: list[str] = field(default_factory=list)
+    unmatched_candidate: list[str] = field(default_factory=list)
+    top: int = 10
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def first_divergence(self) -> TensorResult | None:
+        return next((r for r in self.results if not r.passed), None)
+
+    def last_passing_before(self, failure: TensorResult) -> TensorResult | None:
+        before = [r for r in self.results[: self.results.index(failure)] if r.passed]
+        return before[-1] if before else None
+
+    def worst(self, n: int | None = None) -> list[TensorResult]:
+        """Failing tensors first, then by lowest cosine, then by largest atol needed."""
+        ranked = sorted(self.results, key=lambda r: (r.passed, _sortable(r.comparison.cosine),
+                                                     -_sortable(r.comparison.atol_needed, inf=True)))
+        return ranked[: self.top if n is None else n]
+
+    def op_types(self) -> dict[str, dict[str, Any]]:
+        summary: dict[str, dict[str, Any]] = {}
+        for r in self.results:
+            if not r.match.primary:
+                continue
+            entry = summary.setdefault(r.tensor.op_type, {"tensors": 0, "failed": 0, "min_cosine": 1.0,
+                                                          "max_abs": 0.0})
+            entry["tensors"] += 1
+            entry["failed"] += 0 if r.passed else 1
+            entry["min_cosine"] = min(entry["min_cosine"], r.comparison.cosine)
+            entry["max_abs"] = max(entry["max_abs"], r.comparison.max_abs)
+        return dict(sorted(summary.items(), key=lambda kv: (-kv[1]["failed"], kv[1]["min_cosine"])))
+
+    def broken_nodes(self) -> list[str]:
+        """Nodes whose output fails while every compared input passes: where the error starts
+        (later failures only inherit it). What atc's keep_dtype should keep in fp32."""
+        status = {r.tensor.name: r.passed for r in self.results if r.match.primary}
+        broken = []
+        for r in self.results:
+            if r.match.primary and not r.passed and all(status.get(i, True) for i in r.tensor.inputs):
+                if r.tensor.node not in broken:
+                    broken.append(r.tensor.node)
+        return broken
+
+    def to_dict(self) -> dict[str, Any]:
+        first = self.first_divergence
+        last = self.last_passing_before(first) if first else None
+        return {
+            "passed": self.passed, "reference": self.reference, "candidate": self.candidate, "mode": self.mode,
+            "tolerance": asdict(self.tolerance), "inputs": self.inputs,
+            "tensors_compared": len(self.results),
+            "matched_through": sum(1 for r in self.results if _through(r.match)),
+            "first_divergence": first.to_dict() if first else None,
+            "last_passing_before": last.to_dict() if last else None,
+            "worst": [r.to_dict() for r in self.worst()],
+            "op_types": self.op_types(),
+            "broken_nodes": self.broken_nodes(),
+            "unmatched_reference": self.unmatched_reference,
+            "unmatched_candidate": self.unmatched_candidate,
+            "tensors": [r.to_dict() for r in self.results],
+        }
+
+    def format(self) -> str:
+        t = self.tolerance
+        through = sum(1 for r in self.results if _through(r.match))
+        lines = [f"reference: {self.reference}", f"candidate: {self.candidate} ({self.mode})",
+                 f"inputs: {self.inputs.get('source', '?')}",
+                 f"compared {len(self.results)} tensor(s) in topological order ({through} matched through "
+                 f"Transpose/Cast/node name); tolerance atol={t.atol} rtol={t.rtol} min_cosine={t.min_cosine}"]
+        if self.unmatched_reference:
+            lines.append(f"reference tensors without a candidate: {len(self.unmatched_reference)} "
+                         f"(e.g. {', '.join(self.unmatched_reference[:3])})")
+        if self.unmatched_candidate:
+            lines.append(f"candidate tensors matched to nothing: {len(self.unmatched_candidate)} "
+                         f"(e.g. {', '.join(self.unmatched_candidate[:3])})")
+        first = self.first_divergence
+        if first is None:
+            lines.append("first divergence: none, every tensor agrees")
+        else:
+            lines.append(f"first divergence: {first.line()}")
+            lines += [f"  {failure}" for failure in first.comparison.failures]
+            last = self.last_passing_before(first)
+            lines.append(f"  last passing before it: {last.line() if last else 'none (the first tensor fails)'}")
+            broken = self.broken_nodes()
+            lines.append(f"nodes where an error starts (inputs agree, output does not): {len(broken)}: "
+                         f"{', '.join(broken[:10])}{' ...' if len(broken) > 10 else ''}")
+        lines.append(f"worst {min(self.top, len(self.results))} tensor(s):")
+        lines += [f"  {r.line()}" for r in self.worst()]
+        lines.append("per op type:")
+        lines.append(f"  {'op_type':<22}{'tensors':>8}{'failed':>8}{'min_cosine':>14}{'max_abs':>12}")
+        for op_type, s in self.op_types().items():
+            lines.append(f"  {op_type:<22}{s['tensors']:>8}{s['failed']:>8}{s['min_cosine']:>14.8f}"
+                         f"{s['max_abs']:>12.3g}")
+        lines.append("PASS" if self.passed else "FAIL")
+        return "\n".join(lines)
+
+
+def _through(match: Match) -> bool:
+    return match.via.startswith(("through ", "same node "))
+
+
+def _sortable(value: float, inf: bool = False) -> float:
+    if value != value:  # NaN sorts as the worst
+        return float("inf") if inf else float("-inf")
+    return value
+
+
+# -- graph side ---------------------------------------------------------------------------
+
+def node_label(node, index: int) -> str:
+    """A node's name, or msit's stand-in for an unnamed node (`{op_type}_{index}`)."""
+    return node.name or f"{node.op_type}_{index}"
+
+
+def reference_tensors(model) -> list[RefTensor]:
+    """Every output of every top-level node except Constants, in the graph's (topological) order."""
+    tensors = []
+    for position, node in enumerate(model.graph.node):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            continue
+        for k, out in enumerate(node.output):
+            if out:
+                tensors.append(RefTensor(len(tensors), out, node_label(node, position), node.op_type, k,
+                                         tuple(i for i in node.input if i)))
+    return tensors
+
+
+def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
+    """Candidate tensors holding each reference tensor: by name, then through the Transposes
+    and Casts a rewrite or the fp16 converter adds, then by producing node name and output
+    index. Returns (matches, candidate tensors matched to nothing)."""
+    from .passes.graph_utils import consumers
+    from .passes.softmax_transpose import inverse_perm
+
+    ref_names = {t.name for t in reference_tensors(reference)}
+    cand_nodes = [n for n in candidate.graph.node if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx"))]
+    cand_outputs = [o for n in cand_nodes for o in n.output if o]
+    aligned: dict[str, tuple[str, tuple | None, str]] = {}  # cand tensor -> (ref tensor, to_ref, via)
+    for name in [i.name for i in candidate.graph.input] + cand_outputs:  # inputs: only to align their Casts
+        if name in ref_names or name in {i.name for i in reference.graph.input}:
+            aligned[name] = (name, None, "same name")
+    readers = consumers(candidate.graph)
+    changed = True
+    while changed:  # forward and backward through Transpose/Cast until nothing new is aligned
+        changed = False
+        for node in cand_nodes:
+            if node.op_type not in ("Transpose", "Cast") or not node.input or not node.output:
+                continue
+            src, dst = node.input[0], node.output[0]
+            perm = _perm(node) if node.op_type == "Transpose" else None
+            if dst not in aligned and src in aligned:  # dst = T(src): undo T, then src's alignment
+                ref, to_ref, _ = aligned[src]
+                aligned[dst] = (ref, _compose(inverse_perm(perm) if perm else None, to_ref),
+                                f"through {node.op_type} {node.name or dst}")
+                changed = True
+            elif src not in aligned and dst in aligned and len(readers.get(src, [])) == 1:  # src = T^-1(dst)
+                ref, to_ref, _ = aligned[dst]
+                aligned[src] = (ref, _compose(perm, to_ref), f"through {node.op_type} {node.name or dst}")
+                changed = True
+    ref_by_node = {(t.node, t.output_index): t.name for t in reference_tensors(reference)}
+    for position, node in enumerate(cand_nodes):  # e.g. the fp16 converter's renamed last output
+        for k, out in enumerate(node.output):
+            key = (node_label(node, position), k)
+            if out and out not in aligned and key in ref_by_node:
+                aligned[out] = (ref_by_node[key], None, f"same node {key[0]} output {k}")
+    matches, seen = [], set()
+    for cand_name in cand_outputs:
+        if cand_name in aligned and aligned[cand_name][0] in ref_names:
+            ref, to_ref, via = aligned[cand_name]
+            matches.append(Match(ref, cand_name, to_ref, via, primary=ref not in seen and via == "same name"))
+            if via == "same name":
+                seen.add(ref)
+    # a reference tensor found only through a Transpose/Cast/node name: its first match is the primary one
+    for i, m in enumerate(matches):
+        if m.ref not in seen:
+            matches[i] = Match(m.ref, m.candidate, m.to_ref, m.via, primary=True)
+            seen.add(m.ref)
+    unmatched = [n for n in cand_outputs if n not in aligned]
+    log.info("matched %d candidate tensors to the reference, %d unmatched", len(matches), len(unmatched))
+    return matches, unmatched
+
+
+def _perm(node) -> list[int] | None:
+    for attr in node.attribute:
+        if attr.name == "perm":
+            return list(attr.ints)
+    return None
+
+
+def _compose(first: Sequence[int] | None, then: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The permutation of transpose(transpose(a, first), then)."""
+    if first is None:
+        return tuple(then) if then is not None else None
+    if then is None:
+        return tuple(first)
+    combined = tuple(first[i] for i in then)
+    return None if combined == tuple(range(len(combined))) else combined
+
+
+def expose_outputs(model, names: Iterable[str]) -> None:
+    """Make `names` graph outputs (name-only value infos: onnxruntime infers their types)."""
+    import onnx
+
+    present = {o.name for o in model.graph.output}
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
+
+
+def to_fp16(model):
+    """The model in fp16 with fp32 inputs and outputs (onnxconverter-common), the way atc's
+    default precision runs it. The caller's model is not modified."""
+    import copy
+    import warnings
+
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise UserError("--fp16 needs onnxconverter-common (pip install onnxconverter-common)") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it warns about every constant it clamps to the fp16 range
+        return float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True)
+
+
+class ExposedOnnx:
+    """An ONNX model run on onnxruntime with any of its tensors fetchable."""
+
+    def __init__(self, model, names: Iterable[str], label: str):
+        from .runtime.ort import OrtRunner
+
+        expose_outputs(model, names)
+        self.runner = OrtRunner.from_model(model)
+        self.runner.model_path = label
+        self.inputs = self.runner.inputs
+
+    def fetch(self, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        runs = [self.runner.session.run(list(names), dict(feed)) for feed in feeds]
+        return {name: _join([run[i] for run in runs]) for i, name in enumerate(names)}
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def _join(arrays: list[np.ndarray]) -> np.ndarray:
+    from .golden import _join as join
+
+    return join(arrays)
+
+
+# -- comparison ---------------------------------------------------------------------------
+
+def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: bool = False,
+                   inputs: int | str = 1, seed: int = 0, batch_size: int | None = None,
+                   tolerance: Tolerance | None = None, chunk_mb: float = DEFAULT_CHUNK_MB,
+                   top: int = 10) -> LayerReport:
+    """Compare REFERENCE (.onnx) with CANDIDATE (.onnx, or an NPU dump directory) or, with
+    `fp16`, with its own fp16 conversion, tensor by tensor. See the module docstring."""
+    import os
+
+    from .fileio import load_onnx
+    from .inputs import load_inputs
+
+    if fp16 == (candidate is not None):
+        raise UserError("give either a CANDIDATE (.onnx or dump directory) or --fp16, not both" if fp16
+                        else "give a CANDIDATE (.onnx or dump directory) or --fp16")
+    if chunk_mb <= 0:
+        raise UserError(f"--chunk-mb {chunk_mb}: must be positive")
+    reference = load_onnx(reference_path)
+    mode = "fp16" if fp16 else ("dump" if os.path.isdir(candidate) else "onnx")
+    tolerance = tolerance or (Tolerance.onnx() if mode == "onnx" else Tolerance.fp16())
+    tensors = reference_tensors(reference)
+    if mode == "dump":
+        from .ascend.dump import DumpCandidate
+
+        cand = DumpCandidate(candidate)
+        matches, unmatched_cand = cand.match(tensors)
+    else:
+        cand_model = to_fp16(reference) if fp16 else load_onnx(candidate)
+        matches, unmatched_cand = match_onnx(reference, cand_model)
+        cand = ExposedOnnx(cand_model, [m.candidate for m in matches], candidate or f"{reference_path} (fp16)")
+        del cand_model
+    ref = None
+    try:
+        ref = ExposedOnnx(reference, [t.name for t in tensors], reference_path)
+        del reference
+        input_set = load_inputs(inputs, ref.inputs, seed=seed, batch_size=batch_size)
+        if mode == "dump" and len(input_set.feeds) != 1:
+            raise UserError(f"an NPU dump holds one inference; --inputs gave {len(input_set.feeds)} batches "
+                            "(pass the exact batch ais_bench ran on)")
+        results = _compare_in_chunks(tensors, matches, ref, cand, input_set.feeds, tolerance,
+                                     _tensor_bytes(reference_path, tensors) if mode != "dump" else {},
+                                     chunk_mb * 1024 * 1024)
+    finally:
+        for runner in (ref, cand):
+            if runner is not None:
+                runner.close()
+    matched_refs = {m.ref for m in matches}
+    return LayerReport(reference_path, candidate or f"{reference_path} converted to fp16 (onnxconverter-common, "
+                       "keep_io_types)", mode, tolerance, input_set.to_dict(), results,
+                       [t.name for t in tensors if t.name not in matched_refs], unmatched_cand, top)
+
+
+def _tensor_bytes(reference_path: str, tensors: list[RefTensor]) -> dict[str, int]:
+    """Estimated bytes of one batch of each tensor (onnx shape inference on the weightless graph)."""
+    from .fileio import load_onnx
+    from .passes.graph_utils import infer_shapes_light
+
+    try:
+        shapes = infer_shapes_light(load_onnx(reference_path, load_external_data=False))
+    except Exception:  # shape inference is only a budget aid
+        return {}
+    sizes = {}
+    for t in tensors:
+        dims = shapes.get(t.name)
+        if dims is not None and all(isinstance(d, int) and d >= 0 for d in dims):
+            sizes[t.name] = 4 * int(np.prod(dims, dtype=np.int64))
+    return sizes
+
+
+def _chunks(results_order: list[tuple[RefTensor, list[Match]]], sizes: Mapping[str, int], budget: float):
+    chunk, used = [], 0
+    for item in results_order:
+        cost = sizes.get(item[0].name, _UNKNOWN_TENSOR_BYTES) * (1 + len(item[1]))
+        if chunk and used + cost > budget:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(item)
+        used += cost
+    if chunk:
+        yield chunk
+
+
+def _compare_in_chunks(tensors, matches, ref, cand, feeds, tolerance, sizes, budget) -> list[TensorResult]:
+    by_ref: dict[str, list[Match]] = {}
+    for m in matches:
+        by_ref.setdefault(m.ref, []).append(m)
+    for group in by_ref.values():
+        group.sort(key=lambda m: not m.primary)
+    order = [(t, by_ref[t.name]) for t in tensors if t.name in by_ref]
+    budget_per_set = budget / max(1, len(feeds))
+    results: list[TensorResult] = []
+    for chunk in _chunks(order, sizes, budget_per_set):
+        ref_values = ref.fetch([t.name for t, _ in chunk], feeds)
+        cand_values = cand.fetch(list(dict.fromkeys(m.candidate for _, group in chunk for m in group)), feeds)
+        for tensor, group in chunk:
+            for m in group:
+                value = cand_values[m.candidate]
+                if m.to_ref is not None:
+                    value = np.transpose(value, m.to_ref) if value.ndim == len(m.to_ref) else value
+                report = compare_outputs({tensor.name: ref_values[tensor.name]}, {tensor.name: value}, tolerance)
+                results.append(TensorResult(tensor, m, report.outputs[0]))
+        del ref_values, cand_values
+    return results
+
+
+def write_keep_dtype(report: LayerReport, path: str) -> list[str]:
+    """atc's --keep_dtype file for the nodes where the fp16 error starts; [] (nothing written) if none."""
+    from .ascend.atc import write_keep_dtype_file
+
+    nodes = report.broken_nodes()
+    if nodes:
+        write_keep_dtype_file(path, node_names=nodes)
+    return nodes
