@@ -50,7 +50,9 @@ def test_perturbed_weight_deep_inside_is_named_first(cli_runner, golden_onnx, pe
     out = tmp_path / "report.json"
     result = cli_runner.invoke(main, ["debug", "layers", golden_onnx, perturbed_deep, "--json", str(out)])
     assert result.exit_code == 1, result.output
-    report = json.loads(out.read_text())
+    envelope = json.loads(out.read_text())
+    assert envelope["command"] == "debug layers" and envelope["ok"] is False
+    report = envelope["result"]
     first = report["first_divergence"]
     assert first["node"] == DEEP_NODE and first["op_type"] == "MatMul" and not first["passed"]
     tensors = report["tensors"]
@@ -68,21 +70,26 @@ def test_fp16_overflow_is_named_and_kept_in_fp32(cli_runner, tmp_path):
     result = cli_runner.invoke(main, ["debug", "layers", model, "--fp16", "--suggest-keep-dtype", str(keep),
                                       "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 1, result.output
-    report = json.loads((tmp_path / "r.json").read_text())
+    report = json.loads((tmp_path / "r.json").read_text())["result"]
     assert report["mode"] == "fp16" and report["first_divergence"]["node"] == "scores"
     assert report["last_passing_before"]["node"] == "embed"
     assert "non-finite values (NaN/Inf) in an output" in report["first_divergence"]["failures"]
     assert list(dict.fromkeys(t["node"] for t in report["tensors"] if not t["passed"])) == ["scores", "softmax"]
     assert keep.read_text() == "scores\n"  # softmax only inherits the overflow
+    assert report["keep_dtype"] == {"file": str(keep), "nodes": ["scores"], "atc_flag": f"--keep_dtype={keep}"}
     assert f"--keep_dtype={keep}" in result.output
     # the same graph agrees with itself in fp32
     assert compare_layers(model, model).first_divergence is None
 
 
-def test_keep_dtype_needs_an_fp16_candidate(cli_runner, golden_onnx, tmp_path):
+def test_keep_dtype_needs_an_fp16_candidate_and_never_hits_an_input(cli_runner, golden_onnx, tmp_path):
     result = cli_runner.invoke(main, ["debug", "layers", golden_onnx, golden_onnx, "--suggest-keep-dtype",
                                       str(tmp_path / "k.cfg")])
     assert result.exit_code == 2 and not (tmp_path / "k.cfg").exists()
+    before = open(golden_onnx, "rb").read()
+    result = cli_runner.invoke(main, ["debug", "layers", golden_onnx, "--fp16", "--suggest-keep-dtype", golden_onnx])
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.output
+    assert open(golden_onnx, "rb").read() == before
 
 
 def test_softmax_transpose_rewrite_agrees_and_is_matched_through(golden_onnx, tmp_path):
@@ -141,7 +148,7 @@ def test_npu_dump_is_matched_and_compared(cli_runner, fake_om, tmp_path):
     result = cli_runner.invoke(main, ["debug", "layers", onnx_path, str(bad), "--inputs", str(tmp_path / "image.npy"),
                                       "--suggest-keep-dtype", str(keep), "--json", "-"])
     assert result.exit_code == 1
-    report = json.loads(result.output[result.output.index("{"):])
+    report = json.loads(result.output)["result"]
     assert report["first_divergence"]["node"] == DEEP_NODE and keep.read_text() == DEEP_NODE + "\n"
 
 

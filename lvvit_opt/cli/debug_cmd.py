@@ -1,12 +1,11 @@
 """`lvvit-opt debug layers`: the first tensor where a candidate stops agreeing with the reference."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from ._base import handle_errors, main
 from ._inputs import inputs_option
+from .output import echo, emit_result, json_option
 from .validate_cmd import _tolerance_options
 
 
@@ -32,12 +31,10 @@ def debug_group():
 @click.option("--suggest-keep-dtype", "keep_dtype_path", type=click.Path(dir_okay=False), default=None,
               help="fp16/dump candidates: write atc's --keep_dtype file listing the nodes where the error "
                    "starts, and print the atc flag that uses it.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True), default=None,
-              help="Write the full report as JSON to this file ('-' for stdout); the first failing tensor "
-                   "is under first_divergence (null when everything agrees).")
+@json_option
 @handle_errors
 def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, rtol, min_cosine, top, chunk_mb,
-                   keep_dtype_path, json_path):
+                   keep_dtype_path, json_out):
     """Compare REFERENCE (.onnx) with CANDIDATE tensor by tensor, in topological order.
 
     \b
@@ -50,8 +47,9 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
         .output.{i}.npy matched to ONNX node names. --inputs must be the batch the NPU ran.
 
     Prints the first failing tensor (node, op type, metrics, the last passing tensor before
-    it), the worst tensors and a per-op-type summary. Exit 0 when every tensor agrees, 1 when
-    one diverges, 2 on bad input.
+    it), the worst tensors and a per-op-type summary; --json holds all of it, the first
+    failure under result.first_divergence (null when everything agrees). Exit 0 when every
+    tensor agrees, 1 when one diverges, 2 on bad input.
 
     \b
     Examples:
@@ -60,43 +58,31 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
       lvvit-opt debug layers model_bs1.onnx out/dump/20240101120000_npy --inputs image.npy
     """
     from ..debug import compare_layers, write_keep_dtype
-    from ..errors import UserError
+    from ..fileio import guard_outputs
     from ..golden import Tolerance
+    from ..inputs import parse_inputs_arg
     from .validate_cmd import _tolerance
 
-    if keep_dtype_path and not fp16 and (candidate is None or candidate.lower().endswith(".onnx")):
+    onnx_candidate = candidate is not None and not fp16 and candidate.lower().endswith(".onnx")
+    if keep_dtype_path and (onnx_candidate or (candidate is None and not fp16)):
         raise click.UsageError("--suggest-keep-dtype is for fp16 candidates: --fp16 or an NPU dump directory")
-    base = Tolerance.onnx() if candidate and not fp16 and candidate.lower().endswith(".onnx") else Tolerance.fp16()
+    guard_outputs({"--suggest-keep-dtype": keep_dtype_path, "--json": None if json_out == "-" else json_out},
+                  {"REFERENCE": reference, "CANDIDATE": candidate, "--inputs": parse_inputs_arg(inputs)})
+    base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
                             tolerance=_tolerance(None, atol, rtol, min_cosine, base=base), chunk_mb=chunk_mb,
                             top=top)
-    if json_path != "-":
-        click.echo(report.format())
+    echo(report.format())
+    result = report.to_dict()
     if keep_dtype_path:
         nodes = write_keep_dtype(report, keep_dtype_path)
+        result["keep_dtype"] = {"file": keep_dtype_path if nodes else None, "nodes": nodes,
+                                "atc_flag": f"--keep_dtype={keep_dtype_path}" if nodes else None}
         if nodes:
-            click.echo(f"wrote {keep_dtype_path}: {len(nodes)} node(s) to keep in fp32; compile with "
-                       f"atc ... --keep_dtype={keep_dtype_path}  (lvvit-opt atc {reference} --keep-dtype {keep_dtype_path})")
+            echo(f"wrote {keep_dtype_path}: {len(nodes)} node(s) to keep in fp32; compile with "
+                 f"atc ... --keep_dtype={keep_dtype_path}  (lvvit-opt atc {reference} --keep-dtype {keep_dtype_path})")
         else:
-            click.echo(f"no node breaks in fp16: {keep_dtype_path} not written")
-    if json_path:
-        text = json.dumps(_strict_json(report.to_dict()), indent=2, allow_nan=False) + "\n"
-        if json_path == "-":
-            click.echo(text, nl=False)
-        else:
-            from ..fileio import write_text_atomic
-
-            write_text_atomic(json_path, text)
+            echo(f"no node breaks in fp16: {keep_dtype_path} not written")
+    emit_result(result, ok=report.passed)
     if not report.passed:
         raise SystemExit(1)
-
-
-def _strict_json(value):
-    """NaN/Inf metrics (an overflowed tensor) as the strings "nan"/"inf"/"-inf": valid JSON."""
-    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
