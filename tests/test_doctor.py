@@ -2,6 +2,7 @@
 real install files from tests/fixtures/ascend/cann/), with the stand-in tools, and with nothing."""
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -254,3 +255,54 @@ def test_missing_model_is_bad_input(tmp_path):
 
     with pytest.raises(UserError, match="--model .*nope.onnx: no such file"):
         run_doctor(model=tmp_path / "nope.onnx", default_homes=[], driver_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_cli_doctor_on_a_bare_machine(no_tools, cli_runner, tmp_path, monkeypatch):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    result = cli_runner.invoke(main, ["doctor"])
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert lines[0].startswith("[FAIL] CANN toolkit  not found (looked in $ASCEND_TOOLKIT_HOME, $install_path, "
+                               "/usr/local/Ascend/ascend-toolkit/latest, ")
+    assert lines[-1] == ("not ready: 7 check(s) failed: CANN toolkit, set_env.sh, atc, npu-smi, NPU driver, "
+                         ".om runner, transpose.py")
+    result = cli_runner.invoke(main, ["doctor", "--json", "-"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert (data["command"], data["ok"], data["result"]["ready"]) == ("doctor", False, False)
+    assert [(c["key"], c["status"]) for c in data["result"]["checks"]] == [
+        ("cann", "fail"), ("environment", "fail"), ("atc", "fail"), ("npu", "fail"), ("driver", "fail"),
+        ("runner", "fail"), ("transpose", "fail"), ("disk", "ok")]
+    assert data["result"]["checks"][2]["fix"].endswith("source /usr/local/Ascend/ascend-toolkit/set_env.sh")
+
+
+def test_cli_doctor_ready_host_exits_0(fake_ais_bench, cli_runner, tmp_path, monkeypatch):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    tree = build_cann_tree(tmp_path / "Ascend")
+    for key, value in _sourced_env(tree).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    result = cli_runner.invoke(main, ["doctor", "--model", str(GOLDEN), "--json", str(tmp_path / "d.json")])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "ready: this host can run the whole pipeline"
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["ok"] is True and all(c["status"] == "ok" for c in data["result"]["checks"])
+    assert data["result"]["checks"][0]["details"]["version"] == "8.1.RC1"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-free-gb", "nan"], "error: --min-free-gb nan: expected a finite number >= 0"),
+    (["--min-free-gb", "-1"], "error: --min-free-gb -1.0: expected a finite number >= 0"),
+    (["--cann-home", "/nonexistent/cann"], "error: --cann-home /nonexistent/cann: no such directory"),
+    (["--model", "/nonexistent/m.onnx"], "error: --model /nonexistent/m.onnx: no such file"),
+])
+def test_cli_doctor_bad_input_exits_2(no_tools, cli_runner, args, message):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    result = cli_runner.invoke(main, ["doctor"] + args)
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == message

@@ -112,9 +112,10 @@ def compiled(tmp_path_factory):
     from lvvit_opt.passes import apply_file
 
     folder = tmp_path_factory.mktemp("inspect")
-    rewritten = folder / "golden_opt.onnx"
-    apply_file(GOLDEN, rewritten, ["softmax_transpose"])
-    return (_compile(folder, GOLDEN, "golden"),
+    original, rewritten = folder / "golden.onnx", folder / "golden_opt.onnx"
+    shutil.copy(GOLDEN, original)
+    apply_file(original, rewritten, ["softmax_transpose"])
+    return (_compile(folder, original, "golden"),
             _compile(folder, rewritten, "golden_opt", fast_shapes="2,3,197,197;2,197,197,3"))
 
 
@@ -163,3 +164,64 @@ def test_keep_json_may_not_be_the_model(fake_tools, compiled, tmp_path):  # noqa
     with pytest.raises(UserError, match="is the model itself"):
         inspect_om(om, keep_json=om)
     assert om.read_bytes() == Path(compiled[0]).read_bytes()
+
+
+# ---------------------------------------------------------------- the CLI
+
+def test_cli_inspect_fixture_text_and_json(cli_runner):
+    from lvvit_opt.cli import main
+
+    result = cli_runner.invoke(main, ["inspect", str(FIXTURE), "--top", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == format_model(read_om_json(FIXTURE), top=3)
+    result = cli_runner.invoke(main, ["inspect", str(FIXTURE), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert (data["command"], data["ok"]) == ("inspect", True) and set(data) == {"command", "version", "ok", "result",
+                                                                                 "warnings"}
+    model = data["result"]["models"][0]
+    assert model["op_types"]["TransposeD"] == 3 and model["attention"]["softmax_other_axis"] == 1
+    assert model["atc_cmdline"].endswith("--soc_version=Ascend310") and model["soc_version"] == "Ascend310"
+
+
+def test_cli_inspect_two_om_files_compares_them(fake_tools, compiled, cli_runner, tmp_path):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    result = cli_runner.invoke(main, ["inspect", str(compiled[0]), str(compiled[1]), "--json", str(tmp_path / "i.json")])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[-6:-1] == ["compiled kernels         golden.om golden_opt.om",
+                            "Transpose (fast)                 7             4",
+                            "TransposeD (slow)                0             7",
+                            "Softmax, last axis               2             0",
+                            "Softmax, other axis              0             2"]
+    assert [m["source"] for m in json.loads((tmp_path / "i.json").read_text())["result"]["models"]] == \
+        [str(compiled[0]), str(compiled[1])]
+
+
+def test_cli_inspect_bad_input_exits_2(fake_tools, compiled, cli_runner, tmp_path):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    om = tmp_path / "m.om"
+    shutil.copy(compiled[0], om)
+    result = cli_runner.invoke(main, ["inspect", str(om), "--keep-json", str(om)])
+    assert result.exit_code == 2 and "error: --keep-json" in result.output and om.read_bytes().startswith(b"LVVIT")
+    result = cli_runner.invoke(main, ["inspect", str(tmp_path / "none.om")])
+    assert result.exit_code == 2 and result.output.strip().endswith("none.om: no such file")
+
+
+def test_cli_inspect_without_atc_prints_the_command(no_tools, compiled, cli_runner):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    result = cli_runner.invoke(main, ["inspect", str(compiled[0])])
+    assert result.exit_code == 2
+    assert "atc not found" in result.output and f"atc --mode=1 --om={compiled[0]} --json=" in result.output
+
+
+def test_bench_of_two_om_files_prints_the_kernel_comparison(fake_ais_bench, compiled, cli_runner):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    result = cli_runner.invoke(main, ["bench", str(compiled[0]), str(compiled[1]), "--duration", "0.2", "--rounds", "1",
+                                      "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert "TransposeD (slow)                0             7" in result.output.splitlines()

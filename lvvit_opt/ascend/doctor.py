@@ -16,6 +16,7 @@ Version files read (real 8.1.RC1 install, GitHub leideng/CANN-8.1.RC1; CANN docs
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shlex
@@ -461,6 +462,8 @@ def run_doctor(*, cann_home: str | os.PathLike | None = None, model: str | os.Pa
                driver_dir: str | os.PathLike = DEFAULT_DRIVER_DIR) -> DoctorReport:
     """Run every check; nothing is changed. UserError only for bad arguments (e.g. --cann-home missing)."""
     environ = dict(os.environ if environ is None else environ)
+    if not (isinstance(min_free_gb, (int, float)) and math.isfinite(min_free_gb) and min_free_gb >= 0):
+        raise UserError(f"--min-free-gb {min_free_gb}: expected a finite number >= 0")
     if model is not None and not Path(model).is_file():
         raise UserError(f"--model {model}: no such file")
     default_homes = list(default_homes)

@@ -302,7 +302,10 @@ COMPARISON_ROWS = (("Transpose (fast)", "transpose_fast"), ("TransposeD (slow)",
 
 def format_comparison(models: Sequence[OmModel], labels: Sequence[str] | None = None) -> list[str]:
     """Side-by-side attention-kernel counts of several .om files (for `bench`)."""
-    labels = list(labels or [Path(m.source).name for m in models])
+    if labels is None:
+        names = [Path(m.source).name for m in models]
+        labels = names if len(set(names)) == len(names) else [m.source for m in models]
+    labels = list(labels)
     width = max(len(label) for label in labels + ["12345"])
     lines = [f"{'compiled kernels':<20} " + " ".join(f"{label:>{width}}" for label in labels)]
     summaries = [m.attention_summary() for m in models]
@@ -310,3 +313,17 @@ def format_comparison(models: Sequence[OmModel], labels: Sequence[str] | None = 
         lines.append(f"{title:<20} " + " ".join(f"{s[key]:>{width}}" for s in summaries))
     lines.append(f"{'ops in total':<20} " + " ".join(f"{len(m.ops):>{width}}" for m in models))
     return lines
+
+
+def compare_om_files(paths: Sequence[str | os.PathLike], *, cann_home: str | None = None,
+                     env: Mapping[str, str] | None = None) -> list[str]:
+    """format_comparison of several .om files, or one line saying why they could not be read."""
+    from .cann import ToolNotFound
+
+    try:
+        models = [inspect_om(p, cann_home=cann_home, env=env) for p in paths]
+    except ToolNotFound:
+        return ["compiled kernels: not compared (atc not found; `lvvit-opt inspect` needs atc --mode=1)"]
+    except (ToolFailed, UserError) as exc:
+        return [f"compiled kernels: not compared ({str(exc).splitlines()[0]})"]
+    return format_comparison(models)

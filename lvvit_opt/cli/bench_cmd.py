@@ -71,6 +71,9 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     settings = report.settings
     click.echo(f"machine: {report.machine.get('processor')} x{report.machine.get('cpu_count')}; "
                f"threads: {settings.get('threads')}; providers: {', '.join(settings.get('providers', []))}")
+    if len(models) > 1 and all(str(m).lower().endswith(".om") for m in models):
+        from ..ascend.om_graph import compare_om_files  # what atc compiled, beside the fps (lvvit-opt inspect)
+        click.echo("\n".join(compare_om_files(models)))
     if json_out:
         write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
         click.echo(f"wrote {json_out}")
