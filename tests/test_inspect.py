@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes.ascend_env import FAKES_DIR, VENV_BIN, fake_tools, no_tools  # noqa: F401
+from fakes.ascend_env import FAKES_DIR, VENV_BIN, fake_ais_bench, fake_tools, no_tools  # noqa: F401
 from lvvit_opt.ascend.cann import ToolNotFound
 from lvvit_opt.ascend.om_graph import format_comparison, format_model, inspect_om, parse_om_json, read_om_json
 from lvvit_opt.errors import ToolFailed, UserError

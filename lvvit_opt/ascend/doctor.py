@@ -476,5 +476,5 @@ def run_doctor(*, cann_home: str | os.PathLike | None = None, model: str | os.Pa
     checks += check_transpose(transpose_file, toolkit, environ, model)
     checks.append(check_disk(workdir, min_free_gb))
     for check in checks:
-        log.info("doctor %s: %s %s", check.key, check.status, check.summary)
+        log.debug("doctor %s: %s %s", check.key, check.status, check.summary)
     return DoctorReport(checks)
