@@ -250,6 +250,13 @@ def test_disk_space_too_small_and_missing_workdir(tmp_path):
     assert check.fix == "free space there, or run from (pass --workdir) a larger disk"
 
 
+def test_workdir_that_is_a_file(tmp_path):
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    check = doctor.check_disk(afile, 0)
+    assert (check.status, check.summary) == ("fail", f"{afile} is not a directory")
+
+
 def test_missing_model_is_bad_input(tmp_path):
     from lvvit_opt.errors import UserError
 

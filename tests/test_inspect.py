@@ -71,6 +71,14 @@ def test_attr_maps_as_objects_and_missing_fields_are_tolerated():
                                "1 Transpose(s) compiled as slow TransposeD: whitelist their shapes")
 
 
+def test_int64_dims_written_as_strings_and_junk_dims():
+    op = {"type": "TransposeD", "attr": [{"key": "perm", "value": {"list": {"i": ["0", "2", "1"]}}}],
+          "input_desc": [{"shape": {"dim": ["16", "197", "384"]}}, {"shape": {"dim": ["x"]}}, "junk"]}
+    model = parse_om_json({"graph": [{"op": [op]}]})
+    assert model.ops[0].input_shapes == ((16, 197, 384), None, None)
+    assert model.attention_kernels()[0].to_dict()["input_shape"] == [16, 197, 384]
+
+
 @pytest.mark.parametrize("data, message", [
     ([], "no graph list"), ({"graph": {}}, "no graph list"), ({"graph": [3]}, "graph 0 is not an object"),
     ({"graph": [{"name": "g", "op": [{"name": "x"}]}]}, "an op of graph 'g' has no type"),

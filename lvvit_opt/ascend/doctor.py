@@ -445,6 +445,9 @@ def check_disk(workdir: str | os.PathLike, min_free_gb: float) -> Check:
         existing = existing.parent
     free_gb = shutil.disk_usage(existing).free / 1024**3
     details = {"workdir": str(folder), "free_gb": round(free_gb, 2), "min_free_gb": min_free_gb}
+    if not existing.is_dir():
+        return Check("disk", "disk space", FAIL, f"{existing} is not a directory",
+                     "run from (or pass --workdir) a directory", details)
     if not os.access(existing, os.W_OK):
         return Check("disk", "disk space", FAIL, f"{existing} is not writable",
                      "run from (or pass --workdir) a directory you can write", details)

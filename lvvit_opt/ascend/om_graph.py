@@ -178,14 +178,23 @@ def attr_map(attrs: Any) -> dict:
     return result
 
 
+def _dims(values: Any) -> Shape | None:
+    if not isinstance(values, list) or not values:
+        return None
+    try:
+        return tuple(int(d) for d in values)
+    except (TypeError, ValueError):  # pb2json may write int64 as strings; anything else is not a shape
+        return None
+
+
 def _desc_shape(desc: Any) -> Shape | None:
     if not isinstance(desc, Mapping):
         return None
-    origin = attr_map(desc.get("attr")).get("origin_shape")  # device layouts (NC1HWC0) keep the model's shape here
-    if isinstance(origin, list) and origin:
-        return tuple(int(d) for d in origin)
-    dims = (desc.get("shape") or {}).get("dim") if isinstance(desc.get("shape"), Mapping) else None
-    return tuple(int(d) for d in dims) if dims else None
+    origin = _dims(attr_map(desc.get("attr")).get("origin_shape"))  # device layouts (NC1HWC0) keep it here
+    if origin:
+        return origin
+    shape = desc.get("shape")
+    return _dims(shape.get("dim")) if isinstance(shape, Mapping) else None
 
 
 def parse_om_json(data: Any, source: str = "om json") -> OmModel:
