@@ -46,17 +46,21 @@ def test_fixture_json_op_types_kernels_and_verdict():
                                "3 Transpose(s) compiled as slow TransposeD: whitelist their shapes")
     assert format_model(model, top=3) == [
         f"model: {FIXTURE}  (soc_version Ascend310)",
-        "ops: 13 in 1 graph(s)",
-        "  BatchMatMulV2     3",
-        "  TransposeD        3",
-        "  Reshape           2",
+        "ops: 13 in 1 graph(s), the 3 most frequent types:",
+        "op type        count",
+        "-------------  -----",
+        "BatchMatMulV2      3",
+        "TransposeD         3",
+        "Reshape            2",
         "attention kernels:",
-        "  TransposeD 16,197,3,6,64      perm 2,0,3,1,4 x1    slow (TransposeD)",
-        "  TransposeD 16,6,197,64        perm 0,1,3,2   x1    slow (TransposeD)",
-        "  Transpose  16,6,197,197                      x1    fast",
-        "  SoftmaxV2  16,197,197,6       axes 1         x1",
-        "  Transpose  16,197,197,6                      x1    fast",
-        "  TransposeD 16,6,197,64        perm 0,2,1,3   x1    slow (TransposeD)",
+        "kernel      input shape    setting         ops  verdict",
+        "----------  -------------  --------------  ---  -----------------",
+        "TransposeD  16,197,3,6,64  perm 2,0,3,1,4    1  slow (TransposeD)",
+        "TransposeD  16,6,197,64    perm 0,1,3,2      1  slow (TransposeD)",
+        "Transpose   16,6,197,197                     1  fast",
+        "SoftmaxV2   16,197,197,6   axes 1            1",     # origin_shape, not the NC1HWC0 device shape
+        "Transpose   16,197,197,6                     1  fast",
+        "TransposeD  16,6,197,64    perm 0,2,1,3      1  slow (TransposeD)",
         "verdict: 1 of 1 softmax(es) run on a non-last axis (softmax_transpose rewrite present); "
         "3 Transpose(s) compiled as slow TransposeD: whitelist their shapes",
     ]
@@ -140,12 +144,13 @@ def test_inspect_om_through_the_stand_in_atc(fake_tools, compiled, tmp_path):  #
     kept = json.loads((tmp_path / "kept.json").read_text())
     assert [op["type"] for op in kept["graph"][0]["op"]][0] == "Data"
     assert format_comparison([before, after]) == [
-        "compiled kernels         golden.om golden_opt.om",
-        "Transpose (fast)                 7             4",
-        "TransposeD (slow)                0             7",
-        "Softmax, last axis               2             0",
-        "Softmax, other axis              0             2",
-        f"ops in total             {len(before.ops):>9} {len(after.ops):>13}",
+        "compiled kernels     golden.om  golden_opt.om",
+        "-------------------  ---------  -------------",
+        "Transpose (fast)             7              4",
+        "TransposeD (slow)            0              7",
+        "Softmax, last axis           2              0",
+        "Softmax, other axis          0              2",
+        f"ops in total               {len(before.ops):>3}            {len(after.ops):>3}",
     ]
     assert len(after.ops) == len(before.ops) + 4
 
@@ -198,11 +203,12 @@ def test_cli_inspect_two_om_files_compares_them(fake_tools, compiled, cli_runner
     result = cli_runner.invoke(main, ["inspect", str(compiled[0]), str(compiled[1]), "--json", str(tmp_path / "i.json")])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[-6:-1] == ["compiled kernels         golden.om golden_opt.om",
-                            "Transpose (fast)                 7             4",
-                            "TransposeD (slow)                0             7",
-                            "Softmax, last axis               2             0",
-                            "Softmax, other axis              0             2"]
+    assert lines[-7:-1] == ["compiled kernels     golden.om  golden_opt.om",
+                            "-------------------  ---------  -------------",
+                            "Transpose (fast)             7              4",
+                            "TransposeD (slow)            0              7",
+                            "Softmax, last axis           2              0",
+                            "Softmax, other axis          0              2"]
     assert [m["source"] for m in json.loads((tmp_path / "i.json").read_text())["result"]["models"]] == \
         [str(compiled[0]), str(compiled[1])]
 
@@ -232,4 +238,4 @@ def test_bench_of_two_om_files_prints_the_kernel_comparison(fake_ais_bench, comp
     result = cli_runner.invoke(main, ["bench", str(compiled[0]), str(compiled[1]), "--duration", "0.2", "--rounds", "1",
                                       "--warmup", "0"])
     assert result.exit_code == 0, result.output
-    assert "TransposeD (slow)                0             7" in result.output.splitlines()
+    assert "TransposeD (slow)            0              7" in result.output.splitlines()

@@ -291,16 +291,18 @@ def _shape_text(shape: Shape | None) -> str:
 
 def format_model(model: OmModel, top: int | None = None) -> list[str]:
     """Human-readable report lines: header, op-type counts, attention kernels, verdict."""
+    from ..table import format_table
+
     lines = [f"model: {model.source}" + (f"  (soc_version {model.soc_version})" if model.soc_version else ""),
-             f"ops: {len(model.ops)} in {len(model.graphs)} graph(s)"]
-    counts = model.op_counts().most_common(top)
-    width = max([len(t) for t, _ in counts] + [7])
-    lines += [f"  {op_type:<{width}} {count:>5}" for op_type, count in counts]
+             f"ops: {len(model.ops)} in {len(model.graphs)} graph(s)" + (f", the {top} most frequent types:" if top else ":")]
+    lines += format_table(["op type", "count"], model.op_counts().most_common(top), align="lr").splitlines()
     kernels = model.attention_kernels()
-    lines.append("attention kernels:" if kernels else "attention kernels: none (no Transpose or Softmax ops)")
-    for use in kernels:
-        lines.append(f"  {use.type:<10} {_shape_text(use.input_shape):<18} {use.setting:<14} x{use.count:<4} "
-                     f"{use.verdict}".rstrip())
+    if not kernels:
+        lines.append("attention kernels: none (no Transpose or Softmax ops)")
+    else:
+        lines.append("attention kernels:")
+        rows = [(u.type, _shape_text(u.input_shape), u.setting, u.count, u.verdict) for u in kernels]
+        lines += format_table(["kernel", "input shape", "setting", "ops", "verdict"], rows, align="lllrl").splitlines()
     lines.append(f"verdict: {model.verdict()}")
     return lines
 
@@ -310,18 +312,16 @@ COMPARISON_ROWS = (("Transpose (fast)", "transpose_fast"), ("TransposeD (slow)",
 
 
 def format_comparison(models: Sequence[OmModel], labels: Sequence[str] | None = None) -> list[str]:
-    """Side-by-side attention-kernel counts of several .om files (for `bench`)."""
+    """Side-by-side attention-kernel counts of several .om files (for `bench` and `inspect A B`)."""
+    from ..table import format_table
+
     if labels is None:
         names = [Path(m.source).name for m in models]
         labels = names if len(set(names)) == len(names) else [m.source for m in models]
-    labels = list(labels)
-    width = max(len(label) for label in labels + ["12345"])
-    lines = [f"{'compiled kernels':<20} " + " ".join(f"{label:>{width}}" for label in labels)]
     summaries = [m.attention_summary() for m in models]
-    for title, key in COMPARISON_ROWS:
-        lines.append(f"{title:<20} " + " ".join(f"{s[key]:>{width}}" for s in summaries))
-    lines.append(f"{'ops in total':<20} " + " ".join(f"{len(m.ops):>{width}}" for m in models))
-    return lines
+    rows = [[title] + [s[key] for s in summaries] for title, key in COMPARISON_ROWS]
+    rows.append(["ops in total"] + [len(m.ops) for m in models])
+    return format_table(["compiled kernels"] + list(labels), rows, align="l" + "r" * len(models)).splitlines()
 
 
 def compare_om_files(paths: Sequence[str | os.PathLike], *, cann_home: str | None = None,
