@@ -223,6 +223,31 @@ def test_npu_smi_that_cannot_reach_the_driver(fake_tools, tmp_path, monkeypatch)
     assert "/dev/davinci_manager" in check.fix
 
 
+def test_npu_smi_in_sbin_but_not_on_path_is_a_warning(no_tools, tmp_path, monkeypatch):  # noqa: F811
+    from fakes.ascend_env import FAKES_DIR
+
+    monkeypatch.setenv("FAKE_NPU_NAME", "310P3")
+    monkeypatch.setenv("FAKE_NPU_COUNT", "1")
+    sbin = tmp_path / "sbin"
+    sbin.mkdir()
+    (sbin / "npu-smi").symlink_to(FAKES_DIR / "npu-smi")
+    check, text = doctor.check_npu(dict(os.environ), [sbin])
+    assert (check.status, check.summary, check.fix) == (
+        "warn", f"Ascend310P3 (1 NPU(s): 0); {sbin}/npu-smi is not on PATH (--soc-version auto needs it)",
+        f"export PATH={sbin}:$PATH")
+    assert "Version:" in text
+
+
+def test_seed_style_exports_count_as_set_env(no_tools, tmp_path):  # noqa: F811
+    from lvvit_opt.ascend.cann import seed_exports
+
+    tree = build_cann_tree(tmp_path / "Ascend")
+    (tree.versioned / "atc" / "python" / "site-packages").mkdir(parents=True)
+    env = seed_exports(tree.latest, {"PATH": "/usr/bin"})
+    env["ASCEND_TOOLKIT_HOME"] = str(tree.latest)
+    assert doctor.check_environment(find_cann(None, env, default_home=None), env).status == "ok"
+
+
 def test_atc_that_cannot_load_its_libraries(no_tools, tmp_path):  # noqa: F811
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -39,6 +39,7 @@ ARCH_DIRS = ("x86_64-linux", "aarch64-linux", "arm64-linux")
 # component version.info files, newest layout first (atc/ and fwkacllib/ are the 5.x/6.x names)
 COMPONENTS = ("compiler", "opp", "toolkit", "runtime", "atc", "fwkacllib", "acllib")
 DEFAULT_MIN_FREE_GB = 2.0
+NPU_SMI_DIRS = ("/usr/local/sbin", "/usr/local/bin")  # where the driver puts npu-smi (root's PATH only)
 TOOL_TIMEOUT_S = 60
 
 
@@ -289,15 +290,34 @@ def check_atc(toolkit: CannToolkit | None, environ: Mapping[str, str]) -> Check:
     return Check("atc", "atc", OK, f"{atc}{via}", None, {"path": str(atc)})
 
 
-def check_npu(environ: Mapping[str, str]) -> tuple[Check, str | None]:
-    """npu-smi runs, lists NPUs, and names a SoC for atc; also returns its text for the driver check."""
+def check_npu(environ: Mapping[str, str], npu_smi_dirs: Iterable[str | os.PathLike] = NPU_SMI_DIRS
+              ) -> tuple[Check, str | None]:
+    """npu-smi runs, lists NPUs, and names a SoC for atc; also returns its text for the driver check.
+
+    The driver installs npu-smi in /usr/local/sbin, which is not on a normal user's PATH:
+    found there, it is used for the checks and the missing PATH entry is a warning."""
     from .npu_smi import detect_soc_version, parse_npu_smi_info
 
     tool = find_tool("npu-smi", environ)
+    off_path = None
     if tool is None:
-        return Check("npu", "npu-smi", FAIL, "not found on PATH (no Ascend driver here)",
-                     "install the Ascend driver and firmware (npu-smi comes with the driver); in a container, "
-                     "mount /usr/local/bin/npu-smi, /usr/local/Ascend/driver and the /dev/davinci* devices"), None
+        off_path = next((Path(d) / "npu-smi" for d in npu_smi_dirs
+                         if (Path(d) / "npu-smi").is_file() and os.access(Path(d) / "npu-smi", os.X_OK)), None)
+        if off_path is None:
+            return Check("npu", "npu-smi", FAIL, "not found on PATH (no Ascend driver here)",
+                         "install the Ascend driver and firmware (npu-smi comes with the driver); in a container, "
+                         "mount /usr/local/bin/npu-smi, /usr/local/Ascend/driver and the /dev/davinci* devices"), None
+        tool = off_path
+        environ = dict(environ, PATH=os.pathsep.join(p for p in (str(off_path.parent), environ.get("PATH")) if p))
+    check, text = _npu_smi_report(tool, environ, detect_soc_version, parse_npu_smi_info)
+    if off_path is not None and check.status != FAIL:
+        check = Check("npu", "npu-smi", WARN, f"{check.summary}; {off_path} is not on PATH (--soc-version auto "
+                      "needs it)", f"export PATH={shlex.quote(str(off_path.parent))}:$PATH", check.details)
+    return check, text
+
+
+def _npu_smi_report(tool: Path, environ: Mapping[str, str], detect_soc_version, parse_npu_smi_info
+                    ) -> tuple[Check, str | None]:
     code, output = _run([str(tool), "info"], environ)
     if code != 0:
         return Check("npu", "npu-smi", FAIL, f"`npu-smi info` failed: {_last_line(output)}",
@@ -462,7 +482,8 @@ def run_doctor(*, cann_home: str | os.PathLike | None = None, model: str | os.Pa
                transpose_file: str | os.PathLike | None = None, workdir: str | os.PathLike = ".",
                min_free_gb: float = DEFAULT_MIN_FREE_GB, environ: Mapping[str, str] | None = None,
                default_homes: Iterable[str | os.PathLike] = DEFAULT_TOOLKIT_HOMES,
-               driver_dir: str | os.PathLike = DEFAULT_DRIVER_DIR) -> DoctorReport:
+               driver_dir: str | os.PathLike = DEFAULT_DRIVER_DIR,
+               npu_smi_dirs: Iterable[str | os.PathLike] = NPU_SMI_DIRS) -> DoctorReport:
     """Run every check; nothing is changed. UserError only for bad arguments (e.g. --cann-home missing)."""
     environ = dict(os.environ if environ is None else environ)
     if not (isinstance(min_free_gb, (int, float)) and math.isfinite(min_free_gb) and min_free_gb >= 0):
@@ -474,7 +495,7 @@ def run_doctor(*, cann_home: str | os.PathLike | None = None, model: str | os.Pa
     searched = ([str(cann_home)] if cann_home else []) + [f"${v}" for v in ("ASCEND_TOOLKIT_HOME", "install_path")] \
         + [os.path.expanduser(str(d)) for d in default_homes]
     checks = [check_cann(toolkit, searched), check_environment(toolkit, environ), check_atc(toolkit, environ)]
-    npu, npu_smi_text = check_npu(environ)
+    npu, npu_smi_text = check_npu(environ, npu_smi_dirs)
     checks += [npu, check_driver(npu_smi_text, driver_dir), check_runner(toolkit, environ, workdir)]
     checks += check_transpose(transpose_file, toolkit, environ, model)
     checks.append(check_disk(workdir, min_free_gb))
