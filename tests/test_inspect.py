@@ -152,7 +152,10 @@ def test_inspect_om_through_the_stand_in_atc(fake_tools, compiled, tmp_path):  #
         "Softmax, other axis          0              2",
         f"ops in total               {len(before.ops):>3}            {len(after.ops):>3}",
     ]
-    assert len(after.ops) == len(before.ops) + 4
+    counts_before, counts_after = before.op_counts(), after.op_counts()
+    assert (counts_before["Transpose"], counts_before["TransposeD"], counts_before["SoftmaxV2"]) == (7, 0, 2)
+    assert (counts_after["Transpose"], counts_after["TransposeD"], counts_after["SoftmaxV2"]) == (4, 7, 2)
+    assert counts_after["Const"] - counts_before["Const"] == 4 - 7  # a fast Transpose's perm is a Const input
 
 
 def test_inspect_without_atc_says_the_command_to_run(no_tools, compiled):  # noqa: F811

@@ -8,8 +8,10 @@ maps as lists of {"key", "value": {"s"|"i"|"f"|"b"|"list": ...}}, enums by name 
 graph[].op[].{name,type,attr,input_desc}, model attr keys atc_cmdline / soc_version
 (CANN docs, atc parameter --om / --json: opp_version, atc_version, atc_cmdline, soc_version).
 
-Op types are those CANN's ONNX parser maps to (Softmax -> SoftmaxV2 with `axes`, Conv ->
-Conv2D, ...); ops not listed keep their ONNX name and no fusion is imitated. A Transpose
+Op types are those CANN's ONNX parser maps to (its plugins, mirrored in GitHub
+dengguojie/vue-element-admin ops/built-in/framework/onnx_plugin/: Softmax -> SoftmaxV2 with
+`axes`, Transpose -> Transpose with `perm` as a Const input; Conv -> Conv2D, ...); ops not
+listed keep their ONNX name and no fusion is imitated. A Transpose
 becomes the fast `Transpose` unless FAKE_ATC_FAST_TRANSPOSE_SHAPES (`2,3,197,197;...`)
 is set at compile time and does not list its input shape: then it is `TransposeD`, the
 way a white-list-era transpose.py sends unlisted shapes to the slow kernel. The choice is
@@ -112,9 +114,16 @@ def om_json(header: dict, model) -> dict:
     for index, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{index}"
         ge_type = compiled["ge_types"].get(name, node.op_type)
-        ops.append({"name": name, "type": ge_type, "input": [f"{i}:0" for i in node.input if i],
-                    "attr": _node_attrs(node, ge_type),
-                    "input_desc": [_desc(shapes.get(i)) for i in node.input if i],
+        inputs = [i for i in node.input if i]
+        input_descs = [_desc(shapes.get(i)) for i in inputs]
+        if ge_type == "Transpose":  # the ONNX plugin's Transpose takes perm as a Const input (TransposeD: attr)
+            rank = len(shapes.get(inputs[0]) or [])
+            ops.append({"name": f"{name}/perm", "type": "Const", "attr": [],
+                        "output_desc": [_desc([rank], dtype="DT_INT32")]})
+            inputs.append(f"{name}/perm")
+            input_descs.append(_desc([rank], dtype="DT_INT32"))
+        ops.append({"name": name, "type": ge_type, "input": [f"{i}:0" for i in inputs],
+                    "attr": _node_attrs(node, ge_type), "input_desc": input_descs,
                     "output_desc": [_desc(shapes.get(o)) for o in node.output]})
     outputs = [o.name for o in model.graph.output]
     ops.append({"name": "Node_Output", "type": "NetOutput", "input": [f"{o}:0" for o in outputs],
