@@ -8,13 +8,17 @@ missing or unexpected key is an error listing the keys (the seed's strict=False 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 
 from .errors import UserError
+from .logs import LogCallback, reporter
+
+logger = logging.getLogger(__name__)
 
 WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema")
 EMA_KEYS = ("state_dict_ema", "model_ema")
@@ -66,10 +70,11 @@ def load_checkpoint(
     *,
     ema: bool = False,
     strict: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> None:
+    log: LogCallback = None,
+) -> list[str]:
     """Load weights into `model`. Strict: mismatched keys or shapes raise UserError listing
-    them. Non-strict: the same list is reported through `log` as a warning."""
+    them. Non-strict: the same list is logged as a warning, and the names of the model's
+    tensors left at their random init (missing or wrong shape) are returned."""
     state = read_state_dict(path, ema=ema)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -79,11 +84,13 @@ def load_checkpoint(
     problems = _describe(missing, unexpected, wrong_shape)
     if problems and strict:
         raise UserError(f"{path}: checkpoint does not match the model: {problems} (use --non-strict to load anyway)")
+    random_tensors = missing + [k.split(" ")[0] for k in wrong_shape]
     if problems:
-        (log or print)(f"warning: {path}: non-strict load: {problems}")
+        reporter(logger, log).warning(f"{path}: non-strict load: {problems}")
         for k in wrong_shape:
             state.pop(k.split(" ")[0])
     model.load_state_dict(state, strict=False)
+    return random_tensors
 
 
 def _describe(missing: list[str], unexpected: list[str], wrong_shape: list[str]) -> str:

@@ -6,22 +6,25 @@ seeded input within 1e-4, or the file is not written.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
 from .errors import UserError, ValidationFailed
 from .fileio import save_onnx
+from .logs import LogCallback, reporter
+from .progress import task
+
+logger = logging.getLogger(__name__)
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "features"
 EXPORT_ATOL = 1e-4
 RANDOM_WEIGHTS_WARNING = (
-    "WARNING: no --checkpoint given: weights are a deterministic RANDOM init (seed {seed}). "
+    "no --checkpoint given: weights are a deterministic RANDOM init (seed {seed}). "
     "Graphs, timings and validation are real; accuracy is meaningless."
 )
 
@@ -38,6 +41,7 @@ class ExportResult:
     seconds: float
     node_count: int
     notes: list[str] = field(default_factory=list)
+    random_tensors: list[str] = field(default_factory=list)  # left at their random init by a non-strict load
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,12 +59,13 @@ def export_onnx(
     seed: int = 0,
     ema: bool = False,
     strict: bool = True,
-    log: Callable[[str], None] = print,
+    log: LogCallback = None,
 ) -> ExportResult:
     """Export an LV-ViT to ONNX, simplify it and verify it against torch.
 
     Without `checkpoint` the weights are a deterministic random init from `seed`, and the
-    log says so loudly. Raises ValidationFailed if onnxruntime and torch disagree.
+    log says so loudly (a WARNING). Progress and messages go to `logging` (and to `log`
+    when given). Raises ValidationFailed if onnxruntime and torch disagree.
     """
     import onnx
     import torch
@@ -68,18 +73,25 @@ def export_onnx(
     from .model import create_model
 
     start = time.perf_counter()
+    log = reporter(logger, log)
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
     if opset < 7:
         raise UserError(f"--opset {opset} is too old (LV-ViT needs at least opset 7; 13 is recommended)")
     if checkpoint is None:
-        log(RANDOM_WEIGHTS_WARNING.format(seed=seed))
-    net = create_model(model, checkpoint, ema=ema, strict=strict, seed=seed, img_size=img_size, log=log)
+        log.warning(RANDOM_WEIGHTS_WARNING.format(seed=seed))
+    with task(f"load {model}"):
+        net = create_model(model, checkpoint, ema=ema, strict=strict, seed=seed, img_size=img_size, log=log)
+    random_tensors = list(getattr(net, "random_tensors", []))
+    if random_tensors:
+        log.warning(f"the exported model is partly RANDOM: {len(random_tensors)} tensor(s) were not loaded from "
+                    f"{checkpoint} and keep their seeded random init (seed {seed}): {', '.join(random_tensors)}")
 
     example = torch.from_numpy(seeded_input(batch_size, img_size, seed))
-    log(f"exporting {model} (batch {'dynamic' if dynamic_batch else batch_size}, {img_size}px, opset {opset})")
+    batch_text = f"dynamic, traced and verified at batch {batch_size}" if dynamic_batch else batch_size
+    log(f"exporting {model} (batch {batch_text}, {img_size}px, opset {opset})")
     buffer = io.BytesIO()
-    with torch.no_grad():
+    with torch.no_grad(), task("torch.onnx.export"):
         torch.onnx.export(
             net, (example,), buffer, dynamo=False, opset_version=opset,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
@@ -89,15 +101,21 @@ def export_onnx(
     onnx_model = onnx.load_from_string(buffer.getvalue())
     del buffer
     notes = []
+    if dynamic_batch:
+        notes.append(f"dynamic batch; traced and verified at batch {batch_size}")
+    if random_tensors:
+        notes.append(f"partly RANDOM: {len(random_tensors)} tensor(s) not in the checkpoint: {', '.join(random_tensors)}")
     if simplify:
-        onnx_model = simplify_model(onnx_model, None if dynamic_batch else (batch_size, 3, img_size, img_size))
+        with task("onnxsim"):
+            onnx_model = simplify_model(onnx_model, None if dynamic_batch else (batch_size, 3, img_size, img_size))
     else:
         notes.append("not simplified (--no-simplify)")
     if not dynamic_batch:
         onnx_model = onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
     onnx.checker.check_model(onnx_model)
 
-    diff = _verify(onnx_model, example.numpy(), expected)
+    with task("verify on onnxruntime"):
+        diff = _verify(onnx_model, example.numpy(), expected)
     log(f"verification: onnxruntime vs torch max abs diff {diff:.3g} (limit {EXPORT_ATOL:g})")
     if not diff <= EXPORT_ATOL:
         raise ValidationFailed(f"exported graph disagrees with torch: max abs diff {diff:.3g} > {EXPORT_ATOL:g}; "
@@ -106,7 +124,7 @@ def export_onnx(
     seconds = time.perf_counter() - start
     log(f"wrote {out} ({len(onnx_model.graph.node)} nodes) in {seconds:.1f} s")
     return ExportResult(str(out), model, None if dynamic_batch else batch_size, opset, simplify,
-                        checkpoint is None, diff, seconds, len(onnx_model.graph.node), notes)
+                        checkpoint is None, diff, seconds, len(onnx_model.graph.node), notes, random_tensors)
 
 
 def seeded_input(batch_size: int, img_size: int = 224, seed: int = 0) -> np.ndarray:

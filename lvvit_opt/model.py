@@ -206,13 +206,14 @@ def create_model(
     log: Callable[[str], None] | None = None,
 ) -> LVViT:
     """Build an eval-mode LV-ViT; load `checkpoint` if given, else a deterministic random
-    init from `seed` (the caller must say loudly that the weights are random)."""
+    init from `seed` (the caller must say loudly that the weights are random).
+    `model.random_tensors` names the tensors a non-strict load left at their random init."""
     torch.manual_seed(seed)
     model = build_lvvit(name, img_size=img_size)
     if checkpoint is not None:
         from .checkpoint import load_checkpoint
 
-        load_checkpoint(model, checkpoint, ema=ema, strict=strict, log=log)
+        model.random_tensors = load_checkpoint(model, checkpoint, ema=ema, strict=strict, log=log)
     return model.eval()
 
 

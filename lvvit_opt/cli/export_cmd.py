@@ -4,28 +4,34 @@ from __future__ import annotations
 import click
 
 from ._base import handle_errors, main
+from .output import emit_result, echo, json_file, json_option
+from .types import MODEL_NAME
 
 
 @main.command("export")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Official TokenLabeling checkpoint (.pth/.pth.tar; raw or wrapped under "
                    "state_dict/state_dict_ema/model, 'module.' prefix ok). Omit for a seeded RANDOM init.")
-@click.option("--model", "model_name", default="lvvit_s", show_default=True,
-              help="lvvit_t, lvvit_s, lvvit_m, lvvit_l (or lvvit_golden, the tiny test config).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Fixed batch size baked into the graph (one file per batch size, like the seed).")
-@click.option("--dynamic-batch", is_flag=True, help="Leave the batch dimension symbolic instead.")
+@click.option("--model", "model_name", type=MODEL_NAME, default="lvvit_s", show_default=True,
+              help="lvvit_t, lvvit_s, lvvit_m, lvvit_l (or lvvit_golden, the tiny test config); completes in the shell.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Fixed batch size baked into the graph (one file per batch size, like the seed). "
+                   "With --dynamic-batch: the batch the export is traced and verified at.  [default: 1]")
+@click.option("--dynamic-batch", is_flag=True,
+              help="Leave the batch dimension symbolic instead (the graph then runs at any batch).")
 @click.option("--img-size", type=click.IntRange(min=16), default=224, show_default=True)
 @click.option("--opset", type=int, default=13, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random init and the check input.")
 @click.option("--ema", is_flag=True, help="Load the EMA weights (state_dict_ema) from the checkpoint.")
 @click.option("--non-strict", is_flag=True,
-              help="Load a checkpoint whose keys do not match, with a warning listing them (default: error).")
+              help="Load a checkpoint whose keys do not match (default: error). The tensors it lacks keep "
+                   "their RANDOM init: a warning names them and the result records them.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output .onnx path.")
+@json_option
 @handle_errors
 def export_command(checkpoint, model_name, batch_size, dynamic_batch, img_size, opset, no_simplify, seed, ema,
-                   non_strict, output):
+                   non_strict, output, json_out):
     """Export an LV-ViT to ONNX (input `image`, output `features`), simplify it with onnxsim
     and verify onnxruntime against torch (max abs diff <= 1e-4, else nothing is written).
 
@@ -36,10 +42,12 @@ def export_command(checkpoint, model_name, batch_size, dynamic_batch, img_size, 
     from ..export import export_onnx
     from ..fileio import guard_outputs
 
-    guard_outputs({"-o": output}, {"--checkpoint": checkpoint})
-    def log(message: str) -> None:
-        click.echo(message, err=message.startswith(("WARNING", "warning")))
-
-    export_onnx(output, model=model_name, checkpoint=checkpoint, batch_size=batch_size,
-                dynamic_batch=dynamic_batch, img_size=img_size, opset=opset, simplify=not no_simplify,
-                seed=seed, ema=ema, strict=not non_strict, log=log)
+    guard_outputs({"-o": output, "--json": json_file(json_out)}, {"--checkpoint": checkpoint})
+    result = export_onnx(output, model=model_name, checkpoint=checkpoint, batch_size=batch_size or 1,
+                         dynamic_batch=dynamic_batch, img_size=img_size, opset=opset, simplify=not no_simplify,
+                         seed=seed, ema=ema, strict=not non_strict)
+    weights = ("RANDOM weights" if result.random_weights else
+               f"partly RANDOM weights ({len(result.random_tensors)} tensors)" if result.random_tensors else "weights loaded")
+    echo(f"wrote {result.path}: {result.node_count} nodes, batch {result.batch_size or 'dynamic'}, "
+         f"max abs diff vs torch {result.max_abs_diff:.3g}, {weights}")
+    emit_result(result.to_dict())

@@ -88,6 +88,11 @@ def _remember_json_target(ctx: click.Context, param: click.Parameter, value: str
     return value
 
 
+def json_file(json_out: str | None) -> str | None:
+    """The --json value as an output file for fileio.guard_outputs (None for '-' or absent)."""
+    return None if json_out in (None, "-") else json_out
+
+
 def command_name() -> str:
     """'validate', 'golden check', ... (the click command path without the program name)."""
     ctx = click.get_current_context(silent=True)
