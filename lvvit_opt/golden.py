@@ -268,8 +268,10 @@ class ValidationResult:
         parts = [head]
         for label, report in self.comparisons.items():
             parts.append(f"[{label}]")
-            parts.append(report.format())
-        parts.append("PASS" if self.passed else "FAIL")
+            parts.append(report.format())  # ends with its own PASS/FAIL line
+        if len(self.comparisons) > 1:  # one verdict per comparison above; say the overall one once
+            failed = [label for label, r in self.comparisons.items() if not r.passed]
+            parts.append(f"overall: FAIL ({', '.join(failed)})" if failed else "overall: PASS")
         return "\n".join(parts)
 
 

@@ -59,3 +59,36 @@ def test_dynamic_batch_with_batch_size_traces_and_verifies_at_that_batch(tmp_pat
     assert data["warnings"][0].startswith("no --checkpoint given: weights are a deterministic RANDOM init")
     dim = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0]
     assert dim.dim_param == "batch"
+
+
+def test_validate_with_a_golden_file_as_candidate_says_what_to_do(cli_runner, golden_onnx, repo_root):
+    golden = str(repo_root / "golden" / "lvvit_golden.npz")
+    result = cli_runner.invoke(main, ["validate", golden_onnx, golden])
+    assert result.exit_code == 2
+    assert "not a model file (expected .onnx or .om)" in result.stderr
+    assert "lvvit-opt golden check MODEL GOLDEN.npz" in result.stderr
+    assert "ais_bench" not in result.output and "Traceback" not in result.output
+
+
+def _verdict_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.split(" ")[0] in ("PASS", "FAIL", "overall:")]
+
+
+def test_validate_prints_its_verdict_once(cli_runner, golden_onnx):
+    result = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--inputs", "1"])
+    assert result.exit_code == 0
+    assert _verdict_lines(result.stdout) == ["PASS (atol=0.0001, rtol=0.001, min_cosine=0.99999)"]
+
+
+def test_validate_with_golden_prints_each_verdict_and_one_overall(cli_runner, golden_onnx, tmp_path):
+    golden = tmp_path / "g.npz"
+    assert cli_runner.invoke(main, ["golden", "make", golden_onnx, "-o", str(golden)]).exit_code == 0
+    result = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--golden", str(golden)])
+    assert _verdict_lines(result.stdout) == ["PASS (atol=0.0001, rtol=0.001, min_cosine=0.99999)"] * 2 + [
+        "overall: PASS"]
+
+
+def test_apply_prints_pass_once(cli_runner, golden_onnx, tmp_path):
+    result = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "o.onnx")])
+    assert result.exit_code == 0, result.output
+    assert _verdict_lines(result.stdout) == ["PASS (atol=0.0001, rtol=0.001, min_cosine=0.99999)"]

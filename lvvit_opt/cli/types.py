@@ -6,6 +6,7 @@ place that defines them (pass registry, runner backends, model configs).
 """
 from __future__ import annotations
 
+import os
 import re
 
 import click
@@ -34,6 +35,16 @@ def backend_names() -> list[str]:
     except (ImportError, AttributeError):
         return list(FALLBACK_BACKENDS)
     return ["auto"] + [n for n in names if n != "auto"]
+
+
+def model_suffixes() -> tuple[str, ...]:
+    """File suffixes some runner opens (the runner registry's, when present)."""
+    try:
+        from ..runtime import registry  # type: ignore[attr-defined]
+
+        return tuple(registry.model_suffixes())
+    except (ImportError, AttributeError):
+        return (".onnx", ".om")
 
 
 def _complete(values, incomplete: str) -> list[CompletionItem]:
@@ -118,6 +129,30 @@ class Backend(click.Choice):
 
     def __init__(self) -> None:
         super().__init__(backend_names())
+
+
+class ModelFile(click.Path):
+    """A model file some runner opens (.onnx, .om); a golden/input file given in its place
+    gets a hint instead of a runner's confusing complaint."""
+
+    name = "model"
+
+    def __init__(self, suffixes: tuple[str, ...] | None = None, **kwargs):
+        kwargs.setdefault("dir_okay", False)
+        super().__init__(**kwargs)
+        self.suffixes = suffixes
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        allowed = self.suffixes or model_suffixes()
+        suffix = os.path.splitext(str(value))[1].lower()
+        if suffix in allowed:
+            return value
+        hint = ""
+        if suffix in (".npz", ".npy"):
+            hint = ("; to check a model against a golden file use `lvvit-opt golden check MODEL GOLDEN.npz` "
+                    "or `lvvit-opt validate REFERENCE CANDIDATE --golden GOLDEN.npz`")
+        self.fail(f"{value}: not a model file (expected {' or '.join(allowed)}){hint}", param, ctx)
 
 
 SOC_VERSION = SocVersion()

@@ -6,6 +6,7 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
+from .types import ModelFile
 
 
 def _tolerance(candidate: str | None, atol, rtol, min_cosine, base=None):
@@ -37,8 +38,8 @@ def _emit(result) -> None:
 
 
 @main.command("validate")
-@click.argument("reference", type=click.Path(dir_okay=False))
-@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.argument("reference", type=ModelFile())
+@click.argument("candidate", type=ModelFile())
 @click.option("--golden", type=click.Path(dir_okay=False), default=None,
               help="Use this golden .npz's inputs (and also compare the candidate to its stored outputs).")
 @inputs_option(4, "Inputs both models run on")
@@ -73,7 +74,7 @@ def golden_group():
 
 
 @golden_group.command("make")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=ModelFile())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Golden .npz to write.")
 @inputs_option(1, "Inputs to run and store (several batches are concatenated along the batch axis)")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
@@ -94,7 +95,7 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
 
 
 @golden_group.command("check")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=ModelFile())
 @click.argument("golden", type=click.Path(dir_okay=False))
 @_tolerance_options
 @json_option
