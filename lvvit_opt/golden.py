@@ -228,9 +228,15 @@ def open_model_runner(model, **options):
     return OrtRunner.from_model(model, **options)
 
 
-def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Run each feed set; outputs concatenated along axis 0 (scalars stacked)."""
-    runs = [runner.infer(feed) for feed in feeds]
+def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]], desc: str = "inference") -> dict[str, np.ndarray]:
+    """Run each feed set (a progress step named `desc`); outputs concatenated along axis 0 (scalars stacked)."""
+    from .progress import task
+
+    runs = []
+    with task(desc, total=len(feeds), unit="batch") as bar:
+        for feed in feeds:
+            runs.append(runner.infer(feed))
+            bar.update(1)
     return {name: _join([r[name] for r in runs]) for name in runs[0]}
 
 
@@ -310,8 +316,8 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         else:
             input_set = load_inputs(inputs, cand_runner.inputs, seed=seed, batch_size=batch_size)
             feeds, source = input_set.feeds, input_set.to_dict()
-        ref_out = run_feeds(ref_runner, feeds)
-        cand_out = run_feeds(cand_runner, feeds)
+        ref_out = run_feeds(ref_runner, feeds, "validate: reference")
+        cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
     finally:
         for runner in (ref_runner, cand_runner):
             runner.close()

@@ -194,13 +194,10 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
 
 
 def format_op_table(before: Mapping[str, int], after: Mapping[str, int]) -> str:
-    """onnxsim-style op-count table, ops sorted by name, changed rows marked."""
-    ops = sorted(set(before) | set(after))
-    width = max([len(op) for op in ops] + [8])
-    lines = [f"{'op':<{width}}  {'before':>7}  {'after':>7}", f"{'-' * width}  {'-' * 7}  {'-' * 7}"]
-    for op in ops:
-        b, a = before.get(op, 0), after.get(op, 0)
-        mark = "  *" if a != b else ""
-        lines.append(f"{op:<{width}}  {b:>7}  {a:>7}{mark}")
-    lines.append(f"{'total':<{width}}  {sum(before.values()):>7}  {sum(after.values()):>7}")
-    return "\n".join(lines)
+    """onnxsim-style op-count table, ops sorted by name, changed rows marked `*`."""
+    from ..table import format_table
+
+    rows = [[op, before.get(op, 0), after.get(op, 0), "*" if before.get(op, 0) != after.get(op, 0) else ""]
+            for op in sorted(set(before) | set(after))]
+    return format_table(["op", "before", "after", ""], rows, align="lrrl",
+                        footer=["total", sum(before.values()), sum(after.values()), ""])

@@ -4,10 +4,16 @@ No torch/timm here or in lvvit_opt.passes: `apply` starts in a fraction of a sec
 """
 from __future__ import annotations
 
+import logging
+
 import click
 
 from ._base import handle_errors, main
 from ._inputs import inputs_option
+from .output import echo, emit_result, json_file, json_option, state
+from .types import PASS_LIST, ModelFile
+
+logger = logging.getLogger(__name__)
 
 
 def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -23,12 +29,12 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
 
 
 @main.command("apply")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=ModelFile((".onnx",)))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the rewritten .onnx (must differ from MODEL; written atomically, "
                    "only after validation passes).")
-@click.option("--passes", "pass_names", default="softmax_transpose", show_default=True,
-              help="Comma-separated passes, run in this order (see `lvvit-opt passes`).")
+@click.option("--passes", "pass_names", type=PASS_LIST, default="softmax_transpose", show_default=True,
+              help="Comma-separated passes, run in this order (see `lvvit-opt passes`; completes in the shell).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="fix_shapes: make the batch this static size. Also the validation batch when the "
                    "batch stays symbolic (default 1).")
@@ -43,12 +49,12 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
               help="Validate after every pass; names the first pass that changes the result.")
 @inputs_option(1, "Validation inputs")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write everything printed (op counts, per-pass reports, validation) as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="Print only the one-line summary.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, hidden=True,
+              help="Deprecated: use --json PATH. Writes the bare result (no envelope).")
+@json_option
 @handle_errors
 def apply_command(model, output, pass_names, batch_size, input_shapes, pass_options, no_validate, check_each,
-                  inputs, seed, report_path, quiet):
+                  inputs, seed, report_path, json_out):
     """Rewrite MODEL with graph passes, check it still computes the same function, write it to -o.
 
     Prints an op-count table (before/after) and what each pass matched. Validation is on by
@@ -65,32 +71,40 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
     from ..inputs import parse_inputs_arg
     from ..passes import ApplyValidationFailed, apply_file
 
-    guard_outputs({"-o": output, "--report": report_path}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
+    guard_outputs({"-o": output, "--report": report_path, "--json": json_file(json_out)},
+                  {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
+    if report_path:
+        logger.warning("--report is deprecated; use --json PATH (same result, inside the common envelope)")
     try:
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
                             options=_parse_pass_options(pass_options), validate=not no_validate,
                             check_each=check_each, report_path=report_path, seed=seed,
                             validation_inputs=inputs)
     except ApplyValidationFailed as failure:
-        click.echo(failure.result.format())
+        echo(failure.result.format())
+        emit_result(failure.result.to_dict(), ok=False)
         raise
-    if not quiet:
-        click.echo(result.format())
+    echo(result.format())
     validated = "validated" if result.validation is not None else "NOT validated (--no-validate)"
-    click.echo(f"wrote {result.output} ({validated}) in {result.seconds:.2f}s")
+    echo(f"wrote {result.output} ({validated}) in {result.seconds:.2f}s")
+    emit_result(result.to_dict())
 
 
 @main.command("passes")
-@click.option("--verbose", "-v", is_flag=True, help="Show each pass's full description and options.")
-def passes_command(verbose):
-    """List the graph passes `apply --passes` accepts, one line each."""
+@json_option
+@handle_errors
+def passes_command(json_out):
+    """List the graph passes `apply --passes` accepts, one line each (-v: with descriptions)."""
     from ..passes import available_passes
 
     registry = available_passes()
     width = max(len(name) for name in registry)
+    listing = []
     for name, cls in registry.items():
-        options = ", ".join(cls.option_names()) or "no options"
-        click.echo(f"{name:<{width}}  {cls.summary()}  [{options}]")
-        if verbose:
-            body = "\n".join(line.strip() for line in (cls.__doc__ or "").strip().splitlines()[1:])
-            click.echo("".join(f"{' ' * (width + 2)}{line}\n" for line in body.strip().splitlines()))
+        body = "\n".join(line.strip() for line in (cls.__doc__ or "").strip().splitlines()[1:]).strip()
+        listing.append({"name": name, "summary": cls.summary(), "options": list(cls.option_names()),
+                        "description": body})
+        echo(f"{name:<{width}}  {cls.summary()}  [{', '.join(cls.option_names()) or 'no options'}]")
+        if state().verbosity > 0:
+            echo("".join(f"{' ' * (width + 2)}{line}\n" for line in body.splitlines()), nl=False)
+    emit_result({"passes": listing})
