@@ -17,12 +17,12 @@ LAYOUT = "op_impl/built-in/ai_core/tbe/impl/dynamic/transpose.py"
 def test_lvvit_s_bs16_shapes_patched_and_selected(lvvit_s_bs16_onnx, tmp_path, cli_runner, monkeypatch):
     optimised = tmp_path / "lvvit_s_bs16_opt.onnx"
     applied = cli_runner.invoke(main, ["apply", lvvit_s_bs16_onnx, "-o", str(optimised),
-                                       "--passes", "softmax_transpose", "--quiet"])
+                                       "--passes", "softmax_transpose", "-q"])
     assert applied.exit_code == 0, applied.output
 
-    shapes = cli_runner.invoke(main, ["whitelist", "shapes", str(optimised), "--json"])
+    shapes = cli_runner.invoke(main, ["whitelist", "shapes", str(optimised), "--json", "-"])
     assert shapes.exit_code == 0, shapes.output
-    uses = {(tuple(t["shape"]), tuple(t["perm"])): t["count"] for t in json.loads(shapes.output)["transposes"]}
+    uses = {(tuple(t["shape"]), tuple(t["perm"])): t["count"] for t in json.loads(shapes.stdout)["result"]["transposes"]}
     # one Transpose pair around each of the 16 attention softmaxes
     assert uses[((16, 6, 197, 197), (0, 3, 2, 1))] == 16
     assert uses[((16, 197, 197, 6), (0, 3, 2, 1))] == 16
@@ -40,9 +40,9 @@ def test_lvvit_s_bs16_shapes_patched_and_selected(lvvit_s_bs16_onnx, tmp_path, c
     assert patched.exit_code == 0, patched.output
     assert "white_list_shape" in patched.output
 
-    check = cli_runner.invoke(main, ["whitelist", "check", "--from-model", str(optimised), "--require-fast", "--json"])
+    check = cli_runner.invoke(main, ["whitelist", "check", "--from-model", str(optimised), "--require-fast", "--json", "-"])
     assert check.exit_code == 0, check.output
-    report = json.loads(check.output)
+    report = json.loads(check.stdout)["result"]
     assert report["file"] == str(target) and report["era"] == "white-list"
     selected = {tuple(s["shape"]): (s["kernel"], s["rule"]) for s in report["shapes"]}
     assert selected[(16, 6, 197, 197)] == ("Transpose", "exact")

@@ -92,9 +92,9 @@ def test_none_found_says_where_it_looked(tmp_path):
 def test_cli_check_finds_file_from_environment(tmp_path, monkeypatch):
     _install(tmp_path / "opp", NEW)
     monkeypatch.setenv("ASCEND_OPP_PATH", str(tmp_path / "opp"))
-    result = CliRunner().invoke(main, ["whitelist", "check", "--shape", "768,197,197", "--json"])
+    result = CliRunner().invoke(main, ["whitelist", "check", "--shape", "768,197,197", "--json", "-"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["file"] == str(tmp_path / "opp" / NEW)
+    assert json.loads(result.stdout)["result"]["file"] == str(tmp_path / "opp" / NEW)
 
 
 # ------------------------------------------------------------------------------ graph shapes
@@ -142,21 +142,20 @@ def test_dynamic_batch_is_reported_not_skipped(tmp_path):
         shapes_from_model(path)
     result = CliRunner().invoke(main, ["whitelist", "shapes", str(path)])
     assert result.exit_code == 0
-    assert result.output.splitlines()[1] == ("N,6,197,197            0,3,2,1            1  NO (not static: fix the "
-                                             "batch size at export)")
+    assert result.output.splitlines()[1] == "N,6,197,197  0,3,2,1      1  NO (not static: fix the batch size at export)"
 
 
 def test_cli_shapes_json_and_table(tmp_path):
     path = tmp_path / "m.onnx"
     onnx.save(_softmax_graph(16), path)
-    result = CliRunner().invoke(main, ["whitelist", "shapes", str(path), "--json"])
+    result = CliRunner().invoke(main, ["whitelist", "shapes", str(path), "--json", "-"])
     assert result.exit_code == 0
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)["result"]
     assert [(t["shape"], t["perm"], t["count"]) for t in data["transposes"]] == [
         ([16, 6, 197, 197], [0, 3, 2, 1], 1), ([16, 197, 197, 6], [0, 3, 2, 1], 1), ([16, 6, 197, 197], [3, 2, 1, 0], 1)]
     table = CliRunner().invoke(main, ["whitelist", "shapes", str(path)]).output.splitlines()
-    assert table[0] == "input shape            perm           nodes  static"
-    assert table[1] == "16,6,197,197           0,3,2,1            1  yes"
+    assert table[0] == "input shape   perm     nodes  static"
+    assert table[1] == "16,6,197,197  0,3,2,1      1  yes"
 
 
 def test_cli_shapes_bad_model_exits_2(tmp_path):

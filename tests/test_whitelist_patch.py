@@ -325,9 +325,9 @@ def test_cli_patch_check_restore_round_trip(white_file):
     patched = runner.invoke(main, ["whitelist", "patch", *args])
     assert patched.exit_code == 0, patched.output
     assert "added 2 entries to white_list_shape" in patched.output and "hint: atc caches" in patched.output
-    check = runner.invoke(main, ["whitelist", "check", *args, "--require-fast", "--json"])
+    check = runner.invoke(main, ["whitelist", "check", *args, "--require-fast", "--json", "-"])
     assert check.exit_code == 0
-    data = json.loads(check.output)
+    data = json.loads(check.stdout)["result"]
     assert [(s["shape"], s["kernel"], s["rule"], s["line"]) for s in data["shapes"]] == [
         ([16, 6, 197, 197], "Transpose", "exact", 52), ([16, 197, 197, 6], "Transpose", "exact", 52)]
     restored = runner.invoke(main, ["whitelist", "restore", "--file", str(white_file)])

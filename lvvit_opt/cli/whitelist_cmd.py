@@ -5,12 +5,11 @@ model is read.
 """
 from __future__ import annotations
 
-import json
-
 import click
 
 from ..errors import ValidationFailed
 from ._base import handle_errors, main, parse_int_list
+from .output import echo, emit_result, json_option
 
 FILE_HELP = ("transpose.py to use. Default: found from $ASCEND_OPP_PATH, $ASCEND_TOOLKIT_HOME, $install_path "
              "or /usr/local/Ascend/ascend-toolkit/latest (both opp layouts, {x86_64,aarch64,arm64}-linux).")
@@ -60,34 +59,33 @@ def whitelist_group() -> None:
 
 @whitelist_group.command("shapes")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option
 @handle_errors
-def shapes_command(model, as_json) -> None:
+def shapes_command(model, json_out) -> None:
     """Distinct Transpose input shapes of MODEL (after shape inference), with perm and node count.
 
     A Transpose whose input shape is not static is listed as such (atc needs a fixed batch).
     """
     from lvvit_opt.whitelist import transpose_shapes
 
+    from ..table import format_table
+
     uses = transpose_shapes(model)
-    if as_json:
-        click.echo(json.dumps({"model": model, "transposes": [u.to_dict() for u in uses]}, indent=2))
-        return
+    emit_result({"model": model, "transposes": [u.to_dict() for u in uses]})
     if not uses:
-        click.echo(f"{model}: no Transpose nodes")
+        echo(f"{model}: no Transpose nodes")
         return
-    click.echo(f"{'input shape':<22} {'perm':<14} {'nodes':>5}  static")
-    for use in uses:
-        static = "yes" if use.static else "NO (not static: fix the batch size at export)"
-        click.echo(f"{_fmt(use.shape):<22} {_fmt(use.perm) if use.perm else 'reverse':<14} {use.count:>5}  {static}")
+    rows = [[_fmt(u.shape), _fmt(u.perm) if u.perm else "reverse", u.count,
+             "yes" if u.static else "NO (not static: fix the batch size at export)"] for u in uses]
+    echo(format_table(["input shape", "perm", "nodes", "static"], rows, align="llrl", rule=False))
 
 
 @whitelist_group.command("check")
 @_shape_options
 @click.option("--require-fast", is_flag=True, help="Exit 1 when any shape falls back to TransposeD.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 @handle_errors
-def check_command(file, shape_values, from_model, require_fast, as_json) -> None:
+def check_command(file, shape_values, from_model, require_fast, json_out) -> None:
     """Tell the file's era and, per shape, whether atc selects Transpose or TransposeD, and why.
 
     The file is read as text with Python's ast; it is never imported or executed.
@@ -95,15 +93,13 @@ def check_command(file, shape_values, from_model, require_fast, as_json) -> None
     from lvvit_opt.whitelist import check_shapes
 
     report = check_shapes(file, _requested_shapes(shape_values, from_model))
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        click.echo(f"file: {report.path}")
-        click.echo(f"era:  {report.era_description}")
-        for sel in report.selections:
-            click.echo(f"  {_fmt(sel.shape):<20} {sel.kernel:<10}  {sel.reason}")
-        for note in report.notes:
-            click.echo(f"note: {note}")
+    emit_result(report.to_dict(), ok=report.all_fast or not require_fast)
+    echo(f"file: {report.path}")
+    echo(f"era:  {report.era_description}")
+    for sel in report.selections:
+        echo(f"  {_fmt(sel.shape):<20} {sel.kernel:<10}  {sel.reason}")
+    for note in report.notes:
+        echo(f"note: {note}")
     if require_fast and not report.all_fast:
         raise ValidationFailed(f"{len(report.slow)} shape(s) fall back to TransposeD: "
                                + "; ".join(_fmt(s.shape) for s in report.slow))
@@ -117,9 +113,9 @@ def check_command(file, shape_values, from_model, require_fast, as_json) -> None
 @click.option("--output", type=click.Path(), default=None,
               help="Write the patched copy here and leave the original alone (for a read-only CANN "
                    "install: copy the opp tree, patch the copy, export ASCEND_OPP_PATH=<copy>).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option
 @handle_errors
-def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, as_json) -> None:
+def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_out) -> None:
     """Add the shapes that atc does not already send to Transpose, inserting text only.
 
     \b
@@ -135,18 +131,16 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, as_jso
     guard_outputs({"--output": output}, {"--file": file, "--from-model": from_model})
     result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
                         output=output)
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        click.echo(f"file: {result.path}")
-        click.echo(f"era:  {result.era_description}")
-        if result.diff and dry_run:
-            click.echo(result.diff, nl=False)
-        click.echo(result.message)
-        if result.backup:
-            click.echo(f"backup: {result.backup}  record: {result.record}")
-        if result.cache_hint:
-            click.echo(f"hint: {result.cache_hint}")
+    emit_result(result.to_dict(), ok=not result.blocked)
+    echo(f"file: {result.path}")
+    echo(f"era:  {result.era_description}")
+    if result.diff and dry_run:
+        echo(result.diff, nl=False)
+    echo(result.message)
+    if result.backup:
+        echo(f"backup: {result.backup}  record: {result.record}")
+    if result.cache_hint:
+        echo(f"hint: {result.cache_hint}")
     if result.blocked:
         raise ValidationFailed(f"{len(result.blocked)} black-listed shape(s) stay on TransposeD")
 
@@ -156,10 +150,13 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, as_jso
 @click.option("--force", is_flag=True,
               help="Restore even if the file changed since our patch in a way the record does not explain "
                    "(the changed file is kept as *.lvvit-opt.replaced).")
+@json_option
 @handle_errors
-def restore_command(file, force) -> None:
+def restore_command(file, force, json_out) -> None:
     """Put the original transpose.py back byte for byte and remove our backup and record."""
     from lvvit_opt.whitelist import restore_file
 
-    click.echo(restore_file(file, force=force).message)
+    result = restore_file(file, force=force)
+    echo(result.message)
+    emit_result(result.to_dict())
 
