@@ -194,6 +194,22 @@ def test_whitelist_era_model_shapes_fail_until_patched(no_tools, tmp_path):  # n
     assert checks[1].status == "ok" and checks[1].details["shapes"][0]["rule"] == "exact"
 
 
+def test_dynamic_batch_model_fails_with_the_fix_shapes_command(no_tools, tmp_path):  # noqa: F811
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 197, 197])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 197, 197, 6])
+    graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 3, 2, 1])], "g", [x], [y])
+    model = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    tree = build_cann_tree(tmp_path / "Ascend")
+    checks = doctor.check_transpose(None, None, {"ASCEND_OPP_PATH": str(tree.latest / "opp")}, model)
+    assert (checks[1].status, checks[1].summary, checks[1].fix) == (
+        "fail", "dyn.onnx: no Transpose input shape is static (dynamic batch)",
+        f"lvvit-opt apply {model} -o dyn_bs16.onnx --passes fix_shapes --batch-size 16 (the batch you will compile)")
+
+
 def test_read_only_whitelist_era_file_is_a_warning_with_the_way_out(no_tools, tmp_path, monkeypatch):  # noqa: F811
     tree = build_cann_tree(tmp_path / "Ascend", era="whitelist")
     monkeypatch.setattr(doctor, "_writable", lambda path: False)  # tests run as root: chmod would not bite

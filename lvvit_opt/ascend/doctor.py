@@ -445,6 +445,11 @@ def _check_model_shapes(source, model, check_source, shapes_from_model, patch_hi
     except UserError as exc:
         if "no Transpose nodes" in str(exc):
             return Check("model", "model shapes", OK, f"{name}: no Transpose nodes", None, {"shapes": []})
+        if "is static" in str(exc):  # a dynamic batch: atc needs one fixed batch per .om
+            model_text = shlex.quote(os.fspath(model))
+            return Check("model", "model shapes", FAIL, f"{name}: no Transpose input shape is static (dynamic batch)",
+                         f"lvvit-opt apply {model_text} -o {shlex.quote(Path(model).stem + '_bs16.onnx')} "
+                         "--passes fix_shapes --batch-size 16 (the batch you will compile)", {"shapes": []})
         raise
     report = check_source(source, shapes)
     details = {"model": os.fspath(model), "shapes": [s.to_dict() for s in report.selections]}
