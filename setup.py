@@ -45,6 +45,7 @@ setup(
         "click>=8.0",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # ray: `eval --engine ray` (lvvit_opt.scale.ray_engine); scripts/_env.sh installs it so its tests run.
+    extras_require={"test": ["pytest>=7"], "ray": ["ray>=2.10"]},
     entry_points={"console_scripts": ["lvvit-opt=lvvit_opt.cli:main"]},
 )

@@ -171,18 +171,27 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @click.option("--device", "devices", default=None, metavar="0,1,2,3",
               help="One process and runner per device id, the images split evenly across them, predictions merged "
                    "(for .onnx on CPU the ids only name the processes).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process (or one per --device); ray: Ray actors, one runner each "
+                   "(pip install 'lvvit-opt[ray]'; .om workers take one Ray NPU each).")
+@click.option("--address", default=None, help="Ray cluster address for --engine ray (default: a local Ray).")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="Ray actors to start [default: one per --threads CPUs (or per NPU) the cluster has].")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
 @handle_errors
 def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, threads, shard,
-                 devices, json_out):
+                 devices, engine, address, ray_workers, json_out):
     """Stream ImageNet val through MODEL (.onnx or .om) and print top-1/top-5.
 
     Decoding and preprocessing run in worker processes while the model infers; no
-    intermediate files. Prints images/s end to end and inference only.
+    intermediate files. Prints images/s end to end and inference only. --device, --shard and
+    --engine ray spread the work over chips, hosts or a Ray cluster; top-1/top-5 stay exact.
 
     \b
     Example:
       lvvit-opt eval model_bs16.onnx --data /data/imagenet/val --labels val.txt
+      lvvit-opt eval model_bs16.om --data val --labels val.txt --device 0,1,2,3
+      lvvit-opt eval model_bs16.onnx --data val --labels val.txt --engine ray --address auto
     """
     from ..data import evaluate
     from ..fileio import guard_outputs
@@ -197,7 +206,8 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     _warn_unkept_shard(shard, json_out)
     result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
                       crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
-                      progress=_Progress("eval"), shard=shard, devices=devices)
+                      progress=_Progress("eval"), shard=shard, devices=devices, engine=engine,
+                      ray_address=address, ray_workers=ray_workers)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
 

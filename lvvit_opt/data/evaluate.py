@@ -89,18 +89,31 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              workers: int | None = None, limit: int | None = None, crop_pct: float = 0.9,
              interpolation: str = "bicubic", runner=None, runner_options: dict | None = None,
              progress: ProgressFn | None = None, shard: Shard | None = None,
-             devices: Sequence[int] | None = None) -> EvalResult:
+             devices: Sequence[int] | None = None, engine: str = "local", ray_address: str | None = None,
+             ray_workers: int | None = None) -> EvalResult:
     """Evaluate `model` (.onnx or .om) on the images in `data_dir` against `labels`.
 
     `runner` may be an already-open runtime Runner (then `model` is only a name for the
     report); otherwise one is opened with `runtime.open_runner(model, **runner_options)`.
     `shard`: only the images (and labels) of that shard (data.shard); the result then
     carries what `merge` needs. `devices`: one process and runner per device id (the
-    images split evenly across them; scale.devices), predictions merged.
+    images split evenly across them; scale.devices), predictions merged. `engine="ray"`:
+    Ray actors at `ray_address` (None: a local Ray), `ray_workers` of them (default: as
+    many as the cluster's CPUs, or NPUs for an .om, allow); scale.ray_engine.
     """
     all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     paths, label_map, notes, listed = select_images(data_dir, all_labels, limit, shard)
     workers = workers or default_workers()
+    if engine not in ("local", "ray"):
+        raise UserError(f"unknown engine {engine!r} (local or ray)")
+    if engine == "ray":
+        if devices:
+            raise UserError("--device runs local processes; with --engine ray, Ray picks the chips (NPU resource)")
+        if runner is not None:
+            raise UserError("--engine ray opens its runners in the Ray workers; do not pass an open runner")
+        return with_shard(_evaluate_on_ray(str(model), str(data_dir), paths, label_map, notes, batch_size, crop_pct,
+                                           interpolation, runner_options or {}, progress, ray_address, ray_workers),
+                          shard, label_map, all_labels, listed)
     if devices:
         from ..scale.devices import evaluate_on_devices
 
@@ -122,6 +135,22 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
         if own_runner:
             runner.close()
     return with_shard(result, shard, label_map, all_labels, listed)
+
+
+def _evaluate_on_ray(model, data_dir, paths, label_map, notes, batch_size, crop_pct, interpolation, runner_options,
+                     progress, address, workers) -> EvalResult:
+    from ..scale.ray_engine import evaluate_with_ray
+
+    parts, names, info = evaluate_with_ray(model, paths, address=address, workers=workers,
+                                           threads=runner_options.get("threads"), batch_size=batch_size,
+                                           crop_pct=crop_pct, interpolation=interpolation,
+                                           runner_options=runner_options, progress=progress)
+    result = combine_eval_parts(model, data_dir, parts, paths, label_map, notes, names)
+    result.wall_s = info["wall_s"]  # the driver's clock: first chunk sent to last result back
+    result.runner = {**result.runner, "engine": info}
+    result.notes.append(f"ray: {info['workers']} worker(s) ({info['resource']} each) on {len(info['nodes'])} node(s); "
+                        f"start-up {info['startup_s']:.1f} s not counted in images/s")
+    return result
 
 
 def select_images(data_dir: str | os.PathLike, all_labels: dict[str, int], limit: int | None,
@@ -173,7 +202,7 @@ def combine_eval_parts(model: str, data_dir: str, parts: Sequence[EvalResult], p
                "runner": part.runner} for name, part in zip(names, parts)]
     return EvalResult(
         model=model, accuracy=accuracy, images=len(paths), inferred=inferred, failed=failed,
-        batch_size=parts[0].batch_size if parts else 0, batches=sum(part.batches for part in parts),
+        batch_size=max((part.batch_size for part in parts), default=0), batches=sum(part.batches for part in parts),
         workers=sum(part.workers for part in parts), wall_s=max((part.wall_s for part in parts), default=0.0),
         infer_s=inferred / rate if rate else 0.0, runner=dict(parts[0].runner) if parts else {}, notes=notes,
         predictions=predictions, workers_detail=detail)

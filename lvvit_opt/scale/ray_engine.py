@@ -1,0 +1,210 @@
+"""`eval --engine ray`: the same evaluation on a Ray cluster (optional extra: pip install 'lvvit-opt[ray]').
+
+One Ray actor per worker, each holding one runner for the whole run (one onnxruntime
+session, or one ais_bench InferSession); the image list is cut into chunks that the actors
+pull as they finish (ray.util.ActorPool), so a slower worker gets fewer chunks. Progress is
+reported per finished chunk; the predictions come back to the driver and are scored there
+exactly like one local run (data.evaluate.combine_eval_parts).
+
+Resources: an .onnx actor asks for `threads` CPUs; an .om actor asks for one `NPU`, Ray's
+resource for Ascend chips: Ray sets ASCEND_RT_VISIBLE_DEVICES to the chip it granted, so the
+actor opens logical device 0 and reports the chip id Ray gave it. The model and the images
+must be at the same paths on every node (a shared filesystem), as for any Ray job that
+reads files.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import LvvitOptError, ToolFailed, UserError
+
+log = logging.getLogger(__name__)
+
+CHUNKS_PER_WORKER = 4  # enough to balance uneven workers, few enough that per-call overhead stays small
+
+
+def import_ray():
+    """The ray module, or a UserError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--engine ray needs Ray: pip install 'lvvit-opt[ray]' (or pip install ray)") from None
+    return ray
+
+
+def connect(address: str | None) -> tuple[object, bool, float]:
+    """(ray, started_here, seconds): attach to `address` (None: a running local cluster or a new one)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False, 0.0
+    start = time.perf_counter()
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot connect to Ray at {address or 'a local cluster'}: "
+                        f"{str(exc).strip().splitlines()[0][:300]}") from None
+    return ray, True, time.perf_counter() - start
+
+
+def evaluate_with_ray(model: str, paths: Sequence[Path], *, address: str | None, workers: int | None,
+                      threads: int | None, batch_size: int, crop_pct: float, interpolation: str,
+                      runner_options: dict, progress: Callable[[int, int], None] | None = None):
+    """Evaluate `paths` on Ray actors. Returns (parts, names, info): one EvalResult per actor
+    (its chunks together), the actors' names, and {"startup_s", "wall_s", "workers", ...}."""
+    ray, started_here, init_s = connect(address)
+    try:
+        return _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options,
+                    progress, init_s)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options, progress,
+         init_s):
+    on_npu = not str(model).lower().endswith(".onnx")
+    cpus = threads or 1
+    resources = ray.cluster_resources()
+    available = int(resources.get("NPU", 0)) if on_npu else int(resources.get("CPU", 0) // cpus)
+    if available < 1:
+        raise UserError("the Ray cluster has no NPU resource: .om models run on Ascend hosts (start Ray there; "
+                        "it detects the chips)" if on_npu else
+                        f"the Ray cluster has fewer than {cpus} CPUs for one worker")
+    count = min(workers or available, available)
+    if workers and workers > available:
+        log.warning("asked for %d Ray workers; the cluster has room for %d", workers, available)
+    options = dict(runner_options)
+    if on_npu:
+        options["device_id"] = 0  # the chip Ray granted, seen through ASCEND_RT_VISIBLE_DEVICES
+        actor_class = ray.remote(num_cpus=1, resources={"NPU": 1})(EvalWorker)
+    else:
+        options["threads"] = cpus
+        actor_class = ray.remote(num_cpus=cpus)(EvalWorker)
+    start = time.perf_counter()
+    actors = [actor_class.remote(str(model), options, index) for index in range(count)]
+    try:
+        descriptions = _ready(ray, actors)
+        startup_s = init_s + time.perf_counter() - start
+        by_actor, wall_s = _stream(actors, descriptions, paths, batch_size, crop_pct, interpolation, progress)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+    parts = [_join(by_actor[i], descriptions[i]) for i in range(count)]
+    names = [_name(i, descriptions[i]) for i in range(count)]
+    info = {"engine": "ray", "workers": count, "startup_s": startup_s, "ray_init_s": init_s, "wall_s": wall_s,
+            "nodes": sorted({d["node"] for d in descriptions}), "resource": "NPU" if on_npu else f"{cpus} CPU"}
+    return parts, names, info
+
+
+def _stream(actors, descriptions, paths, batch_size, crop_pct, interpolation, progress):
+    """Chunks to whichever actor is free; ({actor index: [EvalResult, ...]}, wall seconds)."""
+    from ray.util import ActorPool
+
+    chunks = _chunks([str(p) for p in paths], len(actors), descriptions[0].get("batch") or batch_size)
+    by_actor: dict[int, list] = {i: [] for i in range(len(actors))}
+    done = 0
+    start = time.perf_counter()
+    try:
+        for index, part in ActorPool(actors).map_unordered(
+                lambda actor, chunk: actor.run.remote(chunk, batch_size, crop_pct, interpolation), chunks):
+            by_actor[index].append(part)
+            done += part.inferred + len(part.failed)
+            if progress:
+                progress(done, len(paths))
+    except Exception as exc:  # noqa: BLE001 - a failed task: report its cause in one line
+        raise _unwrap(exc) from None
+    return by_actor, time.perf_counter() - start
+
+
+class EvalWorker:
+    """A Ray actor: one runner for the whole run, evaluating the chunks it is given."""
+
+    def __init__(self, model: str, options: dict, index: int):
+        from ..runtime import open_runner
+
+        self.model = model
+        self.index = index
+        self.error: LvvitOptError | None = None
+        try:
+            self.runner = open_runner(model, **options)
+        except LvvitOptError as exc:  # Ray drops the cause of a failed constructor: keep it for describe()
+            self.runner, self.error = None, exc
+
+    def describe(self) -> dict:
+        import ray
+
+        if self.error is not None:
+            return {"error": self.error}
+        context = ray.get_runtime_context()
+        return {"node": context.get_node_id()[:12], "pid": os.getpid(),
+                "npu": list(context.get_accelerator_ids().get("NPU", [])),
+                "batch": self.runner.inputs[0].shape[0] if isinstance(self.runner.inputs[0].shape[0], int) else None,
+                "runner": self.runner.describe()}
+
+    def run(self, paths: list[str], batch_size: int, crop_pct: float, interpolation: str):
+        """(this worker's index, EvalResult of `paths`; decoded here, no extra process)."""
+        from ..data.evaluate import evaluate_paths
+
+        result = evaluate_paths(self.runner, self.model, "", [Path(p) for p in paths], {}, batch_size, 1, crop_pct,
+                                interpolation, [], None)
+        return self.index, result
+
+
+def _ready(ray, actors) -> list[dict]:
+    try:
+        descriptions = ray.get([actor.describe.remote() for actor in actors])
+    except Exception as exc:  # noqa: BLE001 - an actor died starting
+        raise _unwrap(exc) from None
+    for description in descriptions:
+        if "error" in description:
+            raise type(description["error"])(str(description["error"]))
+    return descriptions
+
+
+def _chunks(paths: list[str], workers: int, batch: int) -> list[list[str]]:
+    """About CHUNKS_PER_WORKER chunks per worker, each a whole number of batches."""
+    if not paths:
+        return []
+    batches = math.ceil(len(paths) / batch)
+    per_chunk = max(1, math.ceil(batches / (workers * CHUNKS_PER_WORKER))) * batch
+    return [paths[i:i + per_chunk] for i in range(0, len(paths), per_chunk)]
+
+
+def _join(parts: list, description: dict):
+    """One actor's chunk results as one EvalResult."""
+    from ..data.evaluate import EvalResult
+    from ..data.postprocess import score_predictions
+
+    predictions, failed = {}, {}
+    for part in parts:
+        predictions.update(part.predictions)
+        failed.update(part.failed)
+    first = parts[0] if parts else None
+    return EvalResult(
+        model=first.model if first else "", accuracy=score_predictions({}, {}),
+        images=sum(p.images for p in parts), inferred=sum(p.inferred for p in parts), failed=failed,
+        batch_size=first.batch_size if first else 0, batches=sum(p.batches for p in parts), workers=1,
+        wall_s=sum(p.wall_s for p in parts), infer_s=sum(p.infer_s for p in parts),
+        runner={**description["runner"], "node": description["node"], "pid": description["pid"],
+                "npu": description["npu"]},
+        notes=sorted({n for p in parts for n in p.notes}), predictions=predictions)
+
+
+def _name(index: int, description: dict) -> str:
+    where = f"node {description['node']}" + (f", NPU {','.join(description['npu'])}" if description["npu"] else "")
+    return f"ray worker {index} ({where})"
+
+
+def _unwrap(exc: BaseException) -> LvvitOptError:
+    """A Ray task/actor error as the error its code raised (same kind, one line)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, LvvitOptError):
+        return type(cause)(str(cause))
+    text = str(cause or exc).strip().splitlines()
+    return ToolFailed(f"a Ray worker failed: {text[-1][:300] if text else type(exc).__name__}")
