@@ -92,8 +92,11 @@ def test_cli_eval_shards_and_merge(golden_onnx, dataset, tmp_path, cli_runner):
     assert merged.exit_code == 0, merged.output
     top_lines = [line for line in whole.output.splitlines() if line.startswith("top-")]
     assert top_lines and all(line in merged.output for line in top_lines)
-    result = json.loads((tmp_path / "merged.json").read_text())
-    result = result.get("result", result)
+    envelope = json.loads((tmp_path / "merged.json").read_text())
+    assert (envelope["command"], envelope["ok"], envelope["result"]["shards"]) == ("merge", True, SHARDS)
+    result = envelope["result"]
+    to_stdout = cli_runner.invoke(main, ["merge", *outs, "--json", "-"])
+    assert json.loads(to_stdout.stdout)["result"]["accuracy"] == result["accuracy"]
     expected = json.loads((tmp_path / "whole.json").read_text())
     expected = expected.get("result", expected)
     assert _accuracy_fields(result["accuracy"]) == _accuracy_fields(expected["accuracy"])

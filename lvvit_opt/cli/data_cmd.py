@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 
@@ -9,6 +10,9 @@ import click
 
 from ..errors import ValidationFailed
 from ._base import handle_errors, main
+from .output import echo, emit_result, json_file, json_option
+
+log = logging.getLogger("lvvit_opt.merge")
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
 
@@ -214,28 +218,27 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
 
 @main.command("merge")
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
-              help="Write the merged result as JSON.")
-@click.option("--with-predictions", is_flag=True, help="Include every image's top-5 in the --json output.")
+@click.option("--with-predictions", is_flag=True, help="Include every image's top-5 in the --json result.")
+@json_option
 @handle_errors
-def merge_command(results, json_out, with_predictions):
+def merge_command(results, with_predictions, json_out):
     """Combine the --json results of `eval`, `postprocess` or `preprocess` run with --shard K/N.
 
     Prints top-1/top-5 of the union, equal to one unsharded run over the same images. Every
     shard 1..N must be given exactly once: a missing, duplicated or mismatched shard is an
-    error naming it (exit 2).
+    error naming it (exit 2). Shards may come from different hosts and engines.
 
     \b
     Example:
       for k in 1 2 3 4; do lvvit-opt eval m.onnx --data val --labels val.txt --shard $k/4 --json s$k.json; done
-      lvvit-opt merge s1.json s2.json s3.json s4.json
+      lvvit-opt merge s1.json s2.json s3.json s4.json --json merged.json
     """
     from ..data.shard import merge_results
     from ..fileio import guard_outputs
 
-    guard_outputs({"--json": json_out}, {f"RESULT {r}": r for r in results})
+    guard_outputs({"--json": json_file(json_out)}, {f"RESULT {r}": r for r in results})
     merged = merge_results(list(results))
-    click.echo(merged.summary())
     for warning in merged.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    _write_json(json_out, merged.to_dict(with_predictions=with_predictions))
+        log.warning(warning)
+    echo(merged.summary())
+    emit_result(merged.to_dict(with_predictions=with_predictions))
