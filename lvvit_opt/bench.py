@@ -21,7 +21,13 @@ import numpy as np
 
 from .errors import ToolFailed, UserError, ValidationFailed
 
-BACKENDS = ("auto", "ort", "om", "benchmark", "trtexec")
+def _backends() -> tuple[str, ...]:
+    from .runtime.registry import backend_choices
+
+    return (*backend_choices(), "trtexec")
+
+
+BACKENDS = _backends()  # "auto", every registered runner (runtime.registry), and trtexec
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 
@@ -103,10 +109,9 @@ def machine_info(extra: dict | None = None) -> dict:
 
 def _model_batch(path: str) -> int | None:
     """The static batch of an ONNX model's first input, or None if symbolic."""
-    from .ascend.atc import onnx_inputs
+    from .tensor_spec import input_specs
 
-    first = onnx_inputs(path)[0].shape[0]
-    return first if isinstance(first, int) else None
+    return input_specs(path)[0].batch
 
 
 def _refix_batch(path: str, batch: int, workdir: Path) -> str:
@@ -122,26 +127,35 @@ def _refix_batch(path: str, batch: int, workdir: Path) -> str:
 
 def _runner_batch(path: str, kind: str) -> int | None:
     """A compiled model's batch, from its runner's input specs (compiled batches are fixed)."""
-    runner = _open(path, kind, None, None, 0)
-    try:
-        first = runner.inputs[0].shape[0] if runner.inputs else None
-        return first if isinstance(first, int) and first > 0 else None
-    finally:
-        runner.close()
+    with _open(path, kind, None, None, 0) as runner:
+        return runner.inputs[0].batch if runner.inputs else None
 
 
 def _resolve_backend(path: str, backend: str) -> str:
-    if backend != "auto":
-        return backend
-    return "ort" if path.lower().endswith(".onnx") else "om"
+    """A registered backend name, or "auto" / a suffix name ("om") left for the registry to
+    pick from when the model is opened."""
+    from .runtime import registry
+
+    return registry.canonical_name(backend)
+
+
+def _runs_onnx(path: str, kind: str) -> bool:
+    """True when `path` runs as ONNX under `kind` (re-fixable; needs no reference to validate)."""
+    from .runtime import registry
+
+    if kind == "auto":
+        return Path(path).suffix.lower() == ".onnx"
+    if kind not in registry.names():
+        return kind == "onnx"
+    return registry.opens_onnx(kind)
 
 
 def _open(path: str, backend: str, threads: int | None, providers: Sequence[str] | None, device_id: int):
+    """Open `path`; the chosen runner takes the settings it declares (threads, providers, device_id)."""
     from .runtime import open_runner
 
-    if backend == "ort":
-        return open_runner(path, backend="ort", threads=threads, providers=providers)
-    return open_runner(path, backend=backend, device_id=device_id)
+    settings = {"threads": threads, "providers": providers, "device_id": device_id}
+    return open_runner(path, backend=backend, shared=settings)
 
 
 def _feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -187,7 +201,7 @@ def bench_models(
     for m in models:
         if not Path(m).is_file():
             raise UserError(f"{m}: no such file")
-    if threads is None and backend in ("auto", "ort"):
+    if threads is None and (backend == "auto" or _runs_onnx(models[0], _resolve_backend(models[0], backend))):
         from .scale.devices import threads_per_device
 
         threads = threads_per_device(None, len(devices) if devices else 1)
@@ -222,7 +236,8 @@ def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: lis
     plan: dict[int, list] = {}
     for position, model in enumerate(models):
         kind = _resolve_backend(model, backend)
-        static = _model_batch(model) if kind == "ort" else _runner_batch(model, kind)
+        runs_onnx = _runs_onnx(model, kind)
+        static = _model_batch(model) if runs_onnx else _runner_batch(model, kind)
         wanted = list(batch_sizes) if batch_sizes else ([static] if static else [1, 16])
         for batch in wanted:
             path = model
@@ -230,7 +245,7 @@ def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: lis
                 skipped.append(f"{model} has a fixed batch of {static}; it cannot run at batch {batch} "
                                f"(export it at that batch, or pass --refix-batch)")
                 continue
-            if refix_batch and kind == "ort" and static != batch:
+            if refix_batch and runs_onnx and static != batch:
                 try:
                     path = _refix_batch(model, batch, workdir)
                 except UserError as exc:
@@ -309,7 +324,7 @@ def _validate_om_models(models, backend, reference, log) -> dict:
     """Every .om is compared with its ONNX before any fps is reported."""
     report = {}
     for model in models:
-        if _resolve_backend(model, backend) == "ort":
+        if _runs_onnx(model, _resolve_backend(model, backend)):
             continue
         ref = reference or str(Path(model).with_suffix(".onnx"))
         if not Path(ref).is_file():
@@ -358,17 +373,15 @@ def trtexec_command(model: str, batch_size: int, input_name: str, input_shape: S
 def _bench_trtexec(models, batch_sizes, log) -> BenchReport:
     import shutil
 
-    import onnx
+    from .tensor_spec import input_specs
 
     if not shutil.which("trtexec"):
         raise UserError("trtexec not found on PATH (install TensorRT, or use --backend ort)")
     results = []
     for position, model in enumerate(models):
-        graph = onnx.load(model, load_external_data=False).graph
-        first = graph.input[0]
-        shape = [d.dim_value for d in first.type.tensor_type.shape.dim]
+        first = input_specs(model)[0]
         for batch in batch_sizes:
-            cmd = trtexec_command(model, batch, first.name, shape)
+            cmd = trtexec_command(model, batch, first.name, first.shape or ())
             log(" ".join(cmd))
             proc = subprocess.run(cmd, capture_output=True, text=True)
             parsed = parse_trtexec_log(proc.stdout + proc.stderr, batch)

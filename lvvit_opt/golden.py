@@ -175,23 +175,13 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
 # model's input names.
 # ---------------------------------------------------------------------------------------
 
-_NP_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
-
-
 def resolve_input_shape(spec, batch_size: int | None = None) -> tuple[int, ...]:
     """Concrete shape for an input spec: a symbolic first dim becomes `batch_size` (default 1)."""
-    from .errors import UserError
+    from .tensor_spec import TensorSpec
 
-    dims = []
-    for axis, dim in enumerate(spec.shape):
-        if isinstance(dim, int) and dim > 0:
-            dims.append(dim)
-        elif axis == 0:
-            dims.append(batch_size or 1)
-        else:
-            raise UserError(f"input {spec.name} {list(spec.shape)} has a symbolic dim besides the batch; "
-                            "fix it first (lvvit-opt apply --passes fix_shapes --input-shape ...)")
-    return tuple(dims)
+    if not isinstance(spec, TensorSpec):
+        spec = TensorSpec(spec.name, None if spec.shape is None else tuple(spec.shape), getattr(spec, "dtype", "float32"))
+    return spec.concrete_shape(batch_size)
 
 
 def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = None) -> list[dict[str, np.ndarray]]:

@@ -7,6 +7,8 @@ from typing import Iterable
 import onnx
 from onnx import helper
 
+from ..tensor_spec import dims_of  # noqa: F401  (the one shape reader; re-exported for passes)
+
 # Initializers larger than this are stood in for by shape-only graph inputs during shape
 # inference: onnx's inference copies the whole model, and weights only contribute dims.
 _LIGHT_INFERENCE_MAX_ELEMENTS = 64
@@ -17,20 +19,6 @@ def default_opset(model: onnx.ModelProto) -> int:
         if entry.domain in ("", "ai.onnx"):
             return entry.version
     return 0
-
-
-def dims_of(type_proto: onnx.TypeProto) -> tuple | None:
-    """(dims...) of a tensor type: ints where known, the dim_param string or None otherwise.
-    None when the rank itself is unknown."""
-    if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
-        return None
-    dims = []
-    for d in type_proto.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or None)
-    return tuple(dims)
 
 
 def infer_shapes_light(model: onnx.ModelProto) -> dict[str, tuple]:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from lvvit_opt.errors import UserError
+from lvvit_opt.tensor_spec import dims_of
 
 Dim = int | str   # an int for a static dim, the symbol name or "?" otherwise
 
@@ -102,16 +103,9 @@ def _collect(graph, outer_shapes: dict[str, tuple[Dim, ...] | None], uses: dict[
 
 
 def _value_shape(value) -> tuple[Dim, ...] | None:
-    tensor_type = value.type.tensor_type
-    if not tensor_type.HasField("shape"):
-        return None
-    dims: list[Dim] = []
-    for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value") and dim.dim_value > 0:
-            dims.append(int(dim.dim_value))
-        else:
-            dims.append(dim.dim_param or "?")
-    return tuple(dims)
+    """The shared spec reader's dims, with "?" for a dim the model neither fixes nor names."""
+    dims = dims_of(value.type)
+    return None if dims is None else tuple("?" if d is None else d for d in dims)
 
 
 def _perm(node, shape: tuple[Dim, ...] | None) -> tuple[int, ...] | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ..errors import ToolFailed, UserError
+from ..tensor_spec import TensorSpec, input_specs
 from .cann import ToolNotFound, cann_environment, find_tool
 from .npu_smi import detect_soc_version
 
@@ -29,10 +30,7 @@ SET_ENV_HINT = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
 ProgressCallback = Callable[[float, str], None]
 
 
-@dataclass(frozen=True)
-class OnnxInput:
-    name: str
-    shape: tuple  # ints, or None / a symbol name for dynamic dims
+OnnxInput = TensorSpec  # name, shape (ints; a symbol name or None for dynamic dims), dtype
 
 
 @dataclass(frozen=True)
@@ -86,29 +84,9 @@ class AtcResult:
         return "\n".join(lines)
 
 
-def onnx_inputs(model_path: str | os.PathLike) -> list[OnnxInput]:
+def onnx_inputs(model_path: str | os.PathLike) -> list[TensorSpec]:
     """The real graph inputs (initializers excluded); weights are not loaded."""
-    import onnx
-
-    path = Path(model_path)
-    if not path.is_file():
-        raise UserError(f"{model_path}: no such file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{model_path}: not a readable ONNX model ({type(exc).__name__})") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-                      for d in dims)
-        inputs.append(OnnxInput(value.name, shape))
-    if not inputs:
-        raise UserError(f"{model_path}: the model has no inputs")
-    return inputs
+    return input_specs(model_path)
 
 
 def resolve_input_shapes(inputs: Sequence[OnnxInput], batch_size: int | None = None) -> list[tuple[str, tuple[int, ...]]]:

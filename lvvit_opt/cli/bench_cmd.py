@@ -6,14 +6,16 @@ import json
 import click
 
 from ._base import handle_errors, main, parse_int_list
+from .types import Backend
 
 
 @main.command("bench")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--batch-sizes", default=None,
               help="Comma-separated batch sizes, e.g. 1,16 (default: each model's own fixed batch; 1,16 for a dynamic one).")
-@click.option("--backend", type=click.Choice(["auto", "ort", "om", "benchmark", "trtexec"]), default="auto",
-              show_default=True, help="auto: .onnx on onnxruntime, .om on ais_bench or the legacy benchmark binary.")
+@click.option("--backend", type=Backend(), default="auto", show_default=True,
+              help="auto: .onnx on onnxruntime, .om on ais_bench or the legacy benchmark binary; "
+                   "or a registered runner (lvvit_opt.runtime.registry), or trtexec.")
 @click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Measured seconds per batch size, shared by all models and rounds.")
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,

@@ -22,19 +22,12 @@ KNOWN_SOC_VERSIONS = (
 )
 SOC_PATTERN = re.compile(r"^Ascend[0-9][0-9A-Za-z_]*$")
 
-# Until the runner registry provides them: the names `bench --backend` understands.
-FALLBACK_BACKENDS = ("auto", "ort", "om", "benchmark", "trtexec")
-
-
 def backend_names() -> list[str]:
-    """`auto` plus every backend name (the runner registry's, when present)."""
-    try:
-        from ..runtime import registry  # type: ignore[attr-defined]
+    """What `bench --backend` accepts: `auto`, every runner registered in
+    lvvit_opt.runtime.registry (names, aliases, suffix names like `om`), and trtexec."""
+    from ..bench import BACKENDS
 
-        names = list(registry.backend_names())
-    except (ImportError, AttributeError):
-        return list(FALLBACK_BACKENDS)
-    return ["auto"] + [n for n in names if n != "auto"]
+    return list(BACKENDS)
 
 
 def model_suffixes() -> tuple[str, ...]:
@@ -125,7 +118,7 @@ class ModelName(click.ParamType):
 
 
 class Backend(click.Choice):
-    """`bench --backend`: the runner backends (from the runner registry once it exists)."""
+    """`bench --backend`: the runner backends (from the runner registry) and trtexec."""
 
     def __init__(self) -> None:
         super().__init__(backend_names())

@@ -1,33 +1,32 @@
-"""Runners: one interface (runtime.base.Runner) over onnxruntime, ais_bench and the
-legacy benchmark binary. `open_runner` picks the implementation from the file type."""
+"""Runners: one interface (runtime.base.Runner) over onnxruntime, ais_bench, the legacy
+benchmark binary and whatever else registers (runtime.registry). `open_runner` is the entry point."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
 from ..errors import UserError
-from .base import Runner, TensorSpec
+from ..tensor_spec import TensorSpec
+from .base import Runner
+from .registry import backend_choices, names, register_runner, runner_for
 
-__all__ = ["Runner", "TensorSpec", "open_runner"]
+__all__ = ["Runner", "TensorSpec", "open_runner", "register_runner", "runner_for", "names", "backend_choices"]
 
 
-def open_runner(path: str | os.PathLike, *, backend: str = "auto", **options) -> Runner:
-    """Open a model for inference.
+def open_runner(path: str | os.PathLike, *, backend: str = "auto", shared: Mapping[str, Any] | None = None,
+                **options) -> Runner:
+    """Open a model file for inference.
 
-    backend: "auto" (.onnx -> onnxruntime, .om -> the best Ascend runner available),
-    "ort"/"onnxruntime", or for .om files "om", "ais_bench", "benchmark".
-    options go to the runner (threads/providers for onnxruntime, device_id/... for .om).
+    backend: "auto" (by suffix: .onnx -> onnxruntime, .om -> the best Ascend runner available
+    here), a suffix name ("om": the best .om runner), or a registered name or alias
+    (runtime.registry.backend_choices()). options go to the runner's constructor
+    (threads/providers for onnxruntime, device_id/... for .om); unknown ones are a UserError.
+    shared: settings a caller has for every backend (bench's threads and device_id); the
+    chosen runner takes those it declares, the others are ignored.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if backend == "auto":
-        backend = "onnxruntime" if suffix == ".onnx" else "om"
-    if backend in ("ort", "onnxruntime"):
-        from .ort import OrtRunner
-
-        return OrtRunner(str(path), **options)
-    if backend in ("om", "ais_bench", "benchmark"):
-        from .om import open_om_runner
-
-        return open_om_runner(str(path), backend=backend, **options)
-    raise UserError(f"unknown backend {backend!r} (expected auto, onnxruntime, om, ais_bench or benchmark)")
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    runner_class = runner_for(path, backend, options)
+    taken = {k: v for k, v in (shared or {}).items() if k in runner_class.option_names() and k not in options}
+    return runner_class(str(path), **runner_class.check_options({**taken, **options}))

@@ -5,28 +5,38 @@ session summary's `exec_time_list` (device execution time in ms), not from the w
 """
 from __future__ import annotations
 
-import time
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ToolFailed
-from .base import Runner, TensorSpec
-from .om import infer_in_model_batches, model_batch_size, order_feeds
-
-_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-           "uint64", "bool")
+from ..tensor_spec import TensorSpec, runtime_spec
+from .base import Runner
+from .registry import register_runner
 
 
+@register_runner
 @dataclass
 class AisBenchRunner(Runner):
     """InferSession on one NPU. device_id: the NPU id shown by `npu-smi info`."""
 
     device_id: int = 0
 
+    name = "ais_bench"
+    suffixes = (".om",)
+    priority = 10  # preferred over the legacy benchmark binary
+    pads_to_batch = True
+
+    @classmethod
+    def unavailable_reason(cls, options: Mapping[str, Any]) -> str | None:
+        if ais_bench_available():
+            return None
+        return ("the ais_bench Python package is not importable (install the aclruntime and ais_bench wheels "
+                "from the ait/tools repository on the Ascend host)")
+
     def __post_init__(self):
-        self.backend = "ais_bench"
         try:
             from ais_bench.infer.interface import InferSession
         except ImportError as exc:
@@ -41,26 +51,20 @@ class AisBenchRunner(Runner):
                              f"{_first_line(exc)}") from None
         self.inputs = [desc_to_spec(d) for d in self.session.get_inputs()]
         self.outputs = [desc_to_spec(d) for d in self.session.get_outputs()]
-        self.batch_size = model_batch_size(self.inputs)
+        self.batch_size = self.model_batch
         self.calls = 0
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        arrays = order_feeds(feeds, self.inputs)
-        results, seconds = infer_in_model_batches(self._run_batch, arrays, self.batch_size)
-        self.last_infer_s = seconds
-        return {spec.name: out for spec, out in zip(self.outputs, results)}
-
-    def _run_batch(self, arrays: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
-        start = time.perf_counter()
+    def run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
             raw = self.session.infer(arrays)
         except Exception as exc:
             raise ToolFailed(f"ais_bench inference failed on {self.model_path}: {_first_line(exc)}") from None
-        wall = time.perf_counter() - start
         self.calls += 1
-        outputs = [_shaped(np.asarray(out), spec) for out, spec in zip(raw, self.outputs)]
+        return [_shaped(np.asarray(out), spec) for out, spec in zip(raw, self.outputs)]
+
+    def batch_seconds(self, wall_s: float, rows: int) -> float:
         device = self.device_seconds()
-        return outputs, wall if device is None else device
+        return wall_s if device is None else device
 
     def device_seconds(self) -> float | None:
         """Execution time of the latest inference as the session reports it, in seconds."""
@@ -80,8 +84,8 @@ class AisBenchRunner(Runner):
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model_path, "device_id": int(self.device_id),
                 "batch_size": self.batch_size, "timing": "ais_bench exec_time_list (device)",
-                "inputs": [[s.name, list(s.shape), s.dtype] for s in self.inputs],
-                "outputs": [[s.name, list(s.shape), s.dtype] for s in self.outputs]}
+                "inputs": [s.to_list() for s in self.inputs],
+                "outputs": [s.to_list() for s in self.outputs]}
 
     def close(self) -> None:
         session, self.session = getattr(self, "session", None), None
@@ -92,11 +96,17 @@ class AisBenchRunner(Runner):
                 pass
 
 
+def ais_bench_available() -> bool:
+    """True when `ais_bench.infer.interface` can be imported here."""
+    try:
+        return importlib.util.find_spec("ais_bench") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def desc_to_spec(desc) -> TensorSpec:
     """An ais_bench tensor desc (name, shape, datatype like `dtype.FLOAT32`) as a TensorSpec."""
-    text = str(getattr(desc, "datatype", "float32")).lower().rsplit(".", 1)[-1]
-    dtype = next((d for d in _DTYPES if text == d or text.endswith(d)), "float32")
-    return TensorSpec(str(desc.name), tuple(int(d) for d in desc.shape), dtype)
+    return runtime_spec(desc.name, desc.shape, str(getattr(desc, "datatype", "float32")))
 
 
 def _shaped(array: np.ndarray, spec: TensorSpec) -> np.ndarray:

@@ -30,8 +30,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ToolFailed, UserError
-from .base import Runner, TensorSpec
-from .om import order_feeds, sidecar_onnx
+from ..tensor_spec import TensorSpec, read_specs
+from .base import Runner
+from .om import sidecar_onnx
+from .registry import register_runner
 
 CHIPS_PER_CARD_310 = 4
 _STAGE_LINE = re.compile(r"^\s*\[([A-Za-z][A-Za-z0-9 ]*)\]\s*(.*)$")
@@ -100,33 +102,7 @@ def benchmark_binary_name(machine: str | None = None) -> str:
     return "benchmark.aarch64" if machine in ("aarch64", "arm64") else "benchmark.x86_64"
 
 
-def onnx_specs(onnx_path: str | os.PathLike) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input and output specs from an ONNX graph (weights not loaded)."""
-    import onnx
-
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{onnx_path}: not a readable ONNX model ({type(exc).__name__})") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [_value_spec(v) for v in model.graph.input if v.name not in initializers]
-    return inputs, [_value_spec(v) for v in model.graph.output]
-
-
-def _value_spec(value) -> TensorSpec:
-    import onnx
-
-    tensor = value.type.tensor_type
-    shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-                  for d in tensor.shape.dim)
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "float32"
-    return TensorSpec(value.name, shape, dtype)
-
-
-def _with_batch(spec: TensorSpec, batch: int) -> TensorSpec:
-    return TensorSpec(spec.name, (batch,) + tuple(spec.shape[1:]), spec.dtype)
-
-
+@register_runner
 @dataclass
 class BenchmarkRunner(Runner):
     """The legacy benchmark binary as a Runner.
@@ -149,10 +125,24 @@ class BenchmarkRunner(Runner):
     timeout_s: float = 3600.0
     last_perf: BenchmarkPerf | None = field(default=None, init=False)
 
+    name = "benchmark"
+    suffixes = (".om",)
+    pads_to_batch = True
+    batches_itself = True  # one binary run takes every image; it batches them itself
+
+    @classmethod
+    def unavailable_reason(cls, options: Mapping[str, Any]) -> str | None:
+        from ..ascend.cann import find_tool
+
+        if options.get("executable") or find_tool(benchmark_binary_name(), options.get("env"),
+                                                  extra_dirs=[os.getcwd()]) is not None:
+            return None
+        return (f"{benchmark_binary_name()} is not on PATH (put the legacy binary on PATH or in the working "
+                "directory); .om files only run on Ascend NPUs")
+
     def __post_init__(self):
         from ..ascend.cann import cann_environment, require_tool
 
-        self.backend = "benchmark"
         self.env = dict(self.env) if self.env is not None else cann_environment(self.cann_home)
         self.binary = Path(self.executable) if self.executable else require_tool(
             benchmark_binary_name(), self.env, extra_dirs=[os.getcwd()],
@@ -167,35 +157,25 @@ class BenchmarkRunner(Runner):
         if onnx_path is None:
             raise UserError(f"{self.model_path}: the legacy benchmark binary cannot report input shapes; "
                             "put the source .onnx beside the .om or pass onnx_path")
-        inputs, outputs = onnx_specs(onnx_path)
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        inputs, outputs = read_specs(onnx_path)
+        if len(inputs) != 1 or inputs[0].shape is None or len(inputs[0].shape) != 4:
             raise UserError(f"{onnx_path}: the legacy benchmark binary runs single-input NCHW vision models; "
                             f"this one has inputs {[(s.name, s.shape) for s in inputs]}")
-        batch = inputs[0].shape[0] if isinstance(inputs[0].shape[0], int) else self.batch_size
+        batch = inputs[0].batch or self.batch_size
         if batch is None:
             raise UserError(f"{onnx_path}: the batch dimension is dynamic; pass batch_size (the .om's batch)")
         self.batch_size = int(batch)
-        self.inputs = [_with_batch(inputs[0], self.batch_size)]
-        self.outputs = [_with_batch(o, self.batch_size) for o in outputs]
+        self.inputs = [inputs[0].with_batch(self.batch_size)]
+        self.outputs = [o.with_batch(self.batch_size) for o in outputs]
         self.onnx_path = str(onnx_path)
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        (images,) = order_feeds(feeds, self.inputs)
-        padded_rows = -(-images.shape[0] // self.batch_size) * self.batch_size
-        start = time.perf_counter()
-        outputs = self.run_images(self._pad(images, padded_rows))  # the binary batches by itself
-        wall = time.perf_counter() - start
-        perf = self.last_perf
-        self.last_infer_s = padded_rows / perf.interface_throughput if perf and perf.interface_throughput > 0 else wall
-        return {spec.name: out[: images.shape[0]] for spec, out in zip(self.outputs, outputs)}
+    def run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        return self.run_images(arrays[0])
 
-    @staticmethod
-    def _pad(images: np.ndarray, rows: int) -> np.ndarray:
-        if images.shape[0] == rows:
-            return images
-        padded = np.zeros((rows,) + images.shape[1:], dtype=images.dtype)
-        padded[: images.shape[0]] = images
-        return padded
+    def batch_seconds(self, wall_s: float, rows: int) -> float:
+        """Device time from the perf file: rows / Interface throughputRate (per chip)."""
+        perf = self.last_perf
+        return rows / perf.interface_throughput if perf and perf.interface_throughput > 0 else wall_s
 
     def run_images(self, images: np.ndarray) -> list[np.ndarray]:
         """Write images as .bin + info file, run the binary once, read outputs and the perf file."""

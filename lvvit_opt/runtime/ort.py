@@ -3,20 +3,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import UserError
-from .base import Runner, TensorSpec
-
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-              "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(uint8)": "uint8",
-              "tensor(int8)": "int8", "tensor(bool)": "bool"}
+from ..tensor_spec import runtime_spec
+from .base import Runner
+from .registry import register_runner
 
 
+@register_runner
 @dataclass
 class OrtRunner(Runner):
     """Runs an ONNX file on onnxruntime.
@@ -31,6 +29,10 @@ class OrtRunner(Runner):
     optimize: bool = True
     model: Any = None  # an in-memory onnx.ModelProto to run instead of the file (see from_model)
 
+    name = "onnxruntime"
+    aliases = ("ort",)
+    suffixes = (".onnx",)
+
     @classmethod
     def from_model(cls, model, **options) -> "OrtRunner":
         """Run an in-memory onnx.ModelProto (passes, --check-each) without writing it first
@@ -40,7 +42,6 @@ class OrtRunner(Runner):
     def __post_init__(self):
         import onnxruntime as ort
 
-        self.backend = "onnxruntime"
         self._spill_dir = None
         if self.model is None and not os.path.isfile(self.model_path):
             raise UserError(f"{self.model_path}: no such file")
@@ -60,15 +61,12 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:
             raise UserError(f"{self.model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
-        self.inputs = [_spec(i) for i in self.session.get_inputs()]
-        self.outputs = [_spec(o) for o in self.session.get_outputs()]
+        self.inputs = [runtime_spec(i.name, i.shape, i.type) for i in self.session.get_inputs()]
+        self.outputs = [runtime_spec(o.name, o.shape, o.type) for o in self.session.get_outputs()]
 
-    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.outputs]
-        start = time.perf_counter()
-        results = self.session.run(names, dict(feeds))
-        self.last_infer_s = time.perf_counter() - start
-        return dict(zip(names, results))
+    def run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        feeds = {spec.name: array for spec, array in zip(self.inputs, arrays)}
+        return self.session.run([o.name for o in self.outputs], feeds)
 
     def _in_memory_source(self):
         from ..fileio import needs_external_data, save_onnx
@@ -92,7 +90,3 @@ class OrtRunner(Runner):
             "threads": self.threads or "onnxruntime default",
         }
 
-
-def _spec(arg) -> TensorSpec:
-    shape = tuple(d if isinstance(d, int) else (d or None) for d in arg.shape)
-    return TensorSpec(arg.name, shape, _ORT_TYPES.get(arg.type, arg.type))

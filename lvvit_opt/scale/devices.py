@@ -294,10 +294,7 @@ def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolat
 
     runner = None
     try:
-        options = dict(runner_options)
-        if not str(model).lower().endswith(".onnx"):
-            options["device_id"] = device
-        runner = open_runner(model, **options)
+        runner = open_runner(model, shared={"device_id": device}, **dict(runner_options))
         barrier.wait(READY_TIMEOUT_S)  # all devices loaded: the clock starts together
 
         def progress(count, total):
