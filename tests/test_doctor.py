@@ -354,3 +354,13 @@ def test_cli_doctor_bad_input_exits_2(no_tools, cli_runner, args, message):  # n
 
     result = cli_runner.invoke(main, ["doctor"] + args)
     assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == message
+
+
+def test_cli_doctor_json_may_not_overwrite_the_model(no_tools, cli_runner, tmp_path):  # noqa: F811
+    from lvvit_opt.cli import main
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(GOLDEN.read_bytes())
+    result = cli_runner.invoke(main, ["doctor", "--model", str(model), "--json", str(model)])
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.output
+    assert model.read_bytes() == GOLDEN.read_bytes()

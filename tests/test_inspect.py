@@ -223,6 +223,9 @@ def test_cli_inspect_bad_input_exits_2(fake_tools, compiled, cli_runner, tmp_pat
     shutil.copy(compiled[0], om)
     result = cli_runner.invoke(main, ["inspect", str(om), "--keep-json", str(om)])
     assert result.exit_code == 2 and "error: --keep-json" in result.output and om.read_bytes().startswith(b"LVVIT")
+    before = om.read_bytes()
+    result = cli_runner.invoke(main, ["inspect", str(om), "--json", str(om)])  # the error envelope must not land there
+    assert result.exit_code == 2 and "refusing to overwrite an input" in result.output and om.read_bytes() == before
     result = cli_runner.invoke(main, ["inspect", str(tmp_path / "none.om")])
     assert result.exit_code == 2 and result.output.strip().endswith("none.om: no such file")
 

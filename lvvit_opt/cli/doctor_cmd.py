@@ -39,7 +39,10 @@ def doctor_command(model, cann_home, transpose_file, workdir, min_free_gb, json_
     Exit 0 when nothing failed (warnings allowed), 1 otherwise. Changes nothing.
     """
     from ..ascend.doctor import run_doctor
+    from ..fileio import guard_outputs
 
+    guard_outputs({"--json": json_out if json_out != "-" else None},
+                  {"--model": model, "--transpose-file": transpose_file})
     report = run_doctor(cann_home=cann_home, model=model, transpose_file=transpose_file, workdir=workdir,
                         min_free_gb=min_free_gb)
     for line in report.format_lines():

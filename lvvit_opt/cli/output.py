@@ -155,12 +155,27 @@ def _default(value: Any) -> Any:
 def emit_error(message: str, exit_code: int) -> None:
     """On a failing command with --json, still write an envelope (ok=false) saying why."""
     st = state()
-    if st.json_target is None or st.envelope_written:
+    if st.json_target is None or st.envelope_written or not _replaceable(st.json_target):
         return
     try:
         emit_result({"error": message, "exit_code": exit_code}, ok=False)
     except Exception:  # the JSON path itself may be what is wrong; the error line says enough
         pass
+
+
+def _replaceable(target: str) -> bool:
+    """An error envelope may replace nothing but an earlier envelope: the failure may be that
+    --json names an input (guard_outputs refused it), which must survive byte for byte."""
+    if target == "-":
+        return True
+    try:
+        with open(target, "rb") as fh:
+            head = fh.read(4096)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return head.lstrip().startswith(b'{') and b'"command"' in head
 
 
 # ---------------------------------------------------------------- logging
