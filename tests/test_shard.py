@@ -36,6 +36,11 @@ def dataset(tmp_path_factory, golden_onnx):
     return images, write_val_txt(root / "val.txt", labels)
 
 
+@pytest.fixture(scope="module")
+def whole_as_one_shard(golden_onnx, dataset) -> dict:
+    return evaluate(golden_onnx, *dataset, workers=1, shard=Shard(1, 1)).to_dict()
+
+
 def _accuracy_fields(accuracy: dict) -> dict:
     keys = ("evaluated", "top1_correct", "top5_correct", "predictions", "labels", "unmatched_predictions",
             "missing_predictions", "unmatched_examples", "missing_examples", "top1", "top5")
@@ -211,3 +216,18 @@ def test_an_empty_shard_is_a_valid_result(golden_onnx, dataset, tmp_path):
     merged = merge_results(files)
     whole = evaluate(golden_onnx, images, val, workers=1, limit=2)
     assert _accuracy_fields(merged.accuracy.to_dict()) == _accuracy_fields(whole.accuracy.to_dict())
+
+
+@pytest.mark.parametrize("damage", [
+    lambda shard: shard.update(predictions="oops"),
+    lambda shard: shard["predictions"].update({"x": [1.5, 2]}),
+    lambda shard: shard["predictions"].update({"x": [float("nan")]}),
+    lambda shard: shard["labels"].update({"x": -3}),
+    lambda shard: shard.pop("labels"),
+])
+def test_merge_refuses_malformed_shard_records(whole_as_one_shard, tmp_path, cli_runner, damage):
+    data = json.loads(json.dumps(whole_as_one_shard))
+    damage(data["shard"])
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    run = cli_runner.invoke(main, ["merge", str(tmp_path / "bad.json")])
+    assert run.exit_code == 2 and "predictions or labels are malformed" in run.output, run.output

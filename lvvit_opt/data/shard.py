@@ -214,12 +214,13 @@ def _merge_accuracy(loaded, shards, kind: str, count: int) -> MergedResult:
     failed: dict[str, str] = {}
     owner: dict[str, str] = {}
     for (path, data), shard in zip(loaded, shards):
-        for stem, best in shard.get("predictions", {}).items():
+        shard_predictions, shard_labels = _checked_records(path, shard)
+        for stem, best in shard_predictions.items():
             if stem in owner:
                 raise UserError(f"{stem} has predictions in both {owner[stem]} and {path}")
             owner[stem] = path
-            predictions[stem] = [int(i) for i in best]
-        labels.update({stem: int(label) for stem, label in shard.get("labels", {}).items()})
+            predictions[stem] = best
+        labels.update(shard_labels)
         failed.update(data.get("failed") or {})
     accuracy = score_predictions(predictions, labels)
     accuracy.source = ", ".join(path for path, _ in loaded)
@@ -228,6 +229,23 @@ def _merge_accuracy(loaded, shards, kind: str, count: int) -> MergedResult:
     warnings = _model_warnings(loaded) if kind == "eval" else []
     return MergedResult(kind, count, [p for p, _ in loaded], accuracy=accuracy, failed=failed, warnings=warnings,
                         predictions=predictions)
+
+
+def _checked_records(path: str, shard: dict) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """The shard's predictions (stem -> class indices) and labels (stem -> class), or a UserError naming the file."""
+    try:
+        predictions = {str(stem): [_class_index(i) for i in best] for stem, best in shard["predictions"].items()}
+        labels = {str(stem): _class_index(label) for stem, label in shard["labels"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"{path}: its predictions or labels are malformed (expected image stem -> class indices)") \
+            from None
+    return predictions, labels
+
+
+def _class_index(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(value)
+    return value
 
 
 def _merge_preprocess(loaded, count: int) -> MergedResult:
