@@ -24,7 +24,7 @@ from .golden import OutputComparison, Tolerance, compare_outputs
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_MB = 256
+DEFAULT_CHUNK_MB = 384  # lvvit_s bs1 (~270 MB of activations per model): 2 runs of each model
 _UNKNOWN_TENSOR_BYTES = 4 * 1024 * 1024  # budget stand-in for a tensor whose shape inference could not size
 
 
@@ -321,11 +321,23 @@ class ExposedOnnx:
         expose_outputs(model, names)
         self.runner = OrtRunner.from_model(model)
         self.runner.model_path = label
+        self.runner.model = None  # the session has its own copy; do not keep the weights twice
         self.inputs = self.runner.inputs
 
     def fetch(self, names: Sequence[str], feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        runs = [self.runner.session.run(list(names), dict(feed)) for feed in feeds]
+        try:
+            runs = [self.runner.session.run(list(names), self._own_names(feed)) for feed in feeds]
+        except Exception as exc:  # e.g. a candidate with another batch size or input shape
+            raise UserError(f"{self.runner.model_path} cannot run on these inputs "
+                            f"({str(exc).strip().splitlines()[0][:300]})") from None
         return {name: _join([run[i] for run in runs]) for i, name in enumerate(names)}
+
+    def _own_names(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The reference's feeds under this model's input names (by position when they differ)."""
+        own = [s.name for s in self.inputs]
+        if set(feed) == set(own) or len(feed) != len(own):
+            return dict(feed)
+        return dict(zip(own, feed.values()))
 
     def close(self) -> None:
         self.runner.close()
@@ -355,6 +367,10 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
                         else "give a CANDIDATE (.onnx or dump directory) or --fp16")
     if chunk_mb <= 0:
         raise UserError(f"--chunk-mb {chunk_mb}: must be positive")
+    if candidate is not None and not os.path.isdir(candidate) and not candidate.lower().endswith(".onnx"):
+        raise UserError(f"CANDIDATE {candidate}: expected an .onnx or an NPU dump directory (for an .om: "
+                        "python -m ais_bench --model X.om --input ... --output OUT --dump 1 --dump_npy 1, "
+                        "then pass OUT/dump)")
     reference = load_onnx(reference_path)
     mode = "fp16" if fp16 else ("dump" if os.path.isdir(candidate) else "onnx")
     tolerance = tolerance or (Tolerance.onnx() if mode == "onnx" else Tolerance.fp16())

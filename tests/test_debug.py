@@ -169,6 +169,7 @@ def test_dump_errors_are_one_line(cli_runner, golden_onnx, tmp_path):
     ([], "give a CANDIDATE"),
     (["CAND", "--fp16"], "not both"),
     (["missing.onnx"], "no such file"),
+    (["model.om"], "expected an .onnx or an NPU dump directory"),
 ])
 def test_bad_arguments_exit_2(cli_runner, golden_onnx, tmp_path, args, message):
     args = [golden_onnx if a == "CAND" else a for a in args]

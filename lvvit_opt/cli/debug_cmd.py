@@ -26,8 +26,9 @@ def debug_group():
               help="Batch for models whose batch is symbolic (default 1).")
 @_tolerance_options
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="How many worst tensors to list.")
-@click.option("--chunk-mb", type=click.FloatRange(min=1), default=256, show_default=True,
-              help="Activations fetched per run and model; bounds memory on big models.")
+@click.option("--chunk-mb", type=click.FloatRange(min=1), default=384, show_default=True,
+              help="Activations (both models together) fetched per run; bounds memory on big models "
+                   "(fewer, larger chunks mean fewer model runs).")
 @click.option("--suggest-keep-dtype", "keep_dtype_path", type=click.Path(dir_okay=False), default=None,
               help="fp16/dump candidates: write atc's --keep_dtype file listing the nodes where the error "
                    "starts, and print the atc flag that uses it.")
