@@ -17,6 +17,7 @@ from .errors import UserError, ValidationFailed
 from .fileio import save_onnx
 from .logs import LogCallback, reporter
 from .progress import task
+from .resources import require_memory
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,9 @@ def export_onnx(
     log = reporter(logger, log)
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
-    if opset < 7:
-        raise UserError(f"--opset {opset} is too old (LV-ViT needs at least opset 7; 13 is recommended)")
+    check_opset(opset)
+    require_memory(export_memory_estimate(model, batch_size, img_size),
+                   f"exporting {model} at batch {batch_size}, {img_size}px")
     if checkpoint is None:
         log.warning(RANDOM_WEIGHTS_WARNING.format(seed=seed))
     with task(f"load {model}"):
@@ -125,6 +127,37 @@ def export_onnx(
     log(f"wrote {out} ({len(onnx_model.graph.node)} nodes) in {seconds:.1f} s")
     return ExportResult(str(out), model, None if dynamic_batch else batch_size, opset, simplify,
                         checkpoint is None, diff, seconds, len(onnx_model.graph.node), notes, random_tensors)
+
+
+def max_export_opset() -> int:
+    """Highest opset both torch's TorchScript exporter and the installed onnx support."""
+    import onnx
+    from torch.onnx import _constants
+
+    torch_max = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or _constants.ONNX_MAX_OPSET
+    return min(int(torch_max), onnx.defs.onnx_opset_version())
+
+
+def check_opset(opset: int) -> None:
+    """UserError (before torch prints pages of IR) for an opset the exporter cannot write."""
+    highest = max_export_opset()
+    if opset < 7:
+        raise UserError(f"--opset {opset} is too old (LV-ViT needs at least opset 7; 13 is recommended)")
+    if opset > highest:
+        raise UserError(f"--opset {opset} is not supported by this torch/onnx (highest {highest}; 13 is recommended)")
+
+
+def export_memory_estimate(model: str, batch_size: int, img_size: int) -> int:
+    """A lower-bound estimate of the bytes export needs (torch forward, kept three times over
+    by tracing, the check run and onnxruntime), from the config: conv stem maps, attention
+    maps and token tensors per sample, plus the position embedding."""
+    from .model import CONFIGS
+
+    cfg = CONFIGS.get(model)
+    dim, heads, stem = (cfg.embed_dim, cfg.num_heads, cfg.stem_channels) if cfg else (768, 12, 64)
+    tokens = (img_size // 16) ** 2 + 1
+    per_sample = 4 * (2 * stem * (img_size // 2) ** 2 + 2 * heads * tokens * tokens + 8 * tokens * dim)
+    return 3 * batch_size * per_sample + 4 * tokens * dim
 
 
 def seeded_input(batch_size: int, img_size: int = 224, seed: int = 0) -> np.ndarray:

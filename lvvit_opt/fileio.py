@@ -71,9 +71,9 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
 
 
 def _present(paths: Mapping[str, PathArg]) -> list[tuple[str, Path]]:
-    """(label, Path) of the given paths; None, "" and numbers (e.g. `--inputs 4`) are not paths."""
+    """(label, Path) of the given paths; None, "", "-" (stdout) and numbers (`--inputs 4`) are not paths."""
     return [(label, Path(os.fspath(p))) for label, p in paths.items()
-            if p is not None and not isinstance(p, int) and os.fspath(p) != ""]
+            if p is not None and not isinstance(p, int) and os.fspath(p) not in ("", "-")]
 
 
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -124,7 +124,7 @@ def temp_path_for(dest: str | os.PathLike, suffix: str = ".tmp") -> Path:
 def is_stale_temp(name: str) -> bool:
     """True for one of our temporary names whose writing process is gone."""
     match = _TEMP_NAME.match(name)
-    return bool(match) and not _pid_alive(int(match.group(1)))
+    return bool(match) and not pid_alive(int(match.group(1)))
 
 
 def sweep_stale_temps(directory: str | os.PathLike) -> int:
@@ -145,7 +145,8 @@ def sweep_stale_temps(directory: str | os.PathLike) -> int:
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """False only when no process has this pid (the writer of a temp file is gone)."""
     if pid == os.getpid():
         return True
     try:

@@ -98,7 +98,9 @@ def compare_outputs(
     elif len(ref_names) == len(cand_names):
         pairs = [(rn, reference[rn], candidate[cn]) for rn, cn in zip(ref_names, cand_names)]
     else:
-        raise ValueError(f"outputs differ: reference has {ref_names}, candidate has {cand_names}")
+        from .errors import UserError
+
+        raise UserError(f"the models have different outputs: reference {ref_names}, candidate {cand_names}")
     return ComparisonReport([_compare_one(n, r, c, tolerance) for n, r, c in pairs], tolerance)
 
 
@@ -190,6 +192,13 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
     Floats are standard normal (what a normalised image looks like); integers are small
     non-negative values; booleans random.
     """
+    from .resources import require_memory, tensor_nbytes
+
+    shapes = [(resolve_input_shape(s, batch_size), s.dtype) for s in specs]
+    # inputs, two models' outputs and the float64 draw: three times the inputs at least
+    require_memory(3 * count * sum(tensor_nbytes(shape, dtype) for shape, dtype in shapes),
+                   f"{count} input batch(es) of " + ", ".join(f"{s.name} {list(shape)}" for s, (shape, _) in
+                                                           zip(specs, shapes)))
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
@@ -296,6 +305,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     ref_runner = open_model_runner(reference)
     cand_runner = open_model_runner(candidate, **dict(candidate_options or {}))
     try:
+        check_same_inputs(ref_runner.inputs, cand_runner.inputs)
         stored: dict[str, np.ndarray] = {}
         source = None
         if golden:
@@ -317,6 +327,27 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         comparisons["candidate vs golden"] = compare_outputs(stored, matched, tolerance)
     return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
                             source.get("seed"), source)
+
+
+def check_same_inputs(reference_specs, candidate_specs) -> None:
+    """UserError unless both models take the same inputs: names, ranks and static dims (a
+    symbolic dim matches anything). Otherwise one model could not even be fed."""
+    from .errors import UserError
+
+    def describe(specs) -> str:
+        return ", ".join(f"{s.name} {list(s.shape)}" for s in specs)
+
+    ref = {s.name: s for s in reference_specs}
+    cand = {s.name: s for s in candidate_specs}
+    if set(ref) != set(cand):
+        raise UserError(f"the models take different inputs: reference {describe(reference_specs)}, "
+                        f"candidate {describe(candidate_specs)}; they cannot run on the same feeds")
+    for name, spec in ref.items():
+        a, b = list(spec.shape), list(cand[name].shape)
+        static = lambda d: isinstance(d, int) and d > 0  # noqa: E731
+        if len(a) != len(b) or any(static(x) and static(y) and x != y for x, y in zip(a, b)):
+            raise UserError(f"input {name} has shape {a} in the reference but {b} in the candidate; "
+                            "they cannot run on the same feeds")
 
 
 def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: int = 0,

@@ -179,6 +179,11 @@ def _check_plan(options: RunOptions) -> None:
         from .whitelist import locate_transpose_py, read_transpose_source
 
         read_transpose_source(locate_transpose_py(options.whitelist_file))  # missing or unparsable -> UserError
+    from .export import export_memory_estimate
+    from .resources import require_memory
+
+    biggest = max(options.batch_sizes)
+    require_memory(export_memory_estimate(options.model, biggest, 224), f"exporting {options.model} at batch {biggest}")
     if options.checkpoint is not None:
         from .model import create_model
 

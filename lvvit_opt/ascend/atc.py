@@ -141,8 +141,7 @@ def build_atc_command(
     `input_shapes` defaults to the model's own inputs (see resolve_input_shapes).
     `soc_version` must be concrete here (resolve "auto" with detect_soc_version first).
     """
-    if not str(soc_version).startswith("Ascend"):
-        raise UserError(f"--soc-version {soc_version!r}: expected a name like Ascend310, Ascend310P3, Ascend910B3")
+    check_soc_name(str(soc_version))
     if log is not None and log not in LOG_LEVELS:
         raise UserError(f"--log {log!r}: expected one of {', '.join(LOG_LEVELS)}")
     for flag, path in (("--keep-dtype", keep_dtype), ("--fusion-switch", fusion_switch)):
@@ -227,15 +226,54 @@ def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None
     log_path = Path(log_path if log_path is not None else prefix + ".atc.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    returncode, tail = _stream_to_log([str(executable)] + command[1:], log_path, env, progress, cwd)
-    elapsed = time.time() - start
-    text = log_path.read_text(encoding="utf-8", errors="replace")
-    result = AtcResult(command=command, log_path=log_path, om_path=find_om(prefix, since=start, cwd=cwd),
-                       returncode=returncode, elapsed_s=elapsed, success_line=SUCCESS_MARKER in text,
-                       errors=parse_atc_errors(text), tail=list(tail))
+    set_aside = _set_aside_old_oms(prefix, cwd)
+    succeeded = False
+    try:
+        returncode, tail = _stream_to_log([str(executable)] + command[1:], log_path, env, progress, cwd)
+        elapsed = time.time() - start
+        text = log_path.read_text(encoding="utf-8", errors="replace")
+        result = AtcResult(command=command, log_path=log_path, om_path=find_om(prefix, since=start, cwd=cwd),
+                           returncode=returncode, elapsed_s=elapsed, success_line=SUCCESS_MARKER in text,
+                           errors=parse_atc_errors(text), tail=list(tail))
+        succeeded = result.succeeded
+    finally:
+        _settle_oms(prefix, cwd, set_aside, succeeded)
     if check and not result.succeeded:
         raise ToolFailed(result.failure_message())
     return result
+
+
+def _om_candidates(prefix: str, cwd) -> list[Path]:
+    base = Path(cwd) / prefix if cwd is not None and not os.path.isabs(prefix) else Path(prefix)
+    return [base.with_name(base.name + ".om")] + sorted(base.parent.glob(base.name + "_linux_*.om"))
+
+
+def _set_aside_old_oms(prefix: str, cwd) -> list[tuple[Path, Path]]:
+    """Move existing .om files of this prefix to temporary names, so a failed or interrupted atc
+    can neither leave a half-written .om nor destroy the previous good one."""
+    from ..fileio import temp_path_for
+
+    moved = []
+    for om in _om_candidates(prefix, cwd):
+        if om.is_file():
+            aside = temp_path_for(om, ".om")
+            os.replace(om, aside)
+            moved.append((om, aside))
+    return moved
+
+
+def _settle_oms(prefix: str, cwd, set_aside: list[tuple[Path, Path]], succeeded: bool) -> None:
+    """After atc: on failure remove what it wrote and put the old files back; on success drop
+    the old files it replaced and put back the ones it did not write."""
+    if not succeeded:
+        for om in _om_candidates(prefix, cwd):  # the old ones are aside: whatever is here, atc wrote
+            if om.is_file():
+                om.unlink()
+    for original, aside in set_aside:
+        if succeeded and original.exists():
+            aside.unlink(missing_ok=True)
+        else:
+            os.replace(aside, original)
 
 
 def _stream_to_log(argv: list[str], log_path: Path, env: dict, progress: ProgressCallback | None,
@@ -316,20 +354,19 @@ def parse_atc_errors(text: str) -> list[AtcError]:
 
 
 def resolve_soc_version(soc_version: str, env: Mapping[str, str] | None = None) -> str:
-    """'auto' -> detect_soc_version(); anything else checked by name and returned unchanged."""
-    return detect_soc_version(env) if soc_version == "auto" else check_soc_name(soc_version)
+    """'auto' -> detect_soc_version(); anything else unchanged."""
+    return detect_soc_version(env) if soc_version == "auto" else soc_version
 
 
-# atc's --soc_version values are Ascend<3 digits><variant>: Ascend310, Ascend310P3, Ascend910B3,
-# Ascend910_9391, Ascend310B1 (CANN's platform_config/*.ini names).
-_SOC_NAME = re.compile(r"^Ascend\d{3}[A-Za-z0-9_]*$")
+# atc's --soc_version values: Ascend310, Ascend310P3, Ascend910B3, Ascend910_9391, ... (CANN's
+# platform_config/*.ini names). Only the form is checked: new chips come with every CANN.
+SOC_NAME = re.compile(r"^Ascend[0-9][0-9A-Za-z_]*$")
 
 
 def check_soc_name(soc_version: str) -> str:
-    """UserError for a name atc cannot know (before any file is written); the name otherwise."""
-    if not _SOC_NAME.match(soc_version):
-        raise UserError(f"--soc-version {soc_version!r} is not an Ascend SoC name (e.g. Ascend310, Ascend310P3, "
-                        "Ascend910B3; `npu-smi info` shows yours, or use auto)")
+    """UserError for a name atc cannot know (so `run` finds it before writing anything)."""
+    if not SOC_NAME.match(soc_version):
+        raise UserError(f"--soc-version {soc_version!r}: expected a name like Ascend310, Ascend310P3, Ascend910B3")
     return soc_version
 
 

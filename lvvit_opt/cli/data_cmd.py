@@ -156,6 +156,9 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
     result = postprocess(result_dir, labels, dtype=dtype, shard=shard)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
+    if result.unreadable:  # the rule of preprocess and eval: the rest is scored, the exit status says some were lost
+        raise ValidationFailed(f"{len(result.unreadable)} output file(s) could not be used (listed above); "
+                               f"the accuracy covers the other {result.evaluated}")
 
 
 @main.command("eval")
@@ -214,6 +217,9 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
                       ray_address=address, ray_workers=ray_workers)
     click.echo(result.summary())
     _write_json(json_out, result.to_dict())
+    if result.failed:  # the same rule as preprocess: the rest is scored, the exit status says some were lost
+        raise ValidationFailed(f"{len(result.failed)} of {result.images} images could not be read (listed above); "
+                               f"the accuracy covers the other {result.inferred}")
 
 
 @main.command("merge")

@@ -56,8 +56,11 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, ato
 
     Exit 0 when every output passes, 1 on a mismatch, 2 on bad input.
     """
+    from ..fileio import guard_outputs
     from ..golden import validate_models
 
+    guard_outputs({"--json": json_out}, {"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
+                                         "--inputs": inputs})
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
                              tolerance=_tolerance(candidate, atol, rtol, min_cosine))
     _emit(result)
@@ -102,6 +105,8 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
 @handle_errors
 def golden_check_command(model, golden, atol, rtol, min_cosine, json_out):
     """Run MODEL on GOLDEN's inputs and compare with its stored outputs (exit 0 pass, 1 mismatch, 2 bad input)."""
+    from ..fileio import guard_outputs
     from ..golden import check_golden
 
+    guard_outputs({"--json": json_out}, {"MODEL": model, "GOLDEN": golden})
     _emit(check_golden(model, golden, tolerance=_tolerance(model, atol, rtol, min_cosine)))

@@ -22,8 +22,9 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..resources import require_memory
 from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
-from .postprocess import AccuracyResult, labels_by_stem, read_labels, score_predictions, top_k
+from .postprocess import AccuracyResult, check_label_range, labels_by_stem, read_labels, score_predictions, top_k
 from .shard import Shard, shard_payload
 from .transform import EvalTransform
 
@@ -213,8 +214,12 @@ def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_m
                    progress: ProgressFn | None) -> EvalResult:
     """The streaming loop on an open runner, over exactly `paths` (scored against `label_map`)."""
     spec = runner.inputs[0]
+    if runner.outputs and runner.outputs[0].shape and _is_static(runner.outputs[0].shape[-1]):
+        check_label_range(label_map, runner.outputs[0].shape[-1])  # before a single image is decoded
     batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    require_memory(2 * batch * transform.output_nbytes + transform.memory_per_image() * max(workers, 1),
+                   f"eval at batch {batch}, {img_size}px, {workers} workers")
     stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]), dtype=spec.dtype)
     pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 and paths else None
     try:

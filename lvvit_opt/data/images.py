@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -55,7 +57,44 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()):
     (onnxruntime, torch): forkserver where available, else spawn."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return context.Pool(workers, initializer=initializer, initargs=initargs)
+    return context.Pool(workers, initializer=_init_pool_worker, initargs=(initializer, initargs))
+
+
+def _init_pool_worker(initializer, initargs: tuple) -> None:
+    """Signals of a pool worker, then the caller's initializer.
+
+    Ctrl-C reaches the whole process group: the parent handles it and terminates the pool,
+    so workers ignore SIGINT (no KeyboardInterrupt traceback from each). SIGTERM (what
+    pool.terminate() sends) exits quietly through SystemExit, so a task's finally-blocks
+    remove its temporary file. And a worker dies with its parent (PR_SET_PDEATHSIG on
+    Linux) instead of writing on after a kill -9 and failing with BrokenPipe tracebacks.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    _die_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _exit_quietly(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    raise SystemExit(0)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when its parent exits (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent is already gone
+        raise SystemExit(0)
 
 
 # -- worker side -------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the first name
     except OSError as exc:
         raise UserError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
@@ -103,6 +103,18 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
     if not labels:
         raise UserError(f"{path}: no labels")
     return labels
+
+
+def check_label_range(labels: Mapping[str, int], classes: int | None, where: str = "labels") -> None:
+    """UserError when a label is not a class of the model (0..classes-1): a wrong labels file
+    would otherwise only look like misses."""
+    if not classes:
+        return
+    outside = sorted((label, stem) for stem, label in labels.items() if not 0 <= label < classes)
+    if outside:
+        examples = ", ".join(f"{stem} -> {label}" for label, stem in outside[:EXAMPLES])
+        raise UserError(f"{where}: {len(outside)} label(s) outside the model's {classes} classes "
+                        f"(0..{classes - 1}), e.g. {examples}; wrong labels file for this model?")
 
 
 def labels_by_stem(labels: Mapping[str, int]) -> dict[str, int]:
@@ -169,7 +181,15 @@ def read_scores(path: str | os.PathLike, dtype: str = "float32") -> np.ndarray:
         scores = np.fromfile(path, dtype=dtype)
     else:
         scores = np.array(path.read_text(encoding="ascii").split(), dtype=np.float64)
-    return np.asarray(scores).reshape(-1)
+    scores = np.asarray(scores).reshape(-1)
+    if scores.size == 0:
+        raise ValueError("empty file (zero bytes or no values)")
+    if not np.issubdtype(scores.dtype, np.number):
+        raise ValueError(f"not numbers ({scores.dtype})")
+    if not np.isfinite(scores).all():
+        bad = int(np.count_nonzero(~np.isfinite(scores)))
+        raise ValueError(f"{bad} of {scores.size} scores are NaN or infinite")
+    return scores
 
 
 def top_k(scores: np.ndarray, k: int = TOP_K) -> np.ndarray:
@@ -221,7 +241,7 @@ def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mappi
     for stem in sorted(files):
         try:
             scores = read_scores(files[stem], dtype)
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except Exception as exc:  # noqa: BLE001  truncated .npy (EOFError), bad text, NaN, ...: listed, never fatal
             unreadable[files[stem].name] = f"{type(exc).__name__}: {str(exc)[:120]}"
             continue
         read[stem] = (scores.size, top_k(scores))
@@ -232,6 +252,7 @@ def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mappi
             predictions[stem] = best
         else:
             unreadable[files[stem].name] = f"{size} values, expected {classes}"
+    check_label_range(label_map, classes, str(labels) if isinstance(labels, (str, os.PathLike)) else "labels")
     result = score_predictions(predictions, label_map)
     result.unreadable = unreadable
     result.source = str(result_dir)

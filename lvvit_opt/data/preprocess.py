@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import write_text_atomic
+from ..fileio import pid_alive, sweep_stale_temps, temp_path_for, write_text_atomic
+from ..resources import require_memory
 from . import images
 from .images import default_workers, describe_error, image_stem, init_worker, list_images, worker_pool
 from .info import write_info_file
@@ -89,7 +90,11 @@ def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         raise UserError(f"{out}: the benchmark's info file cannot hold paths with spaces; pick another directory")
     if out.resolve() == Path(src_dir).resolve():
         raise UserError("the output directory must differ from the image directory")
-    out.mkdir(parents=True, exist_ok=True)
+    require_memory(transform.memory_per_image() * workers, f"--img-size {transform.img_size} with {workers} workers")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the output directory ({exc.strerror})") from None
     check_settings(out, transform)
     remove_partial_files(out)
 
@@ -101,7 +106,10 @@ def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     todo = [(str(p), str(t)) for p, t in zip(paths, targets) if not _is_complete(t, transform.output_nbytes)]
     result.skipped = len(paths) - len(todo)
     start = time.perf_counter()
-    failed = dict(_run_tasks(todo, transform, workers, result, progress))
+    try:
+        failed = dict(_run_tasks(todo, transform, workers, result, progress))
+    finally:
+        remove_partial_files(out)  # temporaries of workers killed mid-write (Ctrl-C, SIGTERM)
     result.seconds = time.perf_counter() - start
     result.failed = {Path(p).name: why for p, why in failed.items()}
     failed_targets = {str(t) for p, t in todo if p in failed}
@@ -151,7 +159,7 @@ def _write_one(task: tuple[str, str]) -> tuple[str, str | None]:
         tensor = images.worker_transform()(src)
     except Exception as exc:
         return src, describe_error(exc)
-    tmp = f"{os.path.dirname(dest)}/.{os.path.basename(dest)}{PARTIAL_MARK}{os.getpid()}"
+    tmp = temp_path_for(dest)
     try:
         tensor.tofile(tmp)
         os.replace(tmp, dest)
@@ -175,7 +183,12 @@ def check_settings(out_dir: Path, transform: EvalTransform) -> None:
     wanted = json.dumps(asdict(transform), sort_keys=True)
     marker = out_dir / SETTINGS_FILE
     if marker.exists():
-        found = marker.read_text(encoding="utf-8").strip()
+        found = marker.read_text(encoding="utf-8", errors="replace").strip()
+        try:
+            json.loads(found)
+        except ValueError:
+            raise UserError(f"{marker}: the resume record of an earlier preprocess run is corrupt; delete it "
+                            f"(and the .bin files, if in doubt) or use a new output directory") from None
         if found != wanted:
             raise UserError(f"{out_dir} holds .bin files made with other settings ({found}); "
                             f"use a new output directory or delete it")
@@ -187,9 +200,13 @@ def check_settings(out_dir: Path, transform: EvalTransform) -> None:
 
 
 def remove_partial_files(out_dir: Path) -> int:
-    """Delete temporaries a killed run left behind (`.<stem>.bin.partial-<pid>`)."""
-    removed = 0
+    """Delete temporaries a killed run left behind: ours (fileio naming) and the older
+    `.<stem>.bin.partial-<pid>` ones, whose writer is dead. A concurrent run's are kept."""
+    removed = sweep_stale_temps(out_dir)
     for leftover in out_dir.glob(f".*.bin{PARTIAL_MARK}*"):
+        pid = leftover.name.rsplit(PARTIAL_MARK, 1)[1]
+        if pid.isdigit() and pid_alive(int(pid)):
+            continue
         leftover.unlink(missing_ok=True)
         removed += 1
     return removed

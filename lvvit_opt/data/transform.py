@@ -68,6 +68,12 @@ class EvalTransform:
     def output_nbytes(self) -> int:
         return 3 * self.img_size * self.img_size * 4
 
+    def memory_per_image(self) -> int:
+        """Peak bytes one image needs (resized RGB up to 2:1, its copy, the float32 output
+        twice): an estimate to refuse an impossible --img-size before decoding anything."""
+        side = self.resize_shorter_to
+        return 2 * (3 * side * side * 2) + 2 * self.output_nbytes
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) after torchvision's shorter-side Resize (the long side is truncated)."""
         short, long = (width, height) if width <= height else (height, width)

@@ -15,6 +15,7 @@ Ascend 310 card, as the seed computes 57.8179 * 4 = 231.2716).
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -37,7 +38,8 @@ from .registry import register_runner
 
 CHIPS_PER_CARD_310 = 4
 _STAGE_LINE = re.compile(r"^\s*\[([A-Za-z][A-Za-z0-9 ]*)\]\s*(.*)$")
-_METRIC = re.compile(r"([A-Za-z][A-Za-z ]*?)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
+_METRIC = re.compile(r"([A-Za-z][A-Za-z ]*?)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)\b)",
+                     re.IGNORECASE)
 _PERF_NAME = re.compile(r"perf_vision_batchsize_(\d+)_device_(\d+)\.txt$")
 
 
@@ -78,7 +80,19 @@ def parse_perf_text(text: str, source: str = "perf file") -> BenchmarkPerf:
             stages[match.group(1).strip()] = metrics
     if "Interface throughputRate" not in stages.get("infer", {}):
         raise UserError(f"{source}: not a benchmark perf file (no '[infer] ... Interface throughputRate' line)")
+    _check_rates(stages, source)
     return BenchmarkPerf(stages)
+
+
+def _check_rates(stages: dict, source: str) -> None:
+    """A throughput that cannot be right (negative, zero, NaN, inf) is an error, never silently
+    replaced by our own wall-clock timing."""
+    for stage, metrics in stages.items():
+        for key, value in metrics.items():
+            lowest_ok = 0.0 if key != "Interface throughputRate" else math.ulp(0.0)  # only our fps must be > 0
+            if "throughputRate" in key and not (math.isfinite(value) and value >= lowest_ok):
+                raise ToolFailed(f"{source}: [{stage}] {key} is {value}, which cannot be a throughput; "
+                                 f"the benchmark run is not trustworthy (rerun it)")
 
 
 def parse_perf_file(path: str | os.PathLike) -> BenchmarkPerf:

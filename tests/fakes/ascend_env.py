@@ -18,7 +18,7 @@ FAKES_DIR = Path(__file__).resolve().parent
 FAKE_PYTHON = FAKES_DIR / "python"
 DATA_DIR = FAKES_DIR / "data"
 VENV_BIN = str(Path(sys.executable).parent)
-FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SLEEP", "FAKE_ASCEND_PERTURB", "FAKE_NPU_NAME", "FAKE_NPU_COUNT",
+FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SLEEP", "FAKE_ATC_PARTIAL", "FAKE_ASCEND_PERTURB", "FAKE_NPU_NAME", "FAKE_NPU_COUNT",
              "FAKE_NPU_SMI_FAIL", "FAKE_NPU_SLOW", "ASCEND_TOOLKIT_HOME", "install_path", "ASCEND_OPP_PATH")
 GOLDEN_ONNX = FAKES_DIR.parent.parent / "golden" / "lvvit_golden.onnx"
 
