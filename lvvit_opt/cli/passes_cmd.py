@@ -95,7 +95,10 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
 @handle_errors
 def passes_command(json_out):
     """List the graph passes `apply --passes` accepts, one line each (-v: with descriptions)."""
+    from ..fileio import guard_outputs
     from ..passes import available_passes
+
+    guard_outputs({"--json": json_out})
 
     registry = available_passes()
     width = max(len(name) for name in registry)

@@ -91,7 +91,7 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
     from ..golden import make_golden
     from ..inputs import parse_inputs_arg
 
-    guard_outputs({"-o": output}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
+    guard_outputs({"-o": output, "--json": json_out}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
     echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
     emit_result({"output": str(output), "arrays": {name: list(shape) for name, shape in saved.items()}})

@@ -66,7 +66,10 @@ def shapes_command(model, json_out) -> None:
 
     A Transpose whose input shape is not static is listed as such (atc needs a fixed batch).
     """
+    from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import transpose_shapes
+
+    guard_outputs({"--json": json_out}, {"MODEL": model})
 
     from ..table import format_table
 
@@ -90,7 +93,10 @@ def check_command(file, shape_values, from_model, require_fast, json_out) -> Non
 
     The file is read as text with Python's ast; it is never imported or executed.
     """
+    from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import check_shapes
+
+    guard_outputs({"--json": json_out}, {"--file": file, "--from-model": from_model})
 
     report = check_shapes(file, _requested_shapes(shape_values, from_model))
     emit_result(report.to_dict(), ok=report.all_fast or not require_fast)
@@ -128,7 +134,7 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
     from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import patch_file
 
-    guard_outputs({"--output": output}, {"--file": file, "--from-model": from_model})
+    guard_outputs({"--output": output, "--json": json_out}, {"--file": file, "--from-model": from_model})
     result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
                         output=output)
     emit_result(result.to_dict(), ok=not result.blocked)
@@ -154,7 +160,10 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
 @handle_errors
 def restore_command(file, force, json_out) -> None:
     """Put the original transpose.py back byte for byte and remove our backup and record."""
+    from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import restore_file
+
+    guard_outputs({"--json": json_out}, {"--file": file})
 
     result = restore_file(file, force=force)
     echo(result.message)
