@@ -49,7 +49,7 @@ def images(tmp_path_factory):
 def test_parse_devices():
     assert parse_devices("0,1, 2,3") == [0, 1, 2, 3]
     for text, why in [("", "no device"), ("0,x", "comma-separated"), ("1,1", "device 1 given more than once"),
-                      ("-1", "0 or more")]:
+                      ("-1", "0 or more"), (",".join(map(str, range(65))), "at most 64")]:
         with pytest.raises(UserError, match=why):
             parse_devices(text)
     assert split_evenly(list(range(10)), 4) == [[0, 4, 8], [1, 5, 9], [2, 6], [3, 7]]

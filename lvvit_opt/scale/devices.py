@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 900.0  # loading a model on a busy host; a dead sibling aborts the wait at once
 POLL_S = 0.5
+MAX_DEVICES = 64  # a process each: more than any Ascend host holds (8 cards x 4 chips), far fewer than a typo can ask
 
 
 def parse_devices(text: str) -> list[int]:
@@ -44,6 +45,8 @@ def parse_devices(text: str) -> list[int]:
         raise UserError(f"--device {text!r}: no device id given")
     if any(d < 0 for d in devices):
         raise UserError(f"--device {text!r}: device ids are 0 or more")
+    if len(devices) > MAX_DEVICES:
+        raise UserError(f"--device: {len(devices)} devices; at most {MAX_DEVICES} (one process each)")
     repeated = sorted({d for d in devices if devices.count(d) > 1})
     if repeated:
         raise UserError(f"--device {text!r}: device {', '.join(map(str, repeated))} given more than once")
