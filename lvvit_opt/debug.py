@@ -354,9 +354,10 @@ def _join(arrays: list[np.ndarray]) -> np.ndarray:
 def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: bool = False,
                    inputs: int | str = 1, seed: int = 0, batch_size: int | None = None,
                    tolerance: Tolerance | None = None, chunk_mb: float = DEFAULT_CHUNK_MB,
-                   top: int = 10) -> LayerReport:
+                   top: int = 10, om_json: str | None = None) -> LayerReport:
     """Compare REFERENCE (.onnx) with CANDIDATE (.onnx, or an NPU dump directory) or, with
-    `fp16`, with its own fp16 conversion, tensor by tensor. See the module docstring."""
+    `fp16`, with its own fp16 conversion, tensor by tensor. See the module docstring.
+    `om_json`: the .om's `atc --mode=1` graph JSON, to match fused ops of a dump."""
     import os
 
     from .fileio import load_onnx
@@ -365,6 +366,8 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     if fp16 == (candidate is not None):
         raise UserError("give either a CANDIDATE (.onnx or dump directory) or --fp16, not both" if fp16
                         else "give a CANDIDATE (.onnx or dump directory) or --fp16")
+    if om_json and mode_is_not_dump(candidate, fp16):
+        raise UserError("--om-json maps the ops of an NPU dump; the candidate is not a dump directory")
     if chunk_mb <= 0:
         raise UserError(f"--chunk-mb {chunk_mb}: must be positive")
     if candidate is not None and not os.path.isdir(candidate) and not candidate.lower().endswith(".onnx"):
@@ -378,7 +381,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     if mode == "dump":
         from .ascend.dump import DumpCandidate
 
-        cand = DumpCandidate(candidate)
+        cand = DumpCandidate(candidate, om_json)
         matches, unmatched_cand = cand.match(tensors)
     else:
         cand_model = to_fp16(reference) if fp16 else load_onnx(candidate)
@@ -404,6 +407,12 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     return LayerReport(reference_path, candidate or f"{reference_path} converted to fp16 (onnxconverter-common, "
                        "keep_io_types)", mode, tolerance, input_set.to_dict(), results,
                        [t.name for t in tensors if t.name not in matched_refs], unmatched_cand, top)
+
+
+def mode_is_not_dump(candidate: str | None, fp16: bool) -> bool:
+    import os
+
+    return fp16 or candidate is None or not os.path.isdir(candidate)
 
 
 def _tensor_bytes(reference_path: str, tensors: list[RefTensor]) -> dict[str, int]:

@@ -170,6 +170,7 @@ def test_dump_errors_are_one_line(cli_runner, golden_onnx, tmp_path):
     (["CAND", "--fp16"], "not both"),
     (["missing.onnx"], "no such file"),
     (["model.om"], "expected an .onnx or an NPU dump directory"),
+    (["CAND", "--om-json", "CAND"], "--om-json maps the ops of an NPU dump"),
 ])
 def test_bad_arguments_exit_2(cli_runner, golden_onnx, tmp_path, args, message):
     args = [golden_onnx if a == "CAND" else a for a in args]
@@ -186,3 +187,34 @@ def test_inputs_forms_give_the_same_layers(golden_onnx, perturbed_deep, tmp_path
     by_seed = compare_layers(golden_onnx, perturbed_deep, inputs=1, seed=4).to_dict()
     by_file = compare_layers(golden_onnx, perturbed_deep, inputs=str(tmp_path / "x.npz")).to_dict()
     assert by_seed["tensors"] == by_file["tensors"] and by_file["inputs"]["kind"] == "npz"
+
+
+def test_fused_ops_of_a_dump_match_through_the_om_json(fake_om, tmp_path):
+    """atc fuses GELU's Div/Erf/Add/Mul/Mul into one op; its graph JSON names the original output."""
+    onnx_path, om_path = fake_om
+    np.save(tmp_path / "image.npy", np.random.default_rng(2).standard_normal((2, 3, 224, 224)).astype(np.float32))
+    dump = _ais_bench_dump(om_path, str(tmp_path / "image.npy"), tmp_path / "run")
+    act = [p for p in dump.rglob("*.npy") if "_blocks_1_mlp_act_" in p.name]
+    assert len(act) == 5
+    last = next(p for p in act if "._blocks_1_mlp_act_Mul_1." in p.name)
+    fused = last.with_name("Gelu._blocks_1_mlp_act_Gelu.999.0.1675157077183551.output.0.npy")
+    fused.write_bytes(last.read_bytes())
+    for path in act:
+        path.unlink()
+    om_json = tmp_path / "lvvit_golden.json"  # the shape of `atc --mode=1` output (see lvvit_opt.ascend.dump)
+    om_json.write_text(json.dumps({"name": "lvvit_golden", "graph": [{"name": "lvvit_golden", "op": [
+        {"name": "/blocks.1/mlp/act/Gelu", "type": "Gelu",
+         "attr": [{"key": "_datadump_original_op_names", "value": {"list": {"val_type": 1, "s": [
+             "/blocks.1/mlp/act/Div", "/blocks.1/mlp/act/Erf", "/blocks.1/mlp/act/Add", "/blocks.1/mlp/act/Mul",
+             "/blocks.1/mlp/act/Mul_1"]}}}],
+         "output_desc": [{"attr": [{"key": "_datadump_origin_name", "value": {"s": "/blocks.1/mlp/act/Mul_1"}},
+                                   {"key": "_datadump_origin_output_index", "value": {"i": 0}}]}]}]}]}))
+    plain = compare_layers(onnx_path, str(dump), inputs=str(tmp_path / "image.npy"))
+    assert any("Gelu._blocks_1_mlp_act_Gelu" in u for u in plain.unmatched_candidate)
+    assert "/blocks.1/mlp/act/Mul_1_output_0" in plain.unmatched_reference
+    mapped = compare_layers(onnx_path, str(dump), inputs=str(tmp_path / "image.npy"), om_json=str(om_json))
+    gelu = next(r for r in mapped.results if r.tensor.node == "/blocks.1/mlp/act/Mul_1")
+    assert gelu.passed and gelu.match.via.startswith("dump of fused op _blocks_1_mlp_act_Gelu output 0")
+    assert not any("Gelu" in u for u in mapped.unmatched_candidate) and mapped.passed
+    assert sorted(mapped.unmatched_reference) == sorted(
+        f"/blocks.1/mlp/act/{n}_output_0" for n in ("Div", "Erf", "Add", "Mul"))

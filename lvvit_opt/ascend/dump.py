@@ -17,9 +17,14 @@ Public facts this follows (no CANN here; the stand-in in tests/fakes writes the 
 
 Matching, as msit compare does for ONNX models (msquickcmp: unnamed ONNX nodes are called
 `{op_type}_{index}`): a dump's op_name is looked up among the reference's node names
-sanitised with the rule above, its output index i is that node's i-th output. Ops that atc
-fused or added (TransData, Cast, ...) match no node and are listed as unmatched; an op that
-ran more than once (several data_index folders) is taken from its first run.
+sanitised with the rule above, its output index i is that node's i-th output. With the
+.om's graph JSON (`atc --mode=1 --om=X.om --json=X.json`), fused ops are mapped like msit's
+fusion rules do: an output's `_datadump_origin_name` / `_datadump_origin_output_index`
+attributes name the original node and output; without them, the op's
+`_datadump_original_op_names` list (e.g. Conv+BN+Relu fused as `conv1conv1_relu`) maps its
+outputs to the last original op's (Ascend/msit msquickcmp/npu/fusion_parer, om_parser.py).
+Ops that atc added (TransData, Cast, ...) match no node and are listed as unmatched; an op
+that ran more than once (several data_index folders) is taken from its first run.
 """
 from __future__ import annotations
 
@@ -81,13 +86,49 @@ def _run_order(path: Path) -> tuple:
     return tuple(int(p) if p.isdigit() else -1 for p in path.parts[:-1]), str(path)
 
 
+def read_om_json(path: str | os.PathLike) -> dict[tuple[str, int], tuple[str, int]]:
+    """(dumped op name, output index) -> (original op name, output index) for every op of an
+    `atc --mode=1` graph JSON whose outputs stand for original ops under other names."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        graphs = data["graph"] if isinstance(data.get("graph"), list) else [data["graph"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path}: not an atc --mode=1 graph JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
+    mapping: dict[tuple[str, int], tuple[str, int]] = {}
+    for graph in graphs:
+        for op in graph.get("op", []) if isinstance(graph, dict) else []:
+            name = str(op.get("name", ""))
+            originals = _attr(op.get("attr"), "_datadump_original_op_names")
+            originals = originals.get("list", {}).get("s", []) if isinstance(originals, dict) else []
+            for k, desc in enumerate(op.get("output_desc", []) or []):
+                attrs = desc.get("attr") if isinstance(desc, dict) else None
+                origin = _attr(attrs, "_datadump_origin_name")
+                index = _attr(attrs, "_datadump_origin_output_index")
+                if isinstance(origin, dict) and origin.get("s"):
+                    mapping[(dump_name(name), k)] = (str(origin["s"]), int((index or {}).get("i", k)))
+                elif originals and originals[-1] != name:
+                    mapping[(dump_name(name), k)] = (str(originals[-1]), k)
+    return mapping
+
+
+def _attr(attrs, key: str):
+    for attr in attrs or []:
+        if isinstance(attr, dict) and attr.get("key") == key:
+            return attr.get("value")
+    return None
+
+
 class DumpCandidate:
     """An NPU dump as a debug-layers candidate: `match` pairs reference tensors with dump
-    files, `fetch` loads them (a dump is one inference: the feeds are not used)."""
+    files (through the .om's graph JSON when given), `fetch` loads them (a dump is one
+    inference: the feeds are not used)."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, om_json: str | os.PathLike | None = None):
         self.directory = str(directory)
         self.files = find_dump_outputs(directory)
+        self.renames = read_om_json(om_json) if om_json else {}
 
     def match(self, tensors: Sequence) -> tuple[list, list[str]]:
         from ..debug import Match
@@ -96,9 +137,13 @@ class DumpCandidate:
         matches, used = [], set()
         for key, path in self.files.items():
             tensor = by_key.get(key)
+            via = f"dump of op {key[0]} output {key[1]}"
+            if tensor is None and key in self.renames:
+                origin = self.renames[key]
+                tensor = by_key.get((dump_name(origin[0]), origin[1]))
+                via = f"dump of fused op {key[0]} output {key[1]} (= {origin[0]} output {origin[1]})"
             if tensor is not None:
-                matches.append(Match(tensor.name, str(path.relative_to(self.directory)), None,
-                                     f"dump of op {key[0]} output {key[1]}"))
+                matches.append(Match(tensor.name, str(path.relative_to(self.directory)), None, via))
                 used.add(key)
         unmatched = [str(p.relative_to(self.directory)) for k, p in self.files.items() if k not in used]
         if not matches:

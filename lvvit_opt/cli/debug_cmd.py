@@ -32,10 +32,13 @@ def debug_group():
 @click.option("--suggest-keep-dtype", "keep_dtype_path", type=click.Path(dir_okay=False), default=None,
               help="fp16/dump candidates: write atc's --keep_dtype file listing the nodes where the error "
                    "starts, and print the atc flag that uses it.")
+@click.option("--om-json", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Dump candidates: the .om's graph JSON (atc --mode=1 --om=X.om --json=X.json), to match "
+                   "ops atc fused to the original ONNX nodes.")
 @json_option
 @handle_errors
 def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, rtol, min_cosine, top, chunk_mb,
-                   keep_dtype_path, json_out):
+                   keep_dtype_path, om_json, json_out):
     """Compare REFERENCE (.onnx) with CANDIDATE tensor by tensor, in topological order.
 
     \b
@@ -72,7 +75,7 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
                             tolerance=_tolerance(None, atol, rtol, min_cosine, base=base), chunk_mb=chunk_mb,
-                            top=top)
+                            top=top, om_json=om_json)
     echo(report.format())
     result = report.to_dict()
     if keep_dtype_path:
