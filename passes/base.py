@@ -56,6 +56,10 @@ class GraphPass:
     """Base class of every pass. Subclasses set `name`, `Options` and `rewrite`."""
 
     name: ClassVar[str] = ""
+    # Options with a command-line shortcut: option name -> flag (`--batch-size` for
+    # fix_shapes.batch_size). The flag sets the option of every pass in the pipeline that
+    # declares it, exactly as `-O PASS.OPTION=VALUE` would (see registry.apply_shortcuts).
+    shortcuts: ClassVar[dict[str, str]] = {}
 
     @dataclass
     class Options:

@@ -44,6 +44,7 @@ class FixShapes(GraphPass):
     """
 
     name = "fix_shapes"
+    shortcuts = {"batch_size": "--batch-size", "input_shapes": "--input-shape"}
 
     @dataclass
     class Options:

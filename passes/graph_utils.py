@@ -21,12 +21,13 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 0
 
 
-def infer_shapes_light(model: onnx.ModelProto) -> dict[str, tuple]:
+def infer_shapes_light(model: onnx.ModelProto, strict: bool = False) -> dict[str, tuple]:
     """Tensor name -> dims after onnx shape inference, without copying the weights.
 
     Large initializers are replaced by graph inputs of the same type and shape in a
     skeleton model; small ones (Reshape targets, axes) keep their values so data
-    propagation still resolves shapes.
+    propagation still resolves shapes. strict: shape-inference errors (an op whose inputs
+    cannot fit, a rank mismatch) raise instead of leaving the shape unknown.
     """
     skeleton = onnx.ModelProto()
     skeleton.ir_version = model.ir_version
@@ -45,7 +46,7 @@ def infer_shapes_light(model: onnx.ModelProto) -> dict[str, tuple]:
             graph.initializer.append(init)
         elif init.name not in input_names:
             graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=strict, data_prop=True)
     shapes: dict[str, tuple] = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = dims_of(value.type)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Any, Collection, Iterator, Mapping
 
 from ..errors import UserError
 from .base import GraphPass
@@ -56,3 +56,30 @@ def parse_pass_list(text: str | list[str]) -> list[str]:
         raise UserError(f"unknown pass{'es' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                         f"valid passes: {', '.join(_REGISTRY)}")
     return names
+
+
+def apply_shortcuts(names: list[str], options: Mapping[str, Mapping[str, Any]] | None,
+                    values: Mapping[str, Any], optional: Collection[str] = ()) -> dict[str, dict[str, Any]]:
+    """Map shortcut values (`{"batch_size": 16}`, from --batch-size) onto PASS.OPTION for every
+    pass in `names` that declares the shortcut (GraphPass.shortcuts), as if given with -O.
+
+    None values are not given. A shortcut no pass in `names` takes is a UserError unless it is
+    `optional` (used elsewhere too); one that contradicts an explicit -O entry is a UserError.
+    """
+    merged = {name: dict(opts) for name, opts in (options or {}).items()}
+    for option, value in values.items():
+        if value is None:
+            continue
+        takers = [n for n in dict.fromkeys(names) if option in get_pass(n).shortcuts]
+        if not takers and option not in optional:
+            owners = [cls for cls in _REGISTRY.values() if option in cls.shortcuts]
+            flag = owners[0].shortcuts[option] if owners else option
+            where = " or ".join(cls.name for cls in owners) or "no"
+            raise UserError(f"{flag} only applies to the {where} pass; add it to --passes")
+        for name in takers:
+            given = merged.setdefault(name, {})
+            if option in given and str(given[option]) != str(value):
+                raise UserError(f"-O {name}.{option}={given[option]} and {get_pass(name).shortcuts[option]} "
+                                f"{value} disagree; give one")
+            given[option] = value
+    return merged

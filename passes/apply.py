@@ -1,0 +1,122 @@
+"""The `apply` verb as a function: load, run the pass manager, validate, write atomically.
+
+The pass manager itself (ordering, options, per-pass checks) is passes/pipeline.py.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ValidationFailed
+from .base import PassReport
+from .graph_utils import op_counts
+from .pipeline import format_op_table, run_pipeline
+from .registry import apply_shortcuts, parse_pass_list
+
+
+@dataclass
+class ApplyResult:
+    """Everything `lvvit-opt apply` did; `to_dict` is the --report JSON."""
+
+    input: str
+    output: str
+    passes: list[PassReport]
+    ops_before: dict[str, int]
+    ops_after: dict[str, int]
+    validation: Any = None  # golden.ValidationResult or None when --no-validate
+    checks: dict[str, Any] = field(default_factory=dict)
+    written: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input": self.input, "output": self.output, "written": self.written, "seconds": round(self.seconds, 3),
+            "passes": [r.to_dict() | ({"check": self.checks[r.name]} if r.name in self.checks else {})
+                       for r in self.passes],
+            "op_counts": {"before": self.ops_before, "after": self.ops_after},
+            "transpose_input_shapes": self.transpose_input_shapes(),
+            "validation": self.validation.to_dict() if self.validation is not None else None,
+        }
+
+    def transpose_input_shapes(self) -> list[list]:
+        """Input shapes of every Transpose the passes created (for the CANN whitelist)."""
+        shapes = []
+        for report in self.passes:
+            for shape in report.details.get("transpose_input_shapes", []):
+                if shape not in shapes:
+                    shapes.append(shape)
+        return shapes
+
+    def format(self) -> str:
+        lines = [format_op_table(self.ops_before, self.ops_after), ""]
+        lines += [r.summary() for r in self.passes]
+        for report in self.passes:
+            lines += [f"  {report.name}: {note}" for note in report.notes]
+        shapes = self.transpose_input_shapes()
+        if shapes:
+            lines.append(f"created Transpose input shapes: {', '.join(str(tuple(s)) for s in shapes)}")
+        if self.validation is not None:
+            lines += ["", "validation (onnxruntime, original vs rewritten):", self.validation.format()]
+        return "\n".join(lines)
+
+
+class ApplyValidationFailed(ValidationFailed):
+    def __init__(self, message: str, result: ApplyResult):
+        super().__init__(message)
+        self.result = result
+
+
+def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: list[str] | str, *,
+               batch_size: int | None = None, input_shapes: str | list[str] | None = None,
+               options: Mapping[str, Mapping[str, Any]] | None = None, validate: bool = True,
+               check_each: bool = False, report_path: str | os.PathLike | None = None,
+               validation_inputs: int | str = 1, seed: int = 0, tolerance=None) -> ApplyResult:
+    """The `apply` verb: load, run passes, validate on onnxruntime, write atomically.
+
+    batch_size / input_shapes are shortcuts for the options of the passes that declare them
+    (`fix_shapes.batch_size`, `fix_shapes.input_shapes`; an explicit `options` entry wins);
+    batch_size is also the validation batch when the model's batch stays symbolic. `validation_inputs`: a number of seeded random batches
+    or a file/directory (see lvvit_opt.inputs). On validation failure nothing is written at
+    `out_path` and ApplyValidationFailed (exit 1) carries the result; `report_path` is
+    written either way.
+    """
+    from ..fileio import guard_outputs, load_onnx, save_onnx, write_text_atomic
+
+    start = time.perf_counter()
+    in_path, out_path = Path(in_path), Path(out_path)
+    guard_outputs({"-o": out_path, "--report": report_path}, {"MODEL": in_path})
+    names = parse_pass_list(passes)
+    if isinstance(input_shapes, (list, tuple)):
+        input_shapes = ";".join(input_shapes)
+    # --batch-size is also the validation batch, so it may be given without a pass taking it
+    options = apply_shortcuts(names, options, {"batch_size": batch_size, "input_shapes": input_shapes or None},
+                              optional={"batch_size"})
+    model = load_onnx(in_path)
+    ops_before = dict(op_counts(model))
+    pipeline = run_pipeline(model, names, options, check_each=check_each, in_place=not (validate or check_each),
+                            check_seed=seed, check_batch_size=batch_size, tolerance=tolerance,
+                            check_inputs=validation_inputs)
+    result = ApplyResult(str(in_path), str(out_path), pipeline.reports, ops_before, dict(op_counts(pipeline.model)),
+                         checks=pipeline.checks)
+    if validate:
+        from ..golden import validate_models
+
+        result.validation = validate_models(model, pipeline.model, inputs=validation_inputs, seed=seed,
+                                            batch_size=batch_size, tolerance=tolerance)
+    if result.validation is None or result.validation.passed:
+        save_onnx(pipeline.model, out_path)
+        result.written = True
+    result.seconds = time.perf_counter() - start
+    if report_path:
+        import json
+
+        write_text_atomic(report_path, json.dumps(result.to_dict(), indent=2) + "\n")
+    if not result.written:
+        raise ApplyValidationFailed(f"the rewritten graph does not compute the same function; nothing written "
+                                    f"to {out_path}\n{result.validation.format()}", result)
+    return result
+
+
