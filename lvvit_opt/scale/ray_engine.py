@@ -79,12 +79,11 @@ def _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolatio
     count = min(workers or available, available)
     if workers and workers > available:
         log.warning("asked for %d Ray workers; the cluster has room for %d", workers, available)
-    options = dict(runner_options)
+    # device 0: the chip Ray granted, seen through ASCEND_RT_VISIBLE_DEVICES; the runner takes what it declares
+    options = {"shared": {"device_id": 0, "threads": cpus}, **runner_options}
     if on_npu:
-        options["device_id"] = 0  # the chip Ray granted, seen through ASCEND_RT_VISIBLE_DEVICES
         actor_class = ray.remote(num_cpus=1, resources={"NPU": 1})(EvalWorker)
     else:
-        options["threads"] = cpus
         actor_class = ray.remote(num_cpus=cpus)(EvalWorker)
     start = time.perf_counter()
     actors = [actor_class.remote(str(model), options, index) for index in range(count)]
@@ -144,7 +143,7 @@ class EvalWorker:
         context = ray.get_runtime_context()
         return {"node": context.get_node_id()[:12], "pid": os.getpid(),
                 "npu": list(context.get_accelerator_ids().get("NPU", [])),
-                "batch": self.runner.inputs[0].shape[0] if isinstance(self.runner.inputs[0].shape[0], int) else None,
+                "batch": self.runner.inputs[0].batch,
                 "runner": self.runner.describe()}
 
     def run(self, paths: list[str], batch_size: int, crop_pct: float, interpolation: str):
