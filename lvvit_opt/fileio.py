@@ -109,8 +109,10 @@ def require_writable_dir(directory: str | os.PathLike, what: str) -> None:
             fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         except OSError as exc:
             raise UserError(f"{what}: cannot write to {existing} ({exc.strerror})") from None
-        os.close(fd)
-        os.unlink(probe)
+        try:
+            os.close(fd)
+        finally:  # also on Ctrl-C/SIGTERM (and a probe of a killed run is swept later: its pid is dead)
+            os.unlink(probe)
 
 
 # -- atomic writes ------------------------------------------------------------------------
@@ -184,11 +186,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
         _swept_dirs.add(folder)
         sweep_stale_temps(folder)
     tmp_path = temp_path_for(dest, suffix or ".tmp")
-    try:
-        os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except OSError as exc:
-        raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
-    try:
+    try:  # created inside the try: a signal right after the creation still removes it
+        try:
+            os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
         try:
             yield tmp_path
         except OSError as exc:

@@ -16,7 +16,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import UserError
-from ..fileio import pid_alive, sweep_stale_temps, temp_path_for, write_text_atomic
+from .. import fileio
+from ..fileio import pid_alive, sweep_stale_temps, write_text_atomic
 from ..resources import require_memory
 from . import images
 from .images import default_workers, describe_error, image_stem, init_worker, list_images, worker_pool
@@ -148,7 +149,7 @@ def _run_tasks(todo: list[tuple[str, str]], transform: EvalTransform, workers: i
                 progress(done, total)
     finally:
         if pool is not None:
-            pool.terminate()  # workers finish by rename, so a killed one leaves only a .partial file
+            pool.terminate()  # SIGTERM: each worker removes its temporary file as it exits
             pool.join()
 
 
@@ -159,14 +160,8 @@ def _write_one(task: tuple[str, str]) -> tuple[str, str | None]:
         tensor = images.worker_transform()(src)
     except Exception as exc:
         return src, describe_error(exc)
-    tmp = temp_path_for(dest)
-    try:
+    with fileio.atomic_path(dest, suffix=".bin") as tmp:  # SIGTERM/Ctrl-C: the temp is removed
         tensor.tofile(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return src, None
 
 
