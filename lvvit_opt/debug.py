@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import UserError
 from .golden import OutputComparison, Tolerance, compare_outputs
+from .progress import task
 
 log = logging.getLogger(__name__)
 
@@ -454,17 +455,19 @@ def _compare_in_chunks(tensors, matches, ref, cand, feeds, tolerance, sizes, bud
     order = [(t, by_ref[t.name]) for t in tensors if t.name in by_ref]
     budget_per_set = budget / max(1, len(feeds))
     results: list[TensorResult] = []
-    for chunk in _chunks(order, sizes, budget_per_set):
-        ref_values = ref.fetch([t.name for t, _ in chunk], feeds)
-        cand_values = cand.fetch(list(dict.fromkeys(m.candidate for _, group in chunk for m in group)), feeds)
-        for tensor, group in chunk:
-            for m in group:
-                value = cand_values[m.candidate]
-                if m.to_ref is not None:
-                    value = np.transpose(value, m.to_ref) if value.ndim == len(m.to_ref) else value
-                report = compare_outputs({tensor.name: ref_values[tensor.name]}, {tensor.name: value}, tolerance)
-                results.append(TensorResult(tensor, m, report.outputs[0]))
-        del ref_values, cand_values
+    with task("debug layers", total=len(order), unit="tensor") as bar:
+        for chunk in _chunks(order, sizes, budget_per_set):
+            ref_values = ref.fetch([t.name for t, _ in chunk], feeds)
+            cand_values = cand.fetch(list(dict.fromkeys(m.candidate for _, group in chunk for m in group)), feeds)
+            for tensor, group in chunk:
+                for m in group:
+                    value = cand_values[m.candidate]
+                    if m.to_ref is not None:
+                        value = np.transpose(value, m.to_ref) if value.ndim == len(m.to_ref) else value
+                    report = compare_outputs({tensor.name: ref_values[tensor.name]}, {tensor.name: value}, tolerance)
+                    results.append(TensorResult(tensor, m, report.outputs[0]))
+            bar.update(len(chunk))
+            del ref_values, cand_values
     return results
 
 
