@@ -414,7 +414,7 @@ def _golden_feeds(data: Mapping[str, np.ndarray], specs) -> list[dict[str, np.nd
         raise UserError(f"golden file lacks input(s) {', '.join(missing)} (has {', '.join(data)})")
     first = specs[0]
     total = data[first.name].shape[0] if data[first.name].ndim else 1
-    batch = first.shape[0] if first.shape and isinstance(first.shape[0], int) and first.shape[0] > 0 else total
+    batch = first.batch or total
     if total % batch:
         raise UserError(f"golden inputs hold {total} rows, not a multiple of the model's batch {batch}")
     return [{s.name: np.asarray(data[s.name][i:i + batch]).astype(s.dtype, copy=False) for s in specs}

@@ -101,8 +101,7 @@ def split_feeds(arrays: dict[str, np.ndarray], specs: Sequence, what: str = "inp
     total = next(iter(rows.values()))
     if total == 0:
         raise UserError(f"{what}: holds no rows")
-    first = specs[0].shape[0] if specs and specs[0].shape else None
-    batch = first if isinstance(first, int) and first > 0 else total
+    batch = (specs[0].batch if specs else None) or total
     if total % batch:
         raise UserError(f"{what}: {total} row(s) is not a multiple of the model's batch {batch}; "
                         f"give a multiple of {batch}")

@@ -13,10 +13,11 @@ from lvvit_opt.cli import main
 from lvvit_opt.errors import ValidationFailed
 from lvvit_opt.export import export_onnx
 from lvvit_opt.model import create_model
+from lvvit_opt.tensor_spec import dims_of
 
 
 def _dims(value_info) -> list:
-    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim]
+    return list(dims_of(value_info.type))
 
 
 def _run(path: str, x: np.ndarray) -> np.ndarray:

@@ -220,7 +220,7 @@ def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_m
     transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
     require_memory(2 * batch * transform.output_nbytes + transform.memory_per_image() * max(workers, 1),
                    f"eval at batch {batch}, {img_size}px, {workers} workers")
-    stream = _Stream(runner, spec.name, transform, batch, pad=_is_static(spec.shape[0]), dtype=spec.dtype)
+    stream = _Stream(runner, spec.name, transform, batch, pad=spec.batch is not None, dtype=spec.dtype)
     pool = worker_pool(workers, init_worker, (transform, DECODE_NICENESS)) if workers > 1 and paths else None
     try:
         if pool is not None:
