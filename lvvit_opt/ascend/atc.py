@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from ..errors import ToolFailed, UserError
+from ..progress import task
 from ..tensor_spec import TensorSpec, input_specs
 from .cann import ToolNotFound, cann_environment, find_tool
 from .npu_smi import detect_soc_version
@@ -229,7 +230,13 @@ def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None
     set_aside = _set_aside_old_oms(prefix, cwd)
     succeeded = False
     try:
-        returncode, tail = _stream_to_log([str(executable)] + command[1:], log_path, env, progress, cwd)
+        with task("atc") as bar:
+            def tick(elapsed_s: float, last_line: str) -> None:
+                bar.set_postfix_str(last_line[:60])
+                if progress:
+                    progress(elapsed_s, last_line)
+
+            returncode, tail = _stream_to_log([str(executable)] + command[1:], log_path, env, tick, cwd)
         elapsed = time.time() - start
         text = log_path.read_text(encoding="utf-8", errors="replace")
         result = AtcResult(command=command, log_path=log_path, om_path=find_om(prefix, since=start, cwd=cwd),

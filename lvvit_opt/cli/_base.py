@@ -40,6 +40,28 @@ class LvvitGroup(click.Group):
             _add_verbosity_options(cmd)
         super().add_command(cmd, name)
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode: bool = True, **extra):
+        """As click's, but a usage error (bad option value, missing argument) is one line,
+        `error: ... (see 'lvvit-opt VERB --help')`, exit 2, like every other bad input."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `lvvit-opt` / `lvvit-opt whitelist`: the help
+                click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+                sys.exit(exc.exit_code)
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 def _add_verbosity_options(cmd: click.Command) -> None:
     taken = {opt for p in cmd.params for opt in getattr(p, "opts", []) + getattr(p, "secondary_opts", [])}

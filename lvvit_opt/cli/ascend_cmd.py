@@ -1,41 +1,24 @@
 """`lvvit-opt atc`: compile an ONNX model to an Ascend .om (thin layer over lvvit_opt.ascend)."""
 from __future__ import annotations
 
-import sys
-import time
+import logging
 
 import click
 
 from ._base import handle_errors, main
+from .output import echo, emit_result, json_file, json_option
+from .types import SOC_VERSION, ModelFile
+
+logger = logging.getLogger(__name__)
 
 LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
 
 
-class _Ticker:
-    """Shows atc's elapsed time: a rewritten line on a terminal, a line every 15 s otherwise."""
-
-    def __init__(self, interval_s: float = 15.0):
-        self.tty = sys.stderr.isatty()
-        self.interval_s = interval_s
-        self.last_print = time.monotonic()
-
-    def __call__(self, elapsed: float, last_line: str) -> None:
-        if self.tty:
-            click.echo(f"\r  atc running {elapsed:6.0f}s  {last_line[:70]:<70}", err=True, nl=False)
-        elif time.monotonic() - self.last_print >= self.interval_s:
-            self.last_print = time.monotonic()
-            click.echo(f"  atc running {elapsed:.0f}s", err=True)
-
-    def done(self) -> None:
-        if self.tty:
-            click.echo("", err=True)
-
-
 @main.command("atc")
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("model", type=ModelFile((".onnx",)))
 @click.option("--output", "output", metavar="PREFIX", default=None,
               help="Output prefix; atc writes PREFIX.om. [default: MODEL without .onnx]")
-@click.option("--soc-version", default="auto", show_default=True, metavar="Ascend310|auto",
+@click.option("--soc-version", type=SOC_VERSION, default="auto", show_default=True,
               help="Target chip, e.g. Ascend310, Ascend310P3, Ascend910B3; 'auto' reads `npu-smi info`.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch for a model whose batch dimension is dynamic (a static one must agree).")
@@ -58,9 +41,10 @@ class _Ticker:
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Where atc's output goes. [default: PREFIX.atc.log]")
 @click.option("--dry-run", is_flag=True, help="Print the atc command line and exit 0 without running it.")
+@json_option
 @handle_errors
 def atc_command(model, output, soc_version, batch_size, log_level, precision_mode, keep_dtype, keep_dtype_ops,
-                fusion_switch, extra_args, cann_home, log_file, dry_run):
+                fusion_switch, extra_args, cann_home, log_file, dry_run, json_out):
     """Compile MODEL (.onnx) to an .om with atc.
 
     The input name and shape come from the model (its static batch, or --batch-size).
@@ -86,25 +70,25 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
         raise click.UsageError("use either --keep-dtype FILE or --keep-dtype-op, not both")
     prefix = output if output is not None else atc_lib.default_output_prefix(model)
     guard_outputs({"--output": f"{prefix}.om", "--log-file": log_file or f"{prefix}.atc.log",
-                   "--keep-dtype-op": f"{prefix}.keep_dtype.cfg" if keep_dtype_ops else None},
+                   "--keep-dtype-op": f"{prefix}.keep_dtype.cfg" if keep_dtype_ops else None,
+                   "--json": json_file(json_out)},
                   {"MODEL": model, "--keep-dtype": keep_dtype, "--fusion-switch": fusion_switch})
     env = cann_environment(cann_home)
     soc = atc_lib.resolve_soc_version(soc_version, env)
     if keep_dtype_ops:
         keep_dtype = str(atc_lib.write_keep_dtype_file(f"{prefix}.keep_dtype.cfg", op_types=keep_dtype_ops))
-        click.echo(f"wrote {keep_dtype} ({', '.join('OpType::' + t for t in keep_dtype_ops)})", err=True)
+        logger.info(f"wrote {keep_dtype} ({', '.join('OpType::' + t for t in keep_dtype_ops)})")
     command = atc_lib.build_atc_command(model, output=output, soc_version=soc, batch_size=batch_size,
                                         log=log_level, precision_mode=precision_mode, keep_dtype=keep_dtype,
                                         fusion_switch=fusion_switch, extra_args=extra_args)
     if dry_run:
-        click.echo(atc_lib.display_command(command))
+        echo(atc_lib.display_command(command))
+        emit_result({"dry_run": True, "command": command, "soc_version": soc})
         return
     atc_lib.locate_atc(command, env)
-    ticker = _Ticker()
     log_path = log_file or f"{prefix}.atc.log"
-    click.echo(f"running: {atc_lib.display_command(command)}\n  log: {log_path}", err=True)
-    try:
-        result = atc_lib.run_atc(command, log_path=log_path, env=env, progress=ticker)
-    finally:
-        ticker.done()
-    click.echo(f"wrote {result.om_path} (atc {result.elapsed_s:.1f}s, log {result.log_path})")
+    logger.info(f"running: {atc_lib.display_command(command)}\n  log: {log_path}")
+    result = atc_lib.run_atc(command, log_path=log_path, env=env)
+    echo(f"wrote {result.om_path} (atc {result.elapsed_s:.1f}s, log {result.log_path})")
+    emit_result({"dry_run": False, "command": command, "soc_version": soc, "om": str(result.om_path),
+                 "log": str(result.log_path), "seconds": round(result.elapsed_s, 3)})

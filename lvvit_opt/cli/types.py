@@ -7,7 +7,6 @@ place that defines them (pass registry, runner backends, model configs).
 from __future__ import annotations
 
 import os
-import re
 
 import click
 from click.shell_completion import CompletionItem
@@ -20,7 +19,6 @@ KNOWN_SOC_VERSIONS = (
     "Ascend910B1", "Ascend910B2", "Ascend910B2C", "Ascend910B3", "Ascend910B4", "Ascend910_9391",
     "Ascend910_9392", "Ascend910_9381", "Ascend910_9382", "Ascend910_9372", "Ascend910_9362",
 )
-SOC_PATTERN = re.compile(r"^Ascend[0-9][0-9A-Za-z_]*$")
 
 def backend_names() -> list[str]:
     """What `bench --backend` accepts: `auto`, every runner registered in
@@ -53,12 +51,14 @@ class SocVersion(click.ParamType):
         return "auto|AscendXXX"
 
     def convert(self, value, param, ctx):
+        from ..ascend.atc import SOC_NAME  # the one definition of the form atc accepts
+
         text = str(value).strip()
-        if text == "auto" or SOC_PATTERN.match(text):
+        if text == "auto" or SOC_NAME.match(text):
             return text
         close = [s for s in KNOWN_SOC_VERSIONS if s.lower() == text.lower()]
-        hint = f" (did you mean {close[0]}?)" if close else " (e.g. Ascend310, Ascend310P3, Ascend910B3)"
-        self.fail(f"{value!r} is not an Ascend SoC name or 'auto'{hint}", param, ctx)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        self.fail(f"{value!r}: expected a name like Ascend310, Ascend310P3, Ascend910B3, or auto{hint}", param, ctx)
 
     def shell_complete(self, ctx, param, incomplete):
         return _complete(("auto",) + KNOWN_SOC_VERSIONS, incomplete)
