@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Scale-out benchmark: the same eval as 1 process, as 2 shards in 2 processes, and on a local Ray.
 
-1. Generates an ImageNet-like image set (lvvit_opt.data.synthetic) and exports lvvit_t at a
-   fixed batch (random weights: accuracy is meaningless here, throughput is real).
+1. Generates an ImageNet-like image set (lvvit_opt.data.synthetic) and exports lvvit_t with a
+   dynamic batch, run at --batch (random weights: accuracy is meaningless, throughput is
+   real). Dynamic, so that a shard's last partial batch is not padded to a full one.
 2. Runs, in alternating rounds (best of each kept, since this machine is shared):
    - one process: `lvvit-opt eval --threads 1 --workers 1` (single-threaded baseline);
    - two shards: `lvvit-opt eval --shard 1/2` and `--shard 2/2` as two processes at once,
@@ -38,9 +39,9 @@ from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 CLI = [sys.executable, "-m", "lvvit_opt"]
 
 
-def _eval_command(model: str, data: Path, labels: Path, out: Path, shard: str | None = None) -> list[str]:
+def _eval_command(model: str, data: Path, labels: Path, batch: int, out: Path, shard: str | None = None) -> list[str]:
     cmd = CLI + ["-q", "eval", model, "--data", str(data), "--labels", str(labels), "--threads", "1",
-                 "--workers", "1", "--json", str(out)]
+                 "--workers", "1", "--batch-size", str(batch), "--json", str(out)]
     return cmd + (["--shard", shard] if shard else [])
 
 
@@ -55,20 +56,20 @@ def _result(path: Path) -> dict:
     return data.get("result", data)
 
 
-def one_process(model: str, data: Path, labels: Path, work: Path) -> dict:
+def one_process(model: str, data: Path, labels: Path, batch: int, work: Path) -> dict:
     out = work / "one.json"
     start = time.perf_counter()
-    _run(_eval_command(model, data, labels, out))
+    _run(_eval_command(model, data, labels, batch, out))
     end_to_end = time.perf_counter() - start
     result = _result(out)
     return {"images_per_s": result["inferred"] / result["wall_s"], "end_to_end": result["inferred"] / end_to_end,
             "accuracy": result["accuracy"]}
 
 
-def two_shards(model: str, data: Path, labels: Path, work: Path) -> dict:
+def two_shards(model: str, data: Path, labels: Path, batch: int, work: Path) -> dict:
     outs = [work / f"shard{k}.json" for k in (1, 2)]
     start = time.perf_counter()
-    procs = [subprocess.Popen(_eval_command(model, data, labels, out, f"{k}/2"), stdout=subprocess.DEVNULL,
+    procs = [subprocess.Popen(_eval_command(model, data, labels, batch, out, f"{k}/2"), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True) for k, out in zip((1, 2), outs)]
     for proc in procs:
         _, err = proc.communicate()
@@ -83,8 +84,9 @@ def two_shards(model: str, data: Path, labels: Path, work: Path) -> dict:
             "accuracy": _result(merged_out)["accuracy"], "sizes": [p["inferred"] for p in parts]}
 
 
-def on_ray(model: str, data: Path, labels: Path) -> dict:
-    result = evaluate(model, data, labels, engine="ray", ray_workers=2, runner_options={"threads": 1})
+def on_ray(model: str, data: Path, labels: Path, batch: int) -> dict:
+    result = evaluate(model, data, labels, engine="ray", ray_workers=2, runner_options={"threads": 1},
+                      batch_size=batch)
     info = result.runner["engine"]
     return {"images_per_s": result.inferred / result.wall_s, "startup_s": info["startup_s"],
             "accuracy": result.accuracy.to_dict(), "sizes": [d["images"] for d in result.workers_detail]}
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--onnx", default=None, help="a fixed-batch ONNX (default: export lvvit_t, random weights)")
+    parser.add_argument("--onnx", default=None, help="an ONNX model (default: export lvvit_t, dynamic batch, random weights)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (best of each kept)")
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args(argv)
@@ -116,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model, name = args.onnx, Path(args.onnx or "").name
         if model is None:
-            name = f"lvvit_t batch {args.batch}"
+            name = f"lvvit_t (dynamic batch) at batch {args.batch}"
             from lvvit_opt.export import export_onnx
 
-            print(f"exporting lvvit_t at batch {args.batch} (random weights: accuracy is meaningless) ...", flush=True)
-            model = str(export_onnx(work / f"lvvit_t_bs{args.batch}.onnx", model="lvvit_t", batch_size=args.batch,
-                                    log=lambda _m: None).path)
+            print("exporting lvvit_t, dynamic batch (random weights: accuracy is meaningless) ...", flush=True)
+            model = str(export_onnx(work / "lvvit_t_dyn.onnx", model="lvvit_t", batch_size=args.batch,
+                                    dynamic_batch=True, log=lambda _m: None).path)
         paths = make_image_dir(work / "val", args.images, seed=2)
         labels = write_val_txt(work / "val.txt", {p.name: (31 * i) % 1000 for i, p in enumerate(paths)})
 
@@ -139,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
 
         runs: dict[str, list[dict]] = {"one": [], "shards": [], "ray": []}
         for _round in range(args.rounds):  # alternate, so other load hits every configuration alike
-            runs["one"].append(one_process(model, work / "val", labels, work))
-            runs["shards"].append(two_shards(model, work / "val", labels, work))
+            runs["one"].append(one_process(model, work / "val", labels, args.batch, work))
+            runs["shards"].append(two_shards(model, work / "val", labels, args.batch, work))
             if not args.skip_ray:
-                runs["ray"].append(on_ray(model, work / "val", labels))
+                runs["ray"].append(on_ray(model, work / "val", labels, args.batch))
         if not args.skip_ray:
             ray.shutdown()
 
