@@ -132,3 +132,13 @@ def test_cli_eval_device_on_cpu_equals_plain_eval(golden_onnx, images, cli_runne
     for key in ("evaluated", "top1_correct", "top5_correct", "missing_predictions", "unmatched_predictions"):
         assert devices["accuracy"][key] == plain["accuracy"][key]
     assert [d["worker"] for d in devices["workers_detail"]] == ["device 0", "device 1"]
+
+
+def test_eval_with_the_legacy_benchmark_binary_on_two_devices(fake_tools, fake_om, images, monkeypatch):
+    _, om = fake_om
+    data, val = images
+    one = evaluate(om, data, val, workers=1, limit=5)
+    two = evaluate(om, data, val, workers=1, limit=5, devices=[1, 3])
+    assert two.predictions == one.predictions and len(one.predictions) == 5
+    assert [(d["runner"]["backend"], d["runner"]["device_id"]) for d in two.workers_detail] == \
+        [("benchmark", 1), ("benchmark", 3)]
