@@ -8,7 +8,10 @@ exactly like one local run (data.evaluate.combine_eval_parts).
 
 Resources: an .onnx actor asks for `threads` CPUs; an .om actor asks for one `NPU`, Ray's
 resource for Ascend chips: Ray sets ASCEND_RT_VISIBLE_DEVICES to the chip it granted, so the
-actor opens logical device 0 and reports the chip id Ray gave it. The model and the images
+actor opens logical device 0 and reports the chip id Ray gave it (sources: Ray's
+NPUAcceleratorManager, ray-project/ray python/ray/_private/accelerators/npu.py, resource name
+"NPU", env ASCEND_RT_VISIBLE_DEVICES; CANN's env-var reference for ASCEND_RT_VISIBLE_DEVICES,
+hiascend.com envref_07_0028: the visible chips are re-indexed from 0). The model and the images
 must be at the same paths on every node (a shared filesystem), as for any Ray job that
 reads files.
 """
