@@ -84,7 +84,7 @@ def test_int64_dims_written_as_strings_and_junk_dims():
 
 
 @pytest.mark.parametrize("data, message", [
-    ([], "no graph list"), ({"graph": {}}, "no graph list"), ({"graph": [3]}, "graph 0 is not an object"),
+    ([], "no graph list"), ({"graph": "x"}, "no graph list"), ({"graph": [3]}, "graph 0 is not an object"),
     ({"graph": [{"name": "g", "op": [{"name": "x"}]}]}, "an op of graph 'g' has no type"),
 ])
 def test_not_an_om_json(data, message):

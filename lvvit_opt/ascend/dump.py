@@ -88,36 +88,22 @@ def _run_order(path: Path) -> tuple:
 
 def read_om_json(path: str | os.PathLike) -> dict[tuple[str, int], tuple[str, int]]:
     """(dumped op name, output index) -> (original op name, output index) for every op of an
-    `atc --mode=1` graph JSON whose outputs stand for original ops under other names."""
-    import json
+    `atc --mode=1` graph JSON (read by lvvit_opt.ascend.om_graph) whose outputs stand for
+    original ops under other names."""
+    from .om_graph import read_om_json as read_graph
 
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
-        graphs = data["graph"] if isinstance(data.get("graph"), list) else [data["graph"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path}: not an atc --mode=1 graph JSON ({type(exc).__name__}: {str(exc)[:120]})") from None
     mapping: dict[tuple[str, int], tuple[str, int]] = {}
-    for graph in graphs:
-        for op in graph.get("op", []) if isinstance(graph, dict) else []:
-            name = str(op.get("name", ""))
-            originals = _attr(op.get("attr"), "_datadump_original_op_names")
-            originals = originals.get("list", {}).get("s", []) if isinstance(originals, dict) else []
-            for k, desc in enumerate(op.get("output_desc", []) or []):
-                attrs = desc.get("attr") if isinstance(desc, dict) else None
-                origin = _attr(attrs, "_datadump_origin_name")
-                index = _attr(attrs, "_datadump_origin_output_index")
-                if isinstance(origin, dict) and origin.get("s"):
-                    mapping[(dump_name(name), k)] = (str(origin["s"]), int((index or {}).get("i", k)))
-                elif originals and originals[-1] != name:
-                    mapping[(dump_name(name), k)] = (str(originals[-1]), k)
+    for op in read_graph(path).ops:
+        originals = op.attrs.get("_datadump_original_op_names")
+        originals = originals if isinstance(originals, list) else []
+        for k, attrs in enumerate(op.output_attrs):
+            origin = attrs.get("_datadump_origin_name")
+            if isinstance(origin, str) and origin:
+                index = attrs.get("_datadump_origin_output_index", k)
+                mapping[(dump_name(op.name), k)] = (origin, int(index) if str(index).lstrip("-").isdigit() else k)
+            elif originals and originals[-1] != op.name:
+                mapping[(dump_name(op.name), k)] = (str(originals[-1]), k)
     return mapping
-
-
-def _attr(attrs, key: str):
-    for attr in attrs or []:
-        if isinstance(attr, dict) and attr.get("key") == key:
-            return attr.get("value")
-    return None
 
 
 class DumpCandidate:

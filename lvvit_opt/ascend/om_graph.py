@@ -44,6 +44,7 @@ class OmOp:
     graph: str
     input_shapes: tuple  # one Shape (or None when the JSON has none) per input_desc
     attrs: dict
+    output_attrs: tuple = ()  # attr_map of each output_desc (e.g. _datadump_origin_name of a fused op)
 
     @property
     def is_transpose(self) -> bool:
@@ -199,10 +200,12 @@ def _desc_shape(desc: Any) -> Shape | None:
 
 def parse_om_json(data: Any, source: str = "om json") -> OmModel:
     """An OmModel from the decoded JSON; UserError when it is not atc's ModelDef JSON."""
-    if not isinstance(data, Mapping) or not isinstance(data.get("graph"), list):
+    graphs = data.get("graph") if isinstance(data, Mapping) else None
+    graphs = [graphs] if isinstance(graphs, Mapping) else graphs  # one graph written as an object, not a list
+    if not isinstance(graphs, list):
         raise UserError(f"{source}: not an `atc --mode=1` model JSON (no graph list)")
     model = OmModel(source=source, name=str(data.get("name", "")), attrs=attr_map(data.get("attr")), graphs=[])
-    for index, graph in enumerate(data["graph"]):
+    for index, graph in enumerate(graphs):
         if not isinstance(graph, Mapping):
             raise UserError(f"{source}: graph {index} is not an object")
         graph_name = str(graph.get("name", f"graph{index}"))
@@ -210,8 +213,10 @@ def parse_om_json(data: Any, source: str = "om json") -> OmModel:
         for op in graph.get("op") or []:
             if not isinstance(op, Mapping) or "type" not in op:
                 raise UserError(f"{source}: an op of graph {graph_name!r} has no type")
+            outputs = tuple(attr_map(d.get("attr")) if isinstance(d, Mapping) else {} for d in op.get("output_desc") or [])
             model.ops.append(OmOp(str(op.get("name", "")), str(op["type"]), graph_name,
-                                  tuple(_desc_shape(d) for d in op.get("input_desc") or []), attr_map(op.get("attr"))))
+                                  tuple(_desc_shape(d) for d in op.get("input_desc") or []), attr_map(op.get("attr")),
+                                  outputs))
     return model
 
 
