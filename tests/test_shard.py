@@ -231,3 +231,14 @@ def test_merge_refuses_malformed_shard_records(whole_as_one_shard, tmp_path, cli
     (tmp_path / "bad.json").write_text(json.dumps(data))
     run = cli_runner.invoke(main, ["merge", str(tmp_path / "bad.json")])
     assert run.exit_code == 2 and "predictions or labels are malformed" in run.output, run.output
+
+
+def test_merge_lists_unreadable_images_and_exits_1(whole_as_one_shard, tmp_path, cli_runner):
+    data = json.loads(json.dumps(whole_as_one_shard))
+    data["failed"] = {"ILSVRC2012_val_00000099.JPEG": "cannot identify image file"}
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    run = cli_runner.invoke(main, ["merge", str(tmp_path / "s.json"), "--json", str(tmp_path / "m.json")])
+    assert run.exit_code == 1, run.output
+    assert "failed: ILSVRC2012_val_00000099.JPEG: cannot identify image file" in run.output
+    envelope = json.loads((tmp_path / "m.json").read_text())
+    assert envelope["ok"] is False and envelope["result"]["failed"] == data["failed"]

@@ -202,7 +202,6 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     """
     from ..data import evaluate
     from ..fileio import guard_outputs
-
     from ..scale.devices import parse_devices, threads_per_device
 
     guard_outputs({"--json": json_out}, {"MODEL": model, "--data": data_dir, "--labels": labels})
@@ -232,7 +231,8 @@ def merge_command(results, with_predictions, json_out):
 
     Prints top-1/top-5 of the union, equal to one unsharded run over the same images. Every
     shard 1..N must be given exactly once: a missing, duplicated or mismatched shard is an
-    error naming it (exit 2). Shards may come from different hosts and engines.
+    error naming it (exit 2). Shards may come from different hosts and engines. Images a
+    shard could not read are listed and make the exit status 1, as in eval.
 
     \b
     Example:
@@ -247,4 +247,7 @@ def merge_command(results, with_predictions, json_out):
     for warning in merged.warnings:
         log.warning(warning)
     echo(merged.summary())
-    emit_result(merged.to_dict(with_predictions=with_predictions))
+    lost = len(merged.failed) + (len(merged.accuracy.unreadable) if merged.accuracy else 0)
+    emit_result(merged.to_dict(with_predictions=with_predictions), ok=not lost)
+    if lost:  # as eval/postprocess/preprocess: the rest is merged, the exit status says some were lost
+        raise ValidationFailed(f"{lost} image(s) or output(s) of the shards could not be used (listed above)")
