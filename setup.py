@@ -28,6 +28,7 @@ setup(
         "lvvit_opt.passes",
         "lvvit_opt.whitelist",
     ],
+    package_data={"lvvit_opt": ["timm_models.txt"]},
     package_dir={
         "lvvit_opt": "lvvit_opt",
         "lvvit_opt.passes": "passes",

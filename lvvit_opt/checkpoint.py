@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -29,6 +29,8 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":  # timm's Hugging Face hub format: a flat tensor map
+        return _read_safetensors(path)
     try:
         # timm's training checkpoints (the seed's model_best.pth.tar) also pickle the
         # argparse Namespace of the run; allow exactly that, nothing else.
@@ -39,6 +41,16 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
         raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     state = _unwrap(obj, path, ema)
     return _strip_prefix(state)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return _strip_prefix(load_file(str(path), device="cpu"))
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a safetensors checkpoint ({reason})") from None
 
 
 def _unwrap(obj, path: Path, ema: bool) -> Mapping[str, torch.Tensor]:
@@ -71,12 +83,24 @@ def load_checkpoint(
     ema: bool = False,
     strict: bool = True,
     log: LogCallback = None,
+    convert: Callable[[dict, torch.nn.Module], dict] | None = None,
 ) -> list[str]:
     """Load weights into `model`. Strict: mismatched keys or shapes raise UserError listing
     them. Non-strict: the same list is logged as a warning, and the names of the model's
-    tensors left at their random init (missing or wrong shape) are returned."""
+    tensors left at their random init (missing or wrong shape) are returned.
+
+    `convert(state_dict, model)` (timm's `checkpoint_filter_fn`) maps another layout, such as
+    an official repository's, to the model's; it is used only when the state dict as saved
+    does not match and the converted one does, and the log says so.
+    """
     state = read_state_dict(path, ema=ema)
     expected = model.state_dict()
+    if convert is not None and _mismatch(state, expected):
+        converted = _try_convert(convert, state, model)
+        if converted is not None and not _mismatch(converted, expected):
+            reporter(logger, log)(f"{path}: converted from the official layout with timm's "
+                                  f"{convert.__module__}.{convert.__name__}")
+            state = converted
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong_shape = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
@@ -91,6 +115,18 @@ def load_checkpoint(
             state.pop(k.split(" ")[0])
     model.load_state_dict(state, strict=False)
     return random_tensors
+
+
+def _mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:
+    return set(state) != set(expected) or any(tuple(state[k].shape) != tuple(v.shape) for k, v in expected.items())
+
+
+def _try_convert(convert, state: dict, model: torch.nn.Module) -> dict | None:
+    try:
+        converted = convert(dict(state), model)
+    except Exception:  # a converter for another layout fails in its own ways; keep the original report
+        return None
+    return dict(converted) if isinstance(converted, Mapping) else None
 
 
 def _describe(missing: list[str], unexpected: list[str], wrong_shape: list[str]) -> str:

@@ -1,7 +1,9 @@
 """Checkpoint -> ONNX (opset 13, input `image`, output `features`) -> onnxsim, verified.
 
-Verification is part of export: the ONNX runs on onnxruntime and must match torch on a
-seeded input within 1e-4, or the file is not written.
+Any LV-ViT variant or timm model by name. Verification is part of export: the ONNX runs
+on onnxruntime and must match torch (the model as it normally runs, fused attention
+included) on a seeded input within 1e-4, or the file is not written. The model's
+preprocessing and provenance go into the file's metadata_props (lvvit_opt.metadata).
 """
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import io
 import logging
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
 import numpy as np
 
 from .errors import UserError, ValidationFailed
@@ -43,6 +47,9 @@ class ExportResult:
     node_count: int
     notes: list[str] = field(default_factory=list)
     random_tensors: list[str] = field(default_factory=list)  # left at their random init by a non-strict load
+    img_size: int = 224
+    parameters: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,7 +61,7 @@ def export_onnx(
     checkpoint: str | os.PathLike | None = None,
     batch_size: int = 1,
     dynamic_batch: bool = False,
-    img_size: int = 224,
+    img_size: int | None = None,
     opset: int = 13,
     simplify: bool = True,
     seed: int = 0,
@@ -62,24 +69,35 @@ def export_onnx(
     strict: bool = True,
     log: LogCallback = None,
 ) -> ExportResult:
-    """Export an LV-ViT to ONNX, simplify it and verify it against torch.
+    """Export an LV-ViT variant or any timm model to ONNX, simplify it and verify it against torch.
 
-    Without `checkpoint` the weights are a deterministic random init from `seed`, and the
-    log says so loudly (a WARNING). Progress and messages go to `logging` (and to `log`
-    when given). Raises ValidationFailed if onnxruntime and torch disagree.
+    `img_size` None keeps the model's own input size (its pretrained_cfg). Without
+    `checkpoint` the weights are a deterministic random init from `seed`, and the log says
+    so loudly (a WARNING). An unknown name fails before torch is imported. Progress and
+    messages go to `logging` (and to `log` when given). Raises ValidationFailed if
+    onnxruntime and torch disagree.
     """
-    import onnx
-    import torch
-
-    from .model import create_model
+    from .zoo import check_model_name
 
     start = time.perf_counter()
     log = reporter(logger, log)
+    check_model_name(model)
     if batch_size < 1:
         raise UserError(f"--batch-size must be positive, got {batch_size}")
+    if img_size is not None and img_size < 1:
+        raise UserError(f"--img-size must be positive, got {img_size}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise UserError(f"{checkpoint}: no such checkpoint file")
     check_opset(opset)
-    require_memory(export_memory_estimate(model, batch_size, img_size),
-                   f"exporting {model} at batch {batch_size}, {img_size}px")
+    require_memory(export_memory_estimate(model, batch_size, img_size or 224),
+                   f"exporting {model} at batch {batch_size}, {img_size or 'its own'}px")
+
+    import onnx
+    import torch
+
+    from .metadata import model_props, set_props
+    from .model import create_model, parameter_count, plain_attention
+
     if checkpoint is None:
         log.warning(RANDOM_WEIGHTS_WARNING.format(seed=seed))
     with task(f"load {model}"):
@@ -88,18 +106,23 @@ def export_onnx(
     if random_tensors:
         log.warning(f"the exported model is partly RANDOM: {len(random_tensors)} tensor(s) were not loaded from "
                     f"{checkpoint} and keep their seeded random init (seed {seed}): {', '.join(random_tensors)}")
+    preprocessing = model_preprocessing(model, net, img_size)
+    size = preprocessing.input_size[1]
 
-    example = torch.from_numpy(seeded_input(batch_size, img_size, seed))
+    example = torch.from_numpy(seeded_input(batch_size, size, seed))
     batch_text = f"dynamic, traced and verified at batch {batch_size}" if dynamic_batch else batch_size
-    log(f"exporting {model} (batch {batch_text}, {img_size}px, opset {opset})")
+    log(f"exporting {model} (batch {batch_text}, {size}px, opset {opset})")
     buffer = io.BytesIO()
     with torch.no_grad(), task("torch.onnx.export"):
-        torch.onnx.export(
-            net, (example,), buffer, dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
-        )
-        expected = net(example).numpy()
+        expected = net(example).numpy()  # the model as users run it, fused attention and all
+        with plain_attention(net), warnings.catch_warnings():
+            # timm's shape asserts are traced as constants, as intended for a fixed-shape export
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                net, (example,), buffer, dynamo=False, opset_version=opset,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+            )
     onnx_model = onnx.load_from_string(buffer.getvalue())
     del buffer
     notes = []
@@ -109,11 +132,14 @@ def export_onnx(
         notes.append(f"partly RANDOM: {len(random_tensors)} tensor(s) not in the checkpoint: {', '.join(random_tensors)}")
     if simplify:
         with task("onnxsim"):
-            onnx_model = simplify_model(onnx_model, None if dynamic_batch else (batch_size, 3, img_size, img_size))
+            onnx_model = simplify_model(onnx_model, None if dynamic_batch else (batch_size, 3, size, size))
     else:
         notes.append("not simplified (--no-simplify)")
     if not dynamic_batch:
         onnx_model = onnx.shape_inference.infer_shapes(onnx_model, strict_mode=True)
+    props = model_props(model, "true" if checkpoint is None else "partly" if random_tensors else "false",
+                        checkpoint, preprocessing)
+    set_props(onnx_model, props)
     onnx.checker.check_model(onnx_model)
 
     with task("verify on onnxruntime"):
@@ -126,7 +152,26 @@ def export_onnx(
     seconds = time.perf_counter() - start
     log(f"wrote {out} ({len(onnx_model.graph.node)} nodes) in {seconds:.1f} s")
     return ExportResult(str(out), model, None if dynamic_batch else batch_size, opset, simplify,
-                        checkpoint is None, diff, seconds, len(onnx_model.graph.node), notes, random_tensors)
+                        checkpoint is None, diff, seconds, len(onnx_model.graph.node), notes, random_tensors,
+                        img_size=size, parameters=parameter_count(net), metadata=props)
+
+
+def model_preprocessing(name: str, net, img_size: int | None = None):
+    """The eval transform of `net` (LV-ViT config or timm pretrained_cfg) at the size it is exported."""
+    from .metadata import Preprocessing
+    from .zoo import is_lvvit
+
+    cfg = dict(getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None) or {})
+    channels, height, width = tuple(cfg.get("input_size", (3, 224, 224)))
+    if img_size is not None:
+        height = width = img_size
+    elif height != width:
+        raise UserError(f"{name} takes {height}x{width} images; only square inputs are supported "
+                        f"(pass --img-size to pick one)")
+    tag = cfg.get("tag")
+    source = "LV-ViT config" if is_lvvit(name) else f"timm pretrained_cfg {cfg.get('architecture', name)}" + (
+        f".{tag}" if tag else "")
+    return Preprocessing.from_pretrained_cfg(cfg, source, (int(channels), int(height), int(width)))
 
 
 def max_export_opset() -> int:
@@ -151,7 +196,7 @@ def export_memory_estimate(model: str, batch_size: int, img_size: int) -> int:
     """A lower-bound estimate of the bytes export needs (torch forward, kept three times over
     by tracing, the check run and onnxruntime), from the config: conv stem maps, attention
     maps and token tensors per sample, plus the position embedding."""
-    from .model import CONFIGS
+    from .zoo import CONFIGS  # no torch yet
 
     cfg = CONFIGS.get(model)
     dim, heads, stem = (cfg.embed_dim, cfg.num_heads, cfg.stem_channels) if cfg else (768, 12, 64)

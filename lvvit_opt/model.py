@@ -7,35 +7,15 @@ configuration lvvit_golden) in timm's model registry.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 from timm.models import register_model
 
-
-@dataclass(frozen=True)
-class LvvitConfig:
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float = 3.0
-    stem_channels: int = 64  # "4_2" stem: 64, "4_2_128": 128
-    skip_lam: float = 1.0
-    crop_pct: float = 0.9
-    num_classes: int = 1000
-
-
-CONFIGS: dict[str, LvvitConfig] = {
-    "lvvit_t": LvvitConfig(embed_dim=240, depth=12, num_heads=4, skip_lam=1.0),
-    "lvvit_s": LvvitConfig(embed_dim=384, depth=16, num_heads=6, skip_lam=2.0),
-    "lvvit_m": LvvitConfig(embed_dim=512, depth=20, num_heads=8, skip_lam=2.0, crop_pct=1.0),
-    "lvvit_l": LvvitConfig(embed_dim=768, depth=24, num_heads=12, stem_channels=128, skip_lam=3.0, crop_pct=1.0),
-    # Tiny configuration for golden tensors and fast tests: real stem, real token-labeling head.
-    "lvvit_golden": LvvitConfig(embed_dim=48, depth=2, num_heads=3, skip_lam=2.0),
-}
+from .zoo import CONFIGS, LvvitConfig, is_lvvit, lvvit_pretrained_cfg
 
 
 class ConvStem(nn.Module):
@@ -152,12 +132,7 @@ class LVViT(nn.Module):
 
 
 def default_cfg(name: str) -> dict:
-    cfg = CONFIGS[name]
-    return {
-        "num_classes": cfg.num_classes, "input_size": (3, 224, 224), "crop_pct": cfg.crop_pct,
-        "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-        "classifier": "head", "architecture": name,
-    }
+    return lvvit_pretrained_cfg(name)
 
 
 def build_lvvit(name: str, img_size: int = 224, **kwargs) -> LVViT:
@@ -170,7 +145,7 @@ def build_lvvit(name: str, img_size: int = 224, **kwargs) -> LVViT:
         cfg = LvvitConfig(**{**cfg.__dict__, "num_classes": int(kwargs["num_classes"])})
     model = LVViT(cfg, img_size=img_size, in_chans=kwargs.get("in_chans", 3),
                   drop_path_rate=kwargs.get("drop_path_rate", 0.0))
-    model.default_cfg = default_cfg(name)
+    model.default_cfg = model.pretrained_cfg = lvvit_pretrained_cfg(name, img_size)
     return model
 
 
@@ -202,19 +177,71 @@ def create_model(
     ema: bool = False,
     strict: bool = True,
     seed: int = 0,
-    img_size: int = 224,
+    img_size: int | None = None,
     log: Callable[[str], None] | None = None,
-) -> LVViT:
-    """Build an eval-mode LV-ViT; load `checkpoint` if given, else a deterministic random
-    init from `seed` (the caller must say loudly that the weights are random).
-    `model.random_tensors` names the tensors a non-strict load left at their random init."""
-    torch.manual_seed(seed)
-    model = build_lvvit(name, img_size=img_size)
-    if checkpoint is not None:
-        from .checkpoint import load_checkpoint
+) -> nn.Module:
+    """Build an eval-mode LV-ViT or timm model; load `checkpoint` if given, else a
+    deterministic random init from `seed` (the caller must say loudly that the weights are
+    random). `img_size` None keeps the model's own input size (224 for LV-ViT).
+    `model.random_tensors` names the tensors a non-strict load left at their random init.
 
-        model.random_tensors = load_checkpoint(model, checkpoint, ema=ema, strict=strict, log=log)
+    A timm checkpoint is loaded strictly as saved; if its keys do not match and timm has a
+    converter for that architecture (its `checkpoint_filter_fn`, which maps the official
+    repositories' layouts to timm's), the converted state dict is loaded strictly instead.
+    """
+    from .checkpoint import load_checkpoint
+
+    torch.manual_seed(seed)
+    if is_lvvit(name):
+        model = build_lvvit(name, img_size=img_size or 224)
+        convert = None
+    else:
+        model, convert = _create_timm(name, img_size)
+    if checkpoint is not None:
+        model.random_tensors = load_checkpoint(model, checkpoint, ema=ema, strict=strict, log=log, convert=convert)
     return model.eval()
+
+
+def _create_timm(name: str, img_size: int | None) -> tuple[nn.Module, Callable | None]:
+    import sys
+
+    import timm
+
+    from .errors import UserError
+
+    kwargs = {} if img_size is None else {"img_size": img_size}
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"timm could not build {name!r}{f' at --img-size {img_size}' if kwargs else ''}: "
+                        f"{message}") from None
+    entry = timm.models.model_entrypoint(name.split(".", 1)[0])
+    convert = getattr(sys.modules.get(entry.__module__), "checkpoint_filter_fn", None)
+    return model, convert
+
+
+@contextmanager
+def plain_attention(model: nn.Module) -> Iterator[int]:
+    """timm's fused attention off while the block runs, restored afterwards.
+
+    timm decides at construction (`self.fused_attn = use_fused_attn()`) whether attention
+    runs as F.scaled_dot_product_attention, which the TorchScript exporter cannot write at
+    opset 13. Inside this block every such module computes the plain
+    MatMul -> Softmax -> MatMul, and `use_fused_attn()` answers False for code that asks
+    at call time (timm's `exportable` layer config). Yields how many modules were switched.
+    """
+    from timm.layers import set_layer_config
+
+    switched = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
+    for module in switched:
+        module.fused_attn = False
+    try:
+        with set_layer_config(exportable=True):
+            yield len(switched)
+    finally:
+        for module in switched:
+            module.fused_attn = True
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -151,10 +151,9 @@ def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
 
 
 def _check_options(options: RunOptions) -> None:
-    from .model import CONFIGS
+    from .zoo import check_model_name
 
-    if options.model not in CONFIGS:
-        raise UserError(f"unknown model {options.model!r} (choose from {', '.join(CONFIGS)})")
+    check_model_name(options.model)  # LV-ViT or any timm model; close matches suggested
     if options.checkpoint is not None and not Path(options.checkpoint).is_file():
         raise UserError(f"{options.checkpoint}: no such checkpoint file")
     from .passes import parse_pass_list

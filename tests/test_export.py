@@ -118,7 +118,7 @@ def test_cli_export_random_weights_says_so(tmp_path, cli_runner):
 @pytest.mark.parametrize("args, needle", [
     (["--checkpoint", "{junk}"], "not a PyTorch checkpoint"),
     (["--checkpoint", "{missing}"], "no such checkpoint file"),
-    (["--model", "resnet50"], "unknown model 'resnet50'"),
+    (["--model", "vit_bse_patch16_224"], "did you mean vit_base_patch16_224"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, cli_runner, args, needle):
     junk = tmp_path / "junk.pth"

@@ -78,11 +78,12 @@ def _warn_unkept_shard(shard, json_out) -> None:
 
 
 def _transform_options(fn):
-    fn = click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default="bicubic", show_default=True,
-                      help="Resize filter (timm's eval transform uses bicubic for LV-ViT).")(fn)
-    fn = click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+    fn = click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None,
+                      help="Resize filter [default: the model's metadata, else bicubic].")(fn)
+    fn = click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
                       help="Resize the shorter side to floor(img_size / crop_pct), then center-crop "
-                           "(0.9 -> 248 then 224; lvvit_m/l use 1.0).")(fn)
+                           "(0.9 -> 248 then 224) [default: the model's metadata (lvvit_m/l 1.0, DeiT 0.875, "
+                           "...), else 0.9].")(fn)
     return fn
 
 
@@ -93,13 +94,18 @@ def _transform_options(fn):
               help="Worker processes [default: one per CPU].")
 @click.option("--info", "info_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the legacy benchmark's info file (`index path width height`).")
-@click.option("--img-size", type=click.IntRange(min=1), default=224, show_default=True)
+@click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ONNX model exported by lvvit-opt: take input size, crop_pct, interpolation, mean and std "
+                   "from its metadata (explicit flags still win).")
+@click.option("--img-size", type=click.IntRange(min=1), default=None,
+              help="Crop size [default: the model's metadata, else 224].")
 @_transform_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
 @_shard_option
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
 @handle_errors
-def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct, interpolation, limit, shard,
+def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_size, crop_pct, interpolation, limit,
+                       shard,
                        json_out):
     """Turn ImageNet val images into float32 NCHW `<stem>.bin` files for the benchmark tools.
 
@@ -112,11 +118,15 @@ def preprocess_command(src_dir, out_dir, workers, info_file, img_size, crop_pct,
     Example:
       lvvit-opt preprocess /data/imagenet/val prep_bin --info lvvit_prep_bin.info
     """
-    from ..data import EvalTransform, preprocess_dir
+    from ..data import preprocess_dir
+    from ..data.transform import eval_transform_for
     from ..fileio import guard_outputs
 
     guard_outputs({"--info": info_file, "--json": json_out}, {"SRC_DIR": src_dir}, output_dirs={"OUT_DIR": out_dir})
-    transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    transform, source = eval_transform_for(model_file, img_size=img_size, crop_pct=crop_pct,
+                                           interpolation=interpolation)
+    click.echo(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "
+               f"{transform.interpolation}, mean {transform.mean}, std {transform.std}")
     _warn_unkept_shard(shard, json_out)
     result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
                             limit=limit, progress=_Progress("preprocess"), shard=shard)

@@ -10,16 +10,20 @@ from .types import MODEL_NAME
 
 @main.command("export")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Official TokenLabeling checkpoint (.pth/.pth.tar; raw or wrapped under "
-                   "state_dict/state_dict_ema/model, 'module.' prefix ok). Omit for a seeded RANDOM init.")
+              help="Official TokenLabeling or timm checkpoint (.pth/.pth.tar/.bin/.safetensors; raw or wrapped "
+                   "under state_dict/state_dict_ema/model, 'module.' prefix ok; an official repository's layout "
+                   "is converted with timm's converter). Omit for a seeded RANDOM init.")
 @click.option("--model", "model_name", type=MODEL_NAME, default="lvvit_s", show_default=True,
-              help="lvvit_t, lvvit_s, lvvit_m, lvvit_l (or lvvit_golden, the tiny test config); completes in the shell.")
+              help="lvvit_t, lvvit_s, lvvit_m, lvvit_l (lvvit_golden: the tiny test config) or any timm model "
+                   "name (deit_tiny_patch16_224, swin_tiny_patch4_window7_224, ...; a .tag picks its "
+                   "pretrained_cfg); completes in the shell.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Fixed batch size baked into the graph (one file per batch size, like the seed). "
                    "With --dynamic-batch: the batch the export is traced and verified at.  [default: 1]")
 @click.option("--dynamic-batch", is_flag=True,
               help="Leave the batch dimension symbolic instead (the graph then runs at any batch).")
-@click.option("--img-size", type=click.IntRange(min=16), default=224, show_default=True)
+@click.option("--img-size", type=click.IntRange(min=16), default=None,
+              help="Square input size [default: the model's own, e.g. 224, CrossViT 240].")
 @click.option("--opset", type=int, default=13, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random init and the check input.")
@@ -32,12 +36,17 @@ from .types import MODEL_NAME
 @handle_errors
 def export_command(checkpoint, model_name, batch_size, dynamic_batch, img_size, opset, no_simplify, seed, ema,
                    non_strict, output, json_out):
-    """Export an LV-ViT to ONNX (input `image`, output `features`), simplify it with onnxsim
-    and verify onnxruntime against torch (max abs diff <= 1e-4, else nothing is written).
+    """Export an LV-ViT or any timm model to ONNX (input `image`, output `features`), simplify
+    it with onnxsim and verify onnxruntime against torch (max abs diff <= 1e-4, else nothing
+    is written). timm's fused attention is switched off for the export, so attention is the
+    plain MatMul -> Softmax -> MatMul. The model's preprocessing (input size, crop_pct,
+    interpolation, mean, std), its name and whether the weights are random are written into
+    the file's metadata, where preprocess, eval and validate --inputs find them.
 
     \b
-    Example:
+    Examples:
       lvvit-opt export --checkpoint lvvit_s-26M-224-83.3.pth.tar --batch-size 16 -o model_bs16.onnx
+      lvvit-opt export --model deit_tiny_patch16_224 --checkpoint deit_tiny.pth --batch-size 16 -o deit_bs16.onnx
     """
     from ..export import export_onnx
     from ..fileio import guard_outputs

@@ -9,7 +9,8 @@ from ._base import handle_errors, main, parse_int_list
 @main.command("run")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="Official checkpoint; omit to run on a seeded RANDOM init (the report says so).")
-@click.option("--model", "model_name", default="lvvit_s", show_default=True)
+@click.option("--model", "model_name", default="lvvit_s", show_default=True,
+              help="lvvit_t/s/m/l or any timm model name (deit_tiny_patch16_224, swin_tiny_patch4_window7_224, ...).")
 @click.option("--batch-sizes", default="1,16", show_default=True, help="One exported model per batch size.")
 @click.option("--passes", default="softmax_transpose,cleanup", show_default=True,
               help="Graph passes to apply, in order (see `lvvit-opt passes`).")

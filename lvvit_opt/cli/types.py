@@ -104,17 +104,9 @@ class ModelName(click.ParamType):
         return text
 
     def shell_complete(self, ctx, param, incomplete):
-        from ..model import CONFIGS
+        from ..zoo import CONFIGS, committed_timm_models  # no torch: the committed timm name list
 
-        names = list(CONFIGS)
-        if incomplete and not "lvvit".startswith(incomplete[:5]):
-            try:
-                import timm
-
-                names += timm.list_models(f"{incomplete}*")
-            except Exception:  # completion must never raise
-                pass
-        return _complete(names, incomplete)
+        return _complete(list(CONFIGS) + sorted(committed_timm_models()[1]), incomplete)
 
 
 class Backend(click.Choice):

@@ -26,7 +26,7 @@ from ..resources import require_memory
 from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
 from .postprocess import AccuracyResult, check_label_range, labels_by_stem, read_labels, score_predictions, top_k
 from .shard import Shard, shard_payload
-from .transform import EvalTransform
+from .transform import EvalTransform, eval_transform_for
 
 READ_AHEAD_BATCHES = 3
 DECODE_NICENESS = 10  # decoding yields the CPU to a CPU-bound model (onnxruntime)
@@ -52,6 +52,7 @@ class EvalResult:
     predictions: dict[str, list[int]] = field(default_factory=dict, repr=False)  # stem -> top-5
     shard: dict | None = field(default=None, repr=False)  # with --shard: data.shard.shard_payload
     workers_detail: list[dict] = field(default_factory=list)  # with several devices / Ray workers: one each
+    preprocessing: str = ""     # the transform used and where it came from (model metadata or defaults)
 
     @property
     def images_per_s(self) -> float:
@@ -80,6 +81,7 @@ class EvalResult:
                  f"({self.inferred} images, batch {self.batch_size}, {self.workers} workers)"]
         lines += [f"  {d['worker']}: {d['images']} images, {d['images_per_s']:.2f} images/s end to end, "
                   f"{d['infer_images_per_s']:.2f} inference only" for d in self.workers_detail]
+        lines += [f"preprocessing: {self.preprocessing}"] if self.preprocessing else []
         lines += [f"failed: {name}: {why}" for name, why in self.failed.items()]
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -87,8 +89,8 @@ class EvalResult:
 
 def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              labels: str | os.PathLike | Mapping[str, int], *, batch_size: int = 16,
-             workers: int | None = None, limit: int | None = None, crop_pct: float = 0.9,
-             interpolation: str = "bicubic", runner=None, runner_options: dict | None = None,
+             workers: int | None = None, limit: int | None = None, crop_pct: float | None = None,
+             interpolation: str | None = None, runner=None, runner_options: dict | None = None,
              progress: ProgressFn | None = None, shard: Shard | None = None,
              devices: Sequence[int] | None = None, engine: str = "local", ray_address: str | None = None,
              ray_workers: int | None = None) -> EvalResult:
@@ -101,6 +103,8 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
     images split evenly across them; scale.devices), predictions merged. `engine="ray"`:
     Ray actors at `ray_address` (None: a local Ray), `ray_workers` of them (default: as
     many as the cluster's CPUs, or NPUs for an .om, allow); scale.ray_engine.
+    The transform is the one recorded in the ONNX model's metadata (lvvit_opt.metadata) when
+    there is one, else LV-ViT-S's; `crop_pct` / `interpolation` given here override either.
     """
     all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     paths, label_map, notes, listed = select_images(data_dir, all_labels, limit, shard)
@@ -206,18 +210,21 @@ def combine_eval_parts(model: str, data_dir: str, parts: Sequence[EvalResult], p
         batch_size=max((part.batch_size for part in parts), default=0), batches=sum(part.batches for part in parts),
         workers=sum(part.workers for part in parts), wall_s=max((part.wall_s for part in parts), default=0.0),
         infer_s=inferred / rate if rate else 0.0, runner=dict(parts[0].runner) if parts else {}, notes=notes,
-        predictions=predictions, workers_detail=detail)
+        predictions=predictions, workers_detail=detail, preprocessing=parts[0].preprocessing if parts else "")
 
 
 def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],
-                   batch_size: int, workers: int, crop_pct: float, interpolation: str, notes: list[str],
+                   batch_size: int, workers: int, crop_pct: float | None, interpolation: str | None,
+                   notes: list[str],
                    progress: ProgressFn | None) -> EvalResult:
     """The streaming loop on an open runner, over exactly `paths` (scored against `label_map`)."""
     spec = runner.inputs[0]
     if runner.outputs and runner.outputs[0].shape and _is_static(runner.outputs[0].shape[-1]):
         check_label_range(label_map, runner.outputs[0].shape[-1])  # before a single image is decoded
     batch, img_size = _batch_and_size(spec.shape, batch_size, notes)
-    transform = EvalTransform(img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    transform, source = eval_transform_for(model, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation)
+    preprocessing = (f"{transform.img_size} px, crop_pct {transform.crop_pct}, {transform.interpolation}, "
+                     f"mean {transform.mean}, std {transform.std} (from {source})")
     require_memory(2 * batch * transform.output_nbytes + transform.memory_per_image() * max(workers, 1),
                    f"eval at batch {batch}, {img_size}px, {workers} workers")
     stream = _Stream(runner, spec.name, transform, batch, pad=spec.batch is not None, dtype=spec.dtype)
@@ -239,6 +246,7 @@ def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_m
         failed={Path(p).name: why for p, why in failed.items()}, batch_size=batch, batches=stream.batches,
         workers=workers, wall_s=wall, infer_s=stream.infer_s, runner=runner.describe(), notes=notes,
         predictions={stem: [int(i) for i in best] for stem, best in stream.predictions.items()},
+        preprocessing=preprocessing,
     )
 
 

@@ -144,3 +144,57 @@ def _pil_filter(name: str) -> int:
         "box": Image.Resampling.BOX,
         "hamming": Image.Resampling.HAMMING,
     }[name]
+
+
+def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_pct: float | None = None,
+                        interpolation: str | None = None) -> EvalTransform | None:
+    """The eval transform `lvvit-opt export` recorded in an ONNX model's metadata_props.
+
+    Returns None when `path` is not an .onnx file (an .om carries no metadata) or the model
+    has no preprocessing keys (exported elsewhere, or by an older lvvit-opt). Explicit
+    arguments win over the recorded values: pass the user's flags, None when not given.
+    Raises UserError when a recorded value is malformed or asks for a crop mode other than
+    center. The keys are described in lvvit_opt.metadata.
+
+    For `validate --inputs IMAGES` (and any verb that decodes images for a model):
+        transform = transform_from_onnx(model_path) or EvalTransform()
+        batch = np.stack([transform(image) for image in images])
+    """
+    if Path(path).suffix.lower() != ".onnx":
+        return None
+    from ..errors import UserError
+    from ..metadata import Preprocessing, read_props
+
+    recorded = Preprocessing.from_props(read_props(path), origin=str(path))
+    if recorded is None:
+        return None
+    if recorded.crop_mode != "center":
+        raise UserError(f"{path}: the model's preprocessing uses crop_mode {recorded.crop_mode!r}; only "
+                        "center crops are implemented")
+    try:
+        return EvalTransform(img_size=img_size or recorded.input_size[1],
+                             crop_pct=crop_pct if crop_pct is not None else recorded.crop_pct,
+                             interpolation=interpolation or recorded.interpolation,
+                             mean=recorded.mean, std=recorded.std)
+    except ValueError as exc:
+        raise UserError(f"{path}: preprocessing metadata: {exc}") from None
+
+
+def eval_transform_for(model: str | Path | None, *, img_size: int | None = None, crop_pct: float | None = None,
+                       interpolation: str | None = None) -> tuple[EvalTransform, str]:
+    """The transform to feed `model`, and where it came from: the model's metadata with the
+    explicit arguments on top, else LV-ViT-S's defaults with them on top."""
+    recorded = transform_from_onnx(model, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation) \
+        if model is not None and Path(model).is_file() else None
+    if recorded is not None:
+        return recorded, f"model metadata of {Path(model).name}"
+    defaults = EvalTransform()
+    try:
+        transform = EvalTransform(img_size=img_size or defaults.img_size,
+                                  crop_pct=crop_pct if crop_pct is not None else defaults.crop_pct,
+                                  interpolation=interpolation or defaults.interpolation)
+    except ValueError as exc:
+        from ..errors import UserError
+
+        raise UserError(str(exc)) from None
+    return transform, "defaults (LV-ViT-S)"
