@@ -80,10 +80,10 @@ class SoftmaxTranspose(GraphPass):
             if _is_wrapped(node, producer_of, readers):
                 already.append(label)
             elif dims is None or len(dims) != 4:
-                skipped.append(f"{label}: input rank unknown (simplify the graph with onnxsim first)" if dims is None
-                               else f"{label}: input rank {len(dims)}, not 4")
+                skipped.append((label, "input rank unknown (simplify the graph with onnxsim first)" if dims is None
+                                else f"input rank {len(dims)}, not 4"))
             elif _softmax_axis(node) % 4 != 3:
-                skipped.append(f"{label}: softmax over axis {_softmax_axis(node)}, not the last")
+                skipped.append((label, f"softmax over axis {_softmax_axis(node)}, not the last"))
             else:
                 new_nodes.extend(_wrap(node, perm, inverse, axis, names))
                 transposed = [dims[p] for p in perm]
@@ -96,9 +96,10 @@ class SoftmaxTranspose(GraphPass):
         report.details.update({
             "perm": perm, "inverse_perm": inverse, "softmax_axis": axis,
             "wrapped": wrapped, "already_wrapped": already,
+            "skipped": [{"node": label, "reason": reason} for label, reason in skipped],
             "transpose_input_shapes": _unique(created_shapes),
         })
-        report.notes += [f"skipped {s}" for s in skipped]
+        report.notes += [f"skipped {label}: {reason}" for label, reason in skipped]
         if any(not isinstance(d, int) for shape in created_shapes for d in shape):
             report.notes.append("some Transpose input shapes are not static (null in the report); "
                                 "run fix_shapes or fold_constants first for concrete whitelist shapes")
@@ -146,13 +147,19 @@ def _softmax_axis(node: onnx.NodeProto) -> int:
 
 
 def _is_wrapped(node, producer_of, readers) -> bool:
-    """Transpose(p) -> Softmax -> single Transpose(inverse of p): our own output, or an equivalent."""
+    """Transpose(p) -> Softmax -> single Transpose(inverse of p), where the softmax normalises
+    what was the last axis before the first Transpose: our own output, or an equivalent.
+    CaiT's talking-heads attention also has inverse Transposes around its softmax, but there
+    the softmax runs over another axis of the original tensor: not wrapped."""
     before = producer_of.get(node.input[0])
     after = readers.get(node.output[0], [])
     if before is None or before.op_type != "Transpose" or len(after) != 1 or after[0].op_type != "Transpose":
         return False
     perm_before, perm_after = _perm(before), _perm(after[0])
-    return perm_before is not None and perm_after == inverse_perm(perm_before)
+    if perm_before is None or perm_after != inverse_perm(perm_before):
+        return False
+    axis = _softmax_axis(node) % len(perm_before)
+    return perm_before[axis] == len(perm_before) - 1
 
 
 def _perm(node: onnx.NodeProto) -> list[int] | None:

@@ -74,6 +74,33 @@ def test_idempotent():
     assert twice.reports[0].details["already_wrapped"] == ["attn_softmax"]
 
 
+def test_talking_heads_softmax_between_inverse_transposes_is_wrapped():
+    """CaiT: permute(0,3,1,2) -> softmax(-1) -> permute(0,2,3,1). The Transposes are inverses, but the
+    softmax still runs over the last axis of a rank-4 tensor (197 wide): it is not already wrapped."""
+    nodes = [helper.make_node("Transpose", ["x"], ["heads_first"], name="proj_l_out", perm=[0, 3, 1, 2]),
+             helper.make_node("Softmax", ["heads_first"], ["attn"], name="talking_softmax", axis=-1),
+             helper.make_node("Transpose", ["attn"], ["y"], name="proj_w_in", perm=[0, 2, 3, 1])]
+    graph = helper.make_graph(nodes, "talking_heads",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 7, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 7, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    result = run_pipeline(model, ["softmax_transpose"])
+    report = result.reports[0]
+    assert report.details["wrapped"] == ["talking_softmax"] and report.details["already_wrapped"] == []
+    assert report.details["transpose_input_shapes"] == [[2, 3, 5, 7], [2, 7, 5, 3]]
+    assert [n.op_type for n in result.model.graph.node] == ["Transpose"] * 2 + ["Softmax"] + ["Transpose"] * 2
+    _assert_same(model, result.model, _feeds(model))
+    assert run_pipeline(result.model, ["softmax_transpose"]).reports[0].details["already_wrapped"] == [
+        "talking_softmax"]
+
+
+def test_skipped_softmaxes_are_listed_with_their_reason():
+    report = run_pipeline(_softmax_model(), ["softmax_transpose"]).reports[0]
+    assert report.details["skipped"] == [{"node": "rank3_softmax", "reason": "input rank 3, not 4"},
+                                         {"node": "axis1_softmax", "reason": "softmax over axis 1, not the last"}]
+
+
 @pytest.mark.parametrize("options, perm, axis, inverse", [
     ({"style": "swin"}, [0, 3, 1, 2], 1, [0, 2, 3, 1]),
     ({"perm": "0,2,3,1"}, [0, 2, 3, 1], 2, [0, 3, 1, 2]),
