@@ -6,6 +6,7 @@ time through a callback, and judges success by `ATC run success` plus a fresh .o
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -36,12 +37,20 @@ OnnxInput = TensorSpec  # name, shape (ints; a symbol name or None for dynamic d
 
 @dataclass(frozen=True)
 class AtcError:
-    """One coded line of an atc failure, e.g. `EZ3003: No supported Ops kernel ... [Transpose_12], optype [Transpose]`."""
+    """One coded line of atc output, e.g. `EZ3003: No supported Ops kernel ... [Transpose_12], optype [Transpose]`.
+
+    `details` are the indented lines that follow it (Possible Cause, Solution, TraceBack frames).
+    """
 
     code: str
     message: str
     op_name: str | None = None
     op_type: str | None = None
+    details: tuple = field(default=(), compare=False)
+
+    @property
+    def is_warning(self) -> bool:
+        return self.code.startswith("W")
 
     def format(self) -> str:
         where = []
@@ -49,7 +58,10 @@ class AtcError:
             where.append(f"op {self.op_name}")
         if self.op_type:
             where.append(f"type {self.op_type}")
-        return f"{self.code}: {self.message}" + (f"  [{', '.join(where)}]" if where else "")
+        message = self.message
+        if message.rstrip("!. ").lower() == "inner error" and self.details:
+            message += f" ({self.details[-1]})"  # E19999's first line says nothing; the cause comes last
+        return f"{self.code}: {message}" + (f"  [{', '.join(where)}]" if where else "")
 
 
 @dataclass
@@ -62,6 +74,7 @@ class AtcResult:
     success_line: bool
     errors: list[AtcError] = field(default_factory=list)
     tail: list[str] = field(default_factory=list)  # last lines of output, for failures without codes
+    warnings: list[AtcError] = field(default_factory=list)  # W-coded lines (printed after success too)
 
     @property
     def succeeded(self) -> bool:
@@ -239,9 +252,11 @@ def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None
             returncode, tail = _stream_to_log([str(executable)] + command[1:], log_path, env, tick, cwd)
         elapsed = time.time() - start
         text = log_path.read_text(encoding="utf-8", errors="replace")
+        coded = parse_atc_messages(text)
         result = AtcResult(command=command, log_path=log_path, om_path=find_om(prefix, since=start, cwd=cwd),
                            returncode=returncode, elapsed_s=elapsed, success_line=SUCCESS_MARKER in text,
-                           errors=parse_atc_errors(text), tail=list(tail))
+                           errors=[m for m in coded if not m.is_warning], tail=list(tail),
+                           warnings=[m for m in coded if m.is_warning])
         succeeded = result.succeeded
     finally:
         _settle_oms(prefix, cwd, set_aside, succeeded)
@@ -251,8 +266,9 @@ def run_atc(command: Sequence[str], *, log_path: str | os.PathLike | None = None
 
 
 def _om_candidates(prefix: str, cwd) -> list[Path]:
+    """PREFIX.om and every PREFIX_linux_<arch>.om (the prefix taken literally, not as a glob)."""
     base = Path(cwd) / prefix if cwd is not None and not os.path.isabs(prefix) else Path(prefix)
-    return [base.with_name(base.name + ".om")] + sorted(base.parent.glob(base.name + "_linux_*.om"))
+    return [base.with_name(base.name + ".om")] + sorted(base.parent.glob(glob.escape(base.name) + "_linux_*.om"))
 
 
 def _set_aside_old_oms(prefix: str, cwd) -> list[tuple[Path, Path]]:
@@ -324,40 +340,80 @@ def _copy_lines(stream, log, tail: deque) -> None:
 
 
 def find_om(prefix: str, since: float | None = None, cwd: str | os.PathLike | None = None) -> Path | None:
-    """The .om atc wrote for --output=prefix: `prefix.om`, or `prefix_linux_<arch>.om` on newer CANN.
+    """The .om atc wrote for --output=prefix: `prefix.om`, or `prefix_linux_<arch>.om`.
 
-    With `since`, a file older than the run (a stale one from before) does not count.
+    GE appends `_<os>_<arch>` when the model carries host-side kernels (seen for some models on CANN 7/8,
+    not for others in the same install), so both names are looked for. With `since`, a file older than the
+    run (a stale one from before) does not count; the newest matching file wins.
     """
-    base = Path(cwd) / prefix if cwd is not None and not os.path.isabs(prefix) else Path(prefix)
-    candidates = [base.with_name(base.name + ".om")] + sorted(base.parent.glob(base.name + "_linux_*.om"))
-    for candidate in candidates:
-        if candidate.is_file() and (since is None or candidate.stat().st_mtime >= since - 1.0):
-            return candidate
-    return None
+    fresh = [c for c in _om_candidates(prefix, cwd)
+             if c.is_file() and (since is None or c.stat().st_mtime >= since - 1.0)]
+    return max(fresh, key=lambda c: c.stat().st_mtime) if fresh else None
 
 
-_CODE_LINE = re.compile(r"^\s*(E[A-Z]?\d{4,5})\s*:\s*(.*)$")
+_HOST_SUFFIX = re.compile(r"_linux_(x86_64|aarch64|arm64)$")  # GE: _<host_env_os>_<host_env_cpu>
+
+
+def om_prefix(om_path: str | os.PathLike) -> Path:
+    """The --output prefix an .om was written for: x.om and x_linux_x86_64.om -> x."""
+    path = Path(om_path)
+    stem = path.name[:-3] if path.name.lower().endswith(".om") else path.name
+    return path.with_name(_HOST_SUFFIX.sub("", stem))
+
+
+def source_onnx(om_path: str | os.PathLike) -> Path:
+    """The ONNX beside an .om by the seed's naming (x.onnx for x.om or x_linux_<arch>.om); may not exist."""
+    prefix = om_prefix(om_path)
+    return prefix.with_name(prefix.name + ".onnx")
+
+
+_CODE = r"[EW][A-Z]?\d{4,5}"
+_CODE_START = re.compile(rf"^\s*({_CODE})\s*:\s*(.*)$")
+_CODE_SPLIT = re.compile(rf"\s+(?={_CODE}\s*:\s)")  # several coded messages pasted on one line
 _OP_NAME = re.compile(r"(?:\b[Oo]p\s*\[|\bfor\s*\[|\bnode\s*\[)([^\],\[]+)")
 _OP_TYPE = re.compile(r"(?:[Oo]p\s?type|type)\s*:?\s*\[([^\]\[]+)\]")
 _PID_STAMP = re.compile(r"^\[PID:\s*\d+\]\s*(\d{4}-\d{2}-\d{2}-[\d:.]+\s*)?")
 
 
-def parse_atc_errors(text: str) -> list[AtcError]:
-    """Coded lines (`E19010: ...`, `EZ3003: ...`) with the op name/type they mention, in order, deduplicated."""
-    errors, seen = [], set()
+def parse_atc_messages(text: str) -> list[AtcError]:
+    """Coded lines of atc output (`E10001: ...`, `EZ3003: ...`, `W11001: ...`) in order, deduplicated.
+
+    A `[PID: n] date` stamp (newer CANN) is dropped from the message; indented lines after a coded line
+    become its details; op name/type are read from the message (`Op [X]`, `optype [Y]`).
+    """
+    messages: list[AtcError] = []
+    seen: set = set()
+    current: list | None = None
+    current_code = ""
     for line in text.splitlines():
-        match = _CODE_LINE.match(line)
-        if not match:
+        continues = line[:1].isspace() or line.startswith(current_code + " ")  # "E19999 The opp version ..."
+        if current is not None and continues and line.strip() and not _CODE_START.match(line):
+            current.append(line.strip())
             continue
-        code, message = match.group(1), _PID_STAMP.sub("", match.group(2).strip())
-        if (code, message) in seen:
-            continue
-        seen.add((code, message))
-        name = _OP_NAME.search(message)
-        op_type = _OP_TYPE.search(message)
-        errors.append(AtcError(code, message, name.group(1).strip() if name else None,
-                               op_type.group(1).strip() if op_type else None))
-    return errors
+        current = None
+        for piece in _CODE_SPLIT.split(line.strip()):
+            match = _CODE_START.match(piece)
+            if not match:
+                continue
+            code, message = match.group(1), _PID_STAMP.sub("", match.group(2).strip())
+            if (code, message) in seen:
+                continue
+            seen.add((code, message))
+            name, op_type = _OP_NAME.search(message), _OP_TYPE.search(message)
+            current, current_code = [], code
+            messages.append(AtcError(code, message, name.group(1).strip() if name else None,
+                                     op_type.group(1).strip() if op_type else None, current))
+    return [AtcError(m.code, m.message, m.op_name, m.op_type, tuple(m.details)) for m in messages]
+
+
+def parse_atc_errors(text: str) -> list[AtcError]:
+    """The E-coded messages of atc output (see parse_atc_messages)."""
+    return [m for m in parse_atc_messages(text) if not m.is_warning]
+
+
+def parse_atc_warnings(text: str) -> list[AtcError]:
+    """The W-coded messages (W11001: op misses the high-priority kernel library ...): atc still succeeded."""
+    return [m for m in parse_atc_messages(text) if m.is_warning]
 
 
 def resolve_soc_version(soc_version: str, env: Mapping[str, str] | None = None) -> str:

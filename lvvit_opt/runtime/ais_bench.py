@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ToolFailed
 from ..tensor_spec import TensorSpec, runtime_spec
+from .ais_bench_summary import exec_time_ms
 from .base import Runner
 from .registry import register_runner
 
@@ -67,19 +68,19 @@ class AisBenchRunner(Runner):
         return wall_s if device is None else device
 
     def device_seconds(self) -> float | None:
-        """Execution time of the latest inference as the session reports it, in seconds."""
+        """Execution time of the latest inference as the session reports it, in seconds.
+
+        Newer ais_bench: `session.summary().exec_time_list` of (start_ms, end_ms) pairs; older releases
+        only have the misspelt `session.sumary()` with plain durations (see ais_bench_summary.exec_time_ms).
+        """
         summary_fn = getattr(self.session, "summary", None) or getattr(self.session, "sumary", None)
         if summary_fn is None:
             return None
         try:
             times = list(summary_fn().exec_time_list)
+            return exec_time_ms(times[-1]) / 1000.0 if times else None
         except Exception:
             return None
-        if not times:
-            return None
-        last = times[-1]
-        millis = last[1] - last[0] if isinstance(last, (tuple, list)) else last
-        return float(millis) / 1000.0
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model_path, "device_id": int(self.device_id),

@@ -18,8 +18,11 @@ FAKES_DIR = Path(__file__).resolve().parent
 FAKE_PYTHON = FAKES_DIR / "python"
 DATA_DIR = FAKES_DIR / "data"
 VENV_BIN = str(Path(sys.executable).parent)
-FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SLEEP", "FAKE_ATC_PARTIAL", "FAKE_ASCEND_PERTURB", "FAKE_NPU_NAME", "FAKE_NPU_COUNT",
-             "FAKE_NPU_SMI_FAIL", "FAKE_NPU_SLOW", "ASCEND_TOOLKIT_HOME", "install_path", "ASCEND_OPP_PATH")
+FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SLEEP", "FAKE_ATC_PARTIAL", "FAKE_ASCEND_PERTURB", "FAKE_NPU_NAME",
+             "FAKE_NPU_COUNT", "FAKE_NPU_SMI_FAIL", "FAKE_NPU_SLOW", "ASCEND_TOOLKIT_HOME", "install_path",
+             "ASCEND_OPP_PATH", "LVVIT_FAKE_CANN", "LVVIT_FAKE_ATC_FAIL", "LVVIT_FAKE_NPU_SMI", "LVVIT_FAKE_NPU_BOARD",
+             "LVVIT_FAKE_NPU_MAP")
+FIXTURES_DIR = FAKES_DIR.parent / "fixtures" / "ascend"  # real public outputs, sources in SOURCES.md
 GOLDEN_ONNX = FAKES_DIR.parent.parent / "golden" / "lvvit_golden.onnx"
 
 
@@ -68,7 +71,8 @@ def fake_om(tmp_path_factory) -> tuple[str, str]:
     onnx_path = folder / "lvvit_golden.onnx"
     shutil.copy(GOLDEN_ONNX, onnx_path)
     env = dict(os.environ, PATH=os.pathsep.join([str(FAKES_DIR), VENV_BIN, os.environ.get("PATH", "")]))
-    env.pop("FAKE_ATC_FAIL", None)
+    for var in ("FAKE_ATC_FAIL", "LVVIT_FAKE_ATC_FAIL", "LVVIT_FAKE_CANN"):
+        env.pop(var, None)
     subprocess.run([str(FAKES_DIR / "atc"), "--framework=5", f"--model={onnx_path}",
                     f"--output={folder / 'lvvit_golden'}", "--input_format=NCHW",
                     "--input_shape=image:2,3,224,224", "--soc_version=Ascend310"],

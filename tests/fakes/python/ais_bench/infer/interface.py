@@ -2,8 +2,11 @@
 
 Same surface as the real one: InferSession(device_id, model_path), get_inputs(),
 get_outputs() (descs with name, datatype, format, shape, size, realsize), infer(feeds,
-mode="static"), summary() / sumary() with exec_time_list [(start_ms, end_ms), ...],
-free_resource(). Static mode rejects feeds whose byte size differs from the model's.
+mode="static"), free_resource(). Static mode rejects feeds whose byte size differs from the model's.
+Timing API by LVVIT_FAKE_CANN generation, as the real releases have it: before 8 (default 6.3) only the
+misspelt `sumary()` whose exec_time_list holds durations in ms (ait 2023: `npu_compute_time_list =
+s.exec_time_list`); from 8 `summary()` whose exec_time_list holds (start_ms, end_ms) pairs (msit:
+`[end - start for start, end in s.exec_time_list]`).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fake_ascend import FakeModel, device_delay_s
+
+_NEW_API = int(os.environ.get("LVVIT_FAKE_CANN", "6.3").split(".")[0] or 6) >= 8
 
 
 class dtype:  # mimics aclruntime's pybind enum: str(dtype.FLOAT32) == "dtype.float32"
@@ -79,13 +84,16 @@ class InferSession:
         start = time.perf_counter() * 1000.0
         outputs = self._model.run([np.asarray(a).reshape(d.shape) for a, d in zip(feeds, descs)])
         time.sleep(device_delay_s(self.device_id))
-        self._summary.exec_time_list.append((start, time.perf_counter() * 1000.0))
+        end = time.perf_counter() * 1000.0
+        self._summary.exec_time_list.append((start, end) if _NEW_API else end - start)
         return outputs
 
-    def summary(self) -> Summary:
-        return self._summary
-
-    sumary = summary  # the older, misspelt name
+    if _NEW_API:
+        def summary(self) -> Summary:
+            return self._summary
+    else:
+        def sumary(self) -> Summary:  # the older, misspelt name
+            return self._summary
 
     def reset_summaryinfo(self) -> None:
         self._summary = Summary()
