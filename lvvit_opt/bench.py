@@ -326,7 +326,9 @@ def _validate_om_models(models, backend, reference, log) -> dict:
     for model in models:
         if _runs_onnx(model, _resolve_backend(model, backend)):
             continue
-        ref = reference or str(Path(model).with_suffix(".onnx"))
+        from .ascend.atc import source_onnx
+
+        ref = reference or str(source_onnx(model))  # x.onnx for x.om and for x_linux_<arch>.om
         if not Path(ref).is_file():
             raise UserError(f"{model}: cannot validate: no reference ONNX at {ref} (pass --reference MODEL.onnx, "
                             f"or --skip-validate to measure an unvalidated model)")

@@ -83,11 +83,18 @@ class StageCache:
         blob = json.dumps({"params": params, "inputs": stats, "version": __version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def lookup(self, name: str, key: str, outputs: list[Path]) -> dict | None:
+    def lookup(self, name: str, key: str, outputs: list[Path] | Callable[[dict], list]) -> dict | None:
+        """The stored result if the key matches and the outputs exist; `outputs` may derive them from
+        the stored result (e.g. the .om path atc reported)."""
         entry = self.state.get(name)
-        if entry and entry.get("key") == key and all(Path(o).exists() for o in outputs):
-            return entry.get("result")
-        return None
+        if not entry or entry.get("key") != key or not isinstance(entry.get("result"), dict):
+            return None
+        result = entry["result"]
+        try:
+            paths = outputs(result) if callable(outputs) else outputs
+        except (KeyError, TypeError):
+            return None
+        return result if all(Path(o).exists() for o in paths) else None
 
     def store(self, name: str, key: str, result: dict) -> None:
         self.state[name] = {"key": key, "result": result, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -100,7 +107,8 @@ class _Stages:
     def __init__(self, out: Path, summary: RunSummary, log: Callable[[str], None]):
         self.cache, self.summary, self.log = StageCache(out), summary, log
 
-    def run(self, name: str, params: dict, inputs: list, outputs: list[Path], fn: Callable[[], dict]) -> dict:
+    def run(self, name: str, params: dict, inputs: list, outputs: list[Path] | Callable[[dict], list],
+            fn: Callable[[], dict]) -> dict:
         key = self.cache.key(params, inputs)
         cached = self.cache.lookup(name, key, outputs)
         if cached is not None:
@@ -252,10 +260,15 @@ def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitel
     onnx_files = [p for pair in models.values() for p in pair]
     shapes = [tuple(s) for s in whitelist_shapes]
     if find_tool("atc", env) is None:
-        soc = options.soc_version if options.soc_version != "auto" else "Ascend310"
-        lines = ["#!/usr/bin/env bash", "# atc was not found here. On an Ascend host with CANN installed run:",
-                 "set -euo pipefail", "source /usr/local/Ascend/ascend-toolkit/set_env.sh",
-                 f"# soc version: {soc}" + (" (assumed; check `npu-smi info`)" if options.soc_version == "auto" else "")]
+        soc, soc_note = _script_soc_version(options.soc_version, env)
+        lines = ["#!/usr/bin/env bash", "# atc was not found here. On an Ascend host with CANN installed run this script.",
+                 "# set_env.sh reads variables that may be unset (LD_LIBRARY_PATH, PYTHONPATH) and can stop early on",
+                 "# some installs, so it is sourced before strict mode. Non-root installs: ASCEND_SET_ENV=$HOME/Ascend/"
+                 "ascend-toolkit/set_env.sh",
+                 'source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"', "set -euo pipefail",
+                 'command -v atc >/dev/null || { echo "atc is not on PATH after sourcing set_env.sh" >&2; exit 1; }',
+                 f"# soc version: {soc}{soc_note}",
+                 "# atc writes PREFIX.om, or PREFIX_linux_<arch>.om for models with host-side kernels."]
         flags = " ".join(f"--shape {','.join(map(str, s))}" for s in shapes)
         lines.append(f"lvvit-opt whitelist patch {flags}" if flags else "# no Transpose shapes to whitelist")
         commands = [display_command(build_atc_command(p, soc_version=soc, log="error")) for p in onnx_files]
@@ -265,11 +278,24 @@ def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitel
         return {"compiled": False, "commands_file": str(out / "atc_commands.sh"), "commands": commands}
     compiled = {}
     for path in onnx_files:
-        om = path.with_suffix(".om")
+        # the .om is wherever atc put it (PREFIX.om or PREFIX_linux_<arch>.om): the stage records it
         compiled[path.name] = stages.run(
-            f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home}, [path], [om],
-            lambda p=path: _compile(p, options, compile_onnx, log))
+            f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home}, [path],
+            lambda result: [result["om"]], lambda p=path: _compile(p, options, compile_onnx, log))
     return {"compiled": True, "models": compiled}
+
+
+def _script_soc_version(requested: str, env: dict) -> tuple[str, str]:
+    """The --soc_version for atc_commands.sh and a note on where it came from (npu-smi may exist without atc)."""
+    if requested != "auto":
+        return requested, ""
+    from .ascend.npu_smi import detect_soc_version
+
+    try:
+        return detect_soc_version(env), " (from npu-smi on this machine)"
+    except UserError as exc:
+        return "Ascend310", (" (assumed, check `npu-smi info`: Name 310P3 -> Ascend310P3; Name Ascend910 -> "
+                             "`npu-smi info -t board -i 0 -c 0`: {Chip Name}_{NPU Name}): " + str(exc).split(";")[0])
 
 
 def _compile(path: Path, options: RunOptions, compile_onnx, log) -> dict:
@@ -287,7 +313,7 @@ def _bench_stage(options: RunOptions, models, atc: dict, stages: _Stages, out: P
     use_om = atc.get("compiled", False)
     reports = {}
     for batch, (original, optimized) in models.items():
-        files = [original.with_suffix(".om"), optimized.with_suffix(".om")] if use_om else [original, optimized]
+        files = [Path(atc["models"][p.name]["om"]) for p in (original, optimized)] if use_om else [original, optimized]
         params = {"duration": options.bench_duration, "rounds": options.bench_rounds, "threads": options.threads,
                   "backend": "om" if use_om else "ort"}
         reports[str(batch)] = stages.run(

@@ -90,3 +90,26 @@ def test_cli_run_bad_input(tmp_path, cli_runner, no_tools):
     result = cli_runner.invoke(main, ["run", "--checkpoint", str(tmp_path / "missing.pth"), "--out",
                                       str(tmp_path / "r")])
     assert result.exit_code == 2 and "no such checkpoint" in result.output
+
+
+def test_run_benches_the_om_atc_really_wrote_with_newer_naming(tmp_path, fake_ais_bench, monkeypatch):
+    """CANN 8-style atc writes PREFIX_linux_<arch>.om: the atc stage records it, bench and the cache use it."""
+    import platform
+
+    monkeypatch.setenv("LVVIT_FAKE_CANN", "8.0")
+    out = tmp_path / "run"
+    summary = run(_options(out, soc_version="Ascend310"), log=lambda m: None)
+    written = {name: Path(entry["om"]) for name, entry in summary.atc["models"].items()}
+    suffix = f"_linux_{platform.machine()}.om"
+    assert written == {"lvvit_golden_bs2.onnx": out / f"lvvit_golden_bs2{suffix}",
+                       "lvvit_golden_bs2_opt.onnx": out / f"lvvit_golden_bs2_opt{suffix}"}
+    assert all(p.is_file() for p in written.values()) and not list(out.glob("*_opt.om"))
+    results = summary.bench["reports"]["2"]["results"]
+    assert [Path(r["model"]) for r in results] == list(written.values())
+    again = run(_options(out, soc_version="Ascend310"), log=lambda m: None)
+    assert {s["name"]: s["status"] for s in again.stages}["atc lvvit_golden_bs2_opt.onnx"] == "skipped"
+    written["lvvit_golden_bs2_opt.onnx"].unlink()  # a missing .om re-runs its atc stage
+    third = run(_options(out, soc_version="Ascend310"), log=lambda m: None)
+    statuses = {s["name"]: s["status"] for s in third.stages}
+    assert statuses["atc lvvit_golden_bs2_opt.onnx"] == "ran" and statuses["atc lvvit_golden_bs2.onnx"] == "skipped"
+    assert written["lvvit_golden_bs2_opt.onnx"].is_file()
