@@ -126,7 +126,7 @@ def _sourced_env(tree, extra_pythonpath: str | None = None) -> dict:
 
 
 def test_ready_host_with_the_stand_ins(fake_ais_bench, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("FAKE_NPU_NAME", "310")
+    monkeypatch.setenv("LVVIT_FAKE_NPU_SMI", "310P3_24.1.0.1_3chips")  # real table: tests/fixtures/ascend/
     monkeypatch.setenv("FAKE_NPU_COUNT", "2")
     tree = build_cann_tree(tmp_path / "Ascend")
     env = _sourced_env(tree)
@@ -140,7 +140,7 @@ def test_ready_host_with_the_stand_ins(fake_ais_bench, tmp_path, monkeypatch):  
     assert lines[1] == ("[ok]   set_env.sh    ASCEND_TOOLKIT_HOME, ASCEND_OPP_PATH, PYTHONPATH, LD_LIBRARY_PATH "
                         "point at the toolkit")
     assert lines[2] == f"[ok]   atc           {fakes / 'atc'}"
-    assert lines[3] == "[ok]   npu-smi       Ascend310 (2 NPU(s): 0,1)"
+    assert lines[3] == "[ok]   npu-smi       Ascend310P3 (3 NPU(s): 0,32,96)"
     assert re.fullmatch(r"\[ok\]   NPU driver    \S+ \(from npu-smi info\)", lines[4])
     assert lines[5] == "[ok]   .om runner    ais_bench version unknown (importable)"
     assert lines[6] == f"[ok]   transpose.py  {latest}/opp/built-in/op_impl/ai_core/tbe/impl/dynamic/transpose.py " \
@@ -149,7 +149,7 @@ def test_ready_host_with_the_stand_ins(fake_ais_bench, tmp_path, monkeypatch):  
     _disk_line(lines[8:9], work)
     assert lines[9:] == ["ready: this host can run the whole pipeline"]
     assert report.ok and report.get("cann").details["components"] == {"compiler": "7.7.0.1.238", "opp": "7.7.0.1.238"}
-    assert report.get("npu").details["soc_version"] == "Ascend310"
+    assert report.get("npu").details["soc_version"] == "Ascend310P3"
 
 
 def test_installed_but_set_env_not_sourced(no_tools, tmp_path, monkeypatch):  # noqa: F811
@@ -249,7 +249,7 @@ def test_npu_smi_in_sbin_but_not_on_path_is_a_warning(no_tools, tmp_path, monkey
     (sbin / "npu-smi").symlink_to(FAKES_DIR / "npu-smi")
     check, text = doctor.check_npu(dict(os.environ), [sbin])
     assert (check.status, check.summary, check.fix) == (
-        "warn", f"Ascend310P3 (1 NPU(s): 0); {sbin}/npu-smi is not on PATH (--soc-version auto needs it)",
+        "warn", f"Ascend310P3 (1 NPU(s): 24); {sbin}/npu-smi is not on PATH (--soc-version auto needs it)",
         f"export PATH={sbin}:$PATH")
     assert "Version:" in text
 

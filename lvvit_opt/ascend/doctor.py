@@ -324,8 +324,9 @@ def _npu_smi_report(tool: Path, environ: Mapping[str, str], detect_soc_version, 
                      "the driver does not answer: check `dmesg` and the driver install under /usr/local/Ascend/driver; "
                      "in a container pass --device /dev/davinci_manager and the /dev/davinci* devices",
                      {"path": str(tool), "exit_code": code}), None
-    npus = parse_npu_smi_info(output)
-    details = {"path": str(tool), "npus": [{"id": n.npu_id, "name": n.name, "health": n.health} for n in npus]}
+    npus = parse_npu_smi_info(output)  # one entry per chip (an NPU id repeats for multi-chip cards)
+    details = {"path": str(tool), "npus": [{"id": n.npu_id, "chip": n.chip_id, "name": n.name, "health": n.health}
+                                           for n in npus]}
     try:
         soc = detect_soc_version(environ)
     except UserError as exc:
@@ -333,10 +334,11 @@ def _npu_smi_report(tool: Path, environ: Mapping[str, str], detect_soc_version, 
                      "pass --soc-version to atc/run (e.g. --soc-version Ascend910B3)", details), output
     details["soc_version"] = soc
     unhealthy = [n for n in npus if n.health.upper() != "OK"]
-    ids = ",".join(str(n.npu_id) for n in npus)
-    summary = f"{soc} ({len(npus)} NPU(s): {ids})"
+    ids = list(dict.fromkeys(n.npu_id for n in npus))
+    chips = f", {len(npus)} chips" if len(npus) != len(ids) else ""
+    summary = f"{soc} ({len(ids)} NPU(s){chips}: {','.join(map(str, ids))})"
     if unhealthy:
-        bad = ", ".join(f"NPU {n.npu_id} {n.health}" for n in unhealthy)
+        bad = ", ".join(f"NPU {n.npu_id} chip {n.chip_id} {n.health}" for n in unhealthy)
         return Check("npu", "npu-smi", WARN, f"{summary}; not healthy: {bad}",
                      "use a healthy NPU (--device-id), see `npu-smi info -t health -i ID`", details), output
     return Check("npu", "npu-smi", OK, summary, None, details), output

@@ -289,6 +289,6 @@ def _run_npu_smi(tool: str, args: list[str], env: Mapping[str, str] | None, requ
             reason = detail[-1] if detail else f"exit {proc.returncode}"
             raise UserError(f"cannot detect the SoC: `npu-smi {' '.join(args)}` failed ({reason}); "
                             "pass --soc-version, e.g. --soc-version Ascend310")
-        log.info("npu-smi %s failed (exit %s)", " ".join(args), proc.returncode)
+        log.debug("npu-smi %s failed (exit %s)", " ".join(args), proc.returncode)
         return None
     return proc.stdout
