@@ -407,15 +407,6 @@ def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) ->
 
 def _golden_feeds(data: Mapping[str, np.ndarray], specs) -> list[dict[str, np.ndarray]]:
     """Split stored inputs into feed sets of the model's static batch (one set if the batch is free)."""
-    from .errors import UserError
+    from .inputs import split_feeds
 
-    missing = [s.name for s in specs if s.name not in data]
-    if missing:
-        raise UserError(f"golden file lacks input(s) {', '.join(missing)} (has {', '.join(data)})")
-    first = specs[0]
-    total = data[first.name].shape[0] if data[first.name].ndim else 1
-    batch = first.batch or total
-    if total % batch:
-        raise UserError(f"golden inputs hold {total} rows, not a multiple of the model's batch {batch}")
-    return [{s.name: np.asarray(data[s.name][i:i + batch]).astype(s.dtype, copy=False) for s in specs}
-            for i in range(0, total, batch)]
+    return split_feeds(data, specs, what="golden file")

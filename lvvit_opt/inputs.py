@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -73,35 +73,32 @@ def load_inputs(value: InputsArg, specs: Sequence, *, seed: int = 0, batch_size:
     return InputSet(feeds, kind, source, None, details)
 
 
-def split_feeds(arrays: dict[str, np.ndarray], specs: Sequence, what: str = "inputs") -> list[dict[str, np.ndarray]]:
-    """Rows of every input, cast to the model's dtypes, in feed sets of its static batch
-    (one set if the batch is symbolic). UserError if names, shapes or row counts do not fit."""
+def split_feeds(arrays: Mapping[str, np.ndarray], specs: Sequence, what: str = "inputs") -> list[dict[str, np.ndarray]]:
+    """Rows of every input, checked and cast against the model's specs (runtime.feeds.check_feed),
+    in feed sets of its static batch (one set if the batch is symbolic). A single sample
+    without its batch axis is taken as one row. UserError if names, shapes or rows do not fit."""
+    from .runtime.feeds import check_feed
+
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
         raise UserError(f"{what} lacks input(s) {', '.join(missing)} (has {', '.join(arrays) or 'nothing'})")
     columns = {}
     for spec in specs:
         array = np.asarray(arrays[spec.name])
-        rank = len(spec.shape)
-        if rank and array.ndim == rank - 1:
+        if spec.shape is not None and array.ndim == len(spec.shape) - 1:
             array = array[None]  # one sample without its batch axis
-        if rank and array.ndim != rank:
-            raise UserError(f"{what}: input {spec.name!r} has shape {array.shape}; the model takes "
-                            f"{_shape_text(spec.shape)}")
-        for axis, (dim, got) in enumerate(zip(spec.shape, array.shape)):
-            if axis and isinstance(dim, int) and dim > 0 and dim != got:
-                raise UserError(f"{what}: input {spec.name!r} has shape {array.shape}; the model takes "
-                                f"{_shape_text(spec.shape)}")
-        if array.dtype.kind == "f" and np.dtype(spec.dtype).kind == "f" and not np.isfinite(array).all():
+        try:
+            array = check_feed(spec, array, "model", free_batch=True)
+        except UserError as exc:
+            raise UserError(f"{what}: {exc}") from None
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise UserError(f"{what}: input {spec.name!r} holds NaN or Inf values")
-        columns[spec.name] = array.astype(spec.dtype, copy=False)
+        columns[spec.name] = array
     rows = {name: (a.shape[0] if a.ndim else 1) for name, a in columns.items()}
     if len(set(rows.values())) != 1:
         raise UserError(f"{what}: inputs disagree on the number of rows: {rows}")
     total = next(iter(rows.values()))
-    if total == 0:
-        raise UserError(f"{what}: holds no rows")
-    batch = (specs[0].batch if specs else None) or total
+    batch = specs[0].batch or total
     if total % batch:
         raise UserError(f"{what}: {total} row(s) is not a multiple of the model's batch {batch}; "
                         f"give a multiple of {batch}")
@@ -156,9 +153,9 @@ def _read_npz(path: Path, specs: Sequence) -> dict[str, np.ndarray]:
 
 
 def _single_image_spec(specs: Sequence, what: str):
-    if len(specs) != 1 or len(specs[0].shape) != 4:
+    if len(specs) != 1 or specs[0].shape is None or len(specs[0].shape) != 4:
         raise UserError(f"{what}: preprocessed images feed single-input NCHW models; this one takes "
-                        + ", ".join(f"{s.name} {_shape_text(s.shape)}" for s in specs))
+                        + ", ".join(f"{s.name} {_shape_text(s.shape or ())}" for s in specs))
     spec = specs[0]
     channels, height, width = spec.shape[1:]
     if not all(isinstance(d, int) and d > 0 for d in (channels, height, width)) or channels != 3 or height != width:

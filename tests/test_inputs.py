@@ -111,7 +111,7 @@ def test_validate_output_names_the_inputs(cli_runner, golden_onnx):
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "neither a number of random batches nor an existing file"),
     (lambda d: np.save(d / "x.npy", np.zeros((3, 3, 224, 224), np.float32)), "3 row(s) is not a multiple of the model's batch 2"),
-    (lambda d: np.save(d / "x.npy", np.zeros((2, 3, 112, 112), np.float32)), "has shape (2, 3, 112, 112); the model takes (2, 3, 224, 224)"),
+    (lambda d: np.save(d / "x.npy", np.zeros((2, 3, 112, 112), np.float32)), "the model expects (N, 3, 224, 224), got (2, 3, 112, 112)"),
     (lambda d: np.save(d / "x.npy", np.full((2, 3, 224, 224), np.nan, np.float32)), "holds NaN or Inf"),
     (lambda d: np.savez(d / "x.npz", a=np.zeros(1), b=np.zeros(1)), "lacks input(s) image (has a, b)"),
     (lambda d: (d / "x.npy").write_bytes(b"not numpy"), "not a readable .npy file"),
