@@ -259,11 +259,7 @@ def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, provid
     runners = [_open(path, kind, threads, providers, device_id) for _, path, kind, _ in entries]
     try:
         feeds = [_feeds(r, batch) for r in runners]
-        for runner, feed in zip(runners, feeds):  # warm-up, untimed
-            deadline = time.perf_counter() + warmup
-            runner.infer(feed)
-            while time.perf_counter() < deadline:
-                runner.infer(feed)
+        warm_up(runners, feeds, warmup)
         slot = duration / max(1, rounds * len(runners))
         latencies: list[list[float]] = [[] for _ in runners]
         round_fps: list[list[float]] = [[] for _ in runners]
@@ -278,6 +274,15 @@ def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, provid
     finally:
         for runner in runners:
             runner.close()
+
+
+def warm_up(runners, feeds, seconds: float) -> None:
+    """Untimed: each runner at least once, then until `seconds` have passed."""
+    for runner, feed in zip(runners, feeds):
+        deadline = time.perf_counter() + seconds
+        runner.infer(feed)
+        while time.perf_counter() < deadline:
+            runner.infer(feed)
 
 
 def _timed_slot(runner, feed, slot: float, sink: list[float]) -> tuple[float, int]:

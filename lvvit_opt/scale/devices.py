@@ -164,18 +164,14 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
 
 def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers,
                  barrier, messages) -> None:
-    from ..bench import _feeds, _open, _timed_slot
+    from ..bench import _feeds, _open, _timed_slot, warm_up
 
     runners = []
     try:
         for _, path, kind, _ in entries:
             runners.append(_open(path, kind, threads, providers, device))
         feeds = [_feeds(r, batch) for r in runners]
-        for runner, feed in zip(runners, feeds):  # warm-up, untimed
-            deadline = time.perf_counter() + warmup
-            runner.infer(feed)
-            while time.perf_counter() < deadline:
-                runner.infer(feed)
+        warm_up(runners, feeds, warmup)
         barrier.wait(READY_TIMEOUT_S)
         solo = []
         for runner, feed in zip(runners, feeds):
