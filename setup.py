@@ -45,6 +45,7 @@ setup(
         "pillow",
         "click>=8.0",
         "matplotlib",
+        "onnxconverter-common>=1.13",  # debug layers --fp16: fp16 conversion with fp32 inputs/outputs
     ],
     # ray: `eval --engine ray` (lvvit_opt.scale.ray_engine); scripts/_env.sh installs it so its tests run.
     extras_require={"test": ["pytest>=7"], "ray": ["ray>=2.10"]},
