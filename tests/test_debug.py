@@ -218,3 +218,15 @@ def test_fused_ops_of_a_dump_match_through_the_om_json(fake_om, tmp_path):
     assert not any("Gelu" in u for u in mapped.unmatched_candidate) and mapped.passed
     assert sorted(mapped.unmatched_reference) == sorted(
         f"/blocks.1/mlp/act/{n}_output_0" for n in ("Div", "Erf", "Add", "Mul"))
+
+
+def test_nc1hwc0_dumps_are_read_as_nchw():
+    from lvvit_opt.ascend.dump import DumpCandidate
+
+    nchw = np.random.default_rng(3).standard_normal((2, 20, 3, 4)).astype(np.float32)
+    padded = np.zeros((2, 32, 3, 4), np.float32)
+    padded[:, :20] = nchw
+    nc1hwc0 = padded.reshape(2, 2, 16, 3, 4).transpose(0, 1, 3, 4, 2)  # C1=2 blocks of C0=16
+    assert np.array_equal(DumpCandidate.align(nc1hwc0, nchw.shape), nchw)
+    other = np.zeros((2, 197, 384), np.float32)
+    assert DumpCandidate.align(other, (2, 197, 384)) is other

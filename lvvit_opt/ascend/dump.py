@@ -137,6 +137,17 @@ class DumpCandidate:
                             f"reference (e.g. {next(iter(self.files))[0]}); is it the dump of this model?")
         return matches, unmatched
 
+    @staticmethod
+    def align(value: np.ndarray, ref_shape: tuple) -> np.ndarray:
+        """A 5-D NC1HWC0 feature map (Ascend's internal layout, C split into C1 blocks of C0,
+        padded) as the reference's NCHW; anything else unchanged (converting with
+        `msaccucmp.py convert -f NCHW` gives NCHW directly)."""
+        if value.ndim == 5 and len(ref_shape) == 4:
+            n, c1, h, w, c0 = value.shape
+            if (n, h, w) == (ref_shape[0], ref_shape[2], ref_shape[3]) and c1 * c0 >= ref_shape[1] > (c1 - 1) * c0:
+                return value.transpose(0, 1, 4, 2, 3).reshape(n, c1 * c0, h, w)[:, : ref_shape[1]]
+        return value
+
     def fetch(self, names: Sequence[str], feeds=None) -> Mapping[str, np.ndarray]:
         values = {}
         for name in names:
