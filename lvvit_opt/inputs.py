@@ -190,7 +190,7 @@ def _read_preprocessed(paths: list[Path], specs: Sequence, what: str) -> tuple[d
     spec = _single_image_spec(specs, what)
     size = spec.shape[-1]
     nbytes = 3 * size * size * 4
-    rows = np.empty((len(paths), 3, size, size), dtype=np.float32)
+    rows = _allocate_rows(len(paths), size, f"{len(paths)} preprocessed image(s) from {what}")
     for row, path in enumerate(paths):
         try:
             actual = path.stat().st_size
@@ -204,6 +204,15 @@ def _read_preprocessed(paths: list[Path], specs: Sequence, what: str) -> tuple[d
     return {spec.name: rows}, "preprocessed", source, {"path": what, "files": len(paths)}
 
 
+def _allocate_rows(count: int, size: int, what: str) -> np.ndarray:
+    """(count, 3, size, size) float32, refused up front (one line, exit 2) when memory cannot hold
+    it three times over (the inputs and both models' work); pass fewer files then."""
+    from .resources import require_memory, tensor_nbytes
+
+    require_memory(3 * tensor_nbytes((count, 3, size, size)), what)
+    return np.empty((count, 3, size, size), dtype=np.float32)
+
+
 def _read_images(folder: Path, specs: Sequence) -> tuple[dict, str, str, dict]:
     from dataclasses import asdict
 
@@ -213,7 +222,7 @@ def _read_images(folder: Path, specs: Sequence) -> tuple[dict, str, str, dict]:
     spec = _single_image_spec(specs, f"{folder}/")
     transform = EvalTransform(img_size=spec.shape[-1])
     paths = list_images(folder)
-    rows = np.empty((len(paths), 3, transform.img_size, transform.img_size), dtype=np.float32)
+    rows = _allocate_rows(len(paths), transform.img_size, f"{len(paths)} image(s) from {folder}/")
     for row, path in enumerate(paths):
         try:
             transform.normalize(transform.load_crop(path), out=rows[row])

@@ -134,3 +134,9 @@ def test_bin_of_the_wrong_size_is_refused(tmp_path):
 def test_zero_or_negative_count_is_refused():
     with pytest.raises(UserError, match="at least 1"):
         load_inputs(0, SPEC)
+
+
+def test_more_images_than_memory_is_refused_before_reading(images, monkeypatch):
+    monkeypatch.setattr("lvvit_opt.resources.available_memory", lambda: 1024 * 1024)
+    with pytest.raises(UserError, match=r"2 image\(s\) from .* needs about .* of memory"):
+        load_inputs(images[0], SPEC)
