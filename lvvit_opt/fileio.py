@@ -39,8 +39,9 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
     `outputs` / `inputs` / `output_dirs` map a label for the message (`-o`, `--report`,
     `MODEL`) to a path; None values are skipped. Two paths collide when they are the same
     after resolving symlinks and `..` (os.path.realpath) or, for existing files, the same
-    inode (st_dev, st_ino: hard links). Also refused: an output that is a directory, an
-    output directory that is a file, and a destination whose folder cannot be written.
+    inode (st_dev, st_ino: hard links). Also refused: an existing file inside an input
+    folder (an image of SRC_DIR given as --info), an output that is a directory, an output
+    directory that is a file, and a destination whose folder cannot be written.
     """
     files = _present(outputs)
     dirs = _present(output_dirs or {})
@@ -52,6 +53,9 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
             if same_path(path, source):
                 raise UserError(f"{label} {path} is the input {in_label} ({source}); "
                                 f"refusing to overwrite an input, nothing written")
+            if path.exists() and source.is_dir() and _inside(path, source):
+                raise UserError(f"{label} {path} is a file inside the input folder {in_label} ({source}); "
+                                f"refusing to overwrite it, nothing written")
     for label, path in dirs:
         if path.exists() and not path.is_dir():
             raise UserError(f"{label} {path}: exists and is not a directory")
@@ -74,6 +78,11 @@ def _present(paths: Mapping[str, PathArg]) -> list[tuple[str, Path]]:
     """(label, Path) of the given paths; None, "", "-" (stdout) and numbers (`--inputs 4`) are not paths."""
     return [(label, Path(os.fspath(p))) for label, p in paths.items()
             if p is not None and not isinstance(p, int) and os.fspath(p) not in ("", "-")]
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when `path` (resolved) lies somewhere under `folder` (resolved)."""
+    return os.path.realpath(path).startswith(os.path.realpath(folder).rstrip(os.sep) + os.sep)
 
 
 def same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -1,0 +1,169 @@
+"""Impossible numbers and late failures: opsets, memory, mismatched models, perf files that
+cannot be right, a failing or interrupted atc, stale temporaries, outputs through symlinks."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fakes.ascend_env import DATA_DIR, fake_tools, write_tiny_onnx  # noqa: F401  (fixtures)
+from hostile_helpers import assert_refused, diff_snapshots, invoke, snapshot, temp_leftovers
+
+SEED_PERF = DATA_DIR / "seed_baseline" / "perf_vision_batchsize_1_device_0.txt"
+
+REFUSED = [
+    ("export-opset-99", ["export", "--model", "lvvit_golden", "--opset", "99", "-o", "e.onnx"], "--opset 99"),
+    ("export-opset-5", ["export", "--model", "lvvit_golden", "--opset", "5", "-o", "e.onnx"], "--opset 5"),
+    ("export-img-size-huge", ["export", "--model", "lvvit_golden", "--img-size", "100000", "-o", "e.onnx"],
+     "memory"),
+    ("export-batch-huge", ["export", "--model", "lvvit_golden", "--batch-size", "1000000", "-o", "e.onnx"],
+     "memory"),
+    ("export-garbage-checkpoint", ["export", "--model", "lvvit_golden", "--checkpoint", "keep.cfg", "-o", "e.onnx"],
+     "not a PyTorch checkpoint"),
+    ("export-unknown-model", ["export", "--model", "nosuch_vit_xyz", "-o", "e.onnx"], "nosuch_vit_xyz"),
+    ("validate-inputs-huge", ["validate", "m.onnx", "m.onnx", "--inputs", "100000"], "memory"),
+    ("golden-make-inputs-huge", ["golden", "make", "m.onnx", "-o", "g2.npz", "--inputs", "100000"], "memory"),
+    ("validate-different-inputs", ["validate", "m.onnx", "renamed.onnx"], "different inputs"),
+    ("validate-different-batch", ["validate", "m.onnx", "bs3.onnx"], "cannot run on the same feeds"),
+    ("validate-not-onnx", ["validate", "m.onnx", "keep.cfg"], "keep.cfg"),
+    ("golden-check-garbage", ["golden", "check", "m.onnx", "keep.cfg"], "keep.cfg"),
+    ("apply-unknown-pass", ["apply", "m.onnx", "-o", "o.onnx", "--passes", "nosuchpass"], "nosuchpass"),
+    ("apply-not-onnx", ["apply", "keep.cfg", "-o", "o.onnx"], "keep.cfg"),
+    ("bench-not-a-model", ["bench", "keep.cfg", "--duration", "0.1", "--rounds", "1"], "keep.cfg"),
+    ("atc-bad-soc", ["atc", "m.onnx", "--soc-version", "Ascend-x;rm", "--dry-run"], "soc"),
+    ("whitelist-shape-zero", ["whitelist", "check", "--file", "opp/transpose.py", "--shape", "0,6,197,197"],
+     "--shape"),
+    ("whitelist-restore-unpatched", ["whitelist", "restore", "--file", "opp/transpose.py"], "nothing to restore"),
+]
+
+
+def _variants(ws: Path) -> None:
+    """renamed.onnx (input `pixels`) and bs3.onnx (batch 3) beside m.onnx."""
+    import onnx
+
+    model = onnx.load(ws / "m.onnx")
+    old = model.graph.input[0].name
+    model.graph.input[0].name = "pixels"
+    for node in model.graph.node:
+        node.input[:] = ["pixels" if name == old else name for name in node.input]
+    onnx.save(model, ws / "renamed.onnx")
+    model = onnx.load(ws / "m.onnx")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3
+    onnx.save(model, ws / "bs3.onnx")
+
+
+@pytest.mark.parametrize("argv, words", [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
+def test_impossible_requests_are_one_line_exit_2(ws, argv, words):
+    _variants(ws)
+    before = snapshot(ws)
+    outcome = invoke(argv, ws)
+    assert_refused(outcome, 2, words)
+    assert outcome.stdout == ""  # e.g. no TorchScript IR for --opset 99
+    assert diff_snapshots(before, snapshot(ws)) == []
+
+
+# -- perf files ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["-37.941", "nan", "inf", "0"])
+def test_perf_file_with_impossible_throughput_is_an_error(tmp_path, value):
+    from lvvit_opt.errors import ToolFailed
+    from lvvit_opt.runtime.benchmark import parse_perf_file
+
+    text = SEED_PERF.read_text().replace("Interface throughputRate: 37.941", f"Interface throughputRate: {value}")
+    assert value in text
+    path = tmp_path / "perf_vision_batchsize_1_device_0.txt"
+    path.write_text(text)
+    with pytest.raises(ToolFailed, match="cannot be a throughput"):
+        parse_perf_file(path)
+
+
+def test_perf_file_with_negative_stage_rate_is_an_error(tmp_path):
+    from lvvit_opt.errors import ToolFailed
+    from lvvit_opt.runtime.benchmark import parse_perf_text
+
+    text = SEED_PERF.read_text().replace("[e2e] throughputRate: 35.5884", "[e2e] throughputRate: -35.5884")
+    with pytest.raises(ToolFailed, match=r"\[e2e\] throughputRate is -35.5884"):
+        parse_perf_text(text, "perf")
+
+
+def test_real_perf_file_still_parses():
+    from lvvit_opt.runtime.benchmark import parse_perf_file
+
+    assert parse_perf_file(SEED_PERF).interface_throughput == pytest.approx(37.941)
+
+
+# -- atc -----------------------------------------------------------------------------------
+
+def test_failed_atc_leaves_no_half_written_om_and_keeps_the_old_one(tmp_path, fake_tools, monkeypatch):
+    write_tiny_onnx(tmp_path / "m.onnx", batch=1)
+    (tmp_path / "m.om").write_bytes(b"previous good model")
+    monkeypatch.setenv("FAKE_ATC_PARTIAL", "1")
+    monkeypatch.setenv("FAKE_ATC_FAIL", "1")
+    outcome = invoke(["atc", "m.onnx", "--soc-version", "Ascend310"], tmp_path)
+    assert_refused(outcome, 1, "atc failed")
+    assert (tmp_path / "m.om").read_bytes() == b"previous good model"
+    assert temp_leftovers(tmp_path) == [] and not list(tmp_path.glob("m_linux_*.om"))
+
+
+def test_failed_atc_without_an_old_om_leaves_none(tmp_path, fake_tools, monkeypatch):
+    write_tiny_onnx(tmp_path / "m.onnx", batch=1)
+    monkeypatch.setenv("FAKE_ATC_PARTIAL", "1")
+    monkeypatch.setenv("FAKE_ATC_FAIL", "1")
+    assert_refused(invoke(["atc", "m.onnx", "--soc-version", "Ascend310"], tmp_path), 1, "atc failed")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".om") == []
+
+
+def test_successful_atc_replaces_the_old_om(tmp_path, fake_tools):
+    write_tiny_onnx(tmp_path / "m.onnx", batch=1)
+    (tmp_path / "m.om").write_bytes(b"previous good model")
+    outcome = invoke(["atc", "m.onnx", "--soc-version", "Ascend310"], tmp_path)
+    assert outcome.exit_code == 0, outcome.stderr
+    oms = sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".om")
+    assert len(oms) == 1 and (tmp_path / oms[0]).read_bytes() != b"previous good model"
+    assert temp_leftovers(tmp_path) == []
+
+
+# -- temporaries and symlinked outputs -------------------------------------------------------
+
+def test_stale_temps_of_dead_runs_are_swept_and_live_ones_kept(ws):
+    dead = ws / "out" / ".o.onnx.lvvit-tmp.999999999.ab12.onnx"
+    live = ws / "out" / f".o.onnx.lvvit-tmp.{os.getppid()}.cd34.onnx"
+    foreign = ws / "out" / ".o.onnx.tmp"   # not our naming: never touched
+    dead.parent.mkdir()
+    for path in (dead, live, foreign):
+        path.write_bytes(b"\0" * 1000)
+    from lvvit_opt import fileio
+
+    fileio._swept_dirs.discard(os.path.abspath(ws / "out"))
+    outcome = invoke(["apply", "m.onnx", "-o", "out/o.onnx", "--passes", "cleanup", "-q"], ws)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert not dead.exists() and live.exists() and foreign.exists()
+
+
+def test_output_through_a_symlink_writes_the_target_and_keeps_the_link(ws):
+    (ws / "target_dir").mkdir()
+    os.symlink("target_dir/result.onnx", ws / "result_link.onnx")   # dangling until written
+    outcome = invoke(["apply", "m.onnx", "-o", "result_link.onnx", "--passes", "cleanup", "-q"], ws)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert os.path.islink(ws / "result_link.onnx")
+    assert (ws / "target_dir" / "result.onnx").stat().st_size > 1000
+
+
+def test_apply_validation_failure_writes_neither_output_nor_temp(ws, monkeypatch):
+    """A rewritten graph that does not compute the same function: nothing at -o, no temp."""
+    from lvvit_opt import golden
+
+    real = golden.compare_outputs
+
+    def disagree(reference, candidate, tolerance=None):
+        return real(reference, {k: v + 1.0 for k, v in candidate.items()}, tolerance)
+
+    monkeypatch.setattr(golden, "compare_outputs", disagree)
+    before = snapshot(ws)
+    outcome = invoke(["apply", "m.onnx", "-o", "o.onnx", "--passes", "cleanup"], ws)
+    assert outcome.exit_code == 1
+    assert "Traceback" not in outcome.stderr
+    assert diff_snapshots(before, snapshot(ws)) == []
