@@ -320,7 +320,8 @@ class ExposedOnnx:
         from .runtime.ort import OrtRunner
 
         expose_outputs(model, names)
-        self.runner = OrtRunner.from_model(model)
+        # no arena: a run materialises every exposed tensor; without it they are freed between runs
+        self.runner = OrtRunner.from_model(model, memory_arena=False)
         self.runner.model_path = label
         self.runner.model = None  # the session has its own copy; do not keep the weights twice
         self.inputs = self.runner.inputs
@@ -379,6 +380,12 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     mode = "fp16" if fp16 else ("dump" if os.path.isdir(candidate) else "onnx")
     tolerance = tolerance or (Tolerance.onnx() if mode == "onnx" else Tolerance.fp16())
     tensors = reference_tensors(reference)
+    sizes = _tensor_bytes(reference_path, tensors)
+    from .resources import require_memory
+
+    # a run materialises every exposed tensor of a model; the chunk holds both models' share
+    require_memory(sum(sizes.values()) + int(chunk_mb * 1024 * 1024),
+                   f"debug layers on {reference_path} (every activation of one run, plus a {chunk_mb:g} MB chunk)")
     if mode == "dump":
         from .ascend.dump import DumpCandidate
 
@@ -397,8 +404,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
         if mode == "dump" and len(input_set.feeds) != 1:
             raise UserError(f"an NPU dump holds one inference; --inputs gave {len(input_set.feeds)} batches "
                             "(pass the exact batch ais_bench ran on)")
-        results = _compare_in_chunks(tensors, matches, ref, cand, input_set.feeds, tolerance,
-                                     _tensor_bytes(reference_path, tensors) if mode != "dump" else {},
+        results = _compare_in_chunks(tensors, matches, ref, cand, input_set.feeds, tolerance, sizes,
                                      chunk_mb * 1024 * 1024)
     finally:
         for runner in (ref, cand):

@@ -28,6 +28,7 @@ class OrtRunner(Runner):
     providers: Sequence[str] | None = None
     optimize: bool = True
     model: Any = None  # an in-memory onnx.ModelProto to run instead of the file (see from_model)
+    memory_arena: bool = True  # False: freed activations go back to the system (debug layers' many outputs)
 
     name = "onnxruntime"
     aliases = ("ort",)
@@ -52,6 +53,8 @@ class OrtRunner(Runner):
             options.inter_op_num_threads = 1
         if not self.optimize:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        if not self.memory_arena:
+            options.enable_cpu_mem_arena = False
         available = ort.get_available_providers()
         wanted = list(self.providers or ["CPUExecutionProvider"])
         self.missing_providers = [p for p in wanted if p not in available]
