@@ -48,14 +48,12 @@ class EvalTransform:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self):
-        from ..errors import UserError  # bad options are the user's: one line, exit 2
-
         if self.interpolation not in INTERPOLATIONS:
-            raise UserError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
         if not 0 < self.crop_pct <= 1:  # also NaN
-            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
+            raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.img_size < 1:
-            raise UserError(f"--img-size must be positive, got {self.img_size}")
+            raise ValueError(f"img_size must be positive, got {self.img_size}")
 
     @property
     def resize_shorter_to(self) -> int:

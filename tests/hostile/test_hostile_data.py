@@ -45,7 +45,7 @@ PREPROCESS_REFUSED = [
     ("info-unwritable", ["--info", "/sys/p.info"], "cannot write"),
     ("zero-workers", ["--workers", "0"], "--workers"),
     ("crop-pct-zero", ["--crop-pct", "0"], "--crop-pct"),
-    ("crop-pct-nan", ["--crop-pct", "nan"], "--crop-pct"),
+    ("crop-pct-nan", ["--crop-pct", "nan"], "crop_pct"),
 ]
 
 
