@@ -99,3 +99,54 @@ def test_detect_reports_a_broken_driver(fake_tools, monkeypatch):
 def test_empty_table_asks_for_soc_version():
     with pytest.raises(UserError, match="`npu-smi info` printed no NPU rows .*; pass --soc-version"):
         soc_version_from_table("+----+\n| NPU Name | Health |\n+====+\n")
+
+
+def test_set_env_that_stops_early_still_gives_what_it_exported(tmp_path, caplog):
+    # One CANN release's set_env.sh runs under its own `set -e` and stops midway on an empty
+    # /etc/ascend_install.info (reported in a public vLLM launcher script); others may `exit`.
+    script = tmp_path / "set_env.sh"
+    script.write_text("set -e\nexport ASCEND_TOOLKIT_HOME=/opt/cann\nfalse\nexport AFTER=1\n")
+    from lvvit_opt.ascend.cann import source_set_env
+
+    env = source_set_env(script, {"PATH": "/usr/bin:/bin"})
+    # sourced as `source ... || true`, its own `set -e` no longer ends the shell: the rest of it runs too
+    assert (env["ASCEND_TOOLKIT_HOME"], env["AFTER"]) == ("/opt/cann", "1")
+    script.write_text("export ASCEND_OPP_PATH=/opt/cann/opp\nexit 3\n")
+    env = source_set_env(script, {"PATH": "/usr/bin:/bin"})
+    assert env["ASCEND_OPP_PATH"] == "/opt/cann/opp"
+    assert "stopped with exit 3" in caplog.text
+
+
+def test_set_env_referencing_unset_variables_under_nounset(tmp_path):
+    script = tmp_path / "set_env.sh"
+    script.write_text("set -u\nexport LD_LIBRARY_PATH=/opt/cann/lib64:$LD_LIBRARY_PATH\nexport DONE=1\n")
+    from lvvit_opt.ascend.cann import source_set_env
+
+    env = source_set_env(script, {"PATH": "/usr/bin:/bin"})
+    assert "DONE" not in env  # bash stops at the unset variable; what came before is kept, nothing invented
+
+
+def test_exports_for_an_8x_tree_without_set_env(tmp_path):
+    home = tmp_path / "ascend-toolkit" / "8.1.RC1"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "atc").write_text("#!/bin/sh\n")
+    (home / "compiler").mkdir()
+    from lvvit_opt.ascend.cann import toolkit_exports
+
+    env = toolkit_exports(home, {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/l"})
+    assert env["PATH"] == f"{home}/bin:{home}/compiler/ccec_compiler/bin:/usr/bin"
+    assert env["ASCEND_OPP_PATH"] == f"{home}/opp" and env["ASCEND_HOME_PATH"] == str(home)
+    assert env["LD_LIBRARY_PATH"].split(":")[0] == f"{home}/lib64" and env["LD_LIBRARY_PATH"].endswith(":/l")
+    assert env["PYTHONPATH"] == f"{home}/python/site-packages:{home}/opp/built-in/op_impl/ai_core/tbe"
+
+
+def test_non_root_install_under_home_is_found(tmp_path, monkeypatch):
+    home = tmp_path / "Ascend" / "ascend-toolkit" / "latest"
+    (home / "bin").mkdir(parents=True)
+    (tmp_path / "Ascend" / "ascend-toolkit" / "set_env.sh").write_text(f"export ASCEND_TOOLKIT_HOME={home}\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from lvvit_opt.ascend.cann import cann_environment
+
+    base = {"PATH": "/usr/bin:/bin"}
+    assert cann_environment(None, base)["ASCEND_TOOLKIT_HOME"] == str(home)
+    assert find_cann(None, {"ASCEND_HOME_PATH": str(home)}, default_home=None).source == "$ASCEND_HOME_PATH"

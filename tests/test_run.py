@@ -32,6 +32,13 @@ def test_run_without_ascend_tools_writes_commands_and_benches_on_onnxruntime(tmp
     assert f"atc --framework=5 --model={out}/lvvit_golden_bs2_opt.onnx --output={out}/lvvit_golden_bs2_opt " \
            "--input_format=NCHW --input_shape=image:2,3,224,224 --log=error --soc_version=Ascend310" in commands
     assert "lvvit-opt whitelist patch --shape 2,3,197,197 --shape 2,197,197,3" in commands
+    # set_env.sh reads unset variables: it is sourced before strict mode is switched on
+    assert commands.index('source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"') < \
+        commands.index("set -euo pipefail")
+    assert any(line.startswith("# soc version: Ascend310 (assumed") for line in commands)
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(out / "atc_commands.sh")]).returncode == 0
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] is True
     assert report["whitelist"]["shapes"] == [[2, 3, 197, 197], [2, 197, 197, 3]]

@@ -1,13 +1,17 @@
 """Find a CANN toolkit and build the environment its tools need, without touching ours.
 
 Search order for the toolkit root: an explicit `cann_home`, `$ASCEND_TOOLKIT_HOME`,
-`$install_path` (the seed's variable), then `/usr/local/Ascend/ascend-toolkit/latest`.
-When the toolkit ships a `set_env.sh` it is sourced in a child bash and the resulting
-environment captured; otherwise the seed's `install_path` exports are applied to a copy.
+`$ASCEND_HOME_PATH` (both exported by 8.x set_env.sh), `$install_path` (the seed's variable), then
+`/usr/local/Ascend/ascend-toolkit/latest` and, for non-root installs, `~/Ascend/ascend-toolkit/latest`.
+When the toolkit ships a `set_env.sh` it is sourced in a child bash and the resulting environment
+captured (a script that stops early still yields what it had exported, with a warning); otherwise the
+layout's own exports are applied to a copy (the seed's `install_path` block for 5.x `atc/` trees).
 """
 from __future__ import annotations
 
+import logging
 import os
+import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,8 +20,11 @@ from typing import Iterable, Mapping
 
 from ..errors import ToolFailed, UserError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TOOLKIT_HOME = "/usr/local/Ascend/ascend-toolkit/latest"
-TOOLKIT_ENV_VARS = ("ASCEND_TOOLKIT_HOME", "install_path")
+USER_TOOLKIT_HOME = "~/Ascend/ascend-toolkit/latest"  # where a non-root install goes
+TOOLKIT_ENV_VARS = ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH", "install_path")
 
 
 class ToolNotFound(UserError):
@@ -75,21 +82,47 @@ def seed_exports(install_path: str | os.PathLike, base: Mapping[str, str]) -> di
     return env
 
 
+def toolkit_exports(home: str | os.PathLike, base: Mapping[str, str]) -> dict[str, str]:
+    """What set_env.sh would export, for a toolkit without one: the 5.x `atc/` layout gets the seed's block,
+    a 7.x/8.x tree (`bin/atc`, `compiler/`) its own variables and directories."""
+    root = Path(home)
+    if not ((root / "bin" / "atc").exists() or (root / "compiler").is_dir()):
+        return seed_exports(root, base)
+    text = str(root)
+    arch_devlib = root / f"{platform.machine()}-linux" / "devlib"  # libascend_hal stubs when no driver is installed
+    env = dict(base)
+    env.update(ASCEND_TOOLKIT_HOME=text, ASCEND_HOME_PATH=text, ASCEND_OPP_PATH=f"{text}/opp",
+               ASCEND_AICPU_PATH=text, TOOLCHAIN_HOME=f"{text}/toolkit")
+    env["PATH"] = _join(f"{text}/bin", f"{text}/compiler/ccec_compiler/bin", base.get("PATH"))
+    env["PYTHONPATH"] = _join(f"{text}/python/site-packages", f"{text}/opp/built-in/op_impl/ai_core/tbe",
+                              base.get("PYTHONPATH"))
+    env["LD_LIBRARY_PATH"] = _join(f"{text}/lib64", f"{text}/lib64/plugin/opskernel", f"{text}/lib64/plugin/nnengine",
+                                   str(arch_devlib) if arch_devlib.is_dir() else None, base.get("LD_LIBRARY_PATH"))
+    return env
+
+
+# An EXIT trap prints the environment even when set_env.sh calls `exit`; `|| true` keeps an internal `set -e`
+# from ending the shell early (one CANN release's set_env.sh stops midway on an empty /etc/ascend_install.info).
+_SOURCE_SCRIPT = 'trap "env -0" EXIT; source "$1" >/dev/null 2>&1 || true'
+
+
 def source_set_env(script: Path, base: Mapping[str, str]) -> dict[str, str]:
     """Source `script` in a child bash started with `base` and return the environment it leaves."""
     bash = shutil.which("bash", path=base.get("PATH")) or shutil.which("bash") or "/bin/bash"
     try:
-        proc = subprocess.run([bash, "-c", 'source "$1" >/dev/null 2>&1; env -0', "lvvit-opt", str(script)],
+        proc = subprocess.run([bash, "-c", _SOURCE_SCRIPT, "lvvit-opt", str(script)],
                               env=dict(base), capture_output=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolFailed(f"could not source {script}: {exc}") from None
-    if proc.returncode != 0:
-        raise ToolFailed(f"sourcing {script} failed (exit {proc.returncode})")
     env = {}
     for item in proc.stdout.split(b"\0"):
         key, sep, value = item.decode("utf-8", "replace").partition("=")
         if sep and key:
             env[key] = value
+    if not env:
+        raise ToolFailed(f"sourcing {script} failed (exit {proc.returncode}, no environment came back)")
+    if proc.returncode != 0:
+        log.warning("%s stopped with exit %s; using the variables it had exported by then", script, proc.returncode)
     return env
 
 
@@ -100,14 +133,15 @@ def build_cann_env(toolkit: CannToolkit | None, base: Mapping[str, str] | None =
         return base
     if toolkit.set_env is not None:
         return source_set_env(toolkit.set_env, base)
-    return seed_exports(toolkit.home, base)
+    return toolkit_exports(toolkit.home, base)
 
 
 def cann_environment(cann_home: str | os.PathLike | None = None,
                      base: Mapping[str, str] | None = None) -> dict[str, str]:
     """find_cann + build_cann_env in one call."""
     base = dict(os.environ if base is None else base)
-    return build_cann_env(find_cann(cann_home, base), base)
+    toolkit = find_cann(cann_home, base) or find_cann(None, base, default_home=os.path.expanduser(USER_TOOLKIT_HOME))
+    return build_cann_env(toolkit, base)
 
 
 def find_tool(name: str, env: Mapping[str, str] | None = None,
