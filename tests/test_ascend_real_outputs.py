@@ -449,3 +449,21 @@ def test_source_onnx_of_either_om_name(om, onnx):
     from lvvit_opt.ascend.atc import source_onnx
 
     assert source_onnx(om) == Path(onnx)
+
+
+@pytest.mark.parametrize("generation", ["6.3", "8.0"])
+def test_cli_atc_reports_w11001_warnings_after_success(tmp_path, cli_runner, fake_tools, monkeypatch, generation):
+    from fakes.ascend_env import GOLDEN_ONNX
+
+    monkeypatch.setenv("LVVIT_FAKE_CANN", generation)
+    monkeypatch.setenv("LVVIT_FAKE_ATC_WARN", "1")
+    result = cli_runner.invoke(main, ["atc", str(GOLDEN_ONNX), "--soc-version", "Ascend310", "--batch-size", "2",
+                                      "--output", str(tmp_path / "g"), "--json", "-"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    envelope = json.loads(result.stdout[result.stdout.index("{"):])
+    warnings = envelope["result"]["warnings"]
+    assert warnings and all(w.startswith("W11001: Op [") and "high-priority operator information library" in w
+                            and "[PID:" not in w for w in warnings)
+    assert f"atc {warnings[0]}" in result.stderr

@@ -90,5 +90,10 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     logger.info(f"running: {atc_lib.display_command(command)}\n  log: {log_path}")
     result = atc_lib.run_atc(command, log_path=log_path, env=env)
     echo(f"wrote {result.om_path} (atc {result.elapsed_s:.1f}s, log {result.log_path})")
+    for warning in result.warnings[:5]:  # e.g. W11001: an op misses the high-priority kernel library
+        logger.warning(f"atc {warning.format()}")
+    if len(result.warnings) > 5:
+        logger.warning(f"atc: {len(result.warnings) - 5} more warning(s) in {result.log_path}")
     emit_result({"dry_run": False, "command": command, "soc_version": soc, "om": str(result.om_path),
-                 "log": str(result.log_path), "seconds": round(result.elapsed_s, 3)})
+                 "log": str(result.log_path), "seconds": round(result.elapsed_s, 3),
+                 "warnings": [w.format() for w in result.warnings]})

@@ -21,7 +21,12 @@ from .registry import register_runner
 @register_runner
 @dataclass
 class AisBenchRunner(Runner):
-    """InferSession on one NPU. device_id: the NPU id shown by `npu-smi info`."""
+    """InferSession on one NPU.
+
+    device_id: the logical device (0..N-1: the `Device` / `Phy-ID` column of `npu-smi info`, the Chip Logic
+    ID of `npu-smi info -m`), not the NPU id in its first column: an Atlas 300 lists NPU 2048 for devices
+    0-3, and msit's docs pair device 0 with NPU ID 4.
+    """
 
     device_id: int = 0
 
