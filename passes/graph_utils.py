@@ -21,19 +21,17 @@ def default_opset(model: onnx.ModelProto) -> int:
     return 0
 
 
-def infer_shapes_light(model: onnx.ModelProto, strict: bool = False) -> dict[str, tuple]:
-    """Tensor name -> dims after onnx shape inference, without copying the weights.
-
-    Large initializers are replaced by graph inputs of the same type and shape in a
-    skeleton model; small ones (Reshape targets, axes) keep their values so data
-    propagation still resolves shapes. strict: shape-inference errors (an op whose inputs
-    cannot fit, a rank mismatch) raise instead of leaving the shape unknown.
-    """
+def weightless_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` without its weights: large initializers become graph inputs of the same type
+    and shape; small ones (Reshape targets, axes) keep their values so data propagation
+    still resolves shapes. Cheap to check and to infer shapes on (no 100 MB copies)."""
     skeleton = onnx.ModelProto()
     skeleton.ir_version = model.ir_version
     skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
     graph = skeleton.graph
     source = model.graph
+    graph.name = source.name or "graph"
     graph.node.extend(source.node)
     graph.input.extend(source.input)
     graph.output.extend(source.output)
@@ -46,7 +44,14 @@ def infer_shapes_light(model: onnx.ModelProto, strict: bool = False) -> dict[str
             graph.initializer.append(init)
         elif init.name not in input_names:
             graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=strict, data_prop=True)
+    return skeleton
+
+
+def infer_shapes_light(model: onnx.ModelProto) -> dict[str, tuple]:
+    """Tensor name -> dims after onnx shape inference on the weightless skeleton."""
+    source = model.graph
+    skeleton = weightless_skeleton(model)
+    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
     shapes: dict[str, tuple] = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
         dims = dims_of(value.type)

@@ -14,7 +14,7 @@ import onnx
 
 from ..errors import LvvitOptError, UserError, ValidationFailed
 from .base import PassReport, copy_model
-from .graph_utils import infer_shapes_light
+from .graph_utils import weightless_skeleton
 from .registry import get_pass, parse_pass_list
 
 
@@ -105,13 +105,13 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
 def structural_problem(model: onnx.ModelProto) -> str | None:
     """Why onnx.checker or strict shape inference rejects `model` (one line), or None.
 
-    Cheap: the checker reads the graph (weights over protobuf's 2 GB limit are skipped with
-    the model's own reason), and shape inference runs on a skeleton without the weights.
+    Cheap: both run on the weightless skeleton (graph_utils.weightless_skeleton), so a
+    100 MB model is not copied; weights themselves are not checked.
     """
     try:
-        if model.ByteSize() < onnx.checker.MAXIMUM_PROTOBUF:
-            onnx.checker.check_model(model)
-        infer_shapes_light(model, strict=True)
+        skeleton = weightless_skeleton(model)
+        onnx.checker.check_model(skeleton)
+        onnx.shape_inference.infer_shapes(skeleton, strict_mode=True, data_prop=True)
     except Exception as exc:  # checker.ValidationError, InferenceError, ...
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text[:400]}"
