@@ -142,3 +142,10 @@ def test_eval_with_the_legacy_benchmark_binary_on_two_devices(fake_tools, fake_o
     assert two.predictions == one.predictions and len(one.predictions) == 5
     assert [(d["runner"]["backend"], d["runner"]["device_id"]) for d in two.workers_detail] == \
         [("benchmark", 1), ("benchmark", 3)]
+
+
+def test_labels_outside_the_models_classes_are_refused_on_devices_too(golden_onnx, images):
+    data, _ = images
+    labels = {p.name: 4321 for p in sorted(data.iterdir())}
+    with pytest.raises(UserError, match=r"^device [01]: labels: 9 label\(s\) outside the model's 1000 classes"):
+        evaluate(golden_onnx, data, labels, workers=1, devices=[0, 1])

@@ -100,6 +100,10 @@ def test_cli_eval_engine_ray(local_ray, golden_onnx, images, cli_runner, tmp_pat
     bad.write_bytes(b"not a model")
     run = cli_runner.invoke(main, ["eval", str(bad), "--data", str(data), "--labels", str(val), "--engine", "ray"])
     assert run.exit_code == 2 and "onnxruntime cannot load it" in run.output
+    wrong = write_val_txt(tmp_path / "wrong.txt", {p.name: 1000 for p in sorted(data.iterdir())})
+    run = cli_runner.invoke(main, ["eval", golden_onnx, "--data", str(data), "--labels", str(wrong), "--engine", "ray",
+                                   "--ray-workers", "1"])
+    assert run.exit_code == 2 and "outside the model's 1000 classes" in run.output, run.output
     run = cli_runner.invoke(main, ["eval", golden_onnx, "--data", str(data), "--labels", str(val), "--engine", "ray",
                                    "--device", "0,1"])
     assert run.exit_code == 2 and "Ray picks the chips" in run.output

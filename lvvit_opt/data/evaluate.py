@@ -124,7 +124,7 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
 
         parts = evaluate_on_devices(str(model), paths, devices, batch_size=batch_size, workers=workers,
                                     crop_pct=crop_pct, interpolation=interpolation,
-                                    runner_options=runner_options or {}, progress=progress)
+                                    runner_options=runner_options or {}, labels=label_map, progress=progress)
         result = combine_eval_parts(str(model), str(data_dir), parts, paths, label_map, notes,
                                     [f"device {d}" for d in devices])
         return with_shard(result, shard, label_map, all_labels, listed)
@@ -149,7 +149,7 @@ def _evaluate_on_ray(model, data_dir, paths, label_map, notes, batch_size, crop_
     parts, names, info = evaluate_with_ray(model, paths, address=address, workers=workers,
                                            threads=runner_options.get("threads"), batch_size=batch_size,
                                            crop_pct=crop_pct, interpolation=interpolation,
-                                           runner_options=runner_options, progress=progress)
+                                           runner_options=runner_options, labels=label_map, progress=progress)
     result = combine_eval_parts(model, data_dir, parts, paths, label_map, notes, names)
     result.wall_s = info["wall_s"]  # the driver's clock: first chunk sent to last result back
     result.runner = {**result.runner, "engine": info}

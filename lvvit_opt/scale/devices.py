@@ -268,9 +268,10 @@ def split_evenly(paths: Sequence[Path], parts: int) -> list[list[Path]]:
 
 def evaluate_on_devices(model: str, paths: list[Path], devices: Sequence[int], *, batch_size: int,
                         workers: int, crop_pct: float, interpolation: str, runner_options: dict,
-                        progress=None) -> list:
+                        labels: dict[str, int] | None = None, progress=None) -> list:
     """The images split evenly over `devices`, one process (and runner) each; returns one
-    EvalResult per device (predictions only: the caller scores the union)."""
+    EvalResult per device (the caller scores the union of predictions; `labels` are sent
+    so that each process checks them against its model's classes before decoding)."""
     total = len(paths)
     done: dict[int, int] = {}
 
@@ -282,11 +283,11 @@ def evaluate_on_devices(model: str, paths: list[Path], devices: Sequence[int], *
     per_device = max(1, workers // len(devices))
     groups = dict(zip(devices, split_evenly(paths, len(devices))))
     parts = run_per_device(_eval_child, devices, (model, groups, batch_size, per_device, crop_pct, interpolation,
-                                                  dict(runner_options)), on_progress)
+                                                  dict(runner_options), dict(labels or {})), on_progress)
     return [parts[d] for d in devices]
 
 
-def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolation, runner_options,
+def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolation, runner_options, labels,
                 barrier, messages) -> None:
     from ..data.evaluate import evaluate_paths
     from ..runtime import open_runner
@@ -300,7 +301,7 @@ def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolat
             if count % 16 == 0 or count == total:
                 messages.put(("progress", device, count))
 
-        result = evaluate_paths(runner, str(model), "", groups[device], {}, batch_size, workers, crop_pct,
+        result = evaluate_paths(runner, str(model), "", groups[device], labels, batch_size, workers, crop_pct,
                                 interpolation, [], progress)
         result.runner = dict(result.runner, device_id=device, pid=os.getpid())
         messages.put(("result", device, result))

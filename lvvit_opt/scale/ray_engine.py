@@ -57,20 +57,21 @@ def connect(address: str | None) -> tuple[object, bool, float]:
 
 def evaluate_with_ray(model: str, paths: Sequence[Path], *, address: str | None, workers: int | None,
                       threads: int | None, batch_size: int, crop_pct: float, interpolation: str,
-                      runner_options: dict, progress: Callable[[int, int], None] | None = None):
+                      runner_options: dict, labels: dict[str, int] | None = None,
+                      progress: Callable[[int, int], None] | None = None):
     """Evaluate `paths` on Ray actors. Returns (parts, names, info): one EvalResult per actor
     (its chunks together), the actors' names, and {"startup_s", "wall_s", "workers", ...}."""
     ray, started_here, init_s = connect(address)
     try:
         return _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options,
-                    progress, init_s)
+                    labels or {}, progress, init_s)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options, progress,
-         init_s):
+def _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options, labels,
+         progress, init_s):
     on_npu = not str(model).lower().endswith(".onnx")
     cpus = threads or 1
     resources = ray.cluster_resources()
@@ -89,7 +90,8 @@ def _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolatio
     else:
         actor_class = ray.remote(num_cpus=cpus)(EvalWorker)
     start = time.perf_counter()
-    actors = [actor_class.remote(str(model), options, index) for index in range(count)]
+    labels_ref = ray.put(labels)  # once to the object store, not once per actor
+    actors = [actor_class.remote(str(model), options, index, labels_ref) for index in range(count)]
     try:
         descriptions = _ready(ray, actors)
         startup_s = init_s + time.perf_counter() - start
@@ -127,11 +129,12 @@ def _stream(actors, descriptions, paths, batch_size, crop_pct, interpolation, pr
 class EvalWorker:
     """A Ray actor: one runner for the whole run, evaluating the chunks it is given."""
 
-    def __init__(self, model: str, options: dict, index: int):
+    def __init__(self, model: str, options: dict, index: int, labels: dict[str, int]):
         from ..runtime import open_runner
 
         self.model = model
         self.index = index
+        self.labels = labels  # checked against the model's classes by evaluate_paths; scored on the driver
         self.error: LvvitOptError | None = None
         try:
             self.runner = open_runner(model, **options)
@@ -153,8 +156,8 @@ class EvalWorker:
         """(this worker's index, EvalResult of `paths`; decoded here, no extra process)."""
         from ..data.evaluate import evaluate_paths
 
-        result = evaluate_paths(self.runner, self.model, "", [Path(p) for p in paths], {}, batch_size, 1, crop_pct,
-                                interpolation, [], None)
+        result = evaluate_paths(self.runner, self.model, "", [Path(p) for p in paths], self.labels, batch_size, 1,
+                                crop_pct, interpolation, [], None)
         return self.index, result
 
 
@@ -195,7 +198,8 @@ def _join(parts: list, description: dict):
         wall_s=sum(p.wall_s for p in parts), infer_s=sum(p.infer_s for p in parts),
         runner={**description["runner"], "node": description["node"], "pid": description["pid"],
                 "npu": description["npu"]},
-        notes=sorted({n for p in parts for n in p.notes}), predictions=predictions)
+        notes=sorted({n for p in parts for n in p.notes}), predictions=predictions,
+        preprocessing=first.preprocessing if first else "")
 
 
 def _name(index: int, description: dict) -> str:
