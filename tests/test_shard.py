@@ -1,7 +1,9 @@
 """--shard K/N on preprocess / eval / postprocess and `merge`: the union equals one unsharded run."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,8 @@ def test_split_rule_is_stable_and_documented():
     groups = split_by_shard(names, 3)
     assert sorted(sum(groups, [])) == names and all(groups)
     assert [Shard(k, 3).select(names) for k in (1, 2, 3)] == groups
+    raw = os.fsdecode(b"img_\xff\xfe")  # a name that is not UTF-8: its bytes are hashed
+    assert shard_index(raw, 7) == int.from_bytes(hashlib.sha256(b"img_\xff\xfe").digest()[:8], "big") % 7 + 1
 
 
 @pytest.mark.parametrize("text, why", [("0/4", "between 1 and N"), ("5/4", "between 1 and N"), ("2", "K/N"),

@@ -74,7 +74,8 @@ def parse_shard(text: str) -> Shard:
 
 def shard_index(stem: str, count: int) -> int:
     """The shard (1..count) an image stem belongs to; see the module docstring."""
-    digest = hashlib.sha256(stem.encode("utf-8")).digest()
+    # surrogateescape: a file name that is not valid UTF-8 hashes as its raw bytes instead of failing
+    digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") % count + 1
 
 
