@@ -115,3 +115,14 @@ def test_without_ray_installed_the_message_says_how(monkeypatch, golden_onnx, im
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(UserError, match=r"pip install 'lvvit-opt\[ray\]'"):
         ray_engine.import_ray()
+
+
+def test_chunks_are_whole_batches_and_bounded():
+    from lvvit_opt.scale.ray_engine import _chunks
+
+    names = [f"img{i:05d}" for i in range(50000)]
+    chunks = _chunks(names, 8, 16)
+    assert sum(chunks, []) == names
+    assert {len(c) for c in chunks[:-1]} == {32 * 16}  # progress every 512 images on ImageNet
+    assert [len(c) for c in _chunks(names[:100], 2, 8)] == [16] * 6 + [4]
+    assert _chunks([], 2, 8) == []

@@ -29,6 +29,7 @@ from ..errors import LvvitOptError, ToolFailed, UserError
 log = logging.getLogger(__name__)
 
 CHUNKS_PER_WORKER = 4  # enough to balance uneven workers, few enough that per-call overhead stays small
+MAX_CHUNK_BATCHES = 32  # and progress moves at least every 32 batches on a big set
 
 
 def import_ray():
@@ -173,11 +174,11 @@ def _ready(ray, actors) -> list[dict]:
 
 
 def _chunks(paths: list[str], workers: int, batch: int) -> list[list[str]]:
-    """About CHUNKS_PER_WORKER chunks per worker, each a whole number of batches."""
+    """At least CHUNKS_PER_WORKER chunks per worker, each a whole number of batches (at most MAX_CHUNK_BATCHES)."""
     if not paths:
         return []
     batches = math.ceil(len(paths) / batch)
-    per_chunk = max(1, math.ceil(batches / (workers * CHUNKS_PER_WORKER))) * batch
+    per_chunk = min(MAX_CHUNK_BATCHES, max(1, math.ceil(batches / (workers * CHUNKS_PER_WORKER)))) * batch
     return [paths[i:i + per_chunk] for i in range(0, len(paths), per_chunk)]
 
 
