@@ -68,6 +68,16 @@ def test_read_key_values_bom_crlf_quotes_comments(tmp_path):
     assert read_key_values(tmp_path / "missing") == {}
 
 
+def test_driver_version_of_a_table_without_its_version_line_comes_from_version_info(tmp_path):
+    # real table pasted without its first line (tests/fixtures/ascend/npu-smi/info, vllm-ascend issue 2534)
+    table = Path(__file__).resolve().parent / "fixtures" / "ascend" / "npu-smi" / "info" / \
+        "Ascend910-A3_no-version-line_vllm-ascend-2534.txt"
+    tree = build_cann_tree(tmp_path, driver_info="driver-version-24.1.rc1.info")
+    assert driver_version(table.read_text(), tree.driver_dir) == ("24.1.rc1", str(tree.driver_dir / "version.info"))
+    with_line = table.with_name("Ascend910-A3_25.3.rc1_vllm-ascend-5588.txt")
+    assert driver_version(with_line.read_text(), tree.driver_dir) == ("25.3.rc1", "npu-smi info")
+
+
 def test_driver_version_from_npu_smi_header_then_version_info(tmp_path):
     # header line format of `npu-smi info` (issue 11: "Version: 23.0.rc1")
     header = "| npu-smi 23.0.rc1                 Version: 23.0.rc1                                    |"
@@ -89,7 +99,7 @@ def test_nothing_installed(no_tools, tmp_path, monkeypatch):  # noqa: F811
     lines = _lines(report)
     disk = _disk_line(lines, tmp_path)
     assert lines == [
-        f"[FAIL] CANN toolkit  not found (looked in $ASCEND_TOOLKIT_HOME, $install_path, {none})",
+        f"[FAIL] CANN toolkit  not found (looked in $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH, $install_path, {none})",
         "                     fix: install the CANN toolkit (Ascend-cann-toolkit_<version>_linux-<arch>.run "
         "--install), or pass --cann-home DIR",
         "[FAIL] set_env.sh    not in effect: ASCEND_TOOLKIT_HOME, ASCEND_OPP_PATH, PYTHONPATH, LD_LIBRARY_PATH "
@@ -127,7 +137,6 @@ def _sourced_env(tree, extra_pythonpath: str | None = None) -> dict:
 
 def test_ready_host_with_the_stand_ins(fake_ais_bench, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("LVVIT_FAKE_NPU_SMI", "310P3_24.1.0.1_3chips")  # real table: tests/fixtures/ascend/
-    monkeypatch.setenv("FAKE_NPU_COUNT", "2")
     tree = build_cann_tree(tmp_path / "Ascend")
     env = _sourced_env(tree)
     work = tmp_path / "work"
@@ -243,7 +252,6 @@ def test_npu_smi_in_sbin_but_not_on_path_is_a_warning(no_tools, tmp_path, monkey
     from fakes.ascend_env import FAKES_DIR
 
     monkeypatch.setenv("FAKE_NPU_NAME", "310P3")
-    monkeypatch.setenv("FAKE_NPU_COUNT", "1")
     sbin = tmp_path / "sbin"
     sbin.mkdir()
     (sbin / "npu-smi").symlink_to(FAKES_DIR / "npu-smi")
@@ -314,7 +322,7 @@ def test_cli_doctor_on_a_bare_machine(no_tools, cli_runner, tmp_path, monkeypatc
     result = cli_runner.invoke(main, ["doctor"])
     assert result.exit_code == 1
     lines = result.output.splitlines()
-    assert lines[0].startswith("[FAIL] CANN toolkit  not found (looked in $ASCEND_TOOLKIT_HOME, $install_path, "
+    assert lines[0].startswith("[FAIL] CANN toolkit  not found (looked in $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH, $install_path, "
                                "/usr/local/Ascend/ascend-toolkit/latest, ")
     assert lines[-1] == ("not ready: 7 check(s) failed: CANN toolkit, set_env.sh, atc, npu-smi, NPU driver, "
                          ".om runner, transpose.py")

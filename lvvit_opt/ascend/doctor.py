@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from ..errors import LvvitOptError, UserError
-from .cann import CannToolkit, build_cann_env, find_cann, find_tool
+from .cann import (DEFAULT_TOOLKIT_HOME, TOOLKIT_ENV_VARS, USER_TOOLKIT_HOME, CannToolkit, build_cann_env, find_cann,
+                   find_tool)
 
 log = logging.getLogger(__name__)
 
 OK, WARN, FAIL = "ok", "warn", "fail"
-DEFAULT_TOOLKIT_HOMES = ("/usr/local/Ascend/ascend-toolkit/latest", "~/Ascend/ascend-toolkit/latest")
+DEFAULT_TOOLKIT_HOMES = (DEFAULT_TOOLKIT_HOME, USER_TOOLKIT_HOME)
 DEFAULT_DRIVER_DIR = "/usr/local/Ascend/driver"
 DEFAULT_SET_ENV = "/usr/local/Ascend/ascend-toolkit/set_env.sh"
 ARCH_DIRS = ("x86_64-linux", "aarch64-linux", "arm64-linux")
@@ -169,9 +170,11 @@ def cann_version(home: str | os.PathLike) -> CannVersion:
 def driver_version(npu_smi_text: str | None, driver_dir: str | os.PathLike) -> tuple[str | None, str | None]:
     """(version, where from): npu-smi's header `Version: 23.0.rc1`, else the driver's version.info."""
     if npu_smi_text:
-        match = re.search(r"\bVersion:\s*([0-9][0-9A-Za-z.\-]*)", npu_smi_text)
-        if match:
-            return match.group(1), "npu-smi info"
+        from .npu_smi import parse_npu_smi_table
+
+        version = parse_npu_smi_table(npu_smi_text).version
+        if version:
+            return version, "npu-smi info"
     info = Path(driver_dir) / "version.info"
     values = read_key_values(info)
     version = values.get("package_version") or values.get("version")
@@ -499,7 +502,7 @@ def run_doctor(*, cann_home: str | os.PathLike | None = None, model: str | os.Pa
         raise UserError(f"--model {model}: no such file")
     default_homes = list(default_homes)
     toolkit = find_toolkit(cann_home, environ, default_homes)
-    searched = ([str(cann_home)] if cann_home else []) + [f"${v}" for v in ("ASCEND_TOOLKIT_HOME", "install_path")] \
+    searched = ([str(cann_home)] if cann_home else []) + [f"${v}" for v in TOOLKIT_ENV_VARS] \
         + [os.path.expanduser(str(d)) for d in default_homes]
     checks = [check_cann(toolkit, searched), check_environment(toolkit, environ), check_atc(toolkit, environ)]
     npu, npu_smi_text = check_npu(environ, npu_smi_dirs)

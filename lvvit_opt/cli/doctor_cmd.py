@@ -12,7 +12,7 @@ from .output import echo, emit_result, json_option
 @click.option("--model", type=click.Path(dir_okay=False), default=None,
               help="Also check whether this ONNX model's Transpose shapes get atc's fast Transpose kernel.")
 @click.option("--cann-home", type=click.Path(file_okay=False), default=None,
-              help="CANN toolkit root [default: $ASCEND_TOOLKIT_HOME, $install_path, "
+              help="CANN toolkit root [default: $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH, $install_path, "
                    "/usr/local/Ascend/ascend-toolkit/latest, ~/Ascend/ascend-toolkit/latest].")
 @click.option("--transpose-file", type=click.Path(dir_okay=False), default=None,
               help="The transpose.py to check [default: found like `lvvit-opt whitelist` finds it].")
