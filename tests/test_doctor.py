@@ -272,6 +272,19 @@ def test_seed_style_exports_count_as_set_env(no_tools, tmp_path):  # noqa: F811
     assert doctor.check_environment(find_cann(None, env, default_home=None), env).status == "ok"
 
 
+def test_ambiguous_910_name_fails_with_the_candidates(fake_tools, monkeypatch):  # noqa: F811
+    # real 910-A3 table (tests/fixtures/ascend/npu-smi/info, vllm-ascend issue 5588) whose Name is `Ascend910`;
+    # the stand-in has no board / mapping answer, so the SoC stays ambiguous
+    monkeypatch.setenv("LVVIT_FAKE_NPU_SMI", "Ascend910-A3_25.3.rc1_vllm-ascend-5588")
+    check, text = doctor.check_npu(dict(os.environ), [])
+    assert check.status == "fail"
+    assert check.summary == ("1 NPU(s) listed, but no SoC for atc: cannot tell atc's --soc_version from NPU 0's name "
+                             "'Ascend910' in `npu-smi info`; candidates: Ascend910_9392 (or another "
+                             "Ascend910_<NPU Name>)")
+    assert check.fix.startswith("pass --soc-version with the right one, e.g. --soc-version Ascend910_9392")
+    assert doctor.check_driver(text, "/nonexistent").summary == "25.3.rc1 (from npu-smi info)"
+
+
 def test_atc_that_cannot_load_its_libraries(no_tools, tmp_path):  # noqa: F811
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -330,14 +330,16 @@ def _npu_smi_report(tool: Path, environ: Mapping[str, str], detect_soc_version, 
     npus = parse_npu_smi_info(output)  # one entry per chip (an NPU id repeats for multi-chip cards)
     details = {"path": str(tool), "npus": [{"id": n.npu_id, "chip": n.chip_id, "name": n.name, "health": n.health}
                                            for n in npus]}
+    ids = list(dict.fromkeys(n.npu_id for n in npus))
     try:
         soc = detect_soc_version(environ)
-    except UserError as exc:
-        return Check("npu", "npu-smi", FAIL, f"{len(npus)} NPU(s) listed but no SoC: {exc}",
-                     "pass --soc-version to atc/run (e.g. --soc-version Ascend910B3)", details), output
+    except UserError as exc:  # e.g. an `Ascend910` name on a 910-A3 host: the message names the candidates
+        reason, sep, way_out = str(exc).splitlines()[0].partition("; pass ")
+        return Check("npu", "npu-smi", FAIL, f"{len(ids)} NPU(s) listed, but no SoC for atc: {reason}",
+                     f"pass {way_out}" if sep else "pass --soc-version to atc/run (e.g. --soc-version Ascend910B3)",
+                     dict(details, error=str(exc))), output
     details["soc_version"] = soc
     unhealthy = [n for n in npus if n.health.upper() != "OK"]
-    ids = list(dict.fromkeys(n.npu_id for n in npus))
     chips = f", {len(npus)} chips" if len(npus) != len(ids) else ""
     summary = f"{soc} ({len(ids)} NPU(s){chips}: {','.join(map(str, ids))})"
     if unhealthy:
