@@ -7,6 +7,7 @@ the ratio of each to the first, computed per round, with its spread.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -290,6 +291,9 @@ def _timed_slot(runner, feed, slot: float, sink: list[float]) -> tuple[float, in
     spent, count, start = 0.0, 0, time.perf_counter()
     while count == 0 or time.perf_counter() - start < slot:
         runner.infer(feed)
+        if not (math.isfinite(runner.last_infer_s) and runner.last_infer_s > 0):
+            raise ToolFailed(f"{runner.describe().get('backend', 'the backend')} reported an inference time of "
+                             f"{runner.last_infer_s} s, which cannot be right; no fps computed from it")
         spent += runner.last_infer_s
         sink.append(runner.last_infer_s)
         count += 1

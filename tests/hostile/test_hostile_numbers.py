@@ -167,3 +167,21 @@ def test_apply_validation_failure_writes_neither_output_nor_temp(ws, monkeypatch
     assert outcome.exit_code == 1
     assert "Traceback" not in outcome.stderr
     assert diff_snapshots(before, snapshot(ws)) == []
+
+
+@pytest.mark.parametrize("reported", [-0.01, float("nan"), 0.0])
+def test_bench_refuses_an_impossible_inference_time(reported):
+    from lvvit_opt.bench import _timed_slot
+    from lvvit_opt.errors import ToolFailed
+
+    class Liar:
+        last_infer_s = reported
+
+        def infer(self, feed):
+            return {}
+
+        def describe(self):
+            return {"backend": "ais_bench"}
+
+    with pytest.raises(ToolFailed, match="cannot be right"):
+        _timed_slot(Liar(), {}, 0.01, [])

@@ -107,3 +107,21 @@ def _children_alive(pid: int) -> bool:
             except (ProcessLookupError, PermissionError):
                 continue
     return False
+
+
+def test_preprocess_workers_die_with_a_killed_parent_and_the_next_run_cleans_up(tmp_path):
+    """kill -9 of the CLI: its workers stop (no BrokenPipe tracebacks, no writes after), and the
+    temporaries they had open are swept by the next run (their pids are dead)."""
+    images, _ = build_images(tmp_path, count=12)
+    out_dir = tmp_path / "prep"
+    proc = _start(["preprocess", images, out_dir, "--workers", "2", "--img-size", "32"], tmp_path)
+    writing = lambda: [t for t in temp_leftovers(out_dir) if ".probe" not in t] if out_dir.exists() else []  # noqa
+    assert wait_for(lambda: proc.poll() is not None or bool(writing()), timeout=240), "no temp appeared"
+    proc.kill()
+    out, err = proc.communicate(timeout=60)
+    assert wait_for(lambda: not _children_alive(proc.pid), timeout=20), "workers outlived their parent"
+    assert "BrokenPipe" not in err and "Traceback" not in err, err
+    resumed = subprocess.run([sys.executable, "-m", "lvvit_opt", "preprocess", images, out_dir, "--workers", "1",
+                              "--img-size", "32"], capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert temp_leftovers(out_dir) == [] and len(list(out_dir.glob("*.bin"))) == 12
