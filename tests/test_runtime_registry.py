@@ -19,7 +19,7 @@ def test_names_and_choices():
     assert choices[0] == "auto" and {"ort", "om", "onnx"} <= set(choices)
     assert {"ais_bench", "benchmark", "onnxruntime", "trtexec"} <= set(BACKENDS)
     assert registry.canonical_name("ort") == "onnxruntime"
-    assert registry.options("onnxruntime") == {"threads": None, "providers": None, "optimize": True, "model": None}
+    assert {"threads": None, "providers": None, "optimize": True}.items() <= registry.options("onnxruntime").items()
 
 
 def test_auto_picks_by_suffix(golden_onnx, fake_om, fake_ais_bench):

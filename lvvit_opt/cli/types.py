@@ -29,13 +29,10 @@ def backend_names() -> list[str]:
 
 
 def model_suffixes() -> tuple[str, ...]:
-    """File suffixes some runner opens (the runner registry's, when present)."""
-    try:
-        from ..runtime import registry  # type: ignore[attr-defined]
+    """File suffixes some registered runner opens (lvvit_opt.runtime.registry)."""
+    from ..runtime import registry
 
-        return tuple(registry.model_suffixes())
-    except (ImportError, AttributeError):
-        return (".onnx", ".om")
+    return tuple(registry.suffixes())
 
 
 def _complete(values, incomplete: str) -> list[CompletionItem]:

@@ -75,8 +75,8 @@ def names() -> list[str]:
 
 
 def suffixes() -> list[str]:
-    """Every file suffix some runner opens ('.onnx', '.om', ...)."""
-    return sorted({s for cls in runners().values() for s in cls.suffixes})
+    """Every file suffix some runner opens: '.onnx' (the source format) first, then by name."""
+    return sorted({s for cls in runners().values() for s in cls.suffixes}, key=lambda s: (s != ".onnx", s))
 
 
 def backend_choices(include_auto: bool = True) -> list[str]:
