@@ -63,7 +63,9 @@ def test_fixture_json_op_types_kernels_and_verdict():
         "TransposeD  16,6,197,64    perm 0,2,1,3      1  slow (TransposeD)",
         "verdict: 1 of 1 softmax(es) run on a non-last axis (softmax_transpose rewrite present); "
         "3 Transpose(s) compiled as slow TransposeD: whitelist their shapes",
+        "next: lvvit-opt whitelist patch --shape 16,197,3,6,64 --shape 16,6,197,64, then run atc again",
     ]
+    assert model.to_dict()["slow_transpose_shapes"] == [[16, 197, 3, 6, 64], [16, 6, 197, 64]]
 
 
 def test_attr_maps_as_objects_and_missing_fields_are_tolerated():

@@ -128,12 +128,29 @@ class OmModel:
         return text + (f"; {slow} Transpose(s) compiled as slow TransposeD: whitelist their shapes" if slow
                        else f"; {s['transpose_fast']} Transpose(s), none on TransposeD")
 
+    def slow_transpose_shapes(self) -> list[Shape]:
+        """Distinct input shapes of the TransposeD ops: what `whitelist patch --shape` should add."""
+        shapes: list[Shape] = []
+        for op in self.ops:
+            shape = op.input_shapes[0] if op.type == SLOW_TRANSPOSE and op.input_shapes else None
+            if shape and shape not in shapes:
+                shapes.append(shape)
+        return shapes
+
+    def whitelist_command(self) -> str | None:
+        """The `lvvit-opt whitelist patch` line that lists every TransposeD shape, if there is one."""
+        shapes = self.slow_transpose_shapes()
+        return ("lvvit-opt whitelist patch " + " ".join(f"--shape {_shape_text(s)}" for s in shapes)
+                if shapes else None)
+
     def to_dict(self) -> dict:
         return {"source": self.source, "name": self.name, "soc_version": self.soc_version,
                 "atc_cmdline": self.attrs.get("atc_cmdline"), "graphs": list(self.graphs),
                 "op_count": len(self.ops), "op_types": dict(sorted(self.op_counts().items())),
                 "attention": self.attention_summary(),
-                "attention_kernels": [k.to_dict() for k in self.attention_kernels()], "verdict": self.verdict()}
+                "attention_kernels": [k.to_dict() for k in self.attention_kernels()], "verdict": self.verdict(),
+                "slow_transpose_shapes": [list(s) for s in self.slow_transpose_shapes()],
+                "whitelist_command": self.whitelist_command()}
 
 
 def _setting(op: OmOp) -> str:
@@ -309,6 +326,9 @@ def format_model(model: OmModel, top: int | None = None) -> list[str]:
         rows = [(u.type, _shape_text(u.input_shape), u.setting, u.count, u.verdict) for u in kernels]
         lines += format_table(["kernel", "input shape", "setting", "ops", "verdict"], rows, align="lllrl").splitlines()
     lines.append(f"verdict: {model.verdict()}")
+    command = model.whitelist_command()
+    if command:
+        lines.append(f"next: {command}, then run atc again")
     return lines
 
 
