@@ -241,6 +241,8 @@ def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
                 continue
             src, dst = node.input[0], node.output[0]
             perm = _perm(node) if node.op_type == "Transpose" else None
+            if node.op_type == "Transpose" and perm is None:  # reverses the axes of a rank unknown here
+                continue
             if dst not in aligned and src in aligned:  # dst = T(src): undo T, then src's alignment
                 ref, to_ref, _ = aligned[src]
                 aligned[dst] = (ref, _compose(inverse_perm(perm) if perm else None, to_ref),
@@ -251,7 +253,9 @@ def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
                 aligned[src] = (ref, _compose(perm, to_ref), f"through {node.op_type} {node.name or dst}")
                 changed = True
     ref_by_node = {(t.node, t.output_index): t.name for t in reference_tensors(reference)}
-    for position, node in enumerate(cand_nodes):  # e.g. the fp16 converter's renamed last output
+    for position, node in enumerate(candidate.graph.node):  # e.g. the fp16 converter's renamed last output
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            continue
         for k, out in enumerate(node.output):
             key = (node_label(node, position), k)
             if out and out not in aligned and key in ref_by_node:
