@@ -188,6 +188,20 @@ def test_partly_sourced_environment_names_what_is_missing(no_tools, tmp_path):  
         "fail", "not in effect: PYTHONPATH is not set for the toolkit", f"source {tree.set_env}")
 
 
+def test_toolkit_without_set_env_gets_the_export_lines(no_tools, tmp_path):  # noqa: F811
+    tree = build_cann_tree(tmp_path / "Ascend")
+    tree.set_env.unlink()
+    check = doctor.check_environment(find_cann(tree.latest, {}), {"PATH": "/usr/bin"})
+    home = tree.latest
+    assert check.fix == (
+        f'this install has no set_env.sh; run: export ASCEND_AICPU_PATH="{home}"; export ASCEND_HOME_PATH="{home}"; '
+        f'export ASCEND_OPP_PATH="{home}/opp"; export ASCEND_TOOLKIT_HOME="{home}"; '
+        f'export LD_LIBRARY_PATH="{home}/lib64:{home}/lib64/plugin/opskernel:{home}/lib64/plugin/nnengine:'
+        f'$LD_LIBRARY_PATH"; export PATH="{home}/bin:{home}/compiler/ccec_compiler/bin:$PATH"; '
+        f'export PYTHONPATH="{home}/python/site-packages:{home}/opp/built-in/op_impl/ai_core/tbe:$PYTHONPATH"; '
+        f'export TOOLCHAIN_HOME="{home}/toolkit"')
+
+
 def test_whitelist_era_model_shapes_fail_until_patched(no_tools, tmp_path):  # noqa: F811
     from lvvit_opt.whitelist import patch_file, shapes_from_model
 

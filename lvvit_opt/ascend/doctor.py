@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 
 from ..errors import LvvitOptError, UserError
 from .cann import (DEFAULT_TOOLKIT_HOME, TOOLKIT_ENV_VARS, USER_TOOLKIT_HOME, CannToolkit, build_cann_env, find_cann,
-                   find_tool)
+                   find_tool, toolkit_exports)
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +197,11 @@ def find_toolkit(cann_home: str | os.PathLike | None, environ: Mapping[str, str]
 def set_env_fix(toolkit: CannToolkit | None) -> str:
     if toolkit is not None and toolkit.set_env is not None:
         return f"source {shlex.quote(str(toolkit.set_env))}"
-    if toolkit is not None:
-        return (f"this install has no set_env.sh: export install_path={shlex.quote(str(toolkit.home))} "
-                "and the seed's PATH, PYTHONPATH, LD_LIBRARY_PATH and ASCEND_OPP_PATH exports")
+    if toolkit is not None:  # the exports set_env.sh would make (ascend.cann.toolkit_exports), as shell lines
+        placeholders = {name: f"${name}" for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH")}
+        exports = toolkit_exports(toolkit.home, placeholders)
+        lines = [f'export {k}="{v}"' for k, v in sorted(exports.items()) if placeholders.get(k) != v]
+        return "this install has no set_env.sh; run: " + "; ".join(lines)
     return f"install the CANN toolkit, then: source {DEFAULT_SET_ENV}"
 
 
