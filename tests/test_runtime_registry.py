@@ -1,6 +1,7 @@
 """The runner registry: selection by suffix and name, errors, and that a backend is one class."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,3 +100,16 @@ def test_bench_backend_ais_bench_is_selectable(fake_ais_bench, fake_om, cli_runn
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if line.startswith(fake_om[1][-34:]) or "lvvit_golden.om" in line)
     assert row.split()[1:3] == ["2", "ais_bench"]
+
+
+def test_validate_backend_runs_the_candidate_on_the_named_runner(golden_onnx, cli_runner, tmp_path):
+    from lvvit_opt.cli import main
+
+    report = tmp_path / "v.json"
+    result = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--inputs", "1",
+                                      "--backend", "onnx_reference", "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    features = json.loads(report.read_text())["result"]["comparisons"]["candidate vs reference"]["outputs"][0]
+    assert 0 < features["max_abs"] < 1e-5  # onnx's evaluator is not onnxruntime: tiny, real differences
+    wrong = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--backend", "ais_bench"])
+    assert wrong.exit_code == 2 and "backend ais_bench opens .om files, not .onnx" in wrong.stderr

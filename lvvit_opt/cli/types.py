@@ -113,6 +113,16 @@ class Backend(click.Choice):
         super().__init__(backend_names())
 
 
+class RunnerBackend(click.Choice):
+    """A runner backend (lvvit_opt.runtime.registry): auto, a runner's name or alias, or a
+    suffix name (`om`: the best .om runner here)."""
+
+    def __init__(self) -> None:
+        from ..runtime import registry
+
+        super().__init__(registry.backend_choices())
+
+
 class ModelFile(click.Path):
     """A model file some runner opens (.onnx, .om); a golden/input file given in its place
     gets a hint instead of a runner's confusing complaint."""

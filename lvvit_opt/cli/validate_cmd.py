@@ -6,7 +6,7 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
-from .types import ModelFile
+from .types import ModelFile, RunnerBackend
 
 
 def _tolerance(candidate: str | None, atol, rtol, min_cosine, base=None):
@@ -46,10 +46,14 @@ def _emit(result) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Batch for models whose batch is symbolic (default 1).")
+@click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
+              help="How to run CANDIDATE: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
+                   "binary) or a registered runner, e.g. onnx_reference to rule out onnxruntime itself.")
 @_tolerance_options
 @json_option
 @handle_errors
-def validate_command(reference, candidate, golden, inputs, seed, batch_size, atol, rtol, min_cosine, json_out):
+def validate_command(reference, candidate, golden, inputs, seed, batch_size, backend, atol, rtol, min_cosine,
+                     json_out):
     """Run REFERENCE (.onnx) and CANDIDATE (.onnx, or .om on an Ascend host) on the same inputs
     and compare outputs: max abs error and where, max rel error, mean abs error, cosine
     similarity, top-1 agreement, and the atol that would have passed.
@@ -62,7 +66,8 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, ato
     guard_outputs({"--json": json_out}, {"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
                                          "--inputs": inputs})
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
-                             tolerance=_tolerance(candidate, atol, rtol, min_cosine))
+                             tolerance=_tolerance(candidate, atol, rtol, min_cosine),
+                             candidate_options={"backend": backend})
     _emit(result)
 
 
