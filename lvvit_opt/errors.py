@@ -14,6 +14,15 @@ class UserError(LvvitOptError):
     exit_code = 2
 
 
+class OutputRefused(UserError):
+    """fileio.guard_outputs refused an output before any work; `paths` are the outputs at
+    fault, which nothing (not even an error envelope for --json) may then write."""
+
+    def __init__(self, message: str, paths=()):
+        super().__init__(message)
+        self.paths = tuple(str(p) for p in paths)
+
+
 class ValidationFailed(LvvitOptError):
     exit_code = 1
 

@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
-from .errors import UserError
+from .errors import OutputRefused, UserError
 
 # protobuf cannot serialise a single message above 2 GiB; past this we use external data.
 ONNX_PROTO_LIMIT = 2 * 1024**3 - 1024**2
@@ -48,30 +48,31 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
     sources = _present(inputs or {})
     for label, path in files:
         if path.is_dir():
-            raise UserError(f"{label} {path}: is a directory; give a file name")
+            raise OutputRefused(f"{label} {path}: is a directory; give a file name", [path])
         for in_label, source in sources:
             if same_path(path, source):
-                raise UserError(f"{label} {path} is the input {in_label} ({source}); "
-                                f"refusing to overwrite an input, nothing written")
+                raise OutputRefused(f"{label} {path} is the input {in_label} ({source}); "
+                                    f"refusing to overwrite an input, nothing written", [path])
             if path.exists() and source.is_dir() and _inside(path, source):
-                raise UserError(f"{label} {path} is a file inside the input folder {in_label} ({source}); "
-                                f"refusing to overwrite it, nothing written")
+                raise OutputRefused(f"{label} {path} is a file inside the input folder {in_label} ({source}); "
+                                    f"refusing to overwrite it, nothing written", [path])
     for label, path in dirs:
         if path.exists() and not path.is_dir():
-            raise UserError(f"{label} {path}: exists and is not a directory")
+            raise OutputRefused(f"{label} {path}: exists and is not a directory", [path])
         for in_label, source in sources:
             if same_path(path, source):
-                raise UserError(f"{label} {path} is the input {in_label} ({source}); give another folder")
+                raise OutputRefused(f"{label} {path} is the input {in_label} ({source}); give another folder", [path])
     targets = files + dirs
     for i, (label, path) in enumerate(targets):
         for other_label, other in targets[i + 1:]:
             if same_path(path, other):
-                raise UserError(f"{label} {path} and {other_label} {other} are the same file; "
-                                f"give each output its own path")
-    for label, path in files:
-        require_writable_dir(path.parent, f"{label} {path}")
-    for label, path in dirs:
-        require_writable_dir(path, f"{label} {path}")
+                raise OutputRefused(f"{label} {path} and {other_label} {other} are the same file; "
+                                    f"give each output its own path", [path, other])
+    for label, path in files + dirs:
+        try:
+            require_writable_dir(path if (label, path) in dirs else path.parent, f"{label} {path}")
+        except UserError as exc:
+            raise OutputRefused(str(exc), [path]) from None
 
 
 def _present(paths: Mapping[str, PathArg]) -> list[tuple[str, Path]]:

@@ -123,7 +123,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LvvitOptError as exc:
-            emit_error(str(exc), exc.exit_code)
+            emit_error(str(exc), exc.exit_code, getattr(exc, "paths", ()))
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except Terminated:

@@ -152,11 +152,17 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def emit_error(message: str, exit_code: int) -> None:
-    """On a failing command with --json, still write an envelope (ok=false) saying why."""
+def emit_error(message: str, exit_code: int, refused: tuple[str, ...] = ()) -> None:
+    """On a failing command with --json, still write an envelope (ok=false) saying why;
+    not when --json is itself one of the `refused` outputs (errors.OutputRefused.paths)."""
     st = state()
     if st.json_target is None or st.envelope_written or not _replaceable(st.json_target):
         return
+    if st.json_target != "-" and refused:
+        from ..fileio import same_path
+
+        if any(same_path(st.json_target, path) for path in refused):
+            return
     try:
         emit_result({"error": message, "exit_code": exit_code}, ok=False)
     except Exception:  # the JSON path itself may be what is wrong; the error line says enough

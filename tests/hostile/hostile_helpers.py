@@ -105,6 +105,7 @@ def build_workspace(root: Path) -> Path:
     """A folder holding one of every kind of input the verbs take, plus aliases of them."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(GOLDEN_DIR / "lvvit_golden.onnx", root / "m.onnx")
+    shutil.copyfile(GOLDEN_DIR / "lvvit_golden.onnx", root / "c2.onnx")  # a second model (a candidate)
     shutil.copyfile(GOLDEN_DIR / "lvvit_golden.pth", root / "c.pth")
     shutil.copyfile(GOLDEN_DIR / "lvvit_golden.npz", root / "g.npz")
     os.symlink("m.onnx", root / "link.onnx")
