@@ -75,12 +75,16 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
                   {"MODEL": model, "--keep-dtype": keep_dtype, "--fusion-switch": fusion_switch})
     env = cann_environment(cann_home)
     soc = atc_lib.resolve_soc_version(soc_version, env)
+    def build(keep):
+        return atc_lib.build_atc_command(model, output=output, soc_version=soc, batch_size=batch_size,
+                                         log=log_level, precision_mode=precision_mode, keep_dtype=keep,
+                                         fusion_switch=fusion_switch, extra_args=extra_args)
+
+    command = build(keep_dtype)  # every option checked before the keep_dtype file is written
     if keep_dtype_ops:
         keep_dtype = str(atc_lib.write_keep_dtype_file(f"{prefix}.keep_dtype.cfg", op_types=keep_dtype_ops))
         logger.info(f"wrote {keep_dtype} ({', '.join('OpType::' + t for t in keep_dtype_ops)})")
-    command = atc_lib.build_atc_command(model, output=output, soc_version=soc, batch_size=batch_size,
-                                        log=log_level, precision_mode=precision_mode, keep_dtype=keep_dtype,
-                                        fusion_switch=fusion_switch, extra_args=extra_args)
+        command = build(keep_dtype)
     if dry_run:
         echo(atc_lib.display_command(command))
         emit_result({"dry_run": True, "command": command, "soc_version": soc})

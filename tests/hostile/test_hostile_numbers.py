@@ -185,3 +185,15 @@ def test_bench_refuses_an_impossible_inference_time(reported):
 
     with pytest.raises(ToolFailed, match="cannot be right"):
         _timed_slot(Liar(), {}, 0.01, [])
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--extra-args", '"unbalanced'], "--extra-args"),
+    (["--fusion-switch", "nosuch.cfg"], "nosuch.cfg"),
+    (["--log", "loud"], "--log"),
+], ids=["bad-extra-args", "missing-fusion-switch", "bad-log-level"])
+def test_atc_checks_every_option_before_writing_the_keep_dtype_file(ws, extra, words):
+    before = snapshot(ws)
+    outcome = invoke(["atc", "m.onnx", "--soc-version", "Ascend310", "--keep-dtype-op", "Softmax", *extra], ws)
+    assert_refused(outcome, 2, words)
+    assert diff_snapshots(before, snapshot(ws)) == []
