@@ -467,3 +467,32 @@ def test_cli_atc_reports_w11001_warnings_after_success(tmp_path, cli_runner, fak
     assert warnings and all(w.startswith("W11001: Op [") and "high-priority operator information library" in w
                             and "[PID:" not in w for w in warnings)
     assert f"atc {warnings[0]}" in result.stderr
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["NPU_compute_time"].update(mean=float("nan")),
+    lambda d: d.update(throughput=float("inf")),
+    lambda d: d["NPU_compute_time"].update(min=-1.0),
+    lambda d: d["NPU_compute_time"].update(min=99.0),  # min > max
+])
+def test_summary_json_with_impossible_numbers_is_refused(tmp_path, change):
+    import json
+
+    data = json.loads(_text(AIS / "summary" / "ais_bench_nasfpn_bs1_sumary.json"))
+    change(data)
+    path = tmp_path / "x_summary.json"
+    path.write_text(json.dumps(data))  # json writes NaN/Infinity, which Python's reader accepts
+    with pytest.raises(UserError, match="impossible timing"):
+        parse_summary_json(path)
+
+
+def test_summary_json_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom_summary.json"
+    path.write_bytes(b"\xef\xbb\xbf" + (AIS / "summary" / "ais_bench_nasfpn_bs1_sumary.json").read_bytes())
+    assert parse_summary_json(path).throughput == 62.17950873049252
+
+
+def test_console_with_nan_is_refused():
+    text = _text(AIS / "console" / "msit-benchmark_static-bs1.txt").replace("mean = 2.4560000896453857", "mean = nan")
+    with pytest.raises(UserError):
+        parse_console_summaries(text)

@@ -17,6 +17,7 @@ accepted. Times are milliseconds; throughput is 1000 * batch / mean NPU_compute_
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -74,8 +75,9 @@ def parse_console_summaries(text: str) -> list[AisBenchSummary]:
         if "NPU_compute_time" not in stats or throughput is None:
             continue
         batch = float(throughput.group(1)) if throughput.group(1) is not None else None
-        summaries.append(AisBenchSummary(stats["NPU_compute_time"], float(throughput.group(2)), batch,
-                                         stats.get("H2D_latency"), stats.get("D2H_latency")))
+        summaries.append(_checked(AisBenchSummary(stats["NPU_compute_time"], float(throughput.group(2)), batch,
+                                                  stats.get("H2D_latency"), stats.get("D2H_latency")),
+                                  "ais_bench summary"))
     if not summaries:
         raise UserError("no ais_bench 'Performance Summary' block with NPU_compute_time and throughput found")
     return summaries
@@ -89,7 +91,7 @@ def parse_summary_json(source: str | os.PathLike | dict) -> AisBenchSummary:
         path = Path(source) if not str(source).lstrip().startswith("{") else None
         where = str(path) if path else "summary JSON"
         try:
-            data = json.loads(path.read_text(encoding="utf-8") if path else str(source))
+            data = json.loads(path.read_text(encoding="utf-8-sig") if path else str(source))
         except FileNotFoundError:
             raise UserError(f"{where}: no such file") from None
         except (OSError, ValueError) as exc:
@@ -100,9 +102,9 @@ def parse_summary_json(source: str | os.PathLike | dict) -> AisBenchSummary:
         throughput = float(data["throughput"])
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{where}: no numeric 'throughput'") from None
-    return AisBenchSummary(_stats_from_dict(data["NPU_compute_time"], where), throughput, None,
-                           _optional_stats(data.get("H2D_latency"), where),
-                           _optional_stats(data.get("D2H_latency"), where))
+    return _checked(AisBenchSummary(_stats_from_dict(data["NPU_compute_time"], where), throughput, None,
+                                    _optional_stats(data.get("H2D_latency"), where),
+                                    _optional_stats(data.get("D2H_latency"), where)), where)
 
 
 def find_summary_json(output_dir: str | os.PathLike) -> Path | None:
@@ -124,6 +126,18 @@ def exec_time_ms(entry: float | Sequence[float]) -> float:
             raise ValueError(f"exec_time_list item {entry!r}: expected a duration or a (start, end) pair")
         return float(entry[1]) - float(entry[0])
     return float(entry)
+
+
+def _checked(summary: AisBenchSummary, where: str) -> AisBenchSummary:
+    """Refuse impossible numbers (NaN, infinite, negative times, min > max) instead of reporting them."""
+    compute = summary.npu_compute_time
+    values = [summary.throughput, compute.min, compute.max, compute.mean, compute.median]
+    if not all(math.isfinite(v) and v >= 0 for v in values) or compute.min > compute.max:
+        raise UserError(f"{where}: impossible timing (throughput {summary.throughput}, NPU_compute_time "
+                        f"min {compute.min} / mean {compute.mean} / max {compute.max} ms)")
+    if summary.throughput > 0 and compute.mean == 0:
+        raise UserError(f"{where}: throughput {summary.throughput} with a mean compute time of 0 ms")
+    return summary
 
 
 def _stats_from_match(match: re.Match) -> TimeStats:
