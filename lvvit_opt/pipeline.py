@@ -129,6 +129,7 @@ def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
     """The whole pipeline; returns what it did (also written to report.json / report.md)."""
     out = Path(options.out)
     _check_options(options)  # the whole plan, before anything is created
+    options = _resolve_soc_early(options)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -168,6 +169,22 @@ def _check_options(options: RunOptions) -> None:
 
     parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones
     _check_plan(options)
+
+
+def _resolve_soc_early(options: RunOptions) -> RunOptions:
+    """--soc-version auto with atc present: ask npu-smi now, so an ambiguous SoC stops the run before the
+    exports rather than after them. Without atc the commands file is written instead (see _atc_stage)."""
+    if options.soc_version != "auto":
+        return options
+    from dataclasses import replace
+
+    from .ascend.cann import cann_environment, find_tool
+    from .ascend.npu_smi import detect_soc_version
+
+    env = cann_environment(options.cann_home)
+    if find_tool("atc", env) is None:
+        return options
+    return replace(options, soc_version=detect_soc_version(env))
 
 
 def _check_plan(options: RunOptions) -> None:

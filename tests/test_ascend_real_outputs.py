@@ -496,3 +496,25 @@ def test_console_with_nan_is_refused():
     text = _text(AIS / "console" / "msit-benchmark_static-bs1.txt").replace("mean = 2.4560000896453857", "mean = nan")
     with pytest.raises(UserError):
         parse_console_summaries(text)
+
+
+def test_run_stops_on_an_ambiguous_soc_before_exporting(tmp_path, fake_tools, monkeypatch):
+    from lvvit_opt.pipeline import RunOptions, run
+
+    monkeypatch.setenv("LVVIT_FAKE_NPU_SMI", "Ascend910-A3_26.0.rc2_vllm-ascend-12980")
+    out = tmp_path / "run"
+    with pytest.raises(SocVersionUnknown, match="candidates: Ascend910_9392"):
+        run(RunOptions(out=str(out), model="lvvit_golden", batch_sizes=(2,), soc_version="auto"), log=lambda m: None)
+    assert not out.exists()
+    monkeypatch.setenv("LVVIT_FAKE_NPU_BOARD", "A3_Ascend910_9392_chip0")  # the documented board query answers
+    from lvvit_opt.pipeline import _resolve_soc_early
+
+    assert _resolve_soc_early(RunOptions(soc_version="auto")).soc_version == "Ascend910_9392"
+
+
+def test_compile_on_an_a3_host_through_the_board_query(tmp_path, fake_tools, monkeypatch):
+    monkeypatch.setenv("LVVIT_FAKE_NPU_SMI", "Ascend910-A3_25.3.rc1_vllm-ascend-5588")
+    monkeypatch.setenv("LVVIT_FAKE_NPU_BOARD", "A3_Ascend910_9392_chip0")
+    model = write_tiny_onnx(tmp_path / "m.onnx", batch=1)
+    result = compile_onnx(model, soc_version="auto")
+    assert result.succeeded and result.command[-1] == "--soc_version=Ascend910_9392"
