@@ -135,6 +135,22 @@ class LayerReport:
                     broken.append(r.tensor.node)
         return broken
 
+    def readers_broken_by_casts(self) -> list[str]:
+        """Readers of a tensor whose own (fp32) value agrees while its cast for the next node
+        (the primary match) does not: a node kept in fp32 whose output overflows fp16, so
+        its readers must stay in fp32 too."""
+        by_ref: dict[str, list[TensorResult]] = {}
+        for r in self.results:
+            by_ref.setdefault(r.tensor.name, []).append(r)
+        cast_broken = {name for name, rs in by_ref.items()
+                       if any(r.match.primary and not r.passed for r in rs)
+                       and any(not r.match.primary and r.passed for r in rs)}
+        readers = []
+        for r in self.results:
+            if r.match.primary and cast_broken & set(r.tensor.inputs) and r.tensor.node not in readers:
+                readers.append(r.tensor.node)
+        return readers
+
     def to_dict(self) -> dict[str, Any]:
         first = self.first_divergence
         last = self.last_passing_before(first) if first else None
@@ -273,7 +289,7 @@ def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
             matches[i] = Match(m.ref, m.candidate, m.to_ref, m.via, primary=True)
             seen.add(m.ref)
     unmatched = [n for n in cand_outputs if n not in aligned]
-    log.info("matched %d candidate tensors to the reference, %d unmatched", len(matches), len(unmatched))
+    log.debug("matched %d candidate tensors to the reference, %d unmatched", len(matches), len(unmatched))
     return matches, unmatched
 
 
@@ -302,9 +318,10 @@ def expose_outputs(model, names: Iterable[str]) -> None:
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
 
 
-def to_fp16(model):
+def to_fp16(model, keep_fp32: Sequence[str] = ()):
     """The model in fp16 with fp32 inputs and outputs (onnxconverter-common), the way atc's
-    default precision runs it. The caller's model is not modified."""
+    default precision runs it; `keep_fp32` nodes stay fp32 (what atc's --keep_dtype does).
+    The caller's model is not modified."""
     import copy
     import warnings
 
@@ -314,7 +331,8 @@ def to_fp16(model):
         raise UserError("--fp16 needs onnxconverter-common (pip install onnxconverter-common)") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns about every constant it clamps to the fp16 range
-        return float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True)
+        return float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True,
+                                                node_block_list=list(keep_fp32) or None)
 
 
 class ExposedOnnx:
@@ -360,10 +378,11 @@ def _join(arrays: list[np.ndarray]) -> np.ndarray:
 def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: bool = False,
                    inputs: int | str = 1, seed: int = 0, batch_size: int | None = None,
                    tolerance: Tolerance | None = None, chunk_mb: float = DEFAULT_CHUNK_MB,
-                   top: int = 10, om_json: str | None = None) -> LayerReport:
+                   top: int = 10, om_json: str | None = None, keep_fp32: Sequence[str] = ()) -> LayerReport:
     """Compare REFERENCE (.onnx) with CANDIDATE (.onnx, or an NPU dump directory) or, with
     `fp16`, with its own fp16 conversion, tensor by tensor. See the module docstring.
-    `om_json`: the .om's `atc --mode=1` graph JSON, to match fused ops of a dump."""
+    `om_json`: the .om's `atc --mode=1` graph JSON, to match fused ops of a dump.
+    `keep_fp32`: with `fp16`, nodes the conversion leaves in fp32."""
     import os
 
     from .fileio import load_onnx
@@ -396,7 +415,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
         cand = DumpCandidate(candidate, om_json)
         matches, unmatched_cand = cand.match(tensors)
     else:
-        cand_model = to_fp16(reference) if fp16 else load_onnx(candidate)
+        cand_model = to_fp16(reference, keep_fp32) if fp16 else load_onnx(candidate)
         matches, unmatched_cand = match_onnx(reference, cand_model)
         cand = ExposedOnnx(cand_model, [m.candidate for m in matches], candidate or f"{reference_path} (fp16)")
         del cand_model
@@ -415,8 +434,9 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
             if runner is not None:
                 runner.close()
     matched_refs = {m.ref for m in matches}
+    kept = f", {len(keep_fp32)} node(s) kept in fp32" if keep_fp32 else ""
     return LayerReport(reference_path, candidate or f"{reference_path} converted to fp16 (onnxconverter-common, "
-                       "keep_io_types)", mode, tolerance, input_set.to_dict(), results,
+                       f"keep_io_types{kept})", mode, tolerance, input_set.to_dict(), results,
                        [t.name for t in tensors if t.name not in matched_refs], unmatched_cand, top)
 
 
@@ -483,11 +503,42 @@ def _compare_in_chunks(tensors, matches, ref, cand, feeds, tolerance, sizes, bud
     return results
 
 
-def write_keep_dtype(report: LayerReport, path: str) -> list[str]:
-    """atc's --keep_dtype file for the nodes where the fp16 error starts; [] (nothing written) if none."""
+@dataclass
+class KeepDtypeSuggestion:
+    nodes: list[str]
+    rounds: int  # fp16 re-runs with the nodes kept in fp32 (0 for a dump: the NPU cannot be re-run here)
+    verified: bool | None  # every tensor agrees with the nodes kept in fp32 (None: not checked)
+    remaining: TensorResult | None  # the first divergence still left after the last round
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"nodes": self.nodes, "rounds": self.rounds, "verified": self.verified,
+                "first_divergence_left": self.remaining.to_dict() if self.remaining else None}
+
+
+def suggest_keep_fp32(report: LayerReport, max_rounds: int = 4, **compare_options) -> KeepDtypeSuggestion:
+    """Nodes for atc's --keep_dtype: where the fp16 error starts; for an --fp16 report, then
+    re-run with them kept in fp32 and add where an error still starts, or the readers a kept
+    node's fp16 cast breaks (an overflowing MatMul needs its Softmax in fp32 as well), until
+    everything agrees or `max_rounds` re-runs. `compare_options` are compare_layers' (inputs, ...)."""
+    nodes = list(report.broken_nodes())
+    if report.mode != "fp16" or not nodes:
+        return KeepDtypeSuggestion(nodes, 0, None if report.mode != "fp16" else report.passed,
+                                   report.first_divergence)
+    last, rounds = report, 0
+    while rounds < max_rounds:
+        last = compare_layers(report.reference, fp16=True, keep_fp32=nodes, **compare_options)
+        rounds += 1
+        new = [n for n in last.broken_nodes() + last.readers_broken_by_casts() if n not in nodes]
+        if last.passed or not new:
+            break
+        nodes += new
+    return KeepDtypeSuggestion(nodes, rounds, last.passed, last.first_divergence)
+
+
+def write_keep_dtype(nodes: Sequence[str], path: str) -> bool:
+    """atc's --keep_dtype file (one node name a line); False (nothing written) when there are none."""
     from .ascend.atc import write_keep_dtype_file
 
-    nodes = report.broken_nodes()
     if nodes:
         write_keep_dtype_file(path, node_names=nodes)
-    return nodes
+    return bool(nodes)

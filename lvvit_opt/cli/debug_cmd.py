@@ -61,7 +61,7 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
       lvvit-opt debug layers model.onnx --fp16 --inputs prep/ --suggest-keep-dtype keep.cfg
       lvvit-opt debug layers model_bs1.onnx out/dump/20240101120000_npy --inputs image.npy
     """
-    from ..debug import compare_layers, write_keep_dtype
+    from ..debug import compare_layers, suggest_keep_fp32, write_keep_dtype
     from ..fileio import guard_outputs
     from ..golden import Tolerance
     from ..inputs import parse_inputs_arg
@@ -79,12 +79,22 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
     echo(report.format())
     result = report.to_dict()
     if keep_dtype_path:
-        nodes = write_keep_dtype(report, keep_dtype_path)
-        result["keep_dtype"] = {"file": keep_dtype_path if nodes else None, "nodes": nodes,
-                                "atc_flag": f"--keep_dtype={keep_dtype_path}" if nodes else None}
-        if nodes:
-            echo(f"wrote {keep_dtype_path}: {len(nodes)} node(s) to keep in fp32; compile with "
-                 f"atc ... --keep_dtype={keep_dtype_path}  (lvvit-opt atc {reference} --keep-dtype {keep_dtype_path})")
+        suggestion = suggest_keep_fp32(report, inputs=inputs, seed=seed, batch_size=batch_size,
+                                       tolerance=report.tolerance, chunk_mb=chunk_mb, top=top)
+        written = write_keep_dtype(suggestion.nodes, keep_dtype_path)
+        result["keep_dtype"] = {"file": keep_dtype_path if written else None,
+                                "atc_flag": f"--keep_dtype={keep_dtype_path}" if written else None,
+                                **suggestion.to_dict()}
+        if written:
+            echo(f"wrote {keep_dtype_path}: {len(suggestion.nodes)} node(s) to keep in fp32: "
+                 f"{', '.join(suggestion.nodes[:10])}{' ...' if len(suggestion.nodes) > 10 else ''}")
+            if suggestion.verified is not None:
+                left = suggestion.remaining
+                echo(f"  fp16 with them kept in fp32 ({suggestion.rounds} re-run(s)): "
+                     + ("every tensor agrees" if suggestion.verified else
+                        f"still diverges, first at {left.line() if left else '?'}"))
+            echo(f"  compile with: atc ... --keep_dtype={keep_dtype_path}   "
+                 f"(lvvit-opt atc {reference} --keep-dtype {keep_dtype_path})")
         else:
             echo(f"no node breaks in fp16: {keep_dtype_path} not written")
     emit_result(result, ok=report.passed)
