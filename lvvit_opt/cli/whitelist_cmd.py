@@ -5,6 +5,8 @@ model is read.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import ValidationFailed
@@ -134,7 +136,8 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
     from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import patch_file
 
-    guard_outputs({"--output": output, "--json": json_out}, {"--file": file, "--from-model": from_model})
+    copy = Path(output) / (Path(file).name if file else "transpose.py") if output and Path(output).is_dir() else output
+    guard_outputs({"--output": copy, "--json": json_out}, {"--file": file, "--from-model": from_model})
     result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
                         output=output)
     emit_result(result.to_dict(), ok=not result.blocked)

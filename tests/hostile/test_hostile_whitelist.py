@@ -111,3 +111,17 @@ def test_black_listed_shape_exits_1_in_whitelist_patch(ws):
     outcome = invoke(["whitelist", "patch", "--file", black, "--shape", _a_black_listed_shape(black)], ws)
     assert_refused(outcome, 1, "black-listed")
     assert diff_snapshots(before, snapshot(ws)) == []
+
+
+def test_patch_output_into_a_folder_writes_a_copy_there(ws):
+    outcome = invoke(["whitelist", "patch", "--file", "opp/transpose.py", "--shape", "1,2,3,4", "--output", "sub"], ws)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert b"[1, 2, 3, 4]" in (ws / "sub" / "transpose.py").read_bytes()
+    assert (ws / "opp" / "transpose.py").read_bytes() == ORIGINAL
+
+
+def test_patch_output_folder_of_the_file_itself_is_refused(ws):
+    before = snapshot(ws)
+    outcome = invoke(["whitelist", "patch", "--file", "opp/transpose.py", "--shape", "1,2,3,4", "--output", "opp"], ws)
+    assert_refused(outcome, 2, "is the input --file")
+    assert diff_snapshots(before, snapshot(ws)) == []
