@@ -126,6 +126,24 @@ def test_set_env_referencing_unset_variables_under_nounset(tmp_path):
     assert "DONE" not in env  # bash stops at the unset variable; what came before is kept, nothing invented
 
 
+def test_exports_for_an_8x_tree_match_the_real_set_env(tmp_path):
+    # what sourcing the real 8.1.RC1 set_env.sh (tests/fixtures/ascend/cann/) gives, for a tree without one
+    from fakes.ascend_env import FIXTURES_DIR
+    from lvvit_opt.ascend.cann import source_set_env, toolkit_exports
+
+    home = tmp_path / "ascend-toolkit" / "latest"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "atc").write_text("#!/bin/sh\n")
+    script = tmp_path / "set_env.sh"
+    script.write_text((FIXTURES_DIR / "cann" / "set_env-8.1.RC1.sh").read_text().replace(
+        "/usr/local/Ascend/ascend-toolkit/latest", str(home)))
+    base = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/l", "PYTHONPATH": "/p"}
+    sourced, ours = source_set_env(script, base), toolkit_exports(home, base)
+    for name in ("PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "ASCEND_TOOLKIT_HOME", "ASCEND_OPP_PATH",
+                 "ASCEND_AICPU_PATH", "TOOLCHAIN_HOME", "ASCEND_HOME_PATH"):
+        assert ours[name] == sourced[name], name
+
+
 def test_exports_for_an_8x_tree_without_set_env(tmp_path):
     home = tmp_path / "ascend-toolkit" / "8.1.RC1"
     (home / "bin").mkdir(parents=True)
@@ -134,9 +152,10 @@ def test_exports_for_an_8x_tree_without_set_env(tmp_path):
     from lvvit_opt.ascend.cann import toolkit_exports
 
     env = toolkit_exports(home, {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/l"})
-    assert env["PATH"] == f"{home}/bin:{home}/compiler/ccec_compiler/bin:/usr/bin"
+    assert env["PATH"] == f"{home}/bin:{home}/compiler/ccec_compiler/bin:{home}/tools/ccec_compiler/bin:/usr/bin"
     assert env["ASCEND_OPP_PATH"] == f"{home}/opp" and env["ASCEND_HOME_PATH"] == str(home)
-    assert env["LD_LIBRARY_PATH"].split(":")[0] == f"{home}/lib64" and env["LD_LIBRARY_PATH"].endswith(":/l")
+    assert env["LD_LIBRARY_PATH"].split(":")[:3] == [f"{home}/tools/aml/lib64", f"{home}/tools/aml/lib64/plugin",
+                                                     f"{home}/lib64"] and env["LD_LIBRARY_PATH"].endswith(":/l")
     assert env["PYTHONPATH"] == f"{home}/python/site-packages:{home}/opp/built-in/op_impl/ai_core/tbe"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 from pathlib import Path
 
@@ -196,8 +197,11 @@ def test_toolkit_without_set_env_gets_the_export_lines(no_tools, tmp_path):  # n
     assert check.fix == (
         f'this install has no set_env.sh; run: export ASCEND_AICPU_PATH="{home}"; export ASCEND_HOME_PATH="{home}"; '
         f'export ASCEND_OPP_PATH="{home}/opp"; export ASCEND_TOOLKIT_HOME="{home}"; '
-        f'export LD_LIBRARY_PATH="{home}/lib64:{home}/lib64/plugin/opskernel:{home}/lib64/plugin/nnengine:'
-        f'$LD_LIBRARY_PATH"; export PATH="{home}/bin:{home}/compiler/ccec_compiler/bin:$PATH"; '
+        f'export LD_LIBRARY_PATH="{home}/tools/aml/lib64:{home}/tools/aml/lib64/plugin:{home}/lib64:'
+        f'{home}/lib64/plugin/opskernel:{home}/lib64/plugin/nnengine:'
+        f'{home}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{platform.machine()}:'
+        f'$LD_LIBRARY_PATH"; export PATH="{home}/bin:{home}/compiler/ccec_compiler/bin:'
+        f'{home}/tools/ccec_compiler/bin:$PATH"; '
         f'export PYTHONPATH="{home}/python/site-packages:{home}/opp/built-in/op_impl/ai_core/tbe:$PYTHONPATH"; '
         f'export TOOLCHAIN_HOME="{home}/toolkit"')
 

@@ -84,20 +84,23 @@ def seed_exports(install_path: str | os.PathLike, base: Mapping[str, str]) -> di
 
 def toolkit_exports(home: str | os.PathLike, base: Mapping[str, str]) -> dict[str, str]:
     """What set_env.sh would export, for a toolkit without one: the 5.x `atc/` layout gets the seed's block,
-    a 7.x/8.x tree (`bin/atc`, `compiler/`) its own variables and directories."""
+    a 7.x/8.x tree (`bin/atc`, `compiler/`) the variables and directories of the real 8.1.RC1 set_env.sh
+    (tests/fixtures/ascend/cann/set_env-8.1.RC1.sh), in its order."""
     root = Path(home)
     if not ((root / "bin" / "atc").exists() or (root / "compiler").is_dir()):
         return seed_exports(root, base)
     text = str(root)
-    arch_devlib = root / f"{platform.machine()}-linux" / "devlib"  # libascend_hal stubs when no driver is installed
+    tiling = f"{text}/opp/built-in/op_impl/ai_core/tbe/op_tiling/lib/linux/{platform.machine()}"  # $(arch)
     env = dict(base)
     env.update(ASCEND_TOOLKIT_HOME=text, ASCEND_HOME_PATH=text, ASCEND_OPP_PATH=f"{text}/opp",
                ASCEND_AICPU_PATH=text, TOOLCHAIN_HOME=f"{text}/toolkit")
-    env["PATH"] = _join(f"{text}/bin", f"{text}/compiler/ccec_compiler/bin", base.get("PATH"))
+    env["LD_LIBRARY_PATH"] = _join(f"{text}/tools/aml/lib64", f"{text}/tools/aml/lib64/plugin", f"{text}/lib64",
+                                   f"{text}/lib64/plugin/opskernel", f"{text}/lib64/plugin/nnengine", tiling,
+                                   base.get("LD_LIBRARY_PATH"))
     env["PYTHONPATH"] = _join(f"{text}/python/site-packages", f"{text}/opp/built-in/op_impl/ai_core/tbe",
                               base.get("PYTHONPATH"))
-    env["LD_LIBRARY_PATH"] = _join(f"{text}/lib64", f"{text}/lib64/plugin/opskernel", f"{text}/lib64/plugin/nnengine",
-                                   str(arch_devlib) if arch_devlib.is_dir() else None, base.get("LD_LIBRARY_PATH"))
+    env["PATH"] = _join(f"{text}/bin", f"{text}/compiler/ccec_compiler/bin", f"{text}/tools/ccec_compiler/bin",
+                        base.get("PATH"))
     return env
 
 
