@@ -11,6 +11,7 @@ import errno
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
@@ -152,7 +153,10 @@ def sweep_stale_temps(directory: str | os.PathLike) -> int:
     for entry in entries:
         if entry.name.startswith(".") and TEMP_MARKER in entry.name and is_stale_temp(entry.name):
             with contextlib.suppress(OSError):
-                os.unlink(entry.path)
+                if entry.is_dir(follow_symlinks=False):  # save_onnx's folder for a model and its .data
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
                 removed += 1
     return removed
 
@@ -274,14 +278,26 @@ def save_onnx(model, dest: str | os.PathLike) -> Path:
     import onnx
 
     dest = Path(dest)
-    with atomic_path(dest, suffix=".onnx") as tmp:
-        if needs_external_data(model):
+    if not needs_external_data(model):
+        with atomic_path(dest, suffix=".onnx") as tmp:
+            tmp.write_bytes(model.SerializeToString())
+        return dest
+    # The .onnx names its .data file; both are written in a temporary folder beside `dest`
+    # and renamed into place (.data first), so neither is ever half-written under its name.
+    dest = resolve_output(dest)
+    data_name = dest.name + ".data"
+    with atomic_path(dest, suffix=".tmp") as anchor:  # the folder's checks, sweep and clean-up
+        tmp = anchor.with_suffix(".d")
+        try:
+            tmp.mkdir()
             clone = onnx.ModelProto()
             clone.CopyFrom(model)
-            onnx.save_model(clone, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=dest.name + ".data", size_threshold=1024)
-        else:
-            tmp.write_bytes(model.SerializeToString())
+            onnx.save_model(clone, str(tmp / dest.name), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(tmp / data_name, dest.parent / data_name)
+            os.replace(tmp / dest.name, anchor)  # atomic_path renames it onto dest
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

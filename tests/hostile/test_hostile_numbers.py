@@ -197,3 +197,30 @@ def test_atc_checks_every_option_before_writing_the_keep_dtype_file(ws, extra, w
     outcome = invoke(["atc", "m.onnx", "--soc-version", "Ascend310", "--keep-dtype-op", "Softmax", *extra], ws)
     assert_refused(outcome, 2, words)
     assert diff_snapshots(before, snapshot(ws)) == []
+
+
+def test_external_data_save_failing_midway_leaves_neither_file(ws, monkeypatch):
+    """A >2 GB model goes to NAME + NAME.data; a failure while writing them leaves the old
+    pair (or nothing) in place and no temporary folder."""
+    import onnx
+
+    from lvvit_opt import fileio
+
+    model = onnx.load(ws / "m.onnx")
+    monkeypatch.setattr(fileio, "needs_external_data", lambda m: True)
+    fileio.save_onnx(model, ws / "big.onnx")   # a first, good pair
+    good = {name: (ws / name).read_bytes() for name in ("big.onnx", "big.onnx.data")}
+    real_save = onnx.save_model
+
+    def fail_after_data(proto, path, **kwargs):
+        real_save(proto, path, **kwargs)
+        raise KeyboardInterrupt  # e.g. Ctrl-C once the tensors are written
+
+    monkeypatch.setattr(onnx, "save_model", fail_after_data)
+    with pytest.raises(KeyboardInterrupt):
+        fileio.save_onnx(model, ws / "big.onnx")
+    assert {name: (ws / name).read_bytes() for name in good} == good
+    assert temp_leftovers(ws) == []
+    monkeypatch.setattr(onnx, "save_model", real_save)
+    reloaded = onnx.load(ws / "big.onnx", load_external_data=False)
+    assert reloaded.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
