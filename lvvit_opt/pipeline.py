@@ -299,7 +299,11 @@ def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitel
         compiled[path.name] = stages.run(
             f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home}, [path],
             lambda result: [result["om"]], lambda p=path: _compile(p, options, compile_onnx, log))
-    return {"compiled": True, "models": compiled}
+    from .ascend.om_graph import compare_om_files  # what atc compiled (atc --mode=1), original vs rewritten
+
+    kernels = {str(batch): compare_om_files([compiled[o.name]["om"], compiled[r.name]["om"]], env=env)
+               for batch, (o, r) in models.items()}
+    return {"compiled": True, "models": compiled, "kernels": kernels}
 
 
 def _script_soc_version(requested: str, env: dict) -> tuple[str, str]:

@@ -58,6 +58,8 @@ def render_markdown(summary, options, bench: BenchReport | None) -> str:
     if summary.atc.get("compiled"):
         for name, info in summary.atc.get("models", {}).items():
             lines.append(f"- `{name}` -> `{info.get('om')}` ({info.get('seconds')} s)")
+        for batch, table in summary.atc.get("kernels", {}).items():  # `lvvit-opt inspect` of both .om files
+            lines += ["", f"Kernels atc compiled, batch {batch} (`atc --mode=1`):", "", "```", *table, "```"]
     else:
         lines.append(f"atc not found on this machine; the exact commands are in `{summary.atc.get('commands_file')}`.")
     lines += ["", "## Throughput before / after", ""]

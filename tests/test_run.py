@@ -87,7 +87,13 @@ def test_run_with_stand_in_ascend_tools_compiles_validates_and_benches_om(tmp_pa
     report = bench["reports"]["2"]
     assert [r["backend"] for r in report["results"]] == ["ais_bench", "ais_bench"]
     assert all(v["passed"] for v in report["validation"].values()) and len(report["validation"]) == 2
-    assert "backend **om**" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "backend **om**" in markdown
+    kernels = summary.atc["kernels"]["2"]  # the rewrite reached the compiled model (lvvit-opt inspect)
+    assert kernels[0].split() == ["compiled", "kernels", "lvvit_golden_bs2.om", "lvvit_golden_bs2_opt.om"]
+    assert kernels[4].split() == ["Softmax,", "last", "axis", "2", "0"]
+    assert kernels[5].split() == ["Softmax,", "other", "axis", "0", "2"]
+    assert "Kernels atc compiled, batch 2 (`atc --mode=1`):\n\n```\n" + "\n".join(kernels) + "\n```" in markdown
 
 
 def test_cli_run_bad_input(tmp_path, cli_runner, no_tools):
