@@ -25,8 +25,11 @@ ONNX_PROTO_LIMIT = 2 * 1024**3 - 1024**2
 TEMP_MARKER = ".lvvit-tmp."
 _TEMP_NAME = re.compile(r"^\..+" + re.escape(TEMP_MARKER) + r"(\d+)\.[0-9a-f]+")
 _swept_dirs: set[str] = set()
+NAME_IN_TEMP = 120      # characters of the destination's name kept in its temp name
+NAME_MAX = 255          # bytes of one path component on Linux/macOS file systems
 # Write failures that are about the destination, not a bug: reported as one line.
-_NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG,
+                   errno.ENAMETOOLONG}
 
 PathArg = Union[str, os.PathLike, None]
 
@@ -47,6 +50,10 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
     files = _present(outputs)
     dirs = _present(output_dirs or {})
     sources = _present(inputs or {})
+    for label, path in files + dirs:
+        if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+            raise OutputRefused(f"{label} {str(path)[:80]}...: a name in this path is longer than {NAME_MAX} bytes",
+                                [path])
     for label, path in files:
         if path.is_dir():
             raise OutputRefused(f"{label} {path}: is a directory; give a file name", [path])
@@ -131,7 +138,8 @@ def require_writable_dir(directory: str | os.PathLike, what: str) -> None:
 def temp_path_for(dest: str | os.PathLike, suffix: str = ".tmp") -> Path:
     """The temporary name `atomic_path` uses for `dest` in this process (unique per call)."""
     dest = Path(dest)
-    return dest.parent / f".{dest.name}{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+    name = dest.name[:NAME_IN_TEMP]  # a long (legal) name must not give an illegal temp name
+    return dest.parent / f".{name}{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}{suffix}"
 
 
 def is_stale_temp(name: str) -> bool:
@@ -216,9 +224,14 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
                 os.chmod(tmp_path, dest.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, dest)
+        try:
+            os.replace(tmp_path, dest)
+        except OSError as exc:
+            if exc.errno in _NO_ROOM_ERRNOS:
+                raise UserError(f"cannot write {dest}: {exc.strerror}") from None
+            raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
 
 

@@ -224,3 +224,16 @@ def test_external_data_save_failing_midway_leaves_neither_file(ws, monkeypatch):
     monkeypatch.setattr(onnx, "save_model", real_save)
     reloaded = onnx.load(ws / "big.onnx", load_external_data=False)
     assert reloaded.graph.initializer[0].data_location == onnx.TensorProto.EXTERNAL
+
+
+def test_a_name_longer_than_the_file_system_allows_is_refused(ws):
+    before = snapshot(ws)
+    assert_refused(invoke(["apply", "m.onnx", "-o", "a" * 260 + ".onnx"], ws), 2, "longer than 255 bytes")
+    assert diff_snapshots(before, snapshot(ws)) == []
+
+
+def test_the_longest_legal_name_is_written_and_leaves_no_temp(ws):
+    name = "a" * 250 + ".onnx"   # 255 bytes: our temp name must stay legal too
+    outcome = invoke(["apply", "m.onnx", "-o", name, "--passes", "cleanup", "-q"], ws)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (ws / name).is_file() and temp_leftovers(ws) == []
