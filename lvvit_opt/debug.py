@@ -423,7 +423,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     try:
         ref = ExposedOnnx(reference, [t.name for t in tensors], reference_path)
         del reference
-        input_set = load_inputs(inputs, ref.inputs, seed=seed, batch_size=batch_size)
+        input_set = load_inputs(inputs, ref.inputs, seed=seed, batch_size=batch_size, model=reference_path)
         if mode == "dump" and len(input_set.feeds) != 1:
             raise UserError(f"an NPU dump holds one inference; --inputs gave {len(input_set.feeds)} batches "
                             "(pass the exact batch ais_bench ran on)")

@@ -7,6 +7,7 @@ have passed (in the spirit of Polygraphy's comparator).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
@@ -290,11 +291,14 @@ def default_tolerance_for(candidate) -> Tolerance:
 
 def validate_models(reference, candidate, *, golden: str | None = None, inputs: int | str = 4, seed: int = 0,
                     tolerance: Tolerance | None = None, batch_size: int | None = None,
-                    candidate_options: Mapping[str, Any] | None = None) -> ValidationResult:
+                    candidate_options: Mapping[str, Any] | None = None,
+                    inputs_model: str | None = None) -> ValidationResult:
     """Run `reference` (ONNX path or ModelProto) and `candidate` (.onnx/.om path or ModelProto)
     on the same seeded inputs (or a golden file's inputs) and compare their outputs.
 
-    `inputs`: a number of seeded random batches, or a file/directory (see lvvit_opt.inputs).
+    `inputs`: a number of seeded random batches, or a file/directory (see lvvit_opt.inputs);
+    an image folder follows the preprocessing recorded in `inputs_model` (default: whichever
+    of reference and candidate is an .onnx path).
     Inputs follow the candidate's input specs (a compiled or fixed-shape candidate decides
     the batch); a symbolic batch becomes `batch_size` or 1. With `golden`, the candidate is
     also compared to the stored outputs. Default tolerance: fp16 for .om, tight otherwise.
@@ -314,7 +318,8 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
             stored = {o.name: data[o.name] for o in ref_runner.outputs if o.name in data}
             source = {"kind": "golden", "source": f"golden file {golden}", "seed": None, "sets": len(feeds)}
         else:
-            input_set = load_inputs(inputs, cand_runner.inputs, seed=seed, batch_size=batch_size)
+            input_set = load_inputs(inputs, cand_runner.inputs, seed=seed, batch_size=batch_size,
+                                    model=inputs_model or _onnx_path(reference) or _onnx_path(candidate))
             feeds, source = input_set.feeds, input_set.to_dict()
         ref_out = run_feeds(ref_runner, feeds, "validate: reference")
         cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
@@ -350,6 +355,13 @@ def check_same_inputs(reference_specs, candidate_specs) -> None:
                             "they cannot run on the same feeds")
 
 
+def _onnx_path(model) -> str | None:
+    """`model` when it is the path of an .onnx (whose metadata an image folder follows)."""
+    if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
+        return str(model)
+    return None
+
+
 def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: int = 0,
                 batch_size: int | None = None) -> dict[str, tuple]:
     """Run `model_path` on `inputs` (a number of seeded random batches, or a file/directory:
@@ -360,7 +372,7 @@ def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: 
 
     runner = open_model_runner(model_path)
     try:
-        feeds = load_inputs(inputs, runner.inputs, seed=seed, batch_size=batch_size).feeds
+        feeds = load_inputs(inputs, runner.inputs, seed=seed, batch_size=batch_size, model=_onnx_path(model_path)).feeds
         outputs = run_feeds(runner, feeds)
     finally:
         runner.close()

@@ -60,15 +60,17 @@ def parse_inputs_arg(value: InputsArg) -> int | Path:
     return path
 
 
-def load_inputs(value: InputsArg, specs: Sequence, *, seed: int = 0, batch_size: int | None = None) -> InputSet:
-    """Feed sets for a model with input `specs` (runtime TensorSpec-like: name, shape, dtype)."""
+def load_inputs(value: InputsArg, specs: Sequence, *, seed: int = 0, batch_size: int | None = None,
+                model: str | os.PathLike | None = None) -> InputSet:
+    """Feed sets for a model with input `specs` (runtime TensorSpec-like: name, shape, dtype).
+    `model`: the .onnx whose recorded preprocessing (metadata_props) an image folder goes through."""
     parsed = parse_inputs_arg(value)
     if isinstance(parsed, int):
         from .golden import make_inputs
 
         feeds = make_inputs(specs, count=parsed, seed=seed, batch_size=batch_size)
         return InputSet(feeds, "random", f"{parsed} seeded random batch(es) (seed {seed})", seed)
-    arrays, kind, source, details = _read_arrays(parsed, specs)
+    arrays, kind, source, details = _read_arrays(parsed, specs, model)
     feeds = split_feeds(arrays, specs, what=source)
     return InputSet(feeds, kind, source, None, details)
 
@@ -109,11 +111,11 @@ def _shape_text(shape) -> str:
     return "(" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in shape) + ")"
 
 
-def _read_arrays(path: Path, specs: Sequence) -> tuple[dict[str, np.ndarray], str, str, dict]:
+def _read_arrays(path: Path, specs: Sequence, model=None) -> tuple[dict[str, np.ndarray], str, str, dict]:
     if path.is_dir():
         if any(path.glob("*.bin")):
             return _read_preprocessed(sorted(path.glob("*.bin")), specs, f"{path}/")
-        return _read_images(path, specs)
+        return _read_images(path, specs, model)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if len(specs) != 1:
@@ -213,14 +215,14 @@ def _allocate_rows(count: int, size: int, what: str) -> np.ndarray:
     return np.empty((count, 3, size, size), dtype=np.float32)
 
 
-def _read_images(folder: Path, specs: Sequence) -> tuple[dict, str, str, dict]:
+def _read_images(folder: Path, specs: Sequence, model=None) -> tuple[dict, str, str, dict]:
     from dataclasses import asdict
 
     from .data.images import list_images
-    from .data.transform import EvalTransform
+    from .data.transform import eval_transform_for
 
     spec = _single_image_spec(specs, f"{folder}/")
-    transform = EvalTransform(img_size=spec.shape[-1])
+    transform, origin = eval_transform_for(model, img_size=spec.shape[-1])
     paths = list_images(folder)
     rows = _allocate_rows(len(paths), transform.img_size, f"{len(paths)} image(s) from {folder}/")
     for row, path in enumerate(paths):
@@ -228,7 +230,7 @@ def _read_images(folder: Path, specs: Sequence) -> tuple[dict, str, str, dict]:
             transform.normalize(transform.load_crop(path), out=rows[row])
         except Exception as exc:
             raise UserError(f"{path}: cannot read this image ({type(exc).__name__}: {str(exc)[:200]})") from None
-    source = (f"{folder}/ ({len(paths)} image(s), eval transform: resize {transform.resize_shorter_to}, "
-              f"center crop {transform.img_size}, {transform.interpolation})")
+    source = (f"{folder}/ ({len(paths)} image(s), eval transform from {origin}: resize "
+              f"{transform.resize_shorter_to}, center crop {transform.img_size}, {transform.interpolation})")
     return {spec.name: rows}, "images", source, {"path": str(folder), "files": len(paths),
-                                                  "transform": asdict(transform)}
+                                                  "transform": asdict(transform), "transform_from": origin}

@@ -98,14 +98,14 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     ops_before = dict(op_counts(model))
     pipeline = run_pipeline(model, names, options, check_each=check_each, in_place=not (validate or check_each),
                             check_seed=seed, check_batch_size=batch_size, tolerance=tolerance,
-                            check_inputs=validation_inputs)
+                            check_inputs=validation_inputs, check_inputs_model=str(in_path))
     result = ApplyResult(str(in_path), str(out_path), pipeline.reports, ops_before, dict(op_counts(pipeline.model)),
                          checks=pipeline.checks)
     if validate:
         from ..golden import validate_models
 
         result.validation = validate_models(model, pipeline.model, inputs=validation_inputs, seed=seed,
-                                            batch_size=batch_size, tolerance=tolerance)
+                                            batch_size=batch_size, tolerance=tolerance, inputs_model=str(in_path))
     if result.validation is None or result.validation.passed:
         save_onnx(pipeline.model, out_path)
         result.written = True

@@ -54,12 +54,13 @@ class PipelineResult:
 def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mapping[str, Mapping[str, Any]] | None = None,
                  check_each: bool = False, *, in_place: bool = False, check_seed: int = 0,
                  check_batch_size: int | None = None, tolerance=None, check_inputs: int | str = 1,
-                 check_structure: bool = True) -> PipelineResult:
+                 check_structure: bool = True, check_inputs_model: str | None = None) -> PipelineResult:
     """Run the named passes in order on `model` (not modified unless `in_place`).
 
     options: pass name -> {option: value} (strings are converted to the option's type).
     check_each: after every pass, run the original and the current graph on onnxruntime on
-    seeded inputs (or `check_inputs`: see lvvit_opt.inputs); the first pass that breaks
+    seeded inputs (or `check_inputs`: see lvvit_opt.inputs; an image folder follows the
+    preprocessing recorded in the .onnx `check_inputs_model`); the first pass that breaks
     equivalence raises PassBrokeEquivalence naming it.
     check_structure: after every pass (before any numeric check), onnx.checker and strict
     shape inference; the first pass that breaks the graph raises PassBrokeStructure.
@@ -92,7 +93,8 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
                 raise PassBrokeStructure(f"pass {graph_pass.name!r} left an invalid graph: {problem} "
                                          f"(passes before it: {ran})", graph_pass.name, reports)
         if check_each:
-            validation = _check(original, current, check_seed, check_batch_size, tolerance, check_inputs)
+            validation = _check(original, current, check_seed, check_batch_size, tolerance, check_inputs,
+                                check_inputs_model)
             checks[graph_pass.name] = validation.to_dict()
             if not validation.passed:
                 ran = ", ".join(r.name for r in reports[:-1]) or "nothing"
@@ -118,10 +120,11 @@ def structural_problem(model: onnx.ModelProto) -> str | None:
     return None
 
 
-def _check(reference, candidate, seed, batch_size, tolerance, inputs=1):
+def _check(reference, candidate, seed, batch_size, tolerance, inputs=1, inputs_model=None):
     from ..golden import validate_models
 
-    return validate_models(reference, candidate, inputs=inputs, seed=seed, batch_size=batch_size, tolerance=tolerance)
+    return validate_models(reference, candidate, inputs=inputs, seed=seed, batch_size=batch_size, tolerance=tolerance,
+                           inputs_model=inputs_model)
 
 
 def format_op_table(before: Mapping[str, int], after: Mapping[str, int]) -> str:

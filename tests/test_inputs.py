@@ -97,7 +97,8 @@ def test_golden_make_and_apply_take_real_inputs(cli_runner, golden_onnx, images,
     applied = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "--inputs", str(folder),
                                        "--report", str(tmp_path / "r.json")])
     assert applied.exit_code == 0, applied.output
-    assert "2 image(s), eval transform: resize 248, center crop 224, bicubic" in applied.output
+    assert ("2 image(s), eval transform from defaults (LV-ViT-S): resize 248, center crop 224, bicubic"
+            in applied.output)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["validation"]["input_source"]["kind"] == "images"
 
@@ -140,3 +141,20 @@ def test_more_images_than_memory_is_refused_before_reading(images, monkeypatch):
     monkeypatch.setattr("lvvit_opt.resources.available_memory", lambda: 1024 * 1024)
     with pytest.raises(UserError, match=r"2 image\(s\) from .* needs about .* of memory"):
         load_inputs(images[0], SPEC)
+
+
+def test_image_folders_follow_the_preprocessing_the_model_records(golden_onnx, images, tmp_path):
+    """A model exported with other preprocessing (metadata_props): its images are cut its way."""
+    from lvvit_opt.metadata import Preprocessing, set_props
+
+    model = onnx.load(golden_onnx)
+    recorded = Preprocessing((3, 224, 224), 1.0, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), source="test")
+    set_props(model, recorded.to_props())
+    path = tmp_path / "other_preprocessing.onnx"
+    onnx.save(model, str(path))
+    expected = EvalTransform(224, 1.0, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    array = np.stack([expected(images[0] / "a.png"), expected(images[0] / "b.jpg")])
+    result = validate_models(str(path), str(path), inputs=str(images[0]))
+    assert result.input_source["transform_from"] == "model metadata of other_preprocessing.onnx"
+    assert load_inputs(images[0], SPEC, model=str(path)).feeds[0]["image"].tobytes() == array.tobytes()
+    assert not np.array_equal(array, images[1])  # LV-ViT's defaults would have given other pixels
