@@ -157,3 +157,14 @@ def parse_int_list(text: str, what: str = "value") -> list[int]:
     if not values or any(v <= 0 for v in values):
         raise click.BadParameter(f"expected positive integers for {what}, got {text!r}")
     return values
+
+
+CANN_HOME_HELP = ("CANN toolkit root [default: $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH, $install_path, "
+                  "/usr/local/Ascend/ascend-toolkit/latest, ~/Ascend/ascend-toolkit/latest]. Its set_env.sh is "
+                  "sourced for the Ascend tools only.")
+
+
+def cann_home_option(fn):
+    """`--cann-home DIR` (parameter `cann_home`), the same on every verb that runs an Ascend tool."""
+    return click.option("--cann-home", type=click.Path(file_okay=False), default=None, metavar="DIR",
+                        help=CANN_HOME_HELP)(fn)

@@ -5,7 +5,7 @@ import logging
 
 import click
 
-from ._base import handle_errors, main
+from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_file, json_option
 from .types import SOC_VERSION, ModelFile
 
@@ -35,9 +35,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
               help="atc --fusion_switch_file (turn fusion passes on/off).")
 @click.option("--extra-args", default=None, metavar='"..."',
               help='More atc flags, appended verbatim, e.g. --extra-args "--op_select_implmode=high_performance".')
-@click.option("--cann-home", type=click.Path(file_okay=False), default=None,
-              help="CANN toolkit root [default: $ASCEND_TOOLKIT_HOME, $install_path, "
-                   "/usr/local/Ascend/ascend-toolkit/latest]. Its set_env.sh is sourced for atc only.")
+@cann_home_option
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Where atc's output goes. [default: PREFIX.atc.log]")
 @click.option("--dry-run", is_flag=True, help="Print the atc command line and exit 0 without running it.")

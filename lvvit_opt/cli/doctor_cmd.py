@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main
+from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_option
 
 
 @main.command("doctor")
 @click.option("--model", type=click.Path(dir_okay=False), default=None,
               help="Also check whether this ONNX model's Transpose shapes get atc's fast Transpose kernel.")
-@click.option("--cann-home", type=click.Path(file_okay=False), default=None,
-              help="CANN toolkit root [default: $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH, $install_path, "
-                   "/usr/local/Ascend/ascend-toolkit/latest, ~/Ascend/ascend-toolkit/latest].")
+@cann_home_option
 @click.option("--transpose-file", type=click.Path(dir_okay=False), default=None,
               help="The transpose.py to check [default: found like `lvvit-opt whitelist` finds it].")
 @click.option("--workdir", type=click.Path(file_okay=False), default=".", show_default=True,

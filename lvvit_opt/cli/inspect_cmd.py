@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main
+from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_option
 
 
@@ -12,8 +12,7 @@ from .output import echo, emit_result, json_option
 @click.option("--keep-json", type=click.Path(dir_okay=False), default=None,
               help="Keep atc's JSON of the (single) model here [default: a temporary file, removed].")
 @click.option("--top", type=click.IntRange(min=1), default=None, help="List only the N most frequent op types.")
-@click.option("--cann-home", type=click.Path(file_okay=False), default=None,
-              help="CANN toolkit root whose set_env.sh is sourced for atc [default: as `lvvit-opt atc`].")
+@cann_home_option
 @json_option
 @handle_errors
 def inspect_command(models, keep_json, top, cann_home, json_out) -> None:

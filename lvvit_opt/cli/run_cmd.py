@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main, parse_int_list
+from ._base import cann_home_option, handle_errors, main, parse_int_list
 
 
 @main.command("run")
@@ -19,8 +19,7 @@ from ._base import handle_errors, main, parse_int_list
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights.")
 @click.option("--non-strict", is_flag=True, help="Load a checkpoint with mismatched keys (listed as a warning).")
-@click.option("--cann-home", type=click.Path(file_okay=False), default=None,
-              help="CANN toolkit root (default: $ASCEND_TOOLKIT_HOME, $install_path, /usr/local/Ascend/ascend-toolkit/latest).")
+@cann_home_option
 @click.option("--soc-version", default="auto", show_default=True, help="atc --soc_version; auto reads npu-smi info.")
 @click.option("--patch-whitelist", is_flag=True, help="Patch CANN's transpose.py with the graph's Transpose shapes (backup kept).")
 @click.option("--whitelist-file", type=click.Path(dir_okay=False), default=None, help="The transpose.py to patch.")
