@@ -50,6 +50,9 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
         msaccucmp convert output): files {op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}
         .output.{i}.npy matched to ONNX node names. --inputs must be the batch the NPU ran.
 
+    Tolerance per tensor: validate's tight one for an ONNX candidate, its fp16 one
+    (cosine >= 0.999) for --fp16 and dumps; --atol/--rtol/--min-cosine override.
+
     Prints the first failing tensor (node, op type, metrics, the last passing tensor before
     it), the worst tensors and a per-op-type summary; --json holds all of it, the first
     failure under result.first_divergence (null when everything agrees). Exit 0 when every
