@@ -133,6 +133,15 @@ def require_writable_dir(directory: str | os.PathLike, what: str) -> None:
             os.unlink(probe)
 
 
+def require_regular_file(path: str | os.PathLike) -> Path:
+    """UserError unless `path` is a regular file (or absent: the caller's "no such file" then):
+    reading /dev/zero or a FIFO as a text input would never end and eat the memory."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{path}: not a regular file")
+    return path
+
+
 # -- atomic writes ------------------------------------------------------------------------
 
 def temp_path_for(dest: str | os.PathLike, suffix: str = ".tmp") -> Path:

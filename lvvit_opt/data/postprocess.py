@@ -21,6 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from ..errors import UserError
+from ..fileio import require_regular_file
 from .images import image_stem
 
 RESULT_FILE = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.(?P<ext>txt|bin|npy)$")
@@ -85,7 +86,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
 
     Blank lines are ignored; anything else that does not fit is a UserError naming the line.
     """
-    path = Path(path)
+    path = require_regular_file(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the first name
     except OSError as exc:

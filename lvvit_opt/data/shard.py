@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence, TypeVar
 
 from ..errors import UserError
+from ..fileio import require_regular_file
 from .images import image_stem
 from .postprocess import AccuracyResult, score_predictions
 
@@ -141,7 +142,7 @@ class MergedResult:
 
 def read_result_file(path: str | os.PathLike) -> dict:
     """A verb's JSON result (bare, or inside the {"command", ..., "result": {...}} envelope)."""
-    path = Path(path)
+    path = require_regular_file(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:

@@ -176,3 +176,15 @@ def test_data_outputs_aliasing_inputs_are_refused(data, argv, words):
     before = snapshot(data)
     assert_refused(invoke(argv, data), 2, words)
     _unchanged(data, before)
+
+
+@pytest.mark.parametrize("verb", ["postprocess", "eval"])
+def test_labels_that_never_end_are_refused(data, verb):
+    """/dev/zero (or a FIFO) as --labels: one line, not a hang eating memory."""
+    argv = (["postprocess", "results", "--labels", "/dev/zero"] if verb == "postprocess" else
+            ["eval", "m.onnx", "--data", "images", "--labels", "/dev/zero", "--workers", "1"])
+    assert_refused(invoke(argv, data), 2, "not a regular file")
+
+
+def test_merge_of_a_result_that_never_ends_is_refused(data):
+    assert_refused(invoke(["merge", "/dev/zero"], data), 2, "not a regular file")
