@@ -118,11 +118,15 @@ def export_onnx(
         with plain_attention(net), warnings.catch_warnings():
             # timm's shape asserts are traced as constants, as intended for a fixed-shape export
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(
-                net, (example,), buffer, dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
-            )
+            try:
+                torch.onnx.export(
+                    net, (example,), buffer, dynamo=False, opset_version=opset,
+                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], do_constant_folding=True,
+                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+                )
+            except Exception as exc:  # an op this exporter/opset cannot write: one line, not pages of IR
+                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                raise UserError(f"torch.onnx.export cannot export {model} at opset {opset}: {reason}") from None
     onnx_model = onnx.load_from_string(buffer.getvalue())
     del buffer
     notes = []

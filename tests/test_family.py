@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 
+from fakes.ascend_env import no_tools  # noqa: F401  (fixture)
 from lvvit_opt.cli import main
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 from lvvit_opt.data.transform import EvalTransform, eval_transform_for, transform_from_onnx
@@ -276,3 +277,15 @@ def test_eval_feeds_the_model_its_own_transform(test_vit_onnx, images, tmp_path)
     assert f"preprocessing: {result.preprocessing}" in result.summary()
     overridden = evaluate(test_vit_onnx, images, labels, workers=1, limit=2, crop_pct=0.5)
     assert overridden.preprocessing.startswith("160 px, crop_pct 0.5, bicubic")
+
+
+def test_cli_run_with_a_timm_model(tmp_path, cli_runner, no_tools):
+    out = tmp_path / "run"
+    result = cli_runner.invoke(main, ["run", "--model", "test_vit", "--batch-sizes", "2", "--out", str(out),
+                                      "--bench-duration", "0.2", "--bench-rounds", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["whitelist"]["shapes"] == [[2, 2, 101, 101], [2, 101, 101, 2]]  # 2 heads, 10x10 patches + cls
+    assert report["applies"]["2"]["validation"]["passed"] is True
+    assert "--input_shape=image:2,3,160,160" in (out / "atc_commands.sh").read_text()
+    assert transform_from_onnx(out / "test_vit_bs2_opt.onnx") == TEST_VIT_TRANSFORM

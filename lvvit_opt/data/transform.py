@@ -156,9 +156,11 @@ def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_p
     Raises UserError when a recorded value is malformed or asks for a crop mode other than
     center. The keys are described in lvvit_opt.metadata.
 
-    For `validate --inputs IMAGES` (and any verb that decodes images for a model):
-        transform = transform_from_onnx(model_path) or EvalTransform()
+    For `validate --inputs IMAGES` (lvvit_opt/inputs.py `_read_images`, which today builds
+    `EvalTransform(img_size=spec.shape[-1])`) and any verb that decodes images for a model:
+        transform = transform_from_onnx(model_path, img_size=spec.shape[-1]) or EvalTransform(img_size=...)
         batch = np.stack([transform(image) for image in images])
+    so that a CrossViT gets its 240 px crops and mean/std, lvvit_m/l crop 1.0, DeiT 0.875.
     """
     if Path(path).suffix.lower() != ".onnx":
         return None
