@@ -320,9 +320,11 @@ def _script_soc_version(requested: str, env: dict) -> tuple[str, str]:
 
 
 def _compile(path: Path, options: RunOptions, compile_onnx, log) -> dict:
-    result = compile_onnx(path, soc_version=options.soc_version, cann_home=options.cann_home,
-                          log_file=path.with_suffix(".atc.log"),
-                          progress=lambda elapsed, line: None)
+    model = path.resolve()
+    # atc leaves fusion_result.json and kernel_meta/ in its working directory: keep them in --out
+    result = compile_onnx(model, soc_version=options.soc_version, cann_home=options.cann_home,
+                          log_file=path.with_suffix(".atc.log"), output=str(model.with_suffix("")),
+                          progress=lambda elapsed, line: None, cwd=model.parent)
     log(f"  compiled {result.om_path} in {result.elapsed_s:.1f} s")
     return {"om": str(result.om_path), "log": str(result.log_path), "seconds": round(result.elapsed_s, 2),
             "command": result.command}

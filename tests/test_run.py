@@ -110,8 +110,15 @@ def test_run_benches_the_om_atc_really_wrote_with_newer_naming(tmp_path, fake_ai
     import platform
 
     monkeypatch.setenv("LVVIT_FAKE_CANN", "8.0")
+    monkeypatch.setenv("LVVIT_FAKE_ATC_ARTEFACTS", "1")
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     out = tmp_path / "run"
     summary = run(_options(out, soc_version="Ascend310"), log=lambda m: None)
+    # atc's working files (fusion_result.json, kernel_meta/) land in --out, not where run was started
+    assert (out / "fusion_result.json").is_file() and (out / "kernel_meta").is_dir()
+    assert list(elsewhere.iterdir()) == []
     written = {name: Path(entry["om"]) for name, entry in summary.atc["models"].items()}
     suffix = f"_linux_{platform.machine()}.om"
     assert written == {"lvvit_golden_bs2.onnx": out / f"lvvit_golden_bs2{suffix}",

@@ -435,15 +435,16 @@ def check_soc_name(soc_version: str) -> str:
 
 def compile_onnx(model_path: str | os.PathLike, *, soc_version: str = "auto", cann_home: str | None = None,
                  log_file: str | os.PathLike | None = None, progress: ProgressCallback | None = None,
-                 **command_options) -> AtcResult:
+                 cwd: str | os.PathLike | None = None, **command_options) -> AtcResult:
     """One call for pipelines: CANN env, soc detection, command, run. Raises on any failure.
 
-    command_options go to build_atc_command (output, batch_size, log, precision_mode, ...).
+    command_options go to build_atc_command (output, batch_size, log, precision_mode, ...). `cwd` is where
+    atc runs: it leaves `fusion_result.json` and `kernel_meta/` there (pass absolute model/output paths).
     """
     env = cann_environment(cann_home)
     soc = resolve_soc_version(soc_version, env)
     command = build_atc_command(model_path, soc_version=soc, **command_options)
-    return run_atc(command, log_path=log_file, env=env, progress=progress)
+    return run_atc(command, log_path=log_file, env=env, progress=progress, cwd=cwd)
 
 
 def _split_extra(extra_args: str | Sequence[str] | None) -> list[str]:
