@@ -68,6 +68,7 @@ INFO_CASES = {
     "Ascend910-A3_no-version-line_vllm-ascend-2534": (None, "Chip Phy-ID", 3,
                                                       (0, "Ascend910", "OK", 0, 0, "0000:9D:00.0"), None),
     "redacted-xxx_25.5.0_hiascend-doc": ("25.5.0", "Chip Device", 1, (0, "xxx", "OK", 0, 0, None), None),
+    "910A_readme-example_tdnn": (None, "Chip Device", 2, (0, "910A", "OK", 0, 0, "0000:82:00.0"), "Ascend910A"),
 }
 
 
