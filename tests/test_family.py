@@ -4,6 +4,8 @@ preprocessing in metadata_props and the verbs that read it back (timm's tiny tes
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +66,8 @@ def test_known_names_pass(name):
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(UserError, match=r"did you mean vit_base_patch16_224, .*deit_base_patch16_224"):
         check_model_name("vit_bse_patch16_224")
-    with pytest.raises(UserError, match=r"unknown model 'qqqqqq'.*1371 timm 1\.0\.31 models$"):
+    version, names = committed_timm_models()
+    with pytest.raises(UserError, match=rf"unknown model 'qqqqqq'.* {len(names)} timm {re.escape(version)} models$"):
         check_model_name("qqqqqq")
 
 
@@ -75,9 +78,10 @@ def test_unknown_name_fails_before_torch_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     first, message = done.stdout.split("\n", 1)
     assert first == "2 False False", done.stdout + done.stderr
+    version, names = committed_timm_models()
     assert message.strip().splitlines() == [
-        "error: unknown model 'deit_tiny_patch16_22': not an LV-ViT variant (lvvit_t, lvvit_s, lvvit_m, lvvit_l, "
-        "lvvit_golden) nor one of the 1371 timm 1.0.31 models; did you mean deit_tiny_patch16_224, "
+        f"error: unknown model 'deit_tiny_patch16_22': not an LV-ViT variant (lvvit_t, lvvit_s, lvvit_m, lvvit_l, "
+        f"lvvit_golden) nor one of the {len(names)} timm {version} models; did you mean deit_tiny_patch16_224, "
         "vit_tiny_patch16_224, vit_tiny_patch16_384, deit_tiny_distilled_patch16_224, deit_base_patch16_224?"]
     assert not (tmp_path / "x.onnx").exists()
 
@@ -228,6 +232,13 @@ def test_transform_from_onnx_flags_win(test_vit_onnx, golden_onnx, tmp_path):
     assert transform_from_onnx(golden_onnx) is None  # no metadata
     assert transform_from_onnx(tmp_path / "model.om") is None
     assert eval_transform_for(golden_onnx, crop_pct=1.0) == (EvalTransform(crop_pct=1.0), "defaults (LV-ViT-S)")
+    # an .om has no metadata_props: the ONNX it was compiled from, beside it, speaks for it
+    shutil.copyfile(test_vit_onnx, tmp_path / "vit_bs2.onnx")
+    for om in ("vit_bs2.om", "vit_bs2_linux_aarch64.om"):
+        (tmp_path / om).write_bytes(b"om")
+        assert eval_transform_for(tmp_path / om) == (TEST_VIT_TRANSFORM, f"model metadata of vit_bs2.onnx (beside {om})")
+    (tmp_path / "other.om").write_bytes(b"om")
+    assert eval_transform_for(tmp_path / "other.om") == (EvalTransform(), "defaults (LV-ViT-S)")
 
 
 def test_bad_crop_mode_is_refused(test_vit_onnx, tmp_path):
@@ -260,6 +271,16 @@ def test_cli_preprocess_reads_the_models_metadata(test_vit_onnx, images, tmp_pat
     wanted = EvalTransform(128, 1.0, "bicubic", (0.5,) * 3, (0.5,) * 3)(first)
     np.testing.assert_array_equal(np.fromfile(flagged / f"{first.stem}.bin", dtype=np.float32).reshape(3, 128, 128),
                                   wanted)
+
+
+def test_cli_preprocess_never_writes_over_the_model(test_vit_onnx, images, tmp_path, cli_runner):
+    model = tmp_path / "m.onnx"
+    shutil.copyfile(test_vit_onnx, model)
+    before = model.read_bytes()
+    result = cli_runner.invoke(main, ["preprocess", str(images), str(tmp_path / "bins"), "--model", str(model),
+                                      "--info", str(model)])
+    assert result.exit_code == 2 and "is the input --model" in result.output
+    assert model.read_bytes() == before and not (tmp_path / "bins").exists()
 
 
 def test_eval_feeds_the_model_its_own_transform(test_vit_onnx, images, tmp_path):

@@ -122,7 +122,8 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
     from ..data.transform import eval_transform_for
     from ..fileio import guard_outputs
 
-    guard_outputs({"--info": info_file, "--json": json_out}, {"SRC_DIR": src_dir}, output_dirs={"OUT_DIR": out_dir})
+    guard_outputs({"--info": info_file, "--json": json_out}, {"SRC_DIR": src_dir, "--model": model_file},
+                  output_dirs={"OUT_DIR": out_dir})
     transform, source = eval_transform_for(model_file, img_size=img_size, crop_pct=crop_pct,
                                            interpolation=interpolation)
     click.echo(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "

@@ -185,11 +185,19 @@ def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_p
 def eval_transform_for(model: str | Path | None, *, img_size: int | None = None, crop_pct: float | None = None,
                        interpolation: str | None = None) -> tuple[EvalTransform, str]:
     """The transform to feed `model`, and where it came from: the model's metadata with the
-    explicit arguments on top, else LV-ViT-S's defaults with them on top."""
-    recorded = transform_from_onnx(model, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation) \
-        if model is not None and Path(model).is_file() else None
+    explicit arguments on top, else LV-ViT-S's defaults with them on top. An .om carries no
+    metadata: the ONNX it was compiled from is used when it lies beside it under the seed's
+    naming (x.onnx for x.om or x_linux_<arch>.om)."""
+    source = Path(model) if model is not None else None
+    if source is not None and source.suffix.lower() == ".om":
+        from ..ascend.atc import source_onnx
+
+        source = source_onnx(source)
+    recorded = transform_from_onnx(source, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation) \
+        if source is not None and source.is_file() else None
     if recorded is not None:
-        return recorded, f"model metadata of {Path(model).name}"
+        beside = f" (beside {Path(model).name})" if source != Path(model) else ""
+        return recorded, f"model metadata of {source.name}{beside}"
     defaults = EvalTransform()
     try:
         transform = EvalTransform(img_size=img_size or defaults.img_size,
