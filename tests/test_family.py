@@ -202,6 +202,25 @@ def test_official_layout_is_converted_by_timms_filter(tmp_path):
     assert any("converted from the official layout" in m for m in messages)
 
 
+def test_official_swin_checkpoint_is_converted(tmp_path):
+    """microsoft/Swin-Transformer's layout: {'model': ...}, downsample at the end of a stage
+    (layers.0.downsample), `head.` for the classifier, persistent relative_position_index buffers."""
+    import re as regex
+
+    source = create_model("swin_tiny_patch4_window7_224", seed=3)
+    official = {}
+    for key, value in source.state_dict().items():
+        key = regex.sub(r"layers\.(\d+)\.downsample", lambda m: f"layers.{int(m.group(1)) - 1}.downsample", key)
+        official[key.replace("head.fc.", "head.")] = value
+    official["layers.0.blocks.0.attn.relative_position_index"] = torch.zeros(49, 49, dtype=torch.long)
+    assert "layers.0.downsample.reduction.weight" in official
+    torch.save({"model": official}, str(tmp_path / "swin_tiny_patch4_window7_224.pth"))
+    loaded = create_model("swin_tiny_patch4_window7_224", tmp_path / "swin_tiny_patch4_window7_224.pth")
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((1, 3, 224, 224), dtype=np.float32))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), source.eval()(x))
+
+
 # --- metadata readers ----------------------------------------------------------------------
 
 def test_preprocessing_round_trip_and_bad_values():
