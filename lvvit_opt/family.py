@@ -34,6 +34,7 @@ class FamilyRow:
     max_abs_diff: float = float("nan")
     export_s: float = 0.0
     apply_s: float = 0.0
+    preprocessing: str = ""  # what export recorded in the metadata: "240 px, crop 0.875, bicubic, mean ..."
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,4 +78,14 @@ def check_model(name: str, workdir: str | os.PathLike, batch_size: int = 1, seed
         skipped=list(details["skipped"]), whitelist_shapes=created,
         whitelist_reported=all(tuple(s) in reported for s in created),
         validation_passed=bool(applied.validation and applied.validation.passed), max_abs_diff=diff,
-        export_s=export_s, apply_s=apply_s)
+        export_s=export_s, apply_s=apply_s, preprocessing=_describe(exported.metadata))
+
+
+def _describe(props: dict[str, str]) -> str:
+    from .metadata import Preprocessing
+
+    pre = Preprocessing.from_props(props)
+    if pre is None:
+        return "-"
+    return (f"{pre.input_size[1]} px, crop {pre.crop_pct:g}, {pre.interpolation}, "
+            f"mean {','.join(f'{m:g}' for m in pre.mean)}")

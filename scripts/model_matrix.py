@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def format_table(rows) -> str:
     header = ["model", "params", "softmax found", "wrapped", "skipped (reason)", "whitelist shapes",
-              "max abs diff", "valid", "export s", "apply s"]
+              "max abs diff", "valid", "export s", "apply s", "preprocessing (metadata)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         skipped = "; ".join(f"{n} ({reason})" for reason, n in row.skip_reasons.items()) or "0"
@@ -32,7 +32,7 @@ def format_table(rows) -> str:
         lines.append("| " + " | ".join([
             row.model, f"{row.parameters / 1e6:.1f} M", str(row.softmax_found), str(row.wrapped), skipped, shapes,
             f"{row.max_abs_diff:.2g}", "PASS" if row.validation_passed else "FAIL",
-            f"{row.export_s:.1f}", f"{row.apply_s:.1f}"]) + " |")
+            f"{row.export_s:.1f}", f"{row.apply_s:.1f}", row.preprocessing]) + " |")
     return "\n".join(lines)
 
 

@@ -329,3 +329,13 @@ def test_cli_run_with_a_timm_model(tmp_path, cli_runner, no_tools):
     assert report["applies"]["2"]["validation"]["passed"] is True
     assert "--input_shape=image:2,3,160,160" in (out / "atc_commands.sh").read_text()
     assert transform_from_onnx(out / "test_vit_bs2_opt.onnx") == TEST_VIT_TRANSFORM
+
+
+def test_family_check_model_row(tmp_path):
+    from lvvit_opt.family import check_model
+
+    row = check_model("test_vit", tmp_path, batch_size=1)
+    assert (row.parameters, row.img_size, row.softmax_found, row.wrapped, row.skipped) == (371240, 160, 6, 6, [])
+    assert row.whitelist_shapes == [[1, 2, 101, 101], [1, 101, 101, 2]] and row.whitelist_reported
+    assert row.validation_passed and row.max_abs_diff == 0.0 and row.random_weights
+    assert row.preprocessing == "160 px, crop 0.95, bicubic, mean 0.5,0.5,0.5"

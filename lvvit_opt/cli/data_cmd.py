@@ -82,8 +82,8 @@ def _transform_options(fn):
                       help="Resize filter [default: the model's metadata, else bicubic].")(fn)
     fn = click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
                       help="Resize the shorter side to floor(img_size / crop_pct), then center-crop "
-                           "(0.9 -> 248 then 224) [default: the model's metadata (lvvit_m/l 1.0, DeiT 0.875, "
-                           "...), else 0.9].")(fn)
+                           "(0.9 -> 248 then 224) [default: the model's metadata (lvvit_m/l and CaiT 1.0, DeiT 0.9, "
+                           "CrossViT 0.875, ...), else 0.9].")(fn)
     return fn
 
 
