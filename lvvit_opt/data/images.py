@@ -4,10 +4,12 @@ Shared by `preprocess` (writes .bin files) and `eval` (streams into the model).
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..errors import UserError
@@ -57,7 +59,8 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()):
     (onnxruntime, torch): forkserver where available, else spawn."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return context.Pool(workers, initializer=_init_pool_worker, initargs=(initializer, initargs))
+    with signals_held():
+        return context.Pool(workers, initializer=_init_pool_worker, initargs=(initializer, initargs))
 
 
 def _init_pool_worker(initializer, initargs: tuple) -> None:
@@ -69,11 +72,43 @@ def _init_pool_worker(initializer, initargs: tuple) -> None:
     remove its temporary file. And a worker dies with its parent (PR_SET_PDEATHSIG on
     Linux) instead of writing on after a kill -9 and failing with BrokenPipe tracebacks.
     """
+    worker_signals()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def worker_signals() -> None:
+    """Call first in any worker process: ignore Ctrl-C (the parent handles it), exit quietly on
+    SIGTERM (finally-blocks run), and die with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_quietly)
     _die_with_parent()
-    if initializer is not None:
-        initializer(*initargs)
+    if hasattr(signal, "pthread_sigmask"):  # started under signals_held(): take signals from now on
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold Ctrl-C and SIGTERM while worker processes start: a worker cut off while reading its
+    start-up data from the parent dies with an EOFError traceback. In the parent a signal that
+    arrives meanwhile is recorded and raised again when the block ends; workers inherit the
+    blocked mask and take signals from worker_signals() on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    handlers = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in watched}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, set(watched)) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        yield
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # pending ones land in `caught`
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def _exit_quietly(signum, frame) -> None:

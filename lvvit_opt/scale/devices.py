@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..data.images import signals_held, worker_signals
 from ..errors import LvvitOptError, ToolFailed, UserError
 
 log = logging.getLogger(__name__)
@@ -73,13 +74,16 @@ def run_per_device(target: Callable, devices: Sequence[int], args: tuple,
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     barrier = context.Barrier(len(devices))
-    processes = {d: context.Process(target=target, args=(d, *args, barrier, messages), name=f"lvvit-opt-device{d}",
-                                    daemon=False) for d in devices}
+    processes = {d: context.Process(target=_child, args=(target, d, *args, barrier, messages),
+                                    name=f"lvvit-opt-device{d}", daemon=False) for d in devices}
     results: dict[int, object] = {}
     errors: dict[int, BaseException] = {}
+    started = []  # a signal may arrive between two starts: only these can be stopped and joined
     try:
         for process in processes.values():
-            process.start()
+            with signals_held():
+                process.start()
+                started.append(process)
         while len(results) + len(errors) < len(processes):
             try:
                 kind, device, payload = messages.get(timeout=POLL_S)
@@ -94,8 +98,13 @@ def run_per_device(target: Callable, devices: Sequence[int], args: tuple,
             else:
                 errors[device] = payload
                 barrier.abort()
+    except BaseException:  # Ctrl-C, SIGTERM: stop the devices now, not after their work
+        for process in started:
+            if process.is_alive():
+                process.terminate()
+        raise
     finally:
-        for process in processes.values():
+        for process in started:
             process.join(timeout=10)
             if process.is_alive():
                 process.terminate()
@@ -103,6 +112,12 @@ def run_per_device(target: Callable, devices: Sequence[int], args: tuple,
     if errors:
         raise _first_error(errors)
     return results
+
+
+def _child(target: Callable, *args) -> None:
+    """A device process: quiet on Ctrl-C/SIGTERM, dies with the parent, then the target."""
+    worker_signals()
+    target(*args)
 
 
 def _check_alive(processes, results, errors, messages, barrier) -> None:

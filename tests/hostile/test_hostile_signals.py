@@ -125,3 +125,37 @@ def test_preprocess_workers_die_with_a_killed_parent_and_the_next_run_cleans_up(
                               "--img-size", "32"], capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr
     assert temp_leftovers(out_dir) == [] and len(list(out_dir.glob("*.bin"))) == 12
+
+
+@pytest.mark.parametrize("sig, code, word", SIGNALS, ids=["SIGINT", "SIGTERM"])
+def test_eval_on_several_devices_stops_every_device_process(tmp_path, sig, code, word):
+    """eval --device 0,1 runs one process per device: a signal stops all of them at once,
+    quietly (no traceback per process)."""
+    import shutil
+
+    from hostile_helpers import GOLDEN_DIR
+
+    images, labels = build_images(tmp_path, count=40)
+    shutil.copyfile(GOLDEN_DIR / "lvvit_golden.onnx", tmp_path / "m.onnx")
+    proc = _start(["eval", "m.onnx", "--data", images, "--labels", labels, "--device", "0,1", "--workers", "1"],
+                  tmp_path)
+    started = wait_for(lambda: proc.poll() is not None or _session_size(proc.pid) >= 3, timeout=120)
+    assert started and proc.poll() is None, proc.communicate()
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    _assert_clean_exit(proc, out, err, code, word)
+    assert wait_for(lambda: not _children_alive(proc.pid), timeout=15), "a device process outlived the run"
+
+
+def _session_size(sid: int) -> int:
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                count += os.getsid(int(entry.name)) == sid
+            except (ProcessLookupError, PermissionError):
+                continue
+    return count
