@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,52 @@ def test_labels_outside_the_models_classes_are_refused_on_devices_too(golden_onn
     labels = {p.name: 4321 for p in sorted(data.iterdir())}
     with pytest.raises(UserError, match=r"^device [01]: labels: 9 label\(s\) outside the model's 1000 classes"):
         evaluate(golden_onnx, data, labels, workers=1, devices=[0, 1])
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pids) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()
+            and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+@pytest.mark.parametrize("signame, exit_code", [("SIGTERM", 143), ("SIGKILL", -9)])
+def test_a_stopped_bench_stops_every_device_process(tiny_om, tmp_path, signame, exit_code):
+    """SIGTERM: the children are stopped at once (not after a grace period each); kill -9 of
+    the parent: they die with it (PR_SET_PDEATHSIG) instead of measuring on for minutes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PATH=os.pathsep.join([str(FAKES_DIR), VENV_BIN, os.environ.get("PATH", "")]),
+               PYTHONPATH=str(FAKES_DIR / "python"), FAKE_NPU_COUNT="2", FAKE_NPU_SLOW="0:50,1:50")
+    proc = subprocess.Popen([sys.executable, "-m", "lvvit_opt", "bench", tiny_om, "--device", "0,1", "--duration", "300",
+                             "--warmup", "0", "--skip-validate"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while len(_children(proc.pid)) < 2 and time.monotonic() < deadline:  # the device processes (+ a tracker)
+        time.sleep(0.2)
+    time.sleep(3)  # into the measurement
+    children = _children(proc.pid)
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, signame))
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == exit_code, output
+    assert time.monotonic() - sent < 8, output  # no 10 s grace per child: a measurement is worthless once stopped
+    deadline = time.monotonic() + 8
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), output
+    assert "Traceback" not in output, output
