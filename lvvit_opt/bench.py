@@ -7,6 +7,7 @@ the ratio of each to the first, computed per round, with its spread.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
@@ -16,11 +17,15 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .errors import ToolFailed, UserError, ValidationFailed
+from .logs import LogCallback, reporter
+from .progress import task
+
+logger = logging.getLogger(__name__)
 
 def _backends() -> tuple[str, ...]:
     from .runtime.registry import backend_choices
@@ -70,23 +75,42 @@ class BenchReport:
                 "validation": self.validation, "results": [asdict(r) for r in self.results]}
 
     def format_table(self) -> str:
-        header = f"{'model':<34} {'bs':>3} {'backend':<12} {'fps':>9} {'p50 ms':>8} {'p90 ms':>8} {'spread':>7} {'ratio':>16}"
-        lines = [header, "-" * len(header)]
+        from .table import format_table
+
+        rows = []
         for r in self.results:
             ratio = "" if r.ratio_to_first is None else (
                 f"{r.ratio_to_first:.3f}x" + (f" [{r.ratio_spread[0]:.2f}-{r.ratio_spread[1]:.2f}]" if r.ratio_spread else ""))
-            lines.append(f"{_short(r.model):<34} {r.batch_size:>3} {r.backend:<12} {r.fps:>9.1f} "
-                         f"{r.latency_median_ms:>8.2f} {r.latency_p90_ms:>8.2f} {r.fps_spread_pct:>6.1f}% {ratio:>16}")
+            rows.append([_short(r.model), r.batch_size, r.backend, f"{r.fps:.1f}", f"{r.latency_median_ms:.2f}",
+                         f"{r.latency_p90_ms:.2f}", f"{r.fps_spread_pct:.1f}%", ratio])
+        table = format_table(["model", "bs", "backend", "fps", "p50 ms", "p90 ms", "spread", "ratio"], rows,
+                             align="lrlrrrrr").splitlines()
+        lines = table[:2]
+        for row, r in zip(table[2:], self.results):
+            lines.append(row)
             if "card" in r.details:
                 from .scale.devices import format_card
 
                 lines += format_card(r)
             if "card_fps" in r.details:
-                lines.append(f"{'':<34} {'':>3} card fps = {r.fps:.1f} x {r.details['chips']} chips = "
-                             f"{r.details['card_fps']:.1f}")
+                lines.append(f"  card fps = {r.fps:.1f} x {r.details['chips']} chips = {r.details['card_fps']:.1f}")
         for s in self.skipped:
             lines.append(f"skipped: {s}")
         return "\n".join(lines)
+
+    def runtime_notes(self) -> list[str]:
+        """How each backend actually ran (the providers onnxruntime really used, the device of an
+        .om runner), from the runners' own descriptions, not from what was asked."""
+        notes = []
+        for backend in dict.fromkeys(r.backend for r in self.results):
+            details = next(r.details for r in self.results if r.backend == backend)
+            if details.get("providers") is not None:
+                used = ", ".join(details.get("providers") or [])
+                notes.append(f"{backend}: threads {self.settings.get('threads')}; providers used: {used}")
+            else:
+                extras = [f"{k} {details[k]}" for k in ("device_id", "chips", "timing") if k in details]
+                notes.append(f"{backend}: " + ("; ".join(extras) if extras else "no further details"))
+        return notes
 
 
 def _short(path: str, width: int = 34) -> str:
@@ -181,7 +205,7 @@ def bench_models(
     device_id: int = 0,
     validate: bool = True,
     reference: str | None = None,
-    log: Callable[[str], None] = print,
+    log: LogCallback = None,
     devices: Sequence[int] | None = None,
 ) -> BenchReport:
     """Measure `models` interleaved at each batch size.
@@ -195,6 +219,7 @@ def bench_models(
     devices: run every device at once, one process and runner each (scale.devices): each
     result's fps is then the measured card total, with every device in its details.
     """
+    log = reporter(logger, log)
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if not models:
@@ -206,7 +231,7 @@ def bench_models(
         from .scale.devices import threads_per_device
 
         threads = threads_per_device(None, len(devices) if devices else 1)
-    providers = [PROVIDER_ALIASES.get(p.lower(), p) for p in providers] if providers else None
+    providers = check_providers(providers, log) if providers else None
     if backend == "trtexec":
         return _bench_trtexec(models, batch_sizes or [1, 16], log)
 
@@ -230,6 +255,32 @@ def bench_models(
     if devices:
         settings["devices"] = list(devices)
     return BenchReport(results, machine_info(), settings, skipped, validation)
+
+
+def check_providers(providers: Sequence[str], log=None) -> list[str]:
+    """Aliases (cpu, cuda, tensorrt, ...) to onnxruntime's names, checked against this build.
+
+    A name onnxruntime does not know, or a list none of whose providers this build has, is a
+    UserError naming the available ones (never a silent fall-back to CPU); providers this
+    build lacks are dropped with a warning."""
+    import onnxruntime as ort
+
+    log = reporter(logger, log)
+    names = [PROVIDER_ALIASES.get(p.strip().lower(), p.strip()) for p in providers if p.strip()]
+    available = ort.get_available_providers()
+    unknown = [p for p in names if p not in ort.get_all_providers()]
+    if unknown:
+        raise UserError(f"unknown onnxruntime provider(s) {', '.join(unknown)}; available here: "
+                        f"{', '.join(available)} (aliases: {', '.join(PROVIDER_ALIASES)})")
+    usable = [p for p in names if p in available]
+    if not usable:
+        raise UserError(f"none of the providers {', '.join(names)} is available in this onnxruntime build; "
+                        f"available here: {', '.join(available)}")
+    missing = [p for p in names if p not in available]
+    if missing:
+        log.warning(f"provider(s) {', '.join(missing)} not available in this onnxruntime build; "
+                    f"running on {', '.join(usable)}")
+    return usable
 
 
 def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: list[str]) -> dict[int, list]:
@@ -265,10 +316,12 @@ def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, provid
         latencies: list[list[float]] = [[] for _ in runners]
         round_fps: list[list[float]] = [[] for _ in runners]
         log(f"batch {batch}: {len(runners)} model(s) x {rounds} rounds x {slot:.2f} s, interleaved")
-        for _round in range(rounds):
-            for i, (runner, feed) in enumerate(zip(runners, feeds)):
-                spent, count = _timed_slot(runner, feed, slot, latencies[i])
-                round_fps[i].append(batch * count / spent)
+        with task(f"bench batch {batch}", total=rounds * len(runners), unit="slot") as bar:
+            for _round in range(rounds):
+                for i, (runner, feed) in enumerate(zip(runners, feeds)):
+                    spent, count = _timed_slot(runner, feed, slot, latencies[i])
+                    round_fps[i].append(batch * count / spent)
+                    bar.update(1)
         results = [_summarise(name, kind, batch, lat, fps, runner.describe(), position)
                    for (name, _, kind, position), runner, lat, fps in zip(entries, runners, latencies, round_fps)]
         return _with_ratios(results)
@@ -434,7 +487,9 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
         series = [r for r in report.results if r.position == position]
         xs = [batches.index(r.batch_size) + (i - (len(positions) - 1) / 2) * width for r in series]
         ys = [r.fps for r in series]
-        err = np.array([[r.fps - min(r.round_fps), max(r.round_fps) - r.fps] for r in series]).T
+        # fps is over all iterations, not a mean of the rounds: it may sit a rounding error (or, with
+        # uneven rounds, more) outside [min, max] of the rounds; matplotlib refuses negative bars.
+        err = np.clip(np.array([[r.fps - min(r.round_fps), max(r.round_fps) - r.fps] for r in series]).T, 0, None)
         label = (labels or {}).get(position, f"{position + 1}. {Path(series[0].model).name}")
         bars = ax.bar(xs, ys, width * 0.95, yerr=err, capsize=3, label=label)
         ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], padding=2, fontsize=8)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from typing import Any, Callable
 from . import __version__
 from .errors import UserError, ValidationFailed
 from .fileio import write_text_atomic
+from .logs import LogCallback, reporter
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PASSES = ("softmax_transpose", "cleanup")
 STATE_FILE = ".stages.json"
@@ -125,8 +129,10 @@ class _Stages:
         return result
 
 
-def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
-    """The whole pipeline; returns what it did (also written to report.json / report.md)."""
+def run(options: RunOptions, log: LogCallback = None) -> RunSummary:
+    """The whole pipeline; returns what it did (also written to report.json / report.md).
+    Messages go to `logging` (and to `log` when given)."""
+    log = reporter(logger, log)
     out = Path(options.out)
     _check_options(options)  # the whole plan, before anything is created
     options = _resolve_soc_early(options)
@@ -136,8 +142,8 @@ def run(options: RunOptions, log: Callable[[str], None] = print) -> RunSummary:
         raise UserError(f"--out {out}: cannot create it ({exc.strerror})") from None
     summary = RunSummary(out=out, random_weights=options.checkpoint is None)
     if summary.random_weights:
-        log("WARNING: no --checkpoint: RANDOM weights (seed "
-            f"{options.seed}). Graphs, validation and fps are real; accuracy is meaningless.")
+        log.warning(f"no --checkpoint: RANDOM weights (seed {options.seed}). Graphs, validation and fps are "
+                    "real; accuracy is meaningless.")
     stages = _Stages(out, summary, log)
     models = {}
     for batch in options.batch_sizes:
@@ -230,7 +236,7 @@ def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary:
         f"export bs{batch}", export_params, checkpoint_inputs, [original],
         lambda: export_onnx(original, model=options.model, checkpoint=options.checkpoint, batch_size=batch,
                             seed=options.seed, ema=options.ema, strict=options.strict,
-                            log=lambda m: log(f"  {m}")).to_dict())
+                            log=log.child("  ")).to_dict())
     summary.applies[batch] = stages.run(
         f"apply bs{batch}", {"passes": list(options.passes)}, [original], [optimized],
         lambda: apply_file(original, optimized, list(options.passes)).to_dict())
@@ -343,5 +349,5 @@ def _bench_stage(options: RunOptions, models, atc: dict, stages: _Stages, out: P
             f"bench bs{batch}", params, files, [],
             lambda f=files, b=batch: bench_models([str(p) for p in f], [b], backend="om" if use_om else "ort",
                                                   duration=options.bench_duration, rounds=options.bench_rounds,
-                                                  threads=options.threads, log=lambda m: log(f"  {m}")).to_dict())
+                                                  threads=options.threads, log=log.child("  ")).to_dict())
     return {"backend": "om" if use_om else "onnxruntime", "reports": reports}

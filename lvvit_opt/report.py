@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from .bench import BenchReport, BenchResult, plot_fps
 from .fileio import write_text_atomic
+
+logger = logging.getLogger(__name__)
 
 
 def merged_bench(summary) -> BenchReport | None:
@@ -24,21 +27,33 @@ def write_reports(summary, options) -> None:
     bench = merged_bench(summary)
     data = summary.to_dict()
     data["options"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(options).items()}
+    plotted = False
     if bench is not None and bench.results:
-        plot_fps(bench, out / "fps.png", title=f"{options.model}: before / after ({summary.bench.get('backend')})",
-                 labels={0: "before (exported + onnxsim)", 1: f"after ({','.join(options.passes)})"})
-        data["fps_plot"] = str(out / "fps.png")
+        # the stages before are cached: a plot that fails must not cost report.md on every re-run
+        try:
+            plot_fps(bench, out / "fps.png", title=f"{options.model}: before / after ({summary.bench.get('backend')})",
+                     labels={0: "before (exported + onnxsim)", 1: f"after ({','.join(options.passes)})"})
+            data["fps_plot"] = str(out / "fps.png")
+            plotted = True
+        except Exception as exc:  # matplotlib's errors are many; the numbers are in the tables anyway
+            data["fps_plot_error"] = f"{type(exc).__name__}: {exc}"
+            logger.warning(f"fps.png not drawn ({type(exc).__name__}: {exc}); report.md has the numbers")
     write_text_atomic(out / "report.json", json.dumps(data, indent=2, default=str) + "\n")
-    write_text_atomic(out / "report.md", render_markdown(summary, options, bench))
+    write_text_atomic(out / "report.md", render_markdown(summary, options, bench, plotted=plotted))
 
 
-def render_markdown(summary, options, bench: BenchReport | None) -> str:
+def render_markdown(summary, options, bench: BenchReport | None, plotted: bool = True) -> str:
     lines = [f"# lvvit-opt run: {options.model}", ""]
+    random_tensors = sorted({t for e in summary.exports.values() for t in e.get("random_tensors", [])})
     if summary.random_weights:
         lines += [f"> **Weights were RANDOM** (no `--checkpoint`; seed {options.seed}). Graph structure, "
                   "validation and fps are real measurements; accuracy is meaningless.", ""]
     else:
         lines += [f"Weights: `{options.checkpoint}`" + (" (EMA)" if options.ema else ""), ""]
+    if random_tensors:
+        lines += [f"> **Weights were partly RANDOM** (`--non-strict`): {len(random_tensors)} tensor(s) were not in "
+                  f"the checkpoint and keep their seeded random init (seed {options.seed}): "
+                  + ", ".join(f"`{t}`" for t in random_tensors) + ". Accuracy is not the checkpoint's.", ""]
     lines += ["## What was done", ""]
     for stage in summary.stages:
         status = "skipped (unchanged)" if stage["status"] == "skipped" else f"{stage['seconds']:.1f} s"
@@ -49,11 +64,15 @@ def render_markdown(summary, options, bench: BenchReport | None) -> str:
         lines.append(_validation_row(batch, applied.get("validation")))
     lines += ["", "## CANN transpose whitelist", ""]
     shapes = summary.whitelist.get("shapes", [])
-    lines.append("Transpose input shapes created by the passes (whitelisted): " + (", ".join(f"`{tuple(s)}`" for s in shapes) or "none"))
-    if summary.whitelist.get("patched"):
-        lines.append(f"\nPatched: {summary.whitelist['patched'].get('message')}")
-    elif summary.whitelist.get("note"):
-        lines.append(f"\n{summary.whitelist['note']}")
+    listed = ", ".join(f"`{tuple(s)}`" for s in shapes) or "none"
+    patched = summary.whitelist.get("patched")
+    if patched:
+        lines.append(f"Transpose input shapes created by the passes: {listed}.")
+        lines.append(f"\nPatched: {patched.get('message')}")
+    else:
+        lines.append(f"Transpose input shapes created by the passes, to whitelist on a white-list-era CANN: {listed}.")
+        if summary.whitelist.get("note"):
+            lines.append(f"\n{summary.whitelist['note'][:1].upper()}{summary.whitelist['note'][1:]}.")
     lines += ["", "## atc", ""]
     if summary.atc.get("compiled"):
         for name, info in summary.atc.get("models", {}).items():
@@ -63,7 +82,7 @@ def render_markdown(summary, options, bench: BenchReport | None) -> str:
     else:
         lines.append(f"atc not found on this machine; the exact commands are in `{summary.atc.get('commands_file')}`.")
     lines += ["", "## Throughput before / after", ""]
-    lines += _fps_table(bench, summary)
+    lines += _fps_table(bench, summary, plotted)
     return "\n".join(lines) + "\n"
 
 
@@ -78,7 +97,7 @@ def _validation_row(batch, validation: dict | None) -> str:
     return f"| {batch} | {'PASS' if validation.get('passed') else 'FAIL'} | {worst:.3g} | {cosine:.8f} | {agree} |"
 
 
-def _fps_table(bench: BenchReport | None, summary) -> list[str]:
+def _fps_table(bench: BenchReport | None, summary, plotted: bool = True) -> list[str]:
     if bench is None or not bench.results:
         return ["No measurement."]
     machine = bench.machine
@@ -98,7 +117,7 @@ def _fps_table(bench: BenchReport | None, summary) -> list[str]:
         spread = f" ({after.ratio_spread[0]:.2f}-{after.ratio_spread[1]:.2f})" if after.ratio_spread else ""
         lines.append(f"| {batch} | {before.fps:.1f} | {after.fps:.1f} | {after.ratio_to_first:.3f}x{spread} | "
                      f"{before.latency_median_ms:.2f} | {after.latency_median_ms:.2f} |")
-    lines += ["", "![fps](fps.png)"]
+    lines += ["", "![fps](fps.png)" if plotted else "(fps.png could not be drawn; see report.json `fps_plot_error`)"]
     if summary.bench.get("backend") == "onnxruntime":
         lines += ["", "Note: onnxruntime on this machine's CPU, not an Ascend NPU. The softmax rewrite targets "
                   "Ascend's softmax kernel; on a CPU no gain is expected: this table proves the rewrite costs nothing here, not its NPU speed-up."]

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
 
+from fakes.ascend_env import fake_ais_bench, fake_om, fake_tools, no_tools  # noqa: F401  (fixtures)
 from lvvit_opt.checkpoint import save_checkpoint
 from lvvit_opt.cli import main
 from lvvit_opt.model import create_model
@@ -65,7 +65,7 @@ def test_validate_with_a_golden_file_as_candidate_says_what_to_do(cli_runner, go
     golden = str(repo_root / "golden" / "lvvit_golden.npz")
     result = cli_runner.invoke(main, ["validate", golden_onnx, golden])
     assert result.exit_code == 2
-    assert "not a model file (expected .onnx or .om)" in result.stderr
+    assert "not a model file (expected .om or .onnx)" in result.stderr
     assert "lvvit-opt golden check MODEL GOLDEN.npz" in result.stderr
     assert "ais_bench" not in result.output and "Traceback" not in result.output
 
@@ -92,3 +92,162 @@ def test_apply_prints_pass_once(cli_runner, golden_onnx, tmp_path):
     result = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "o.onnx")])
     assert result.exit_code == 0, result.output
     assert _verdict_lines(result.stdout) == ["PASS (atol=0.0001, rtol=0.001, min_cosine=0.99999)"]
+
+
+# ---------------------------------------------------------------- eval/preprocess transform from the model
+
+@pytest.mark.parametrize("crop, interp, name, path, expected", [
+    (None, None, None, "runs/x/lvvit_m_bs16_opt.onnx", (1.0, "bicubic", "lvvit_m configuration (from the model's file name)")),
+    (None, None, None, "lvvit_s_bs1.onnx", (0.9, "bicubic", "lvvit_s configuration (from the model's file name)")),
+    (None, None, "lvvit_l", "model.onnx", (1.0, "bicubic", "lvvit_l configuration (from --model-name)")),
+    (None, None, None, "model.onnx", (0.9, "bicubic", "default (LV-ViT-S)")),
+    (None, None, None, "lvvit_mega.onnx", (0.9, "bicubic", "default (LV-ViT-S)")),
+    (0.95, "bilinear", None, "lvvit_m.onnx", (0.95, "bilinear", "given")),
+    (0.95, None, None, "lvvit_m.onnx", (0.95, "bicubic", "lvvit_m configuration (from the model's file name)")),
+])
+def test_transform_comes_from_the_model_configuration(crop, interp, name, path, expected):
+    from lvvit_opt.cli.data_cmd import resolve_transform
+
+    assert resolve_transform(crop, interp, name, path) == expected
+
+
+def test_transform_of_an_unknown_model_name_is_an_error():
+    from lvvit_opt.cli.data_cmd import resolve_transform
+    from lvvit_opt.errors import UserError
+
+    with pytest.raises(UserError, match="no eval configuration known for it"):
+        resolve_transform(None, None, "vit_base_patch16_224", None)
+
+
+def test_eval_of_an_lvvit_m_file_uses_crop_pct_1(cli_runner, golden_onnx, tmp_path):
+    import shutil
+
+    from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
+
+    images = make_image_dir(tmp_path / "val", 2, sizes=((300, 200),))
+    labels = write_val_txt(tmp_path / "val.txt", {p.name: 1 for p in images})
+    model = tmp_path / "lvvit_m_bs2.onnx"
+    shutil.copyfile(golden_onnx, model)
+    result = cli_runner.invoke(main, ["eval", str(model), "--data", str(tmp_path / "val"), "--labels", str(labels),
+                                      "--workers", "1", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert _envelope(result)["result"]["transform"] == {
+        "crop_pct": 1.0, "interpolation": "bicubic", "source": "lvvit_m configuration (from the model's file name)"}
+    assert "eval transform: crop_pct 1, bicubic (lvvit_m configuration" in result.stderr
+
+
+# ---------------------------------------------------------------- bench
+
+def test_bench_bogus_provider_is_exit_2_naming_the_available_ones(cli_runner, golden_onnx):
+    import onnxruntime as ort
+
+    result = cli_runner.invoke(main, ["bench", golden_onnx, "--providers", "bogus", "--duration", "0.1"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: unknown onnxruntime provider(s) bogus; available here: "
+                                    + ", ".join(ort.get_available_providers()))
+    assert result.stdout == ""
+
+
+def test_bench_unavailable_provider_alone_is_exit_2_and_with_a_fallback_a_warning(cli_runner, golden_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA")
+    alone = cli_runner.invoke(main, ["bench", golden_onnx, "--providers", "cuda", "--duration", "0.1"])
+    assert alone.exit_code == 2 and "none of the providers CUDAExecutionProvider is available" in alone.stderr
+    fallback = cli_runner.invoke(main, ["bench", golden_onnx, "--providers", "cuda,cpu", "--duration", "0.2",
+                                        "--rounds", "1", "--warmup", "0", "--json", "-"])
+    assert fallback.exit_code == 0, fallback.output
+    data = _envelope(fallback)
+    assert data["warnings"] == ["provider(s) CUDAExecutionProvider not available in this onnxruntime build; "
+                                "running on CPUExecutionProvider"]
+    assert data["result"]["results"][0]["details"]["providers"] == ["CPUExecutionProvider"]
+
+
+def test_bench_footer_names_the_providers_actually_used(cli_runner, golden_onnx):
+    result = cli_runner.invoke(main, ["bench", golden_onnx, "--duration", "0.2", "--rounds", "1", "--warmup", "0",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime: threads 1; providers used: CPUExecutionProvider" in result.stdout.splitlines()
+
+
+def test_bench_of_an_om_shows_no_onnxruntime_providers(cli_runner, fake_ais_bench, fake_om):
+    result = cli_runner.invoke(main, ["bench", fake_om[1], "--duration", "0.2", "--rounds", "1", "--warmup", "0",
+                                      "--skip-validate"])
+    assert result.exit_code == 0, result.output
+    assert "providers" not in result.stdout and "ExecutionProvider" not in result.stdout
+    assert "ais_bench: device_id 0; timing ais_bench exec_time_list (device)" in result.stdout.splitlines()
+
+
+def test_plot_with_one_round_whose_fps_is_a_rounding_error_above_it(tmp_path):
+    from PIL import Image
+
+    from lvvit_opt.bench import BenchReport, BenchResult, plot_fps
+
+    result = BenchResult(model="m.onnx", batch_size=1, backend="onnxruntime", fps=100.00000000000001,
+                         latency_median_ms=10.0, latency_p90_ms=10.0, round_fps=[100.0], iterations=10,
+                         fps_spread_pct=0.0)
+    assert result.fps - min(result.round_fps) > 0 and max(result.round_fps) - result.fps < 0
+    plot_fps(BenchReport([result], {}, {"backend": "onnxruntime"}), tmp_path / "fps.png")
+    assert Image.open(tmp_path / "fps.png").format == "PNG"
+
+
+# ---------------------------------------------------------------- run
+
+def _run_args(out) -> list[str]:
+    return ["run", "--model", "lvvit_golden", "--batch-sizes", "2", "--out", str(out), "--bench-duration", "0.2",
+            "--bench-rounds", "1", "--threads", "1"]
+
+
+def test_run_with_one_bench_round_writes_the_report_and_plot(cli_runner, tmp_path, no_tools):
+    from PIL import Image
+
+    out = tmp_path / "run"
+    result = cli_runner.invoke(main, _run_args(out) + ["--json", str(tmp_path / "run.json")])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out / "fps.png").format == "PNG"
+    markdown = (out / "report.md").read_text()
+    assert "![fps](fps.png)" in markdown
+    # the whitelist section no longer claims "(whitelisted)" for shapes it then says were not patched
+    assert "(whitelisted)" not in markdown
+    assert ("Transpose input shapes created by the passes, to whitelist on a white-list-era CANN: "
+            "`(2, 3, 197, 197)`, `(2, 197, 197, 3)`.") in markdown
+    assert "Not patched (pass --patch-whitelist to patch CANN's transpose.py)." in markdown
+    envelope = json.loads((tmp_path / "run.json").read_text())
+    assert envelope["command"] == "run" and envelope["ok"] is True
+    assert envelope["warnings"][0].startswith("no --checkpoint: RANDOM weights")
+    assert f"report: {out / 'report.md'}" in result.stdout
+
+
+def test_cached_rerun_writes_report_md_even_when_the_plot_fails(cli_runner, tmp_path, no_tools, monkeypatch):
+    out = tmp_path / "run"
+    assert cli_runner.invoke(main, _run_args(out)).exit_code == 0
+    (out / "report.md").unlink()
+
+    def broken_plot(*args, **kwargs):
+        raise ValueError("'yerr' must not contain negative values")
+
+    monkeypatch.setattr("lvvit_opt.report.plot_fps", broken_plot)
+    again = cli_runner.invoke(main, _run_args(out) + ["--json", "-"])
+    assert again.exit_code == 0, again.output
+    data = _envelope(again)
+    assert {s["status"] for s in data["result"]["stages"]} == {"skipped"}
+    assert "fps.png not drawn (ValueError: 'yerr' must not contain negative values)" in data["warnings"][-1]
+    markdown = (out / "report.md").read_text()
+    assert "(fps.png could not be drawn; see report.json `fps_plot_error`)" in markdown
+    assert "| 2 | PASS |" in markdown
+    report = json.loads((out / "report.json").read_text())
+    assert report["fps_plot_error"] == "ValueError: 'yerr' must not contain negative values"
+
+
+def test_report_of_a_non_strict_run_names_the_random_tensors():
+    from types import SimpleNamespace
+
+    from lvvit_opt.report import render_markdown
+
+    summary = SimpleNamespace(random_weights=False, exports={2: {"random_tensors": ["head.bias"]}}, stages=[],
+                              applies={}, whitelist={}, atc={}, bench={})
+    options = SimpleNamespace(model="lvvit_s", checkpoint="w.pth", ema=False, seed=0, passes=("cleanup",))
+    markdown = render_markdown(summary, options, None)
+    assert ("> **Weights were partly RANDOM** (`--non-strict`): 1 tensor(s) were not in the checkpoint and keep "
+            "their seeded random init (seed 0): `head.bias`.") in markdown

@@ -123,7 +123,7 @@ def test_cli_eval_limit_and_json(golden_onnx, val_dir, tmp_path, cli_runner):
     assert "top-1: 100.00 % (3/3)" in run.output and "inference only:" in run.output
     assert "note: the model has a fixed batch of 2; --batch-size 16 does not apply" in run.output
     assert "labels without a prediction" not in run.output  # --limit scores only the listed images
-    data = json.loads((tmp_path / "eval.json").read_text())
+    data = json.loads((tmp_path / "eval.json").read_text())["result"]
     assert (data["images"], data["inferred"], data["batches"]) == (3, 3, 2)
     assert (data["accuracy"]["top1_correct"], data["accuracy"]["evaluated"]) == (3, 3)
     assert (data["accuracy"]["labels"], data["accuracy"]["missing_predictions"]) == (3, 0)

@@ -126,7 +126,7 @@ def test_cli_postprocess_prints_and_writes_json(tmp_path, scores, labels, cli_ru
                                    "--json", str(tmp_path / "acc.json")])
     assert run.exit_code == 0, run.output
     assert "top-1: 60.00 % (18/30)" in run.output and "top-5: 80.00 % (24/30)" in run.output
-    data = json.loads((tmp_path / "acc.json").read_text())
+    data = json.loads((tmp_path / "acc.json").read_text())["result"]
     assert (data["top1_correct"], data["top5_correct"], data["evaluated"], data["top1"]) == (18, 24, 30, 0.6)
 
     bad = tmp_path / "bad.txt"

@@ -162,7 +162,7 @@ def test_cli_preprocess_json_and_inputs_untouched(tmp_path, cli_runner):
     assert "3 written, 0 already complete, 0 failed" in run.output
     import json
 
-    data = json.loads((tmp_path / "p.json").read_text())
+    data = json.loads((tmp_path / "p.json").read_text())["result"]
     assert (data["written"], data["output_count"], data["failed"]) == (3, 3, {})
     assert data["transform"] == {"img_size": 224, "crop_pct": 0.9, "interpolation": "bicubic",
                                  "mean": list(MEAN), "std": list(STD)}

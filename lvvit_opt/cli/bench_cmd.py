@@ -1,16 +1,15 @@
 """`lvvit-opt bench`: interleaved before/after throughput."""
 from __future__ import annotations
 
-import json
-
 import click
 
 from ._base import handle_errors, main, parse_int_list
-from .types import Backend
+from .output import echo, emit_result, json_file, json_option
+from .types import Backend, ModelFile
 
 
 @main.command("bench")
-@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("models", nargs=-1, required=True, type=ModelFile())
 @click.option("--batch-sizes", default=None,
               help="Comma-separated batch sizes, e.g. 1,16 (default: each model's own fixed batch; 1,16 for a dynamic one).")
 @click.option("--backend", type=Backend(), default="auto", show_default=True,
@@ -23,7 +22,9 @@ from .types import Backend
 @click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Untimed seconds per model first.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--providers", default=None,
-              help="onnxruntime execution providers in order, e.g. tensorrt,cuda,cpu (missing ones are reported).")
+              help="onnxruntime execution providers in order, e.g. tensorrt,cuda,cpu. An unknown name, or none "
+                   "available in this build, is an error naming the available ones; unavailable ones are "
+                   "dropped with a warning.")
 @click.option("--refix-batch", is_flag=True, help="Re-fix a fixed-batch ONNX to each asked batch size (fix_shapes pass).")
 @click.option("--skip-validate", is_flag=True, help="Measure .om models without first validating them against their ONNX.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
@@ -32,7 +33,7 @@ from .types import Backend
 @click.option("--device", "devices", default=None, metavar="0,1,2,3",
               help="Run every listed device at once, one process each (e.g. the four chips of a 310 card): "
                    "per-device fps and the measured card total, next to the seed-style estimate (one chip x N).")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON.")
+@json_option
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG bar chart of fps.")
 @handle_errors
 def bench_command(models, batch_sizes, backend, duration, rounds, warmup, threads, providers, refix_batch,
@@ -51,7 +52,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     """
     from ..bench import bench_models, plot_fps
     from ..errors import UserError
-    from ..fileio import guard_outputs, write_text_atomic
+    from ..fileio import guard_outputs
     from ..scale.devices import parse_devices
 
     if devices is not None:
@@ -61,26 +62,24 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
         if backend == "trtexec":
             raise UserError("--device runs ais_bench, the benchmark binary or onnxruntime; not trtexec")
 
-    guard_outputs({"--json": json_out, "--plot": plot_out},
+    guard_outputs({"--json": json_file(json_out), "--plot": plot_out},
                   {**{f"MODEL {m}": m for m in models}, "--reference": reference})
     report = bench_models(
         list(models), parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None, backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,
         providers=providers.split(",") if providers else None, refix_batch=refix_batch, device_id=device_id,
-        validate=not skip_validate, reference=reference, log=lambda m: click.echo(m, err=True), devices=devices,
+        validate=not skip_validate, reference=reference, devices=devices,
     )
-    click.echo(report.format_table())
-    settings = report.settings
-    click.echo(f"machine: {report.machine.get('processor')} x{report.machine.get('cpu_count')}; "
-               f"threads: {settings.get('threads')}; providers: {', '.join(settings.get('providers', []))}")
+    echo(report.format_table())
+    echo(f"machine: {report.machine.get('processor')} x{report.machine.get('cpu_count')}")
+    for note in report.runtime_notes():
+        echo(note)
     if len(models) > 1 and all(str(m).lower().endswith(".om") for m in models):
         from ..ascend.om_graph import compare_om_files  # what atc compiled, beside the fps (lvvit-opt inspect)
-        click.echo("\n".join(compare_om_files(models)))
-    if json_out:
-        write_text_atomic(json_out, json.dumps(report.to_dict(), indent=2) + "\n")
-        click.echo(f"wrote {json_out}")
+        echo("\n".join(compare_om_files(models)))
     if plot_out:
         plot_fps(report, plot_out)
-        click.echo(f"wrote {plot_out}")
+        echo(f"wrote {plot_out}")
+    emit_result(report.to_dict(), ok=bool(report.results))
     if not report.results:
         raise click.exceptions.Exit(1)

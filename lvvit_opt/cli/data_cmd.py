@@ -1,52 +1,22 @@
 """`lvvit-opt preprocess | postprocess | eval`: the ImageNet accuracy pipeline (thin layer)."""
 from __future__ import annotations
 
-import json
 import logging
-import sys
-import time
+import os
+import re
 
 import click
 
 from ..errors import ValidationFailed
+from ..progress import counter
 from ._base import handle_errors, main
 from .output import echo, emit_result, json_file, json_option
+from .types import MODEL_NAME, ModelFile
 
 log = logging.getLogger("lvvit_opt.merge")
+logger = logging.getLogger(__name__)
 
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos", "box", "hamming")
-
-
-class _Progress:
-    """`label done/total  N images/s` on stderr: redrawn in place on a terminal, else every 10 %."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.start = time.perf_counter()
-        self.first_done: int | None = None
-        self.last_step = -1
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.first_done is None:
-            self.first_done = done
-        rate = (done - self.first_done) / max(time.perf_counter() - self.start, 1e-9)
-        line = f"{self.label} {done}/{total}  {rate:.1f} images/s"
-        if self.tty:
-            click.echo(f"\r{line}", err=True, nl=done == total)
-            return
-        step = done * 10 // max(total, 1)
-        if step != self.last_step:
-            self.last_step = step
-            click.echo(line, err=True)
-
-
-def _write_json(path: str | None, data: dict) -> None:
-    if path:
-        from ..fileio import write_text_atomic
-
-        write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-        click.echo(f"wrote {path}")
 
 
 class _ShardType(click.ParamType):
@@ -74,17 +44,77 @@ def _shard_option(fn):
 
 def _warn_unkept_shard(shard, json_out) -> None:
     if shard is not None and not json_out:
-        click.echo(f"note: shard {shard} without --json: nothing is kept for `lvvit-opt merge`", err=True)
+        logger.warning(f"shard {shard} without --json: nothing is kept for `lvvit-opt merge`")
 
 
 def _transform_options(fn):
+    fn = click.option("--model-name", type=MODEL_NAME, default=None,
+                      help="Take crop_pct and interpolation from this LV-ViT's configuration (lvvit_t/s: 0.9, "
+                           "lvvit_m/l: 1.0, bicubic), for a model without lvvit-opt metadata (an .om, an older "
+                           "export). [default: the LV-ViT name the model file's name starts with]")(fn)
     fn = click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None,
-                      help="Resize filter [default: the model's metadata, else bicubic].")(fn)
+                      help="Resize filter [default: the model's metadata, else its LV-ViT config "
+                           "(--model-name), else bicubic].")(fn)
     fn = click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
                       help="Resize the shorter side to floor(img_size / crop_pct), then center-crop "
                            "(0.9 -> 248 then 224) [default: the model's metadata (lvvit_m/l and CaiT 1.0, DeiT 0.9, "
-                           "CrossViT 0.875, ...), else 0.9].")(fn)
+                           "CrossViT 0.875, ...), else its LV-ViT config (--model-name), else 0.9].")(fn)
     return fn
+
+
+def _lvvit_name_of(path: str | None) -> str | None:
+    """The LV-ViT config a file is named after (lvvit_m_bs16_opt.om -> lvvit_m), if any."""
+    if not path:
+        return None
+    from ..model import CONFIGS
+
+    stem = os.path.basename(str(path)).lower()
+    names = [n for n in CONFIGS if re.match(rf"{re.escape(n)}(?![a-z0-9])", stem)]
+    return max(names, key=len) if names else None
+
+
+def resolve_transform(crop_pct: float | None, interpolation: str | None, model_name: str | None,
+                      model_path: str | None = None) -> tuple[float, str, str]:
+    """(crop_pct, interpolation, where they came from). Explicit options win; then --model-name's
+    LV-ViT configuration; then the preprocessing recorded in MODEL's metadata (data.transform);
+    then the LV-ViT configuration MODEL's file name starts with (.om files carry no metadata:
+    `run` names them lvvit_m_bs16.om); else LV-ViT-S's 0.9 / bicubic."""
+    from ..errors import UserError
+
+    if crop_pct is not None and interpolation is not None:
+        return _chosen(crop_pct, interpolation, "given")
+    if model_name is None and model_path is not None and os.path.isfile(model_path):
+        from ..data.transform import transform_from_onnx
+
+        recorded = transform_from_onnx(model_path, crop_pct=crop_pct, interpolation=interpolation)
+        if recorded is not None:
+            return _chosen(recorded.crop_pct, recorded.interpolation,
+                           f"model metadata of {os.path.basename(model_path)}")
+    name, source = model_name, "--model-name"
+    if name is None:
+        name, source = _lvvit_name_of(model_path), "the model's file name"
+    config = None
+    if name is not None:
+        from ..model import CONFIGS, default_cfg
+
+        if name in CONFIGS:
+            config = default_cfg(name)
+        elif model_name is not None:
+            raise UserError(f"--model-name {name!r}: no eval configuration known for it (LV-ViT names: "
+                            f"{', '.join(CONFIGS)}); give --crop-pct and --interpolation instead")
+    from ..data.transform import EvalTransform
+
+    defaults = EvalTransform()
+    chosen_crop = crop_pct if crop_pct is not None else config["crop_pct"] if config else defaults.crop_pct
+    chosen_interp = (interpolation if interpolation is not None else config["interpolation"] if config
+                     else defaults.interpolation)
+    origin = f"{name} configuration (from {source})" if config else "default (LV-ViT-S)"
+    return _chosen(chosen_crop, chosen_interp, origin)
+
+
+def _chosen(crop_pct: float, interpolation: str, origin: str) -> tuple[float, str, str]:
+    logger.info(f"eval transform: crop_pct {crop_pct:g}, {interpolation} ({origin})")
+    return crop_pct, interpolation, origin
 
 
 @main.command("preprocess")
@@ -102,11 +132,10 @@ def _transform_options(fn):
 @_transform_options
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
 @_shard_option
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the summary as JSON.")
+@json_option
 @handle_errors
-def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_size, crop_pct, interpolation, limit,
-                       shard,
-                       json_out):
+def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_size, crop_pct, interpolation,
+                       model_name, limit, shard, json_out):
     """Turn ImageNet val images into float32 NCHW `<stem>.bin` files for the benchmark tools.
 
     Byte-identical to the seed's LV_Vit_preprocess.py (timm eval transform: shorter side to
@@ -122,17 +151,20 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
     from ..data.transform import eval_transform_for
     from ..fileio import guard_outputs
 
-    guard_outputs({"--info": info_file, "--json": json_out}, {"SRC_DIR": src_dir, "--model": model_file},
+    guard_outputs({"--info": info_file, "--json": json_file(json_out)}, {"SRC_DIR": src_dir, "--model": model_file},
                   output_dirs={"OUT_DIR": out_dir})
+    if model_name is not None or model_file is not None:
+        crop_pct, interpolation, _ = resolve_transform(crop_pct, interpolation, model_name, model_file)
     transform, source = eval_transform_for(model_file, img_size=img_size, crop_pct=crop_pct,
                                            interpolation=interpolation)
-    click.echo(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "
-               f"{transform.interpolation}, mean {transform.mean}, std {transform.std}")
+    logger.info(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "
+                f"{transform.interpolation}, mean {transform.mean}, std {transform.std}")
     _warn_unkept_shard(shard, json_out)
-    result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
-                            limit=limit, progress=_Progress("preprocess"), shard=shard)
-    click.echo(result.summary())
-    _write_json(json_out, result.to_dict())
+    with counter("preprocess", unit="img") as progress:
+        result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
+                                limit=limit, progress=progress, shard=shard)
+    echo(result.summary())
+    emit_result(result.to_dict(), ok=not result.failed)
     if result.failed:
         raise ValidationFailed(f"{len(result.failed)} of {result.images} images could not be read (listed above); "
                                f"the other outputs are complete")
@@ -145,7 +177,7 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
 @click.option("--dtype", type=click.Choice(["float32", "float16", "float64"]), default="float32", show_default=True,
               help="Element type of .bin outputs.")
 @_shard_option
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@json_option
 @handle_errors
 def postprocess_command(result_dir, labels, dtype, shard, json_out):
     """Top-1/top-5 accuracy from benchmark or ais_bench outputs.
@@ -162,18 +194,18 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
     from ..data import postprocess
     from ..fileio import guard_outputs
 
-    guard_outputs({"--json": json_out}, {"RESULT_DIR": result_dir, "--labels": labels})
+    guard_outputs({"--json": json_file(json_out)}, {"RESULT_DIR": result_dir, "--labels": labels})
     _warn_unkept_shard(shard, json_out)
     result = postprocess(result_dir, labels, dtype=dtype, shard=shard)
-    click.echo(result.summary())
-    _write_json(json_out, result.to_dict())
+    echo(result.summary())
+    emit_result(result.to_dict(), ok=not result.unreadable)
     if result.unreadable:  # the rule of preprocess and eval: the rest is scored, the exit status says some were lost
         raise ValidationFailed(f"{len(result.unreadable)} output file(s) could not be used (listed above); "
                                f"the accuracy covers the other {result.evaluated}")
 
 
 @main.command("eval")
-@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("model", type=ModelFile(exists=True))
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory of ImageNet val images (flat, as distributed).")
 @click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False), help="ImageNet val.txt.")
@@ -195,10 +227,10 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @click.option("--address", default=None, help="Ray cluster address for --engine ray (default: a local Ray).")
 @click.option("--ray-workers", type=click.IntRange(min=1), default=None,
               help="Ray actors to start [default: one per --threads CPUs (or per NPU) the cluster has].")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the result as JSON.")
+@json_option
 @handle_errors
-def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, threads, shard,
-                 devices, engine, address, ray_workers, json_out):
+def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, model_name, threads,
+                 shard, devices, engine, address, ray_workers, json_out):
     """Stream ImageNet val through MODEL (.onnx or .om) and print top-1/top-5.
 
     Decoding and preprocessing run in worker processes while the model infers; no
@@ -215,18 +247,21 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     from ..fileio import guard_outputs
     from ..scale.devices import parse_devices, threads_per_device
 
-    guard_outputs({"--json": json_out}, {"MODEL": model, "--data": data_dir, "--labels": labels})
+    guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--data": data_dir, "--labels": labels})
+    crop_pct, interpolation, origin = resolve_transform(crop_pct, interpolation, model_name, model)
     devices = parse_devices(devices) if devices is not None else None
     if devices and str(model).lower().endswith(".onnx"):
         threads = threads_per_device(threads, len(devices))
     options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
     _warn_unkept_shard(shard, json_out)
-    result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
-                      crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
-                      progress=_Progress("eval"), shard=shard, devices=devices, engine=engine,
-                      ray_address=address, ray_workers=ray_workers)
-    click.echo(result.summary())
-    _write_json(json_out, result.to_dict())
+    with counter("eval", unit="img") as progress:
+        result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
+                          crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
+                          progress=progress, shard=shard, devices=devices, engine=engine,
+                          ray_address=address, ray_workers=ray_workers)
+    echo(result.summary())
+    emit_result(dict(result.to_dict(), transform={"crop_pct": crop_pct, "interpolation": interpolation,
+                                                  "source": origin}), ok=not result.failed)
     if result.failed:  # the same rule as preprocess: the rest is scored, the exit status says some were lost
         raise ValidationFailed(f"{len(result.failed)} of {result.images} images could not be read (listed above); "
                                f"the accuracy covers the other {result.inferred}")
