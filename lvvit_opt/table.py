@@ -21,7 +21,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, align
         align = "".join("r" if isinstance(v, (int, float)) and not isinstance(v, bool) else "l" for v in first)
     if len(align) != ncols:
         raise ValueError(f"align {align!r} does not have {ncols} letters")
-    widths = [max(len(str(h)), *(len(r[i]) for r in body + ([foot] if foot else []))) for i, h in enumerate(headers)]
+    widths = [max([len(str(h))] + [len(r[i]) for r in body + ([foot] if foot else [])]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         parts = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, align)]

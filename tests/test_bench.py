@@ -31,7 +31,9 @@ def test_ratio_lands_on_the_right_side_and_json_and_plot(tmp_path, cli_runner, g
                                       "--warmup", "0.2", "--threads", "2", "--json", str(json_out),
                                       "--plot", str(png_out)])
     assert result.exit_code == 0, result.output
-    data = json.loads(json_out.read_text())
+    envelope = json.loads(json_out.read_text())
+    assert (envelope["command"], envelope["ok"]) == ("bench", True)
+    data = envelope["result"]
     assert set(data) == {"machine", "settings", "skipped", "validation", "results"}
     assert data["settings"]["threads"] == 2 and data["settings"]["providers"] == ["CPUExecutionProvider"]
     first, second = data["results"]

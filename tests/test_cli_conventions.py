@@ -198,5 +198,6 @@ def test_format_table_aligns_numbers_right_and_text_left():
         "---------  ------  -----",
         "total          12     36",
     ]
+    assert format_table(["model", "fps"], [], align="lr").splitlines() == ["model  fps", "-----  ---"]
     with pytest.raises(ValueError, match="2 cells"):
         format_table(["a", "b", "c"], [[1, 2]])

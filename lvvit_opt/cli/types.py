@@ -144,7 +144,7 @@ class ModelFile(click.Path):
         if suffix in (".npz", ".npy"):
             hint = ("; to check a model against a golden file use `lvvit-opt golden check MODEL GOLDEN.npz` "
                     "or `lvvit-opt validate REFERENCE CANDIDATE --golden GOLDEN.npz`")
-        self.fail(f"{value}: not a model file (expected {' or '.join(allowed)}){hint}", param, ctx)
+        self.fail(f"{value}: not a model file (expected {' or '.join(sorted(allowed))}){hint}", param, ctx)
 
 
 SOC_VERSION = SocVersion()
