@@ -76,20 +76,20 @@ def _lvvit_name_of(path: str | None) -> str | None:
 def resolve_transform(crop_pct: float | None, interpolation: str | None, model_name: str | None,
                       model_path: str | None = None) -> tuple[float, str, str]:
     """(crop_pct, interpolation, where they came from). Explicit options win; then --model-name's
-    LV-ViT configuration; then the preprocessing recorded in MODEL's metadata (data.transform);
-    then the LV-ViT configuration MODEL's file name starts with (.om files carry no metadata:
-    `run` names them lvvit_m_bs16.om); else LV-ViT-S's 0.9 / bicubic."""
+    LV-ViT configuration; then the preprocessing recorded in MODEL's metadata (or, for an .om,
+    in the ONNX beside it: data.transform); then the LV-ViT configuration MODEL's file name
+    starts with (`run` names files lvvit_m_bs16.onnx); else LV-ViT-S's 0.9 / bicubic."""
     from ..errors import UserError
 
     if crop_pct is not None and interpolation is not None:
         return _chosen(crop_pct, interpolation, "given")
     if model_name is None and model_path is not None and os.path.isfile(model_path):
-        from ..data.transform import transform_from_onnx
+        from ..data.transform import eval_transform_for
 
-        recorded = transform_from_onnx(model_path, crop_pct=crop_pct, interpolation=interpolation)
-        if recorded is not None:
-            return _chosen(recorded.crop_pct, recorded.interpolation,
-                           f"model metadata of {os.path.basename(model_path)}")
+        # the model's metadata, or for an .om that of the ONNX beside it
+        recorded, source = eval_transform_for(model_path, crop_pct=crop_pct, interpolation=interpolation)
+        if source.startswith("model metadata"):
+            return _chosen(recorded.crop_pct, recorded.interpolation, source)
     name, source = model_name, "--model-name"
     if name is None:
         name, source = _lvvit_name_of(model_path), "the model's file name"
