@@ -156,7 +156,8 @@ class _Recorder:
         self.seen.append(("close",))
 
 
-@pytest.mark.parametrize("soc", ["auto", "Ascend310", "Ascend310P3", "Ascend910B3", "Ascend910_9391", "Ascend310B1"])
+@pytest.mark.parametrize("soc", ["auto", "Ascend310", "Ascend310P3", "Ascend910B3", "Ascend910_9391", "Ascend310B1",
+                                 "Ascend910B4-1"])
 def test_soc_version_accepts_real_names(soc):
     assert SOC_VERSION.convert(soc, None, None) == soc
 
@@ -170,7 +171,7 @@ def test_soc_version_rejects_non_soc_text(soc, hint):
 
 def test_soc_version_completes_known_names():
     names = [c.value for c in SOC_VERSION.shell_complete(None, None, "Ascend310P")]
-    assert names == ["Ascend310P1", "Ascend310P3"]
+    assert names == ["Ascend310P1", "Ascend310P3", "Ascend310P5", "Ascend310P7"]
 
 
 def test_pass_list_checks_names_and_completes_the_last_item():

@@ -423,7 +423,7 @@ def resolve_soc_version(soc_version: str, env: Mapping[str, str] | None = None) 
 
 # atc's --soc_version values: Ascend310, Ascend310P3, Ascend910B3, Ascend910_9391, ... (CANN's
 # platform_config/*.ini names). Only the form is checked: new chips come with every CANN.
-SOC_NAME = re.compile(r"^Ascend[0-9][0-9A-Za-z_]*$")
+SOC_NAME = re.compile(r"^Ascend[0-9][0-9A-Za-z_-]*$")  # '-': Ascend910B4-1 exists
 
 
 def check_soc_name(soc_version: str) -> str:

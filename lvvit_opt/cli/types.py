@@ -11,13 +11,16 @@ import os
 import click
 from click.shell_completion import CompletionItem
 
-# atc --soc_version names seen in CANN docs and `npu-smi info` (completion only: any
-# Ascend* name is accepted, new chips appear with every CANN release).
+# atc --soc_version names (completion only: any Ascend<digit>... name is accepted, new chips
+# come with every CANN release). Sources: the seed guide (Ascend310); vllm-ascend issue #6676
+# (github.com/vllm-project/vllm-ascend/issues/6676: ascend910b1..b4, b2c, b4-1, 910_93xx,
+# 310p1/p3/p5/p7); Ascend/pytorch issue #57 (Ascend310B4); candle-org/candle PR #110 (Ascend910B
+# is 910A hardware).
 KNOWN_SOC_VERSIONS = (
-    "Ascend310", "Ascend310B1", "Ascend310B4", "Ascend310P1", "Ascend310P3", "Ascend610", "Ascend710",
-    "Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProA", "Ascend910ProB", "Ascend910PremiumA",
-    "Ascend910B1", "Ascend910B2", "Ascend910B2C", "Ascend910B3", "Ascend910B4", "Ascend910_9391",
-    "Ascend910_9392", "Ascend910_9381", "Ascend910_9382", "Ascend910_9372", "Ascend910_9362",
+    "Ascend310", "Ascend310B1", "Ascend310B4", "Ascend310P1", "Ascend310P3", "Ascend310P5", "Ascend310P7",
+    "Ascend910", "Ascend910A", "Ascend910B", "Ascend910ProB", "Ascend910B1", "Ascend910B2", "Ascend910B2C",
+    "Ascend910B3", "Ascend910B4", "Ascend910B4-1", "Ascend910_9391", "Ascend910_9392", "Ascend910_9381",
+    "Ascend910_9382", "Ascend910_9372", "Ascend910_9362",
 )
 
 def backend_names() -> list[str]:
