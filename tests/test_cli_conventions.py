@@ -54,7 +54,7 @@ def test_json_to_stdout_carries_only_the_envelope(cli_runner, scratch_command):
     assert data == {"command": "scratch-verb", "version": __version__, "ok": True,
                     "result": {"value": 1.5, "nan": None}, "warnings": ["careful: random weights"]}
     assert "human result" not in result.stdout
-    assert "warning: careful: random weights" in result.stderr and "working" in result.stderr
+    assert result.stderr == "warning: careful: random weights\n"  # info only with -v
 
 
 def test_json_file_is_written_and_human_output_stays(cli_runner, scratch_command, tmp_path):
@@ -72,12 +72,14 @@ def test_failed_check_writes_ok_false_and_exits_1(cli_runner, scratch_command):
     assert json.loads(result.stdout)["ok"] is False
 
 
-def test_bad_input_writes_error_envelope_and_one_line(cli_runner, scratch_command, tmp_path):
+def test_bad_input_is_one_line_and_writes_no_json_file(cli_runner, scratch_command, tmp_path):
     target = tmp_path / "err.json"
     result = cli_runner.invoke(main, [scratch_command, "--fail", "input", "--json", str(target)])
     assert result.exit_code == 2
-    assert result.stderr.splitlines()[-1] == "error: bad thing"
-    data = json.loads(target.read_text())
+    assert result.stderr == "warning: careful: random weights\nerror: bad thing\n"
+    assert not target.exists()  # a refused input writes nothing
+    to_stdout = cli_runner.invoke(main, [scratch_command, "--fail", "input", "--json", "-"])
+    data = json.loads(to_stdout.stdout)
     assert data["ok"] is False and data["result"] == {"error": "bad thing", "exit_code": 2}
 
 
@@ -89,10 +91,11 @@ def test_quiet_silences_stdout_and_info_but_not_warnings(cli_runner, scratch_com
     assert result.stderr == "warning: careful: random weights\n"
 
 
-def test_verbose_shows_debug_with_logger_names(cli_runner, scratch_command):
-    result = cli_runner.invoke(main, ["-v", scratch_command])
-    assert "[lvvit_opt.scratch] detail" in result.stderr
-    assert "detail" not in cli_runner.invoke(main, [scratch_command]).stderr
+def test_verbose_shows_info_and_twice_debug_with_logger_names(cli_runner, scratch_command):
+    once = cli_runner.invoke(main, ["-v", scratch_command])
+    assert once.stderr == "working\nwarning: careful: random weights\n"
+    twice = cli_runner.invoke(main, [scratch_command, "-vv"])
+    assert "[lvvit_opt.scratch] detail" in twice.stderr and "[lvvit_opt.scratch] working" in twice.stderr
 
 
 def test_quiet_and_verbose_together_is_a_usage_error(cli_runner, scratch_command):

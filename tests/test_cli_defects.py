@@ -49,7 +49,7 @@ def test_strict_export_has_no_random_banner(tmp_path, cli_runner):
 
 def test_dynamic_batch_with_batch_size_traces_and_verifies_at_that_batch(tmp_path, cli_runner):
     out = tmp_path / "dyn.onnx"
-    result = cli_runner.invoke(main, ["export", "--model", "lvvit_golden", "--dynamic-batch", "--batch-size", "3",
+    result = cli_runner.invoke(main, ["-v", "export", "--model", "lvvit_golden", "--dynamic-batch", "--batch-size", "3",
                                       "-o", str(out), "--json", str(tmp_path / "e.json")])
     assert result.exit_code == 0, result.output
     assert "batch dynamic, traced and verified at batch 3" in result.stderr
@@ -129,7 +129,7 @@ def test_eval_of_an_lvvit_m_file_uses_crop_pct_1(cli_runner, golden_onnx, tmp_pa
     model = tmp_path / "lvvit_m_bs2.onnx"
     shutil.copyfile(golden_onnx, model)
     result = cli_runner.invoke(main, ["eval", str(model), "--data", str(tmp_path / "val"), "--labels", str(labels),
-                                      "--workers", "1", "--json", "-"])
+                                      "--workers", "1", "--json", "-", "-v"])
     assert result.exit_code == 0, result.output
     assert _envelope(result)["result"]["transform"] == {
         "crop_pct": 1.0, "interpolation": "bicubic", "source": "lvvit_m configuration (from the model's file name)"}

@@ -16,7 +16,7 @@ from .. import __version__
 from ..errors import LvvitOptError
 from .output import configure_logging, emit_error, set_verbosity, state
 
-VERBOSE_HELP = "More diagnostics on stderr (debug level, with the logger names)."
+VERBOSE_HELP = "Say what is being done on stderr (-vv: debug messages, with the logger names)."
 QUIET_HELP = "Nothing on stdout, no progress; only warnings and errors on stderr."
 
 

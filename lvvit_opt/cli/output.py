@@ -5,7 +5,7 @@
   `--json -` stdout carries only the JSON (human output is dropped).
 - `echo(text)`: human output to stdout; silent with -q or `--json -`.
 - Diagnostics go through `logging` (libraries: `logging.getLogger(__name__)`) to stderr:
-  INFO by default, DEBUG with -v, WARNING and up with -q; `--log-file PATH` gets DEBUG.
+  warnings and errors by default, INFO with -v, DEBUG with -vv; `--log-file PATH` gets DEBUG.
   Every WARNING of the command also lands in the envelope's "warnings".
 - Progress: lvvit_opt.progress.task(); the CLI draws it with tqdm on a terminal, never
   with -q or when stderr is not a TTY.
@@ -153,10 +153,14 @@ def _default(value: Any) -> Any:
 
 
 def emit_error(message: str, exit_code: int, refused: tuple[str, ...] = ()) -> None:
-    """On a failing command with --json, still write an envelope (ok=false) saying why;
-    not when --json is itself one of the `refused` outputs (errors.OutputRefused.paths)."""
+    """On a failing command with --json, still write an envelope (ok=false) saying why: to
+    stdout always; to a file only when the inputs were fine (exit 1: a tool or check failed),
+    never for a refused input (exit 2 writes nothing), nor when --json is itself one of the
+    `refused` outputs (errors.OutputRefused.paths)."""
     st = state()
     if st.json_target is None or st.envelope_written or not _replaceable(st.json_target):
+        return
+    if exit_code == 2 and st.json_target != "-":
         return
     if st.json_target != "-" and refused:
         from ..fileio import same_path
@@ -224,7 +228,9 @@ class _WarningCollector(logging.Handler):
 
 
 def console_level(verbosity: int) -> int:
-    return logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    """Warnings and errors by default (and with -q: a bad input stays one `error:` line);
+    -v adds what the libraries do (INFO), -vv their debug messages."""
+    return logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
 
 
 def configure_logging(ctx: click.Context) -> None:
@@ -235,7 +241,7 @@ def configure_logging(ctx: click.Context) -> None:
         logger.removeHandler(handler)
         handler.close()
     console = _StderrHandler(level=console_level(st.verbosity))
-    console.setFormatter(_ConsoleFormatter(st.verbosity > 0))
+    console.setFormatter(_ConsoleFormatter(st.verbosity > 1))
     st.handlers = [console, _WarningCollector(st.warnings)]
     if st.log_file:
         try:
@@ -273,7 +279,7 @@ def set_verbosity(verbosity: int) -> None:
     for handler in st.handlers:
         if isinstance(handler, _StderrHandler):
             handler.setLevel(console_level(verbosity))
-            handler.setFormatter(_ConsoleFormatter(verbosity > 0))
+            handler.setFormatter(_ConsoleFormatter(verbosity > 1))
 
 
 # ---------------------------------------------------------------- progress display

@@ -98,7 +98,7 @@ def test_unreadable_image_same_rule_in_preprocess_and_eval(data):
                  "--json", "ev.json"], data)
     assert_refused(ev, 1, "could not be read")
     assert "ILSVRC2012_val_00000002.JPEG" in ev.stdout
-    assert json.loads((data / "ev.json").read_text())["inferred"] == 2  # the rest was scored and written
+    assert json.loads((data / "ev.json").read_text())["result"]["inferred"] == 2  # the rest was scored and written
     assert diff_snapshots(before, snapshot(data / "images")) == []
 
 
