@@ -59,8 +59,7 @@ def worker_pool(workers: int, initializer=None, initargs: tuple = ()):
     (onnxruntime, torch): forkserver where available, else spawn."""
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    with signals_held():
-        return context.Pool(workers, initializer=_init_pool_worker, initargs=(initializer, initargs))
+    return context.Pool(workers, initializer=_init_pool_worker, initargs=(initializer, initargs))
 
 
 def _init_pool_worker(initializer, initargs: tuple) -> None:
@@ -68,9 +67,12 @@ def _init_pool_worker(initializer, initargs: tuple) -> None:
 
     Ctrl-C reaches the whole process group: the parent handles it and terminates the pool,
     so workers ignore SIGINT (no KeyboardInterrupt traceback from each). SIGTERM (what
-    pool.terminate() sends) exits quietly through SystemExit, so a task's finally-blocks
-    remove its temporary file. And a worker dies with its parent (PR_SET_PDEATHSIG on
-    Linux) instead of writing on after a kill -9 and failing with BrokenPipe tracebacks.
+    pool.terminate() sends) keeps its default: the worker ends at once, silently; the
+    parent then removes the temporary files of its dead workers (fileio.sweep_stale_temps).
+    An exception raised from a handler instead can hit a worker holding a lock and hang
+    its exit (and pool.terminate() with it). And a worker dies with its parent
+    (PR_SET_PDEATHSIG on Linux) instead of writing on after a kill -9 and failing with
+    BrokenPipe tracebacks.
     """
     worker_signals()
     if initializer is not None:
@@ -78,10 +80,10 @@ def _init_pool_worker(initializer, initargs: tuple) -> None:
 
 
 def worker_signals() -> None:
-    """Call first in any worker process: ignore Ctrl-C (the parent handles it), exit quietly on
-    SIGTERM (finally-blocks run), and die with the parent."""
+    """Call first in any worker process: ignore Ctrl-C (the parent handles it), end at once and
+    silently on SIGTERM, and die with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     if hasattr(signal, "pthread_sigmask"):  # started under signals_held(): take signals from now on
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -109,11 +111,6 @@ def signals_held():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         if caught:
             signal.raise_signal(caught[0])
-
-
-def _exit_quietly(signum, frame) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
-    raise SystemExit(0)
 
 
 def _die_with_parent() -> None:
