@@ -277,7 +277,8 @@ def images(tmp_path_factory) -> Path:
 
 def test_cli_preprocess_reads_the_models_metadata(test_vit_onnx, images, tmp_path, cli_runner):
     out = tmp_path / "bins"
-    result = cli_runner.invoke(main, ["preprocess", str(images), str(out), "--workers", "1", "--model", test_vit_onnx])
+    result = cli_runner.invoke(main, ["-v", "preprocess", str(images), str(out), "--workers", "1",
+                                      "--model", test_vit_onnx])  # -v: the transform line is logged at info
     assert result.exit_code == 0, result.output
     assert "transform from model metadata of test_vit_bs2.onnx: 160 px, crop_pct 0.95, bicubic" in result.output
     first = sorted(images.iterdir())[0]
