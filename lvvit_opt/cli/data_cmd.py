@@ -157,8 +157,8 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
         crop_pct, interpolation, _ = resolve_transform(crop_pct, interpolation, model_name, model_file)
     transform, source = eval_transform_for(model_file, img_size=img_size, crop_pct=crop_pct,
                                            interpolation=interpolation)
-    logger.info(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "
-                f"{transform.interpolation}, mean {transform.mean}, std {transform.std}")
+    echo(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "
+         f"{transform.interpolation}, mean {transform.mean}, std {transform.std}")
     _warn_unkept_shard(shard, json_out)
     with counter("preprocess", unit="img") as progress:
         result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,
