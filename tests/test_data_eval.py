@@ -128,3 +128,20 @@ def test_cli_eval_limit_and_json(golden_onnx, val_dir, tmp_path, cli_runner):
     assert (data["accuracy"]["top1_correct"], data["accuracy"]["evaluated"]) == (3, 3)
     assert (data["accuracy"]["labels"], data["accuracy"]["missing_predictions"]) == (3, 0)
     assert "predictions" not in data
+
+
+def test_cli_eval_backend_from_the_registry(golden_onnx, val_dir, tmp_path, cli_runner):
+    """--backend picks a registered runner: onnx's reference evaluator scores exactly as onnxruntime;
+    a runner that cannot open the file is refused in one line before any image is decoded."""
+    paths = sorted(val_dir.iterdir())
+    rows = _scores_by_batches(golden_onnx, paths[:3], batch=2)
+    val = write_val_txt(tmp_path / "val.txt", _labels_from_predictions(paths[:3], rows))
+    args = ["eval", golden_onnx, "--data", str(val_dir), "--labels", str(val), "--limit", "3", "--workers", "1"]
+    run = cli_runner.invoke(main, args + ["--backend", "onnx_reference", "--json", str(tmp_path / "ref.json")])
+    assert run.exit_code == 0, run.output
+    data = json.loads((tmp_path / "ref.json").read_text())["result"]
+    assert (data["accuracy"]["top1_correct"], data["accuracy"]["top5_correct"], data["inferred"]) == (3, 3, 3)
+    refused = cli_runner.invoke(main, args + ["--backend", "ais_bench"])
+    assert refused.exit_code == 2
+    assert refused.output.count("\n") == 1 and refused.output.startswith("error:") and "ais_bench" in refused.output
+    assert "Traceback" not in refused.output

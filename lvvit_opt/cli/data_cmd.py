@@ -11,7 +11,7 @@ from ..errors import ValidationFailed
 from ..progress import counter
 from ._base import handle_errors, main
 from .output import echo, emit_result, json_file, json_option
-from .types import MODEL_NAME, ModelFile
+from .types import MODEL_NAME, ModelFile, RunnerBackend
 
 log = logging.getLogger("lvvit_opt.merge")
 logger = logging.getLogger(__name__)
@@ -217,6 +217,9 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @_transform_options
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime intra-op threads [default: onnxruntime's].")
+@click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
+              help="How to run MODEL: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
+                   "binary) or a registered runner by name (the same choices as validate --backend).")
 @_shard_option
 @click.option("--device", "devices", default=None, metavar="0,1,2,3",
               help="One process and runner per device id, the images split evenly across them, predictions merged "
@@ -230,7 +233,7 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @json_option
 @handle_errors
 def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, interpolation, model_name, threads,
-                 shard, devices, engine, address, ray_workers, json_out):
+                 backend, shard, devices, engine, address, ray_workers, json_out):
     """Stream ImageNet val through MODEL (.onnx or .om) and print top-1/top-5.
 
     Decoding and preprocessing run in worker processes while the model infers; no
@@ -253,6 +256,8 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     if devices and str(model).lower().endswith(".onnx"):
         threads = threads_per_device(threads, len(devices))
     options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
+    if backend != "auto":  # the registry refuses a backend that cannot open MODEL, before any decoding
+        options["backend"] = backend
     _warn_unkept_shard(shard, json_out)
     with counter("eval", unit="img") as progress:
         result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
