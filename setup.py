@@ -48,6 +48,6 @@ setup(
         "onnxconverter-common>=1.13",  # debug layers --fp16: fp16 conversion with fp32 inputs/outputs
     ],
     # ray: `eval --engine ray` (lvvit_opt.scale.ray_engine); scripts/_env.sh installs it so its tests run.
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2"], "ray": ["ray>=2.10"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "transformers>=4.40", "onnxscript>=0.2", "import-linter>=2.0"], "ray": ["ray>=2.10"]},
     entry_points={"console_scripts": ["lvvit-opt=lvvit_opt.cli:main"]},
 )
