@@ -339,6 +339,12 @@ def warm_up(runners, feeds, seconds: float) -> None:
             runner.infer(feed)
 
 
+def timed_slot(runner, feed, slot: float, sink: list[float]) -> tuple[float, int]:
+    """Run `runner` on `feed` for `slot` seconds (at least once), appending each call's backend
+    time to `sink`; returns (backend seconds spent, iterations). Shared with `tune`."""
+    return _timed_slot(runner, feed, slot, sink)
+
+
 def _timed_slot(runner, feed, slot: float, sink: list[float]) -> tuple[float, int]:
     """Run for `slot` seconds (at least once); returns (backend time spent, iterations)."""
     spent, count, start = 0.0, 0, time.perf_counter()

@@ -3,6 +3,6 @@ from ._base import main
 
 # Registration order is the order `lvvit-opt --help` lists them in.
 from . import export_cmd, passes_cmd, validate_cmd, whitelist_cmd, ascend_cmd, data_cmd, bench_cmd, run_cmd, debug_cmd  # noqa: E402,F401
-from . import doctor_cmd, inspect_cmd  # noqa: E402,F401
+from . import doctor_cmd, inspect_cmd, tune_cmd  # noqa: E402,F401
 
 __all__ = ["main"]

@@ -1,0 +1,113 @@
+"""`lvvit-opt tune`: the fastest deployment that keeps accuracy, measured."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._base import cann_home_option, handle_errors, main
+from ._inputs import INPUTS_HELP, InputsParam
+from .output import echo, emit_result, json_file, json_option
+from .types import MODEL_NAME, SOC_VERSION, ModelFile
+
+
+@main.command("tune")
+@click.argument("model", required=False, type=ModelFile(suffixes=(".onnx",), exists=True))
+@click.option("--model", "model_name", type=MODEL_NAME, default=None,
+              help="Instead of MODEL.onnx: export this model (lvvit_t/s/m/l or a timm name) with a dynamic batch "
+                   "into --out first (RANDOM weights unless --checkpoint). A MODEL.onnx with a static batch is "
+                   "tuned at that batch only.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="With --model: the checkpoint to export.")
+@click.option("--inputs", type=InputsParam(), required=True,
+              help=f"What the accuracy gate runs on: {INPUTS_HELP} An image folder follows the preprocessing "
+                   "recorded in the model.")
+@click.option("--target", type=click.Choice(["ort-cpu", "ort-cuda", "ort-trt", "ascend"]), default="ort-cpu",
+              show_default=True, help="Where the model will run; ort-cuda/ort-trt need onnxruntime-gpu and a GPU, "
+                                      "ascend needs atc and ais_bench (or the benchmark binary).")
+@click.option("--budget", default="10m", show_default=True,
+              help="Wall time for the whole search (90s, 10m, 1h): build, gate, screen and measure.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: best.onnx (best.om), reproduce.sh, tune.json, tune.png, tune_state.json. "
+                   "A rerun with the same --out reuses the candidates already measured.")
+@click.option("--space", "space_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="JSON or YAML mapping replacing any of the default lists: batch_sizes, pass_sets, precisions "
+                   "(fp32, fp16, fp16-keep), threads, graph_opt (all, disabled), precision_modes, "
+                   "op_select_implmodes (ascend).")
+@click.option("--min-agreement", type=click.FloatRange(0, 100, min_open=True), default=99.5, show_default=True,
+              help="Top-1 agreement with the fp32 original (%) a candidate needs, besides validate's tolerance.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved measuring rounds of the finalists.")
+@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Untimed seconds per finalist before the rounds.")
+@click.option("--max-finalists", type=click.IntRange(min=1), default=6, show_default=True,
+              help="How many of the fastest at the screen are measured (plus the baseline).")
+@click.option("--soc-version", type=SOC_VERSION, default="auto", show_default=True, help="ascend: atc --soc_version.")
+@cann_home_option
+@click.option("--device-id", type=int, default=0, show_default=True, help="ascend: the NPU to run on.")
+@json_option
+@handle_errors
+def tune_command(model, model_name, checkpoint, inputs, target, budget, out, space_file, min_agreement, rounds,
+                 warmup, max_finalists, soc_version, cann_home, device_id, json_out):
+    """Find the fastest configuration of a model that keeps its accuracy, by measuring.
+
+    Every candidate (batch size x pass set x precision x target options) is built, gated
+    on --inputs against the fp32 original (top-1 agreement and validate's final-output
+    tolerance; the reason is shown for every rejection), screened on the gate's own runs,
+    pruned, and the finalists measured interleaved with the baseline (batch 1, fp32, no
+    passes). Prints the table, the before/after table at batch 1 and the best batch, and
+    writes the best model with the commands that reproduce it.
+
+    \b
+    Examples:
+      lvvit-opt tune model.onnx --inputs images/ --out tune/ --budget 10m
+      lvvit-opt tune --model lvvit_t --inputs images/ --out tune_t/ --space space.yaml
+      lvvit-opt tune model.onnx --inputs prep/ --target ascend --out tune_npu/
+    """
+    from ..errors import UserError
+    from ..fileio import guard_outputs
+    from ..tune import TuneOptions, load_space, parse_budget, tune
+
+    if (model is None) == (model_name is None):
+        raise UserError("give MODEL.onnx or --model NAME (one of them)")
+    if checkpoint and model_name is None:
+        raise UserError("--checkpoint goes with --model NAME")
+    budget_s = parse_budget(budget)
+    space = load_space(space_file, target) if space_file else None
+    guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--inputs": inputs, "--space": space_file},
+                  output_dirs={"--out": out})
+    if model_name is not None:
+        model = _export(model_name, checkpoint, Path(out))
+    report = tune(TuneOptions(model=str(model), inputs=inputs, out=out, target=target, budget_s=budget_s, space=space,
+                              min_agreement=min_agreement, rounds=rounds, warmup_s=warmup,
+                              max_finalists=max_finalists, soc_version=soc_version, cann_home=cann_home,
+                              device_id=device_id, model_name=model_name))
+    echo(report.format_table())
+    before_after = report.format_before_after()
+    if before_after:
+        echo("\nbefore / after (fps per image):\n" + before_after)
+    best = report.by_key(report.best)
+    if best is not None:
+        echo(f"\nbest: {best.label()}: {best.timing['fps']:.1f} fps, top-1 agreement "
+             f"{'n/a' if best.agreement is None else f'{best.agreement * 100:.2f}%'} ({best.gate['metric']})")
+        echo("reproduce:\n  " + "\n  ".join(report.reproduce))
+    for note in report.notes:
+        echo(f"note: {note}")
+    overhead = report.overhead
+    echo(f"tune took {report.wall_s:.1f} s, {report.measured_s:.1f} s of it running candidates"
+         + (f" (overhead {overhead:.2f}x)" if overhead else ""))
+    echo("wrote " + ", ".join(report.outputs.values()))
+    emit_result(report.to_dict(), ok=best is not None)
+    if best is None:
+        raise click.exceptions.Exit(1)
+
+
+def _export(model_name: str, checkpoint: str | None, out: Path) -> Path:
+    """--model NAME: export it once into --out (a rerun reuses the file, so the tune resumes)."""
+    from ..export import export_onnx
+
+    path = out / f"{model_name}_dynamic.onnx"
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        export_onnx(path, model=model_name, checkpoint=checkpoint, batch_size=1, dynamic_batch=True)
+    return path
