@@ -1,0 +1,206 @@
+"""tune: the gate rejects a faulty candidate, the chosen one is the fastest passing one by the
+measured table, resume reuses, the budget holds, bad --space / unavailable targets are refused,
+and the ascend target reports per-candidate atc failures (stand-in tools)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from fakes.ascend_env import fake_ais_bench, fake_tools  # noqa: F401  (fixtures)
+from lvvit_opt import tune as tune_mod
+from lvvit_opt.cli import main
+from lvvit_opt.errors import UserError
+from lvvit_opt.tune import (Candidate, TuneOptions, load_space, pareto_front, parse_budget, space_from_mapping,
+                            tune)
+
+QUICK = dict(rounds=3, warmup_s=0.05, max_finalists=3)
+
+
+@pytest.fixture(scope="module")
+def lvvit_t_dynamic(tmp_path_factory) -> str:
+    """lvvit_t (random init) with a symbolic batch, so every batch size runs."""
+    from lvvit_opt.export import export_onnx
+
+    out = tmp_path_factory.mktemp("tune") / "lvvit_t_dyn.onnx"
+    export_onnx(out, model="lvvit_t", dynamic_batch=True, log=lambda m: None)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> str:
+    from lvvit_opt.data.synthetic import make_image_dir
+
+    folder = tmp_path_factory.mktemp("tune_images")
+    make_image_dir(folder, 6, sizes=((256, 240), (300, 260)))
+    return str(folder)
+
+
+def _space(**lists):
+    base = {"batch_sizes": [1, 2], "pass_sets": [[]], "precisions": ["fp32", "fp16"], "threads": [1],
+            "graph_opt": ["all"]}
+    base.update(lists)
+    return space_from_mapping(base, "ort-cpu")
+
+
+def scale_fp16_logits(candidate: Candidate, model):
+    """The injected error: every class of an fp16 candidate's output multiplied by its own random
+    factor in [-1, 1], which reorders the classes (argmax changes) but leaves fp32 ones alone."""
+    if candidate.precision == "fp32":
+        return model
+    out = model.graph.output[0]
+    producer = next(n for n in model.graph.node if out.name in n.output)
+    raw = out.name + "_before_injected_error"
+    producer.output[list(producer.output).index(out.name)] = raw
+    classes = 1000
+    factors = np.random.default_rng(7).uniform(-1, 1, size=classes).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(factors, "injected_factors"))
+    model.graph.node.append(helper.make_node("Mul", [raw, "injected_factors"], [out.name], name="injected_error"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def first_run(lvvit_t_dynamic, images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune_out") / "run"
+    options = TuneOptions(model=lvvit_t_dynamic, inputs=images, out=str(out), budget_s=25, space=_space(), **QUICK)
+    return options, tune(options, log=lambda m: None, build_hook=scale_fp16_logits)
+
+
+def test_gate_rejects_the_faulty_fp16_candidates_and_says_why(first_run):
+    _, report = first_run
+    fp16 = [c for c in report.candidates if c.precision == "fp16"]
+    assert fp16 and all(c.status == "rejected" for c in fp16)
+    for c in fp16:
+        assert c.agreement < 0.995
+        assert "top-1 agreement" in c.reason and "< 99.5%" in c.reason
+    assert all(c.status in ("measured", "pruned") and c.gate["passed"] for c in report.candidates
+               if c.precision == "fp32")
+    assert "rejected: top-1 agreement" in report.format_table()
+
+
+def test_chosen_config_is_the_fastest_passing_one_of_the_measured_table(first_run):
+    options, report = first_run
+    measured = [c for c in report.candidates if c.status == "measured"]
+    assert measured and all(c.gate["passed"] for c in measured)
+    fastest = max(measured, key=lambda c: c.timing["fps"])
+    assert report.best == fastest.key
+    assert report.baseline == "bs1|none|fp32|graph_opt=all,threads=1"
+    assert report.by_key(report.baseline).status == "measured"  # the default is always measured alongside
+    for c in measured:
+        t = c.timing
+        assert t["rounds"] == 3 and len(t["round_fps"]) == 3
+        assert t["fps"] == pytest.approx(t["fps_per_batch"] * c.batch)
+        assert t["p50_ms"] <= t["p99_ms"]
+        assert c.tie == (c.key != report.best and max(t["round_fps"]) >= min(fastest.timing["round_fps"]))
+    out = Path(options.out)
+    saved = json.loads((out / "tune.json").read_text())
+    assert saved["best"] == report.best
+    assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best_model = onnx.load(out / "best.onnx")
+    assert "injected_error" not in [n.name for n in best_model.graph.node]
+    script = (out / "reproduce.sh").read_text()
+    assert f"lvvit-opt bench {out / 'best.onnx'} --batch-sizes {fastest.batch} --threads 1" in script
+    assert [r["batch"] for r in report.before_after] == sorted({1, fastest.batch})
+
+
+def test_rerun_with_the_same_out_reuses_every_candidate(first_run):
+    options, report = first_run
+    again = tune(options, log=lambda m: None, build_hook=scale_fp16_logits)
+    assert all(c.reused for c in again.candidates)
+    assert again.measured_s == 0.0  # nothing ran again
+    assert again.best == report.best
+    assert {c.key: c.timing for c in again.candidates} == {c.key: c.timing for c in report.candidates}
+
+
+def test_budget_is_respected(lvvit_t_dynamic, images, tmp_path):
+    budget = 8.0
+    options = TuneOptions(model=lvvit_t_dynamic, inputs=images, out=str(tmp_path / "b"), budget_s=budget,
+                          space=_space(batch_sizes=[1, 2, 3], precisions=["fp32"], threads=[1, 2]), **QUICK)
+    report = tune(options, log=lambda m: None)
+    assert report.wall_s <= budget + 4.0  # writing the plot and report after the last slot
+    assert report.best is not None
+
+
+def test_space_files_json_and_yaml(tmp_path):
+    (tmp_path / "s.yaml").write_text("batch_sizes: [8, 1]\npass_sets: [none, [softmax_transpose]]\n"
+                                     "precisions: [fp32]\ngraph_opt: [disabled]\n")
+    space = load_space(tmp_path / "s.yaml", "ort-cpu")
+    assert space.batch_sizes == [1, 8] and space.pass_sets == [[], ["softmax_transpose"]]
+    assert space.precisions == ["fp32"] and space.graph_opt == ["disabled"]
+    (tmp_path / "s.json").write_text(json.dumps({"threads": [1], "op_select_implmodes": ["high_precision"]}))
+    assert load_space(tmp_path / "s.json", "ascend").op_select_implmodes == ["high_precision"]
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("bad.json", '{"batch_size": [1]}', "unknown key(s) batch_size"),
+    ("bad.yaml", "batch_sizes: [1, 2\n", "not valid YAML"),
+    ("bad2.json", '{"precisions": ["int8"]}', "precisions has 'int8'"),
+    ("bad3.json", '{"pass_sets": [["no_such_pass"]]}', "unknown pass 'no_such_pass'"),
+    ("bad4.json", '{"batch_sizes": [0]}', "positive integers"),
+    ("bad5.json", "[1, 2]", "expected a mapping"),
+])
+def test_bad_space_is_refused_in_one_line(cli_runner, tmp_path, golden_onnx, name, text, message):
+    space = tmp_path / name
+    space.write_text(text)
+    result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", "1", "--out", str(tmp_path / "o"),
+                                      "--space", str(space)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("target, provider", [("ort-cuda", "CUDAExecutionProvider"),
+                                              ("ort-trt", "TensorrtExecutionProvider")])
+def test_gpu_targets_refused_where_onnxruntime_lacks_the_provider(cli_runner, tmp_path, golden_onnx, target,
+                                                                   provider):
+    import onnxruntime
+
+    if provider in onnxruntime.get_available_providers():
+        pytest.skip(f"this onnxruntime has {provider}")
+    result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", "1", "--out", str(tmp_path / "o"),
+                                      "--target", target])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and provider in result.output
+
+
+def test_budget_and_helpers():
+    assert parse_budget("10m") == 600 and parse_budget("90s") == 90 and parse_budget("1.5h") == 5400
+    assert parse_budget(12) == 12
+    for bad in ("soon", "-1m", "0", "nanm"):
+        with pytest.raises(UserError):
+            parse_budget(bad)
+    # (fps, agreement): the third is beaten on both axes by the first
+    assert pareto_front([(10, 1.0), (20, 0.9), (9, 0.95), (20, 0.9)]) == [0, 1, 3]
+
+
+def test_ascend_target_skips_candidates_whose_atc_fails(fake_ais_bench, golden_onnx, images, tmp_path,
+                                                        monkeypatch):
+    original = tune_mod.AscendTarget.artefact
+
+    def atc_fails_for_high_precision(self, onnx_path, cand, workdir):
+        if cand.options["op_select_implmode"] == "high_precision":
+            self.env["FAKE_ATC_FAIL"] = "1"  # the stand-in prints a real E19010/EZ3003 failure
+        else:
+            self.env.pop("FAKE_ATC_FAIL", None)
+        return original(self, onnx_path, cand, workdir)
+
+    monkeypatch.setattr(tune_mod.AscendTarget, "artefact", atc_fails_for_high_precision)
+    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precision_modes": ["force_fp16"],
+                                "op_select_implmodes": ["high_performance", "high_precision"]}, "ascend")
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "npu"), target="ascend",
+                          budget_s=15, space=space, soc_version="Ascend310", **QUICK)
+    report = tune(options, log=lambda m: None)
+    by_mode = {c.options["op_select_implmode"]: c for c in report.candidates}
+    failed = by_mode["high_precision"]
+    assert failed.status == "failed" and "atc failed" in failed.reason and "E19010" in failed.reason
+    good = by_mode["high_performance"]
+    assert good.status == "measured" and report.best == good.key
+    assert good.gate["passed"] and "min_cosine=0.999" in good.gate["metric"]
+    assert (Path(options.out) / "best.om").is_file()
+    script = (Path(options.out) / "reproduce.sh").read_text()
+    assert "--op_select_implmode=high_performance" in script and "--soc_version=Ascend310" in script
