@@ -196,8 +196,8 @@ class Candidate:
 
     @property
     def variant(self) -> tuple:
-        """What the ONNX file depends on (the options only change how it is run or compiled)."""
-        return (tuple(self.passes), self.precision, self.batch)
+        """What the ONNX file depends on (batch and options only change how it is run or compiled)."""
+        return (tuple(self.passes), self.precision)
 
     @property
     def fps(self) -> float | None:

@@ -204,3 +204,23 @@ def test_ascend_target_skips_candidates_whose_atc_fails(fake_ais_bench, golden_o
     assert (Path(options.out) / "best.om").is_file()
     script = (Path(options.out) / "reproduce.sh").read_text()
     assert "--op_select_implmode=high_performance" in script and "--soc_version=Ascend310" in script
+
+
+@pytest.mark.slow  # the keep-dtype search (debug layers --fp16) runs: ~15 s
+def test_fp16_keep_is_built_only_where_plain_fp16_fails(golden_onnx, images, tmp_path):
+    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32", "fp16", "fp16-keep"],
+                                "threads": [1], "graph_opt": ["all"]}, "ort-cpu")
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "a"), budget_s=10, space=space, **QUICK)
+    keep = next(c for c in tune(options, log=lambda m: None).candidates if c.precision == "fp16-keep")
+    assert keep.status == "skipped" and "plain fp16 already passes" in keep.reason
+
+    def break_plain_fp16(candidate, model):  # the keep-dtype search then runs on the real fp16 conversion
+        return scale_fp16_logits(candidate, model) if candidate.precision == "fp16" else model
+
+    options.out = str(tmp_path / "b")
+    report = tune(options, log=lambda m: None, build_hook=break_plain_fp16)
+    by_precision = {c.precision: c for c in report.candidates}
+    assert by_precision["fp16"].status == "rejected"
+    keep = by_precision["fp16-keep"]
+    # the unbroken fp16 graph agrees everywhere, so debug's search finds nothing to keep
+    assert keep.status == "skipped" and "found no node to keep" in keep.reason
