@@ -526,15 +526,18 @@ class TuneReport:
 
         if not self.before_after:
             return ""
-        rows = [[r["batch"], r["before_label"], _fmt(r["before_fps"]), r["after_label"], _fmt(r["after_fps"]),
+        rows = [[r["batch"], r["before_label"], _fmt(r["before_fps"], r["before_source"]), r["after_label"],
+                 _fmt(r["after_fps"], r["after_source"]),
                  "" if not (r["before_fps"] and r["after_fps"]) else f"{r['after_fps'] / r['before_fps']:.2f}x"]
                 for r in self.before_after]
         return format_table(["bs", "before (no passes, fp32)", "fps", "after (tuned)", "fps", "ratio"], rows,
                             align="rlrlrr")
 
 
-def _fmt(value) -> str:
-    return "not measured" if value is None else f"{value:.1f}"
+def _fmt(value, source: str | None = None) -> str:
+    if value is None:
+        return "not measured"
+    return f"{value:.1f}" + (" (screen)" if source == "screen" else "")
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -568,8 +571,11 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     front = [good[i] for i in pareto_front([(c.fps, c.agreement) for c in good])]
     front.sort(key=lambda c: c.agreement)
     if front:
-        ax.plot([c.agreement * 100 for c in front], [c.fps for c in front], "-o", c="tab:green", ms=6, mfc="none",
-                label="Pareto front")
+        ax.plot([c.agreement * 100 for c in front], [c.fps for c in front], "-o", c="tab:green", ms=11, mfc="none",
+                mew=2, label="Pareto front (fps, agreement)")
+    for c in shown:  # which candidate is which: batch, passes, precision
+        ax.annotate(f"bs{c.batch} {'+'.join(p[:8] for p in c.passes) or '-'} {c.precision}", (c.agreement * 100, c.fps),
+                    xytext=(6, -3), textcoords="offset points", fontsize=6, color="dimgrey")
     best = report.by_key(report.best)
     if best is not None and best.agreement is not None:
         ax.scatter([best.agreement * 100], [best.fps], marker="*", s=220, c="gold", edgecolors="black", zorder=5,
@@ -577,12 +583,14 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     threshold = report.settings.get("min_agreement")
     if threshold is not None:
         ax.axvline(threshold, ls="--", c="grey", lw=1, label=f"gate {threshold:g}%")
+    lowest = min([c.agreement * 100 for c in shown] + [threshold or 100.0])
+    ax.set_xlim(lowest - max(0.5, (100 - lowest) * 0.1), 100 + max(0.5, (100 - lowest) * 0.35))
     ax.set_xlabel("top-1 agreement with the fp32 original (%)")
     ax.set_ylabel("images / s (higher is better)")
     ax.set_title(f"tune {report.target}: {len(shown)} candidates ({report.settings.get('model_name', '')})",
                  fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     out = Path(out)
     with atomic_path(out, suffix=".png") as tmp:
@@ -668,6 +676,9 @@ class TuneOptions:
     cann_home: str | None = None
     device_id: int = 0
     model_name: str | None = None
+    # batch -> a static-batch ONNX of the same weights (the seed's way; `--model NAME` exports them):
+    # passes that need static shapes (softmax_transpose) then match at every batch. `model` is the reference.
+    per_batch: dict[int, str] | None = None
 
 
 class _Search:
@@ -743,7 +754,12 @@ def tune(options: TuneOptions, log: LogCallback = None,
         s.notes.append("the gate ran on seeded RANDOM inputs, not real data: agreement says little about accuracy")
 
     static = ref_runner.inputs[0].batch
-    if static is not None and any(b != static for b in space.batch_sizes):
+    if options.per_batch:
+        missing = [b for b in space.batch_sizes if b not in options.per_batch]
+        if missing:
+            s.notes.append(f"no model for batch size(s) {', '.join(map(str, missing))}: left out")
+        space.batch_sizes = [b for b in space.batch_sizes if b in options.per_batch]
+    elif static is not None and any(b != static for b in space.batch_sizes):
         dropped = [b for b in space.batch_sizes if b != static]
         s.notes.append(f"{options.model} has a static batch of {static}: batch size(s) "
                        f"{', '.join(map(str, dropped))} left out (export it with a dynamic batch to tune them)")
@@ -756,7 +772,9 @@ def tune(options: TuneOptions, log: LogCallback = None,
         s.notes.append("fp16-keep is built only where plain fp16 fails the gate (debug layers' keep-dtype search)")
     fingerprint = {"model_sha256": _sha256_file(options.model), "inputs_sha256": _sha256_arrays(rows),
                    "target": options.target, "min_agreement": options.min_agreement,
-                   "soc_version": getattr(target, "soc_version", None)}
+                   "soc_version": getattr(target, "soc_version", None),
+                   "per_batch_sha256": {str(b): _sha256_file(p) for b, p in sorted((options.per_batch or {}).items())
+                                        if b in space.batch_sizes}}
     previous = s.load_state(fingerprint)
     candidates = enumerate_candidates(space, target)
     for c in candidates:
@@ -776,20 +794,25 @@ def tune(options: TuneOptions, log: LogCallback = None,
     keep_nodes: dict[tuple, list[str]] = {tuple(c.passes): c.gate["keep_fp32"] for c in candidates
                                           if c.reused and c.gate and "keep_fp32" in c.gate}
 
+    def variant(c: Candidate) -> tuple:
+        return c.variant + ((c.batch,) if options.per_batch else ())
+
     def build_onnx(c: Candidate) -> Path:
-        if c.variant in built:
-            return built[c.variant][0]
-        # the batch is the runner's (a dynamic ONNX runs at any batch) or atc's --input_shape, not a pass
-        model = run_pipeline(source, list(c.passes)).model if c.passes else source
+        if variant(c) in built:
+            return built[variant(c)][0]
+        # the batch is the runner's (a dynamic ONNX runs at any batch) or atc's --input_shape, not a pass,
+        # unless there is one static-batch ONNX per batch (per_batch)
+        base = load_onnx(options.per_batch[c.batch]) if options.per_batch else source
+        model = run_pipeline(base, list(c.passes)).model if c.passes else base
         if c.precision == "fp16":
             model = fp16_candidate(model)
         elif c.precision == "fp16-keep":
             model = fp16_candidate(model, keep_nodes[tuple(c.passes)])
         if build_hook is not None:
             model = build_hook(c, model)
-        path = workdir / f"{_slug('|'.join(map(str, c.variant)))}.onnx"
+        path = workdir / f"{_slug('|'.join(map(str, variant(c))))}.onnx"
         save_onnx(model, path)
-        built[c.variant] = (path, hashlib.sha256(model.SerializeToString()).hexdigest())
+        built[variant(c)] = (path, hashlib.sha256(model.SerializeToString()).hexdigest())
         return path
 
     def keep_dtype_for(c: Candidate) -> str | None:
@@ -826,7 +849,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
                         continue
                 try:
                     path = build_onnx(c)
-                    graph = built[c.variant][1]
+                    graph = built[variant(c)][1]
                     twin = hashes.setdefault((c.precision, c.batch, graph, tuple(sorted(c.options.items()))), c.key)
                     if twin != c.key:
                         c.status, c.reason = "duplicate", f"same graph as {twin} (its passes changed nothing here)"
@@ -1040,10 +1063,11 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
         report.outputs["best_om"] = best_path
     apply_out = str(out / "best.onnx") if best.precision == "fp32" else str(out / "best_fp32.onnx")
     lines = ["#!/bin/sh", f"# lvvit-opt tune: {best.label()} ({best.timing['fps']:.1f} fps on {o.target})", "set -e"]
+    source = (o.per_batch or {}).get(best.batch, o.model)
     if best.passes:
-        lines.append(f"lvvit-opt apply {o.model} -o {apply_out} --passes {','.join(best.passes)}")
+        lines.append(f"lvvit-opt apply {source} -o {apply_out} --passes {','.join(best.passes)}")
     else:
-        lines.append(f"cp {o.model} {apply_out}   # no pass: the original graph")
+        lines.append(f"cp {source} {apply_out}   # no pass: the original graph")
     if best.precision != "fp32":
         keep = ""
         if best.precision == "fp16-keep":

@@ -14,9 +14,9 @@ from .types import MODEL_NAME, SOC_VERSION, ModelFile
 @main.command("tune")
 @click.argument("model", required=False, type=ModelFile(suffixes=(".onnx",), exists=True))
 @click.option("--model", "model_name", type=MODEL_NAME, default=None,
-              help="Instead of MODEL.onnx: export this model (lvvit_t/s/m/l or a timm name) with a dynamic batch "
-                   "into --out first (RANDOM weights unless --checkpoint). A MODEL.onnx with a static batch is "
-                   "tuned at that batch only.")
+              help="Instead of MODEL.onnx: export this model (lvvit_t/s/m/l or a timm name) once per batch size "
+                   "into --out/models first (RANDOM weights unless --checkpoint). A MODEL.onnx with a static "
+                   "batch is tuned at that batch only; a dynamic one at every batch.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), default=None,
               help="With --model: the checkpoint to export.")
 @click.option("--inputs", type=InputsParam(), required=True,
@@ -76,12 +76,17 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
     space = load_space(space_file, target) if space_file else None
     guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--inputs": inputs, "--space": space_file},
                   output_dirs={"--out": out})
+    per_batch = None
     if model_name is not None:
-        model = _export(model_name, checkpoint, Path(out))
+        from ..tune import default_space
+
+        batches = (space or default_space(target)).batch_sizes
+        per_batch = {b: str(_export(model_name, checkpoint, Path(out), b)) for b in batches}
+        model = per_batch[min(batches)]
     report = tune(TuneOptions(model=str(model), inputs=inputs, out=out, target=target, budget_s=budget_s, space=space,
                               min_agreement=min_agreement, rounds=rounds, warmup_s=warmup,
                               max_finalists=max_finalists, soc_version=soc_version, cann_home=cann_home,
-                              device_id=device_id, model_name=model_name))
+                              device_id=device_id, model_name=model_name, per_batch=per_batch))
     echo(report.format_table())
     before_after = report.format_before_after()
     if before_after:
@@ -102,12 +107,13 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
         raise click.exceptions.Exit(1)
 
 
-def _export(model_name: str, checkpoint: str | None, out: Path) -> Path:
-    """--model NAME: export it once into --out (a rerun reuses the file, so the tune resumes)."""
+def _export(model_name: str, checkpoint: str | None, out: Path, batch: int) -> Path:
+    """--model NAME: one static-batch export per batch size, as the seed does (passes that need
+    static shapes match at every batch), kept in --out/models so a rerun reuses them and resumes."""
     from ..export import export_onnx
 
-    path = out / f"{model_name}_dynamic.onnx"
+    path = out / "models" / f"{model_name}_bs{batch}.onnx"
     if not path.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        export_onnx(path, model=model_name, checkpoint=checkpoint, batch_size=1, dynamic_batch=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(path, model=model_name, checkpoint=checkpoint, batch_size=batch)
     return path
