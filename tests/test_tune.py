@@ -15,8 +15,8 @@ from fakes.ascend_env import fake_ais_bench, fake_tools  # noqa: F401  (fixtures
 from lvvit_opt import tune as tune_mod
 from lvvit_opt.cli import main
 from lvvit_opt.errors import UserError
-from lvvit_opt.tune import (Candidate, TuneOptions, load_space, pareto_front, parse_budget, space_from_mapping,
-                            tune)
+from lvvit_opt.tune import (STATE_FILE, Candidate, TuneOptions, load_space, pareto_front, parse_budget,
+                            space_from_mapping, tune)
 
 QUICK = dict(rounds=3, warmup_s=0.05, max_finalists=3)
 
@@ -114,6 +114,9 @@ def test_rerun_with_the_same_out_reuses_every_candidate(first_run):
     assert again.measured_s == 0.0  # nothing ran again
     assert again.best == report.best
     assert {c.key: c.timing for c in again.candidates} == {c.key: c.timing for c in report.candidates}
+    other = TuneOptions(**{**options.__dict__, "min_agreement": 90.0})
+    with pytest.raises(UserError, match="holds a tune of something else \\(min_agreement differ"):
+        tune(other, log=lambda m: None)
 
 
 def test_budget_is_respected(lvvit_t_dynamic, images, tmp_path):
@@ -224,3 +227,25 @@ def test_fp16_keep_is_built_only_where_plain_fp16_fails(golden_onnx, images, tmp
     keep = by_precision["fp16-keep"]
     # the unbroken fp16 graph agrees everywhere, so debug's search finds nothing to keep
     assert keep.status == "skipped" and "found no node to keep" in keep.reason
+
+
+def test_cli_end_to_end_json_and_refusals(cli_runner, golden_onnx, images, tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"], "threads": [1],
+                                 "graph_opt": ["all"]}))
+    out = tmp_path / "o"
+    result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", images, "--out", str(out), "--space", str(space),
+                                      "--budget", "8s", "--rounds", "2", "--warmup", "0", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    envelope = json.loads(result.output[result.output.index("{"):])
+    assert envelope["ok"] and envelope["result"]["best"] == "bs2|none|fp32|graph_opt=all,threads=1"
+    assert envelope["result"]["best"] == envelope["result"]["baseline"]  # one candidate: the default itself
+    assert (out / "best.onnx").is_file() and (out / STATE_FILE).is_file()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for args, message in ((["--out", str(a_file)], "is a file"),
+                          (["--out", str(tmp_path / "p"), "--model", "lvvit_t"], "one of them"),
+                          (["--out", str(tmp_path / "p"), "--budget", "soon"], "--budget 'soon'")):
+        result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", "1", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert result.output.strip().count("\n") == 0
