@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ToolFailed, UserError
+from .errors import LvvitOptError, UserError
 from .logs import LogCallback, reporter
 from .progress import task
 from .tune_report import TuneReport, pareto_front, plot_tune  # noqa: F401  (public API)
@@ -538,7 +538,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
                     _gate_one(c, target, rows, reference, options.min_agreement)
                     if c.precision == "fp16-keep":
                         c.gate["keep_fp32"] = keep_nodes[tuple(c.passes)]
-                except (CandidateFailed, UserError, ToolFailed) as exc:
+                except (CandidateFailed, LvvitOptError) as exc:  # a pass that breaks it, atc, a runner
                     c.status, c.reason = "failed", " ".join(str(exc).split())[:300]
                     log.warning(f"{c.label()}: {c.reason}; skipped")
                 s.save_state(fingerprint, candidates, previous)

@@ -249,3 +249,26 @@ def test_cli_end_to_end_json_and_refusals(cli_runner, golden_onnx, images, tmp_p
         result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", "1", *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert result.output.strip().count("\n") == 0
+
+
+def test_a_pass_that_breaks_the_graph_fails_its_candidates_only(golden_onnx, tmp_path):
+    from lvvit_opt.passes import GraphPass, registered
+
+    class DropFirstNode(GraphPass):
+        """Test pass: deletes the first node, leaving a dangling input."""
+
+        name = "drop_first_node_for_tune"
+
+        def rewrite(self, model, report):
+            del model.graph.node[0]
+
+    with registered(DropFirstNode):
+        space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[], ["drop_first_node_for_tune"]],
+                                    "precisions": ["fp32"], "threads": [1], "graph_opt": ["all"]}, "ort-cpu")
+        options = TuneOptions(model=golden_onnx, inputs=1, out=str(tmp_path / "o"), budget_s=8, space=space,
+                              **QUICK)
+        report = tune(options, log=lambda m: None)
+    broken = next(c for c in report.candidates if c.passes)
+    assert broken.status == "failed" and "drop_first_node_for_tune" in broken.reason
+    assert report.best == "bs2|none|fp32|graph_opt=all,threads=1"
+    assert any("RANDOM inputs" in n for n in report.notes)  # --inputs 1: the gate says what it ran on
