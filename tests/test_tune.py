@@ -66,7 +66,7 @@ def scale_fp16_logits(candidate: Candidate, model):
 @pytest.fixture(scope="module")
 def first_run(lvvit_t_dynamic, images, tmp_path_factory):
     out = tmp_path_factory.mktemp("tune_out") / "run"
-    options = TuneOptions(model=lvvit_t_dynamic, inputs=images, out=str(out), budget_s=25, space=_space(), **QUICK)
+    options = TuneOptions(model=lvvit_t_dynamic, inputs=images, out=str(out), budget_s=15, space=_space(), **QUICK)
     return options, tune(options, log=lambda m: None, build_hook=scale_fp16_logits)
 
 
@@ -196,7 +196,7 @@ def test_ascend_target_skips_candidates_whose_atc_fails(fake_ais_bench, golden_o
     space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precision_modes": ["force_fp16"],
                                 "op_select_implmodes": ["high_performance", "high_precision"]}, "ascend")
     options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "npu"), target="ascend",
-                          budget_s=15, space=space, soc_version="Ascend310", **QUICK)
+                          budget_s=10, space=space, soc_version="Ascend310", **QUICK)
     report = tune(options, log=lambda m: None)
     by_mode = {c.options["op_select_implmode"]: c for c in report.candidates}
     failed = by_mode["high_precision"]
@@ -272,3 +272,35 @@ def test_a_pass_that_breaks_the_graph_fails_its_candidates_only(golden_onnx, tmp
     assert broken.status == "failed" and "drop_first_node_for_tune" in broken.reason
     assert report.best == "bs2|none|fp32|graph_opt=all,threads=1"
     assert any("RANDOM inputs" in n for n in report.notes)  # --inputs 1: the gate says what it ran on
+
+
+def _hand_built(path: Path, classes: int) -> str:
+    """Not an exporter's graph: Flatten -> MatMul -> Add with a symbolic batch, built with onnx.helper."""
+    rng = np.random.default_rng(3)
+    weight = numpy_helper.from_array(rng.standard_normal((48, classes)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+         helper.make_node("Add", ["mm", "b"], ["y"])], "hand",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", classes])], [weight, bias])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return str(path)
+
+
+def test_a_hand_built_graph_and_a_non_classifier_output(tmp_path):
+    space = {"batch_sizes": [1, 2], "pass_sets": [[], ["softmax_transpose"]], "precisions": ["fp32", "fp16"],
+             "threads": [1], "graph_opt": ["all"]}
+    for classes in (10, 1):
+        options = TuneOptions(model=_hand_built(tmp_path / f"m{classes}.onnx", classes), inputs=2,
+                              out=str(tmp_path / f"o{classes}"), budget_s=4,
+                              space=space_from_mapping(space, "ort-cpu"), **QUICK)
+        report = tune(options, log=lambda m: None)
+        gated = [c for c in report.candidates if c.gate]
+        assert gated and report.best is not None
+        # no Softmax here: the rewrite changes nothing and is reported as a duplicate, not measured twice
+        assert all(c.status == "duplicate" for c in report.candidates if c.passes)
+        if classes == 1:
+            assert all(c.agreement is None and "top-1 n/a" in c.gate["metric"] for c in gated)
+        else:
+            assert all(c.agreement == 1.0 and "top-1 agreement >= 99.5%" in c.gate["metric"] for c in gated)
