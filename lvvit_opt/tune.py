@@ -131,16 +131,21 @@ class AscendTarget(Target):
         self.soc_version = resolve_soc_version(soc_version, self.env)
         self.device_id = device_id
         self.commands: dict[str, list[str]] = {}
+        self.keep_nodes: dict[tuple, list[str]] = {}  # pass set -> nodes for --keep_dtype (fp16-keep)
 
     def option_grid(self, space: Space) -> list[dict[str, Any]]:
         return [{"precision_mode": p, "op_select_implmode": m} for p in space.precision_modes
                 for m in space.op_select_implmodes]
 
     def atc_command(self, onnx_path: Path, cand: Candidate, output: Path) -> list[str]:
-        from .ascend.atc import build_atc_command
+        from .ascend.atc import build_atc_command, write_keep_dtype_file
 
+        keep = None
+        if cand.precision == "fp16-keep":  # atc's --keep_dtype file: one node name a line
+            keep = write_keep_dtype_file(Path(str(output) + ".keep_dtype.cfg"),
+                                         node_names=self.keep_nodes[tuple(cand.passes)])
         return build_atc_command(onnx_path, output=output, soc_version=self.soc_version, batch_size=cand.batch,
-                                 precision_mode=cand.options["precision_mode"],
+                                 precision_mode=cand.options["precision_mode"], keep_dtype=keep,
                                  extra_args=[f"--op_select_implmode={cand.options['op_select_implmode']}"])
 
     def artefact(self, onnx_path: Path, cand: Candidate, workdir: Path) -> Path:
@@ -473,6 +478,8 @@ def tune(options: TuneOptions, log: LogCallback = None,
     hashes: dict[tuple, str] = {}  # (precision, batch, graph hash) -> first candidate key with that graph
     keep_nodes: dict[tuple, list[str]] = {tuple(c.passes): c.gate["keep_fp32"] for c in candidates
                                           if c.reused and c.gate and "keep_fp32" in c.gate}
+    if isinstance(target, AscendTarget):
+        target.keep_nodes = keep_nodes  # the same dict: atc reads what the search finds
 
     def variant(c: Candidate) -> tuple:
         return c.variant + ((c.batch,) if options.per_batch else ())
@@ -486,7 +493,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
         model = run_pipeline(base, list(c.passes)).model if c.passes else base
         if c.precision == "fp16":
             model = fp16_candidate(model)
-        elif c.precision == "fp16-keep":
+        elif c.precision == "fp16-keep" and not isinstance(target, AscendTarget):  # ascend: atc --keep_dtype
             model = fp16_candidate(model, keep_nodes[tuple(c.passes)])
         if build_hook is not None:
             model = build_hook(c, model)
@@ -497,7 +504,8 @@ def tune(options: TuneOptions, log: LogCallback = None,
 
     def keep_dtype_for(c: Candidate) -> str | None:
         """None when fp16-keep should be built for c's pass set, else why it is skipped."""
-        siblings = [o for o in candidates if o.passes == c.passes and o.precision == "fp16" and o.gate]
+        plain = "fp32" if isinstance(target, AscendTarget) else "fp16"  # ascend: atc's fp16 of the fp32 ONNX
+        siblings = [o for o in candidates if o.passes == c.passes and o.precision == plain and o.gate]
         if any(o.gate["passed"] for o in siblings):
             return "plain fp16 already passes the gate with these passes"
         if tuple(c.passes) not in keep_nodes:
@@ -741,14 +749,15 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
             shutil.copyfile(artefact, tmp)
         best_path = str(out / "best.om")
         report.outputs["best_om"] = best_path
-    apply_out = str(out / "best.onnx") if best.precision == "fp32" else str(out / "best_fp32.onnx")
+    converted = best.precision != "fp32" and not isinstance(target, AscendTarget)  # ascend: atc does fp16
+    apply_out = str(out / "best_fp32.onnx") if converted else str(out / "best.onnx")
     lines = ["#!/bin/sh", f"# lvvit-opt tune: {best.label()} ({best.timing['fps']:.1f} fps on {o.target})", "set -e"]
     source = (o.per_batch or {}).get(best.batch, o.model)
     if best.passes:
         lines.append(f"lvvit-opt apply {source} -o {apply_out} --passes {','.join(best.passes)}")
     else:
         lines.append(f"cp {source} {apply_out}   # no pass: the original graph")
-    if best.precision != "fp32":
+    if converted:
         keep = ""
         if best.precision == "fp16-keep":
             keep = f", keep_fp32={_keep_list(report, best)!r}"

@@ -51,7 +51,7 @@ def default_space(target: str) -> Space:
     cores = os.cpu_count() or 1
     threads = sorted({cores, max(1, cores // 2)}, reverse=True)
     ascend = target == "ascend"
-    return Space(list(DEFAULT_BATCHES), passes, ["fp32"] if ascend else list(PRECISIONS), threads,
+    return Space(list(DEFAULT_BATCHES), passes, ["fp32", "fp16-keep"] if ascend else list(PRECISIONS), threads,
                  list(GRAPH_OPT_LEVELS), ["force_fp16", "allow_mix_precision"] if ascend else [],
                  ["high_performance", "high_precision"] if ascend else [])
 
@@ -112,9 +112,9 @@ def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
                 raise UserError(f"{what}: {key} has {', '.join(map(repr, bad))}; valid: {', '.join(allowed)}")
             value = list(dict.fromkeys(value))
         setattr(space, key, value)
-    if target == "ascend" and space.precisions != ["fp32"]:
-        space.notes.append("ascend: fp16 comes from atc --precision_mode; precisions other than fp32 ignored")
-        space.precisions = ["fp32"]
+    if target == "ascend" and "fp16" in space.precisions:  # the ONNX stays fp32; atc's flags decide
+        space.notes.append("ascend: fp16 is atc's --precision_mode (fp32 candidates); precision fp16 ignored")
+        space.precisions = [p for p in space.precisions if p != "fp16"] or ["fp32"]
     return space
 
 

@@ -193,7 +193,8 @@ def test_ascend_target_skips_candidates_whose_atc_fails(fake_ais_bench, golden_o
         return original(self, onnx_path, cand, workdir)
 
     monkeypatch.setattr(tune_mod.AscendTarget, "artefact", atc_fails_for_high_precision)
-    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precision_modes": ["force_fp16"],
+    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"],
+                                "precision_modes": ["force_fp16"],
                                 "op_select_implmodes": ["high_performance", "high_precision"]}, "ascend")
     options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "npu"), target="ascend",
                           budget_s=10, space=space, soc_version="Ascend310", **QUICK)
@@ -304,3 +305,28 @@ def test_a_hand_built_graph_and_a_non_classifier_output(tmp_path):
             assert all(c.agreement is None and "top-1 n/a" in c.gate["metric"] for c in gated)
         else:
             assert all(c.agreement == 1.0 and "top-1 agreement >= 99.5%" in c.gate["metric"] for c in gated)
+
+
+def test_ascend_fp16_keep_compiles_with_a_keep_dtype_file(fake_ais_bench, golden_onnx, images, tmp_path, monkeypatch):
+    from lvvit_opt.golden import Tolerance
+
+    first_node = onnx.load(golden_onnx).graph.node[0].name
+    monkeypatch.setattr(tune_mod, "suggest_keep_nodes", lambda path, inputs: [first_node])
+    # the plain candidate (atc's fp16 of the fp32 ONNX) judged exactly, so it fails and fp16-keep is built
+    monkeypatch.setattr(tune_mod.AscendTarget, "tolerance",
+                        lambda self, c: Tolerance(atol=0.0, rtol=0.0, min_cosine=None) if c.precision == "fp32"
+                        else Tolerance.fp16())
+    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32", "fp16", "fp16-keep"],
+                                "precision_modes": ["force_fp16"], "op_select_implmodes": ["high_performance"]},
+                               "ascend")
+    assert space.precisions == ["fp32", "fp16-keep"] and "precision fp16 ignored" in space.notes[0]
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "npu"), target="ascend",
+                          budget_s=8, space=space, soc_version="Ascend310", **QUICK)
+    report = tune(options, log=lambda m: None)
+    plain, keep = sorted(report.candidates, key=lambda c: c.precision != "fp32")
+    assert plain.status == "rejected" and "atol" in plain.reason
+    assert keep.status == "measured" and report.best == keep.key and keep.gate["keep_fp32"] == [first_node]
+    out = Path(options.out)
+    assert (out / "best.keep_dtype.cfg").read_text() == first_node + "\n"
+    script = (out / "reproduce.sh").read_text()
+    assert f"--keep_dtype={out / 'best.keep_dtype.cfg'}" in script and "to_fp16" not in script
