@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +48,7 @@ class RunOptions:
     bench_duration: float = 10.0
     bench_rounds: int = 5
     threads: int | None = None
+    tolerance: Any = None  # golden.Tolerance for the rewritten-graph validation (None: the tight ONNX one)
 
 
 @dataclass
@@ -237,9 +238,12 @@ def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary:
         lambda: export_onnx(original, model=options.model, checkpoint=options.checkpoint, batch_size=batch,
                             seed=options.seed, ema=options.ema, strict=options.strict,
                             log=log.child("  ")).to_dict())
+    apply_params = {"passes": list(options.passes)}
+    if options.tolerance is not None:  # a changed tolerance re-runs the validation
+        apply_params["tolerance"] = asdict(options.tolerance)
     summary.applies[batch] = stages.run(
-        f"apply bs{batch}", {"passes": list(options.passes)}, [original], [optimized],
-        lambda: apply_file(original, optimized, list(options.passes)).to_dict())
+        f"apply bs{batch}", apply_params, [original], [optimized],
+        lambda: apply_file(original, optimized, list(options.passes), tolerance=options.tolerance).to_dict())
     validation = summary.applies[batch].get("validation") or {}
     log(f"  bs{batch}: rewritten graph validation {'PASS' if validation.get('passed') else 'FAIL'}")
     return original, optimized

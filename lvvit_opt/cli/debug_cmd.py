@@ -37,8 +37,8 @@ def debug_group():
                    "ops atc fused to the original ONNX nodes.")
 @json_option
 @handle_errors
-def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, rtol, min_cosine, top, chunk_mb,
-                   keep_dtype_path, om_json, json_out):
+def layers_command(reference, candidate, fp16, inputs, seed, batch_size, top, chunk_mb,
+                   keep_dtype_path, om_json, json_out, **metrics):
     """Compare REFERENCE (.onnx) with CANDIDATE tensor by tensor, in topological order.
 
     \b
@@ -77,7 +77,7 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, atol, r
                   {"REFERENCE": reference, "CANDIDATE": candidate, "--inputs": parse_inputs_arg(inputs)})
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
-                            tolerance=_tolerance(None, atol, rtol, min_cosine, base=base), chunk_mb=chunk_mb,
+                            tolerance=_tolerance(None, base=base, **metrics), chunk_mb=chunk_mb,
                             top=top, om_json=om_json)
     echo(report.format())
     result = report.to_dict()

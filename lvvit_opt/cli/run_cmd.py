@@ -6,6 +6,7 @@ import click
 from ._base import cann_home_option, handle_errors, main, parse_int_list
 from .output import echo, emit_result, json_file, json_option
 from .types import MODEL_NAME, PASS_LIST, SOC_VERSION
+from .validate_cmd import _tolerance, _tolerance_options
 
 
 @main.command("run")
@@ -32,10 +33,11 @@ from .types import MODEL_NAME, PASS_LIST, SOC_VERSION
               help="Measured seconds per batch size (before and after share it, interleaved).")
 @click.option("--bench-rounds", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
+@_tolerance_options
 @json_option
 @handle_errors
 def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non_strict, cann_home, soc_version,
-                patch_whitelist, whitelist_file, bench_duration, bench_rounds, threads, json_out):
+                patch_whitelist, whitelist_file, bench_duration, bench_rounds, threads, json_out, **metrics):
     """Run the whole pipeline: export (+onnxsim) per batch size -> apply passes ->
     validate -> whitelist shapes (patch with --patch-whitelist) -> atc if found, else
     atc_commands.sh -> bench before/after -> report.md, report.json, fps.png.
@@ -56,10 +58,19 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
                          passes=tuple(passes), seed=seed, ema=ema, strict=not non_strict,
                          cann_home=cann_home, soc_version=soc_version, patch_whitelist=patch_whitelist,
                          whitelist_file=whitelist_file, bench_duration=bench_duration, bench_rounds=bench_rounds,
-                         threads=threads)
+                         threads=threads, tolerance=_explicit_tolerance(metrics))
     summary = run(options)
     echo(_summary_text(summary))
     emit_result(summary.to_dict())
+
+
+def _explicit_tolerance(metrics: dict):
+    """The rewritten-graph tolerance when a tolerance option was given, else None (the default)."""
+    if all(value is None for value in metrics.values()):
+        return None
+    from ..golden import Tolerance
+
+    return _tolerance(None, base=Tolerance.onnx(), **metrics)
 
 
 def _summary_text(summary) -> str:

@@ -153,3 +153,43 @@ class ModelFile(click.Path):
 SOC_VERSION = SocVersion()
 PASS_LIST = PassList()
 MODEL_NAME = ModelName()
+
+
+# -- tolerances (issue 21) -------------------------------------------------------------------
+
+class NonNegativeFloat(click.ParamType):
+    """A finite number >= 0, or `off` (returned as -1.0: the criterion is reported, not enforced).
+    NaN, Inf and negative numbers are refused at parse time: a NaN tolerance passes or fails
+    everything silently, depending on how it is compared."""
+
+    name = "number"
+
+    def __init__(self, allow_off: bool = True, maximum: float | None = None) -> None:
+        self.allow_off = allow_off
+        self.maximum = maximum
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return "X|off" if self.allow_off else "X"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        if isinstance(value, float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            number = value
+        else:
+            text = str(value).strip().lower()
+            if self.allow_off and text in ("off", "none"):
+                return -1.0
+            try:
+                number = float(text)
+            except ValueError:
+                self.fail(f"{value!r}: expected a number{' or off' if self.allow_off else ''}", param, ctx)
+            if not math.isfinite(number) or number < 0:
+                self.fail(f"{value!r}: expected a finite number >= 0"
+                          f"{' (off: not enforced)' if self.allow_off else ''}", param, ctx)
+        if self.maximum is not None and number > self.maximum:
+            self.fail(f"{value!r}: expected a number <= {self.maximum}", param, ctx)
+        return number
+
+
+NON_NEGATIVE_FLOAT = NonNegativeFloat()

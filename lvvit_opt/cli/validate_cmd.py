@@ -9,25 +9,45 @@ from .output import echo, emit_result, json_option
 from .types import ModelFile, RunnerBackend
 
 
-def _tolerance(candidate: str | None, atol, rtol, min_cosine, base=None):
+_METRIC_OPTIONS = ("atol", "rtol", "min_cosine", "max_range_rel", "max_rel", "max_mean_rel", "max_rmse")
+
+
+def _tolerance(candidate: str | None, atol=None, rtol=None, min_cosine=None, base=None, **metrics):
     """Defaults depend on the candidate (.om -> fp16 tolerance) unless `base` is given; explicit
-    options override. A negative value disables that criterion (reported only)."""
+    options override. `off` (parsed to -1) disables that criterion (reported only)."""
     from ..golden import default_tolerance_for, Tolerance
 
     base = base or default_tolerance_for(candidate)
-    pick = lambda given, default: default if given is None else (None if given < 0 else given)
-    return Tolerance(atol=pick(atol, base.atol), rtol=pick(rtol, base.rtol),
-                     min_cosine=pick(min_cosine, base.min_cosine))
+    given = {"atol": atol, "rtol": rtol, "min_cosine": min_cosine, **metrics}
+    pick = lambda name: getattr(base, name) if given.get(name) is None else (  # noqa: E731
+        None if given[name] < 0 else given[name])
+    return Tolerance(**{name: pick(name) for name in _METRIC_OPTIONS})
 
 
 def _tolerance_options(fn):
-    fn = click.option("--min-cosine", type=float, default=None,
-                      help="Minimum cosine similarity per output [0.99999; 0.999 for .om]. Negative: not enforced.")(fn)
-    fn = click.option("--rtol", type=float, default=None,
-                      help="Relative tolerance: pass if |a-b| <= atol + rtol*|ref| [1e-3; off for .om].")(fn)
-    fn = click.option("--atol", type=float, default=None,
-                      help="Absolute tolerance [1e-4; off for .om]. Negative: not enforced.")(fn)
+    """--atol/--rtol/--min-cosine and the scale-aware metrics; each refuses NaN, Inf and negatives
+    (`off`: reported, not enforced). Passed to the command as keyword arguments of the same names."""
+    from .types import NonNegativeFloat
+
+    number, unit = NonNegativeFloat(), NonNegativeFloat(maximum=1.0)
+    options = [
+        ("--atol", number, "Absolute tolerance: pass if |a-b| <= atol + rtol*|ref| [1e-4; off for fp16/.om]."),
+        ("--rtol", number, "Relative tolerance of that elementwise test [1e-3; off for fp16/.om]."),
+        ("--min-cosine", unit, "Minimum cosine similarity per tensor [0.99999; 0.999 for fp16/.om]."),
+        ("--max-range-rel", number, "Maximum max|a-b| / max|ref|, the error relative to the reference's range; "
+                                    "sees scale errors cosine cannot [off; 0.02 for fp16/.om]."),
+        ("--max-rel", number, "Maximum elementwise |a-b|/|ref| [off]."),
+        ("--max-mean-rel", number, "Maximum mean of |a-b|/|ref| [off]."),
+        ("--max-rmse", number, "Maximum root mean square error [off]."),
+    ]
+    for flag, kind, text in reversed(options):
+        fn = click.option(flag, type=kind, default=None, help=text + " off: reported, not enforced.")(fn)
     return fn
+
+
+def _metric_kwargs(kwargs: dict) -> dict:
+    """Pop the tolerance options out of a command's keyword arguments."""
+    return {name: kwargs.pop(name) for name in _METRIC_OPTIONS if name in kwargs}
 
 
 def _emit(result) -> None:
@@ -52,8 +72,7 @@ def _emit(result) -> None:
 @_tolerance_options
 @json_option
 @handle_errors
-def validate_command(reference, candidate, golden, inputs, seed, batch_size, backend, atol, rtol, min_cosine,
-                     json_out):
+def validate_command(reference, candidate, golden, inputs, seed, batch_size, backend, json_out, **metrics):
     """Run REFERENCE (.onnx) and CANDIDATE (.onnx, or .om on an Ascend host) on the same inputs
     and compare outputs: max abs error and where, max rel error, mean abs error, cosine
     similarity, top-1 agreement, and the atol that would have passed.
@@ -66,7 +85,7 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, bac
     guard_outputs({"--json": json_out}, {"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
                                          "--inputs": inputs})
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
-                             tolerance=_tolerance(candidate, atol, rtol, min_cosine),
+                             tolerance=_tolerance(candidate, **metrics),
                              candidate_options={"backend": backend})
     _emit(result)
 
@@ -108,10 +127,10 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
 @_tolerance_options
 @json_option
 @handle_errors
-def golden_check_command(model, golden, atol, rtol, min_cosine, json_out):
+def golden_check_command(model, golden, json_out, **metrics):
     """Run MODEL on GOLDEN's inputs and compare with its stored outputs (exit 0 pass, 1 mismatch, 2 bad input)."""
     from ..fileio import guard_outputs
     from ..golden import check_golden
 
     guard_outputs({"--json": json_out}, {"MODEL": model, "GOLDEN": golden})
-    _emit(check_golden(model, golden, tolerance=_tolerance(model, atol, rtol, min_cosine)))
+    _emit(check_golden(model, golden, tolerance=_tolerance(model, **metrics)))
