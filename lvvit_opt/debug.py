@@ -1,9 +1,10 @@
 """`debug layers`: find the first tensor where a candidate stops agreeing with the reference.
 
 The reference is an ONNX model. The candidate is another ONNX model (matched by tensor name,
-and through the Transposes/Casts a rewrite adds), the reference converted to fp16 with fp32
-inputs and outputs (onnxconverter-common, keep_io_types=True: a CPU preview of what fp16 on
-the NPU does), or an NPU dump directory of the compiled .om (lvvit_opt.ascend.dump).
+and through the Transposes/Casts a rewrite adds), the reference converted to true fp16 with fp32
+inputs and outputs the way atc's --precision_mode/--keep_dtype run it (lvvit_opt.precision: a
+CPU preview of what fp16 on the NPU does, constants rounded, never clamped), or an NPU dump
+directory of the compiled .om (lvvit_opt.ascend.dump).
 
 Every intermediate tensor is exposed as a graph output of an in-memory copy of each ONNX
 model (what Polygraphy's `--onnx-outputs mark all` and msit's ONNX dump do); both models
@@ -71,14 +72,17 @@ class TensorResult:
                 "op_type": self.tensor.op_type, "candidate_tensor": self.match.candidate, "via": self.match.via,
                 "passed": c.passed, "shape": list(c.shape), "max_abs": c.max_abs,
                 "max_abs_index": list(c.max_abs_index), "max_rel": c.max_rel, "mean_abs": c.mean_abs,
-                "cosine": c.cosine, "atol_needed": c.atol_needed, "failures": list(c.failures)}
+                "cosine": c.cosine, "atol_needed": c.atol_needed, "range_rel": c.range_rel, "mean_rel": c.mean_rel,
+                "rmse": c.rmse, "overflow": c.overflow, "underflow": c.underflow, "failures": list(c.failures)}
 
     def line(self) -> str:
         c = self.comparison
         via = f" [{self.match.via}]" if _through(self.match) else ""
+        flow = "".join(f" {label}={count}" for label, count in (("overflow", c.overflow), ("underflow", c.underflow))
+                       if count)
         return (f"#{self.tensor.index} {self.tensor.node} ({self.tensor.op_type}) -> {self.match.candidate}{via} "
                 f"{tuple(c.shape)}: max_abs={c.max_abs:.3g} max_rel={c.max_rel:.3g} cosine={c.cosine:.8f} "
-                f"-> {'PASS' if c.passed else 'FAIL'}")
+                f"range_rel={c.range_rel:.3g}{flow} -> {'PASS' if c.passed else 'FAIL'}")
 
 
 @dataclass
@@ -92,6 +96,14 @@ class LayerReport:
     unmatched_reference: list[str] = field(default_factory=list)
     unmatched_candidate: list[str] = field(default_factory=list)
     top: int = 10
+    precision: dict[str, Any] | None = None  # fp16 mode: precision_mode, kept_fp32 nodes, note
+
+    @property
+    def first_overflow(self) -> TensorResult | None:
+        """The first tensor with an fp16 overflow to Inf in the candidate, or a failing one with an
+        underflow to 0 (tiny values rounding to 0 in a passing tensor are fp16's honest rounding)."""
+        return next((r for r in self.results if r.comparison.overflow or (r.comparison.underflow and not r.passed)),
+                    None)
 
     @property
     def passed(self) -> bool:
@@ -142,9 +154,8 @@ class LayerReport:
         by_ref: dict[str, list[TensorResult]] = {}
         for r in self.results:
             by_ref.setdefault(r.tensor.name, []).append(r)
-        cast_broken = {name for name, rs in by_ref.items()
-                       if any(r.match.primary and not r.passed for r in rs)
-                       and any(not r.match.primary and r.passed for r in rs)}
+        cast_broken = {name for name, rs in by_ref.items()  # one copy agrees (fp32), another (its cast) not
+                       if any(not r.passed for r in rs) and any(r.passed for r in rs)}
         readers = []
         for r in self.results:
             if r.match.primary and cast_broken & set(r.tensor.inputs) and r.tensor.node not in readers:
@@ -160,6 +171,10 @@ class LayerReport:
             "tensors_compared": len(self.results),
             "matched_through": sum(1 for r in self.results if _through(r.match)),
             "first_divergence": first.to_dict() if first else None,
+            "first_overflow": self.first_overflow.to_dict() if self.first_overflow else None,
+            "overflow_tensors": sum(1 for r in self.results if r.comparison.overflow),
+            "underflow_tensors": sum(1 for r in self.results if r.comparison.underflow),
+            "precision": self.precision,
             "last_passing_before": last.to_dict() if last else None,
             "worst": [r.to_dict() for r in self.worst()],
             "op_types": self.op_types(),
@@ -175,7 +190,7 @@ class LayerReport:
         lines = [f"reference: {self.reference}", f"candidate: {self.candidate} ({self.mode})",
                  f"inputs: {self.inputs.get('source', '?')}",
                  f"compared {len(self.results)} tensor(s) in topological order ({through} matched through "
-                 f"Transpose/Cast/node name); tolerance atol={t.atol} rtol={t.rtol} min_cosine={t.min_cosine}"]
+                 f"Transpose/Cast/node name); tolerance {t.enforced().replace(', ', ' ')}"]
         if self.unmatched_reference:
             lines.append(f"reference tensors without a candidate: {len(self.unmatched_reference)} "
                          f"(e.g. {', '.join(self.unmatched_reference[:3])})")
@@ -188,11 +203,18 @@ class LayerReport:
         else:
             lines.append(f"first divergence: {first.line()}")
             lines += [f"  {failure}" for failure in first.comparison.failures]
+            cause = _flow_cause(first.comparison)
+            if cause:
+                lines.append(f"  cause: {cause}")
             last = self.last_passing_before(first)
             lines.append(f"  last passing before it: {last.line() if last else 'none (the first tensor fails)'}")
             broken = self.broken_nodes()
             lines.append(f"nodes where an error starts (inputs agree, output does not): {len(broken)}: "
                          f"{', '.join(broken[:10])}{' ...' if len(broken) > 10 else ''}")
+        flows = self.first_overflow
+        if self.mode == "fp16" or flows is not None:
+            lines.append("first overflow/underflow: " + (f"{flows.line()}" if flows else "none (no Inf or 0 from "
+                                                                                        "fp16's range)"))
         lines.append(f"worst {min(self.top, len(self.results))} tensor(s):")
         lines += [f"  {r.line()}" for r in self.worst()]
         lines.append("per op type:")
@@ -202,6 +224,15 @@ class LayerReport:
                          f"{s['max_abs']:>12.3g}")
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
+
+
+def _flow_cause(c: OutputComparison) -> str | None:
+    parts = []
+    if c.overflow:
+        parts.append(f"{c.overflow} value(s) overflow fp16 (|x| > 65504) to Inf")
+    if c.underflow:
+        parts.append(f"{c.underflow} value(s) underflow fp16 to 0")
+    return "; ".join(parts) or None
 
 
 def _through(match: Match) -> bool:
@@ -318,21 +349,13 @@ def expose_outputs(model, names: Iterable[str]) -> None:
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in present)
 
 
-def to_fp16(model, keep_fp32: Sequence[str] = ()):
-    """The model in fp16 with fp32 inputs and outputs (onnxconverter-common), the way atc's
-    default precision runs it; `keep_fp32` nodes stay fp32 (what atc's --keep_dtype does).
-    The caller's model is not modified."""
-    import copy
-    import warnings
+def to_fp16(model, keep_fp32: Sequence[str] = (), precision_mode: str = "force_fp16", keep_dtype=None):
+    """The model in true fp16 with fp32 inputs and outputs, the way atc's `precision_mode` runs
+    it (lvvit_opt.precision: constants rounded to fp16, never clamped); `keep_fp32` nodes and a
+    parsed --keep_dtype file (precision.KeepDtype) stay fp32. The caller's model is not modified."""
+    from .precision import to_true_fp16
 
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        raise UserError("--fp16 needs onnxconverter-common (pip install onnxconverter-common)") from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # it warns about every constant it clamps to the fp16 range
-        return float16.convert_float_to_float16(copy.deepcopy(model), keep_io_types=True,
-                                                node_block_list=list(keep_fp32) or None)
+    return to_true_fp16(model, keep_fp32, precision_mode, keep_dtype)[0]
 
 
 class ExposedOnnx:
@@ -378,11 +401,13 @@ def _join(arrays: list[np.ndarray]) -> np.ndarray:
 def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: bool = False,
                    inputs: int | str = 1, seed: int = 0, batch_size: int | None = None,
                    tolerance: Tolerance | None = None, chunk_mb: float = DEFAULT_CHUNK_MB,
-                   top: int = 10, om_json: str | None = None, keep_fp32: Sequence[str] = ()) -> LayerReport:
+                   top: int = 10, om_json: str | None = None, keep_fp32: Sequence[str] = (),
+                   precision_mode: str = "force_fp16", keep_dtype: str | None = None) -> LayerReport:
     """Compare REFERENCE (.onnx) with CANDIDATE (.onnx, or an NPU dump directory) or, with
-    `fp16`, with its own fp16 conversion, tensor by tensor. See the module docstring.
+    `fp16`, with its own true-fp16 conversion, tensor by tensor. See the module docstring.
     `om_json`: the .om's `atc --mode=1` graph JSON, to match fused ops of a dump.
-    `keep_fp32`: with `fp16`, nodes the conversion leaves in fp32."""
+    `keep_fp32`: with `fp16`, nodes the conversion leaves in fp32; `precision_mode` and
+    `keep_dtype` (an atc --keep_dtype file): as atc's flags of those names (lvvit_opt.precision)."""
     import os
 
     from .fileio import load_onnx
@@ -399,6 +424,13 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
         raise UserError(f"CANDIDATE {candidate}: expected an .onnx or an NPU dump directory (for an .om: "
                         "python -m ais_bench --model X.om --input ... --output OUT --dump 1 --dump_npy 1, "
                         "then pass OUT/dump)")
+    if (keep_dtype or precision_mode != "force_fp16") and not fp16:
+        raise UserError("--precision-mode/--keep-dtype shape the fp16 preview: give them without a CANDIDATE")
+    keep_file = None
+    if keep_dtype:
+        from .precision import read_keep_dtype
+
+        keep_file = read_keep_dtype(keep_dtype)
     reference = load_onnx(reference_path)
     mode = "fp16" if fp16 else ("dump" if os.path.isdir(candidate) else "onnx")
     tolerance = tolerance or (Tolerance.onnx() if mode == "onnx" else Tolerance.fp16())
@@ -409,13 +441,21 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     # a run materialises every exposed tensor of a model; the chunk holds both models' share
     require_memory(sum(sizes.values()) + int(chunk_mb * 1024 * 1024),
                    f"debug layers on {reference_path} (every activation of one run, plus a {chunk_mb:g} MB chunk)")
+    precision = None
     if mode == "dump":
         from .ascend.dump import DumpCandidate
 
         cand = DumpCandidate(candidate, om_json)
         matches, unmatched_cand = cand.match(tensors)
     else:
-        cand_model = to_fp16(reference, keep_fp32) if fp16 else load_onnx(candidate)
+        if fp16:
+            from .precision import summary, to_true_fp16
+
+            cand_model, kept = to_true_fp16(reference, keep_fp32, precision_mode, keep_file)
+            precision = {"precision_mode": precision_mode, "keep_dtype": keep_dtype, "kept_fp32": kept,
+                         "description": summary(precision_mode, kept)}
+        else:
+            cand_model = load_onnx(candidate)
         matches, unmatched_cand = match_onnx(reference, cand_model)
         cand = ExposedOnnx(cand_model, [m.candidate for m in matches], candidate or f"{reference_path} (fp16)")
         del cand_model
@@ -434,10 +474,10 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
             if runner is not None:
                 runner.close()
     matched_refs = {m.ref for m in matches}
-    kept = f", {len(keep_fp32)} node(s) kept in fp32" if keep_fp32 else ""
-    return LayerReport(reference_path, candidate or f"{reference_path} converted to fp16 (onnxconverter-common, "
-                       f"keep_io_types{kept})", mode, tolerance, input_set.to_dict(), results,
-                       [t.name for t in tensors if t.name not in matched_refs], unmatched_cand, top)
+    label = candidate or f"{reference_path} converted to {precision['description'] if precision else 'fp16'}"
+    return LayerReport(reference_path, label, mode, tolerance, input_set.to_dict(), results,
+                       [t.name for t in tensors if t.name not in matched_refs], unmatched_cand, top,
+                       precision if mode == "fp16" else None)
 
 
 def mode_is_not_dump(candidate: str | None, fp16: bool) -> bool:

@@ -27,6 +27,14 @@ from .npu_smi import detect_soc_version
 SUCCESS_MARKER = "ATC run success"
 FAILURE_MARKER = "ATC run failed"
 LOG_LEVELS = ("debug", "info", "warning", "error", "null")
+# atc --precision_mode values for inference (CANN ATC/AOE docs, e.g. hiascend.com/document/detail/zh/
+# canncommercial/601/devtools/auxiliarydevtool/aoepar_16_044.html; force_fp16 is the inference default);
+# what each does to an op is in lvvit_opt.precision, the CPU preview of them
+PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "allow_mix_precision", "must_keep_origin_dtype")
+# newer CANN (8.0 docs: .../CANNCommunityEdition/80RC2alpha002/devaids/auxiliarydevtool/aoepar_16_042.html)
+# also takes these; atc passes them through, the CPU preview does not model them
+ATC_PRECISION_MODES = PRECISION_MODES + ("force_fp32", "cube_fp16in_fp32out", "allow_mix_precision_fp16",
+                                         "allow_mix_precision_bf16", "allow_fp32_to_bf16")
 SET_ENV_HINT = "source /usr/local/Ascend/ascend-toolkit/set_env.sh"
 
 ProgressCallback = Callable[[float, str], None]

@@ -7,6 +7,7 @@ import click
 
 from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_file, json_option
+from ..ascend.atc import ATC_PRECISION_MODES
 from .types import SOC_VERSION, ModelFile
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,9 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
               help="Batch for a model whose batch dimension is dynamic (a static one must agree).")
 @click.option("--log", "log_level", type=click.Choice(LOG_LEVELS), default=None,
               help="atc's --log level (the seed uses debug). [default: atc's own, null]")
-@click.option("--precision-mode", default=None,
-              help="atc --precision_mode, e.g. force_fp16, allow_mix_precision, must_keep_origin_dtype.")
+@click.option("--precision-mode", type=click.Choice(ATC_PRECISION_MODES), default=None,
+              help="atc --precision_mode, passed through [atc's own: force_fp16 on the 310]. Preview it first: "
+                   "lvvit-opt debug layers MODEL --precision-mode MODE [--keep-dtype FILE].")
 @click.option("--keep-dtype", type=click.Path(dir_okay=False), default=None,
               help="atc --keep_dtype file (one node name or OpType::Name per line) kept in fp32.")
 @click.option("--keep-dtype-op", "keep_dtype_ops", multiple=True, metavar="OPTYPE",

@@ -6,6 +6,7 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
+from ..precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
 from .validate_cmd import _tolerance_options
 
 
@@ -18,8 +19,15 @@ def debug_group():
 @click.argument("reference", type=click.Path(dir_okay=False))
 @click.argument("candidate", required=False, type=click.Path())
 @click.option("--fp16", is_flag=True,
-              help="Candidate: REFERENCE converted to fp16 with fp32 inputs/outputs (onnxconverter-common), "
-                   "a CPU preview of atc's default fp16 precision.")
+              help="Candidate: REFERENCE converted to true fp16 with fp32 inputs/outputs (constants rounded, "
+                   "never clamped), a CPU preview of what atc's --precision_mode compiles.")
+@click.option("--precision-mode", type=click.Choice(PRECISION_MODES), default=None,
+              help="The atc --precision_mode the fp16 preview follows (implies --fp16) [force_fp16, atc's 310 "
+                   "default]. allow_fp32_to_fp16 keeps vector ops in fp32; must_keep_origin_dtype keeps all; "
+                   "allow_mix_precision's lists are not public: previewed as force_fp16.")
+@click.option("--keep-dtype", "keep_dtype_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="atc's --keep_dtype file (a node name or OpType::Type a line): those ops stay fp32 in the "
+                   "preview (implies --fp16; ignored under must_keep_origin_dtype, as atc does).")
 @inputs_option(1, "Inputs both models run on")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -37,7 +45,7 @@ def debug_group():
                    "ops atc fused to the original ONNX nodes.")
 @json_option
 @handle_errors
-def layers_command(reference, candidate, fp16, inputs, seed, batch_size, top, chunk_mb,
+def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, inputs, seed, batch_size, top, chunk_mb,
                    keep_dtype_path, om_json, json_out, **metrics):
     """Compare REFERENCE (.onnx) with CANDIDATE tensor by tensor, in topological order.
 
@@ -70,6 +78,10 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, top, ch
     from ..inputs import parse_inputs_arg
     from .validate_cmd import _tolerance
 
+    if (precision_mode or keep_dtype_file) and candidate is not None:
+        raise click.UsageError("--precision-mode/--keep-dtype shape the fp16 preview; give no CANDIDATE with them")
+    fp16 = fp16 or bool(precision_mode or keep_dtype_file)
+    precision = {"precision_mode": precision_mode or DEFAULT_PRECISION_MODE, "keep_dtype": keep_dtype_file}
     onnx_candidate = candidate is not None and not fp16 and candidate.lower().endswith(".onnx")
     if keep_dtype_path and (onnx_candidate or (candidate is None and not fp16)):
         raise click.UsageError("--suggest-keep-dtype is for fp16 candidates: --fp16 or an NPU dump directory")
@@ -78,12 +90,13 @@ def layers_command(reference, candidate, fp16, inputs, seed, batch_size, top, ch
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
                             tolerance=_tolerance(None, base=base, **metrics), chunk_mb=chunk_mb,
-                            top=top, om_json=om_json)
+                            top=top, om_json=om_json, **(precision if fp16 else {}))
     echo(report.format())
     result = report.to_dict()
     if keep_dtype_path:
         suggestion = suggest_keep_fp32(report, inputs=inputs, seed=seed, batch_size=batch_size,
-                                       tolerance=report.tolerance, chunk_mb=chunk_mb, top=top)
+                                       tolerance=report.tolerance, chunk_mb=chunk_mb, top=top,
+                                       **(precision if fp16 else {}))
         written = write_keep_dtype(suggestion.nodes, keep_dtype_path)
         result["keep_dtype"] = {"file": keep_dtype_path if written else None,
                                 "atc_flag": f"--keep_dtype={keep_dtype_path}" if written else None,
