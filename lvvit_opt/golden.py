@@ -20,7 +20,7 @@ FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0 ** -14
 # Chosen from scripts/measure_fp16_tolerance.py (README "fp16 tolerance"): see there.
 FP16_MIN_COSINE = 0.999
-FP16_MAX_RANGE_REL = 0.02
+FP16_MAX_RANGE_REL = 0.01
 
 
 @dataclass(frozen=True)

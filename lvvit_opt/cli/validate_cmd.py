@@ -35,7 +35,7 @@ def _tolerance_options(fn):
         ("--rtol", number, "Relative tolerance of that elementwise test [1e-3; off for fp16/.om]."),
         ("--min-cosine", unit, "Minimum cosine similarity per tensor [0.99999; 0.999 for fp16/.om]."),
         ("--max-range-rel", number, "Maximum max|a-b| / max|ref|, the error relative to the reference's range; "
-                                    "sees scale errors cosine cannot [off; 0.02 for fp16/.om]."),
+                                    "sees scale errors cosine cannot [off; 0.01 for fp16/.om]."),
         ("--max-rel", number, "Maximum elementwise |a-b|/|ref| [off]."),
         ("--max-mean-rel", number, "Maximum mean of |a-b|/|ref| [off]."),
         ("--max-rmse", number, "Maximum root mean square error [off]."),
