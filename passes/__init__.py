@@ -15,14 +15,14 @@ from .registry import (apply_shortcuts, available_passes, get_pass, parse_pass_l
                        register_pass, registered, unregister_pass)
 
 # Importing a pass module registers it; this order is the order `lvvit-opt passes` lists.
-from . import softmax_transpose, fold_constants, fix_shapes, cleanup  # noqa: E402,F401
+from . import softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention  # noqa: E402,F401
 from .pipeline import (PassBrokeEquivalence, PassBrokeStructure, PassFailed, PipelineResult,  # noqa: E402
                        format_op_table, run_pipeline, structural_problem)
-from .apply import ApplyResult, ApplyValidationFailed, apply_file  # noqa: E402
+from .apply import ApplyResult, ApplyValidationFailed, AttentionNotWrapped, apply_file  # noqa: E402
 from .softmax_transpose import inverse_perm  # noqa: E402
 
 __all__ = [
-    "GraphPass", "PassReport", "PassResult", "PipelineResult", "ApplyResult", "ApplyValidationFailed",
+    "GraphPass", "PassReport", "PassResult", "PipelineResult", "ApplyResult", "ApplyValidationFailed", "AttentionNotWrapped",
     "PassBrokeEquivalence", "PassBrokeStructure", "PassFailed", "structural_problem", "available_passes",
     "get_pass", "parse_pass_list", "register_pass", "registered", "unregister_pass", "apply_shortcuts",
     "run_pipeline", "apply_file", "format_op_table", "op_counts", "inverse_perm",

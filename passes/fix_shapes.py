@@ -8,7 +8,7 @@ import onnx
 
 from ..errors import UserError
 from .base import GraphPass, PassReport
-from .fold_constants import fold_graph
+from .fold_constants import fold_budget, fold_graph, note_skipped
 from .graph_utils import dims_of
 from .registry import register_pass
 
@@ -65,7 +65,10 @@ class FixShapes(GraphPass):
         del model.graph.value_info[:]
         for output in model.graph.output:
             output.type.tensor_type.ClearField("shape")
-        model, rounds = _fold_to_fixed_point(model)
+        budget = fold_budget(model)
+        skipped: list[str] = []
+        model, rounds = _fold_to_fixed_point(model, budget, skipped)
+        note_skipped(report, sorted(set(skipped)), budget)
         model = onnx.shape_inference.infer_shapes(model, data_prop=True, strict_mode=False)
         still_computed = _reshapes_with_computed_target(model.graph)
         not_concrete = [v.name for v in list(model.graph.value_info) + list(model.graph.output)
@@ -83,12 +86,13 @@ class FixShapes(GraphPass):
         return model
 
 
-def _fold_to_fixed_point(model: onnx.ModelProto, max_rounds: int = 8) -> tuple[onnx.ModelProto, int]:
+def _fold_to_fixed_point(model: onnx.ModelProto, budget: int, skipped: list[str],
+                         max_rounds: int = 8) -> tuple[onnx.ModelProto, int]:
     """Fold, re-infer, fold again: each round can resolve shapes (Expand, Where on shapes, ...)
     that the next round's Shape folding needs. Stops when the node count stops falling."""
     for rounds in range(1, max_rounds + 1):
         count = len(model.graph.node)
-        model = fold_graph(model, fold_shapes=True)
+        model = fold_graph(model, fold_shapes=True, size_threshold=budget, skipped=skipped)
         if len(model.graph.node) >= count:
             break
     return model, rounds

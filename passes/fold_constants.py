@@ -23,20 +23,81 @@ class FoldConstants(GraphPass):
     @dataclass
     class Options:
         fold_shapes: bool = True  # fold Shape nodes (and what depends on them) when shapes are static
-        size_threshold_mb: float = 1024.0  # do not materialise folded tensors larger than this
+        size_threshold_mb: float = 0.0  # largest folded tensor; 0: max(256 MB, 2x the weights)
 
     def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
         before = op_counts(model)
-        folded = fold_graph(model, fold_shapes=self.options.fold_shapes,
-                            size_threshold=int(self.options.size_threshold_mb * 1024**2))
+        budget = int(self.options.size_threshold_mb * 1024**2) or fold_budget(model)
+        skipped: list[str] = []
+        folded = fold_graph(model, fold_shapes=self.options.fold_shapes, size_threshold=budget, skipped=skipped)
+        note_skipped(report, skipped, budget)
         after = op_counts(folded)
         report.matched = sum(before.values()) - sum(after.values())
         report.details["ops_folded"] = {op: before[op] - after.get(op, 0) for op in before if before[op] > after.get(op, 0)}
         return folded
 
 
-def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None) -> onnx.ModelProto:
-    """Constant-fold `model` (not modified) and return a cleaned-up new model."""
+MIN_FOLD_BUDGET = 256 * 1024**2
+
+
+def fold_budget(model: onnx.ModelProto) -> int:
+    """Largest tensor folding may materialise: max(256 MB, 2x the model's weights)."""
+    weights = sum(_nbytes(i.data_type, i.dims) for i in model.graph.initializer)
+    return max(MIN_FOLD_BUDGET, 2 * weights)
+
+
+def note_skipped(report: PassReport, skipped: list[str], budget: int) -> None:
+    report.details["not_folded_over_budget"] = skipped
+    if skipped:
+        report.notes.append(f"did not fold {len(skipped)} tensor(s) larger than {budget / 1024**2:.0f} MB: "
+                            f"{', '.join(skipped[:6])}{' ...' if len(skipped) > 6 else ''}")
+
+
+def _nbytes(data_type: int, dims) -> int:
+    count = 1
+    for d in dims:
+        count *= d if isinstance(d, int) else 0
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 4
+    return count * itemsize
+
+
+def split_sliced_shapes(model: onnx.ModelProto) -> None:
+    """Shape(x, start, end) (opset 15+, the dynamo exporter's batch reads) -> Shape(x) then
+    Slice, in place. onnx-graphsurgeon 0.6's shape folding ignores start/end and folds the
+    whole shape, which then breaks Concat ranks and blows up Expand (issue 20)."""
+    from onnx import helper, numpy_helper
+    import numpy as np
+
+    from .graph_utils import NameAllocator
+
+    names = NameAllocator(model.graph)
+    nodes = []
+    for node in model.graph.node:
+        attrs = {a.name: a.i for a in node.attribute}
+        if node.op_type != "Shape" or node.domain not in ("", "ai.onnx") or not ({"start", "end"} & set(attrs)):
+            nodes.append(node)
+            continue
+        base = node.name or node.output[0]
+        whole = names.fresh(f"{node.output[0]}_whole")
+        start = numpy_helper.from_array(np.array([attrs.get("start", 0)], np.int64), names.fresh(f"{base}/start"))
+        end = numpy_helper.from_array(np.array([attrs.get("end", 2**62)], np.int64), names.fresh(f"{base}/end"))
+        model.graph.initializer.extend([start, end])
+        nodes.append(helper.make_node("Shape", list(node.input), [whole], name=names.fresh(f"{base}/whole")))
+        nodes.append(helper.make_node("Slice", [whole, start.name, end.name], list(node.output),
+                                      name=names.fresh(f"{base}/slice")))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None,
+               skipped: list[str] | None = None) -> onnx.ModelProto:
+    """Constant-fold `model` (not modified) and return a cleaned-up new model.
+
+    size_threshold: tensors of known size above it are not folded; their names are appended
+    to `skipped`."""
     import logging
 
     import onnx_graphsurgeon as gs
@@ -47,8 +108,16 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon's sessions otherwise warn per node
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    split_sliced_shapes(inferred)
+    inferred = onnx.shape_inference.infer_shapes(inferred, data_prop=True)
     graph = gs.import_onnx(inferred)
+    held = _hold_over_budget(graph, size_threshold) if size_threshold is not None else []
+    if skipped is not None:
+        skipped += [node.outputs[0].name for node, _, _ in held]
     graph.fold_constants(fold_shapes=fold_shapes, size_threshold=size_threshold, error_ok=True)
+    for node, stand_in, original in held:  # reconnect: the node stays, computed at run time
+        node.inputs[node.inputs.index(stand_in)] = original
+        graph.inputs.remove(stand_in)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     folded = gs.export_onnx(graph, do_type_check=False)
     folded.ir_version = model.ir_version
@@ -58,3 +127,29 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
         setattr(folded, field, getattr(model, field))
     folded.metadata_props.extend(model.metadata_props)
     return folded
+
+
+def _hold_over_budget(graph, size_threshold: int) -> list[tuple]:
+    """Keep graphsurgeon from evaluating constant-only nodes whose output (known from shape
+    inference) exceeds the budget, even as an intermediate: one input of each is swapped
+    for a stand-in graph input during folding. Returns (node, stand_in, original input)."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    constant = {name for name, t in graph.tensors().items() if isinstance(t, gs.Constant)}
+    held = []
+    for node in graph.nodes:
+        inputs = [i for i in node.inputs if i.name]
+        if not inputs or not all(i.name in constant for i in inputs):
+            continue
+        big = any(t.shape is not None and all(isinstance(d, int) for d in t.shape) and t.dtype is not None
+                  and int(np.prod(t.shape)) * np.dtype(t.dtype).itemsize > size_threshold for t in node.outputs)
+        if big:
+            original = inputs[0]
+            stand_in = gs.Variable(f"{original.name}__fold_stand_in", dtype=original.dtype, shape=original.shape)
+            node.inputs[node.inputs.index(original)] = stand_in
+            graph.inputs.append(stand_in)
+            held.append((node, stand_in, original))
+        else:
+            constant.update(t.name for t in node.outputs)
+    return held

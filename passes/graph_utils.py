@@ -113,3 +113,28 @@ def replace_nodes(graph: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> No
     nodes = list(nodes)
     del graph.node[:]
     graph.node.extend(nodes)
+
+
+# (domain, op type) of ops that compute softmax(QK^T)V inside one node. The default
+# domain's `Attention` is ONNX opset 23; the com.microsoft ones are onnxruntime contrib ops
+# (optimum/onnxruntime.transformers fusions).
+FUSED_ATTENTION_OPS = {
+    ("", "Attention"),
+    ("com.microsoft", "Attention"),
+    ("com.microsoft", "MultiHeadAttention"),
+    ("com.microsoft", "GroupQueryAttention"),
+    ("com.microsoft", "PackedAttention"),
+    ("com.microsoft", "PackedMultiHeadAttention"),
+    ("com.microsoft", "DecoderMaskedMultiHeadAttention"),
+    ("com.microsoft", "SparseAttention"),
+}
+
+
+def fused_attention_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes of `graph` whose softmax is inside a fused attention op."""
+    return [n for n in graph.node if ((n.domain if n.domain != "ai.onnx" else ""), n.op_type) in FUSED_ATTENTION_OPS]
+
+
+def node_label(node: onnx.NodeProto) -> str:
+    domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
+    return f"{node.name or node.output[0]} ({domain}{node.op_type})"

@@ -9,7 +9,8 @@ from onnx import helper
 
 from ..errors import UserError
 from .base import GraphPass, PassReport
-from .graph_utils import NameAllocator, consumers, default_opset, infer_shapes_light, producers, replace_nodes
+from .graph_utils import (NameAllocator, consumers, default_opset, fused_attention_nodes, infer_shapes_light,
+                          node_label, producers, replace_nodes)
 from .registry import register_pass
 
 SEED_PERM = [0, 3, 2, 1]  # the seed's attn.transpose(1, -1): self-inverse, softmax on axis 1
@@ -93,6 +94,14 @@ class SoftmaxTranspose(GraphPass):
             new_nodes.append(node)
         replace_nodes(graph, new_nodes)
         report.matched = len(wrapped)
+        # attention blocks it could not wrap: softmaxes of unknown rank and fused attention ops
+        unseen = [label for label, reason in skipped if reason.startswith("input rank unknown")]
+        fused = [node_label(n) for n in fused_attention_nodes(graph)]
+        report.details["attention_blocks"] = len(wrapped) + len(already) + len(unseen) + len(fused)
+        report.details["attention_not_wrapped"] = unseen + fused
+        if fused:
+            report.notes.append(f"{len(fused)} fused attention node(s) hide their softmax: {', '.join(fused[:6])}"
+                                f"{' ...' if len(fused) > 6 else ''}; run lower_attention first")
         report.details.update({
             "perm": perm, "inverse_perm": inverse, "softmax_axis": axis,
             "wrapped": wrapped, "already_wrapped": already,

@@ -1,0 +1,159 @@
+"""lower_attention: fused attention ops -> MatMul/Softmax/MatMul that softmax_transpose wraps.
+
+Which op types are fused attention is graph_utils.FUSED_ATTENTION_OPS: softmax_transpose
+uses it too, so a graph whose attention hides inside such an op is never reported wrapped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from .base import GraphPass, PassReport
+from .graph_utils import (FUSED_ATTENTION_OPS, NameAllocator, consumers, fused_attention_nodes,  # noqa: F401
+                          infer_shapes_light, node_label, replace_nodes)
+from .registry import register_pass
+
+@register_pass
+class LowerAttention(GraphPass):
+    """Lower ONNX Attention (opset 23) to Transpose/MatMul/Mul/Softmax/MatMul primitives.
+
+    Handles 4-D (batch, heads, seq, head_dim) and 3-D (batch, seq, heads*head_dim, with
+    q_num_heads) inputs, an optional additive (float) or boolean mask, and the `scale`
+    attribute (default 1/sqrt(head_dim)). Nodes it cannot lower exactly (is_causal, softcap,
+    past key/value, grouped heads, extra outputs in use, com.microsoft contrib attention)
+    are left alone and listed in the notes; softmax_transpose then refuses to call the graph
+    wrapped.
+    """
+
+    name = "lower_attention"
+
+    @dataclass
+    class Options:
+        pass
+
+    def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
+        graph = model.graph
+        shapes = infer_shapes_light(model)
+        readers = consumers(graph)
+        types = _elem_types(model)
+        names = NameAllocator(graph)
+        new_nodes, lowered, left = [], [], []
+        for node in graph.node:
+            if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+                if ((node.domain or ""), node.op_type) in FUSED_ATTENTION_OPS:
+                    left.append((node_label(node), "contrib attention op: not lowered (re-export without fusion)"))
+                new_nodes.append(node)
+                continue
+            reason = _unsupported(node, shapes, readers)
+            if reason:
+                left.append((node_label(node), reason))
+                new_nodes.append(node)
+                continue
+            new_nodes.extend(_lower(node, shapes, types, names, graph))
+            lowered.append(node.name or node.output[0])
+        replace_nodes(graph, new_nodes)
+        report.matched = len(lowered)
+        report.details.update({"lowered": lowered, "left": [{"node": n, "reason": r} for n, r in left]})
+        report.notes += [f"left {label}: {reason}" for label, reason in left]
+        return model
+
+
+def _attr(node: onnx.NodeProto, name: str, default=None):
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    from .graph_utils import weightless_skeleton
+
+    inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in
+             list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    return types
+
+
+def _unsupported(node: onnx.NodeProto, shapes, readers) -> str | None:
+    inputs = list(node.input) + [""] * (6 - len(node.input))
+    if _attr(node, "is_causal", 0):
+        return "is_causal=1 not lowered"
+    if _attr(node, "softcap", 0.0):
+        return "softcap not lowered"
+    if inputs[4] or inputs[5]:
+        return "past key/value not lowered"
+    if any(out and readers.get(out) for out in node.output[1:]):
+        return "present key/value or qk output in use"
+    q_dims = shapes.get(inputs[0])
+    if q_dims is None or len(q_dims) not in (3, 4):
+        return "query rank unknown (run fix_shapes or onnxsim first)"
+    for other in inputs[1:3]:
+        dims = shapes.get(other)
+        if dims is None or len(dims) != len(q_dims):
+            return "key/value rank unknown or differs from the query's"
+    if len(q_dims) == 4:
+        heads_q, heads_kv = q_dims[1], shapes[inputs[1]][1]
+        if not (isinstance(heads_q, int) and heads_q == heads_kv):
+            return f"grouped heads ({heads_q} query vs {heads_kv} key heads) not lowered"
+        if _attr(node, "scale") is None and not isinstance(q_dims[3], int):
+            return "head size unknown and no scale attribute"
+    else:
+        heads_q, heads_kv = _attr(node, "q_num_heads"), _attr(node, "kv_num_heads")
+        if not heads_q or heads_q != heads_kv:
+            return f"3-D input with q_num_heads={heads_q}, kv_num_heads={heads_kv} not lowered"
+        if not isinstance(q_dims[2], int) or not isinstance(shapes[inputs[1]][2], int):
+            return "3-D input with unknown hidden size"
+    return None
+
+
+def _lower(node, shapes, types, names: NameAllocator, graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Y = softmax(Q K^T * scale + mask) V, as primitives, the output keeping the node's name."""
+    base = node.name or node.output[0]
+    q, k, v = node.input[0], node.input[1], node.input[2]
+    mask = node.input[3] if len(node.input) > 3 else ""
+    q_dims = shapes[q]
+    dtype = helper.tensor_dtype_to_np_dtype(types.get(q) or onnx.TensorProto.FLOAT)
+    nodes: list[onnx.NodeProto] = []
+
+    def add(op, inputs, **attrs):
+        out = names.fresh(f"{base}/{op.lower()}_out")
+        nodes.append(helper.make_node(op, inputs, [out], name=names.fresh(f"{base}/{op.lower()}"), **attrs))
+        return out
+
+    def const(value, label):
+        tensor = numpy_helper.from_array(np.asarray(value), names.fresh(f"{base}/{label}"))
+        graph.initializer.append(tensor)
+        return tensor.name
+
+    three_d = len(q_dims) == 3
+    if three_d:
+        heads = _attr(node, "q_num_heads")
+        split = const(np.array([0, 0, heads, -1], dtype=np.int64), "split_heads")
+        q, k, v = (add("Transpose", [add("Reshape", [t, split])], perm=[0, 2, 1, 3]) for t in (q, k, v))
+        head_dim = q_dims[2] // heads
+    else:
+        head_dim = q_dims[3]
+    scale = _attr(node, "scale")
+    scale = float(scale) if scale is not None else 1.0 / math.sqrt(head_dim)
+    k_t = add("Transpose", [k], perm=[0, 1, 3, 2])
+    scores = add("MatMul", [q, k_t])
+    scores = add("Mul", [scores, const(np.array(scale, dtype=dtype), "scale")])
+    if mask:
+        if types.get(mask) == onnx.TensorProto.BOOL:
+            scores = add("Where", [mask, scores, const(np.array(-np.inf, dtype=dtype), "masked")])
+        else:
+            scores = add("Add", [scores, mask])
+    probs = add("Softmax", [scores], axis=-1)
+    out = node.output[0]
+    if three_d:
+        merged = add("Transpose", [add("MatMul", [probs, v])], perm=[0, 2, 1, 3])
+        nodes.append(helper.make_node("Reshape", [merged, const(np.array([0, 0, -1], dtype=np.int64), "merge_heads")],
+                                      [out], name=names.fresh(f"{base}/merge_heads")))
+    else:
+        nodes.append(helper.make_node("MatMul", [probs, v], [out], name=names.fresh(f"{base}/matmul_v")))
+    return nodes
