@@ -142,7 +142,8 @@ def test_dynamic_batch_is_reported_not_skipped(tmp_path):
         shapes_from_model(path)
     result = CliRunner().invoke(main, ["whitelist", "shapes", str(path)])
     assert result.exit_code == 0
-    assert result.output.splitlines()[1] == "N,6,197,197  0,3,2,1      1  NO (not static: fix the batch size at export)"
+    assert result.output.splitlines()[1] == ("N,6,197,197  0,3,2,1      1  NO ('N' is input x dim 0: "
+                                             "fix it with apply --passes fix_shapes)")
 
 
 def test_cli_shapes_json_and_table(tmp_path):

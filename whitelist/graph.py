@@ -44,15 +44,35 @@ def transpose_shapes(model_or_path) -> list[TransposeUse]:
     """
     import onnx
 
+    from lvvit_opt.passes.graph_utils import weightless_skeleton
+
     model = _load(model_or_path)
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+        # the inference the passes use (apply's report): weight-free skeleton with data
+        # propagation, so Reshape targets computed from static shapes resolve (no unk__N)
+        inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), check_type=False,
+                                                     strict_mode=False, data_prop=True)
     except Exception as exc:  # inference errors are many and varied; report one line
         raise UserError(f"ONNX shape inference failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") \
             from None
     uses: dict[tuple, TransposeUse] = {}
     _collect(inferred.graph, {}, uses)
     return list(uses.values())
+
+
+def symbolic_input_dims(model_or_path) -> dict[str, str]:
+    """Symbol -> 'input NAME dim I' for every named symbolic dim of the graph inputs: what
+    to fix (apply --passes fix_shapes --batch-size / --input-shape) for a dim to become static."""
+    model = _load(model_or_path)
+    initializers = {i.name for i in model.graph.initializer}
+    where: dict[str, str] = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        for index, dim in enumerate(dims_of(value.type) or ()):
+            if isinstance(dim, str):
+                where.setdefault(dim, f"input {value.name} dim {index}")
+    return where
 
 
 def static_shapes(uses: list[TransposeUse]) -> list[tuple[int, ...]]:

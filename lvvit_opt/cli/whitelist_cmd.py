@@ -70,6 +70,7 @@ def shapes_command(model, json_out) -> None:
     """
     from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import transpose_shapes
+    from lvvit_opt.whitelist.graph import symbolic_input_dims
 
     guard_outputs({"--json": json_out}, {"MODEL": model})
 
@@ -80,8 +81,19 @@ def shapes_command(model, json_out) -> None:
     if not uses:
         echo(f"{model}: no Transpose nodes")
         return
+    fixes = symbolic_input_dims(model)
+
+    def why(shape) -> str:
+        named = [f"{d!r} is {fixes[d]}" for d in dict.fromkeys(shape or ()) if isinstance(d, str) and d in fixes]
+        if named:
+            return f"NO ({'; '.join(named)}: fix it with apply --passes fix_shapes)"
+        if fixes:  # a symbol inference made up (unk__N) downstream of the symbolic inputs
+            inputs = "; ".join(f"{where} ({sym!r})" for sym, where in fixes.items())
+            return f"NO (follows the symbolic {inputs}: fix it with apply --passes fix_shapes)"
+        return "NO (not static: fix the input shapes with apply --passes fix_shapes, or at export)"
+
     rows = [[_fmt(u.shape), _fmt(u.perm) if u.perm else "reverse", u.count,
-             "yes" if u.static else "NO (not static: fix the batch size at export)"] for u in uses]
+             "yes" if u.static else why(u.shape)] for u in uses]
     echo(format_table(["input shape", "perm", "nodes", "static"], rows, align="llrl", rule=False))
 
 
