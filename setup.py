@@ -28,7 +28,7 @@ setup(
         "lvvit_opt.passes",
         "lvvit_opt.whitelist",
     ],
-    package_data={"lvvit_opt": ["timm_models.txt"]},
+    package_data={"lvvit_opt": ["timm_models.txt", "ascend/data/*.json"]},
     package_dir={
         "lvvit_opt": "lvvit_opt",
         "lvvit_opt.passes": "passes",

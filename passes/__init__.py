@@ -15,7 +15,7 @@ from .registry import (apply_shortcuts, available_passes, get_pass, parse_pass_l
                        register_pass, registered, unregister_pass)
 
 # Importing a pass module registers it; this order is the order `lvvit-opt passes` lists.
-from . import softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention  # noqa: E402,F401
+from . import softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention, target_opset  # noqa: E402,F401
 from .pipeline import (PassBrokeEquivalence, PassBrokeStructure, PassFailed, PipelineResult,  # noqa: E402
                        format_op_table, run_pipeline, structural_problem)
 from .apply import ApplyResult, ApplyValidationFailed, AttentionNotWrapped, apply_file  # noqa: E402

@@ -9,7 +9,13 @@ that same graph, in the same run:
 Prints wall times, the apply/onnxsim ratio and peak RSS against the targets
 (apply <= 1.0 s and <= 600 MB; process ratio <= 0.35). Exit 1 when over a target.
 
-    python scripts/bench_apply.py [--repeat 3] [--model lvvit_s_bs16.onnx]
+Then the memory bound of issue 20: peak RSS of `apply` with the seed recipe
+(fix_shapes,fold_constants,softmax_transpose) above the bare process (python with onnx and
+onnxruntime imported), divided by the model file size, on lvvit_s bs16 and on a
+timm vit_tiny_patch16_224 dynamo (opset 18, dynamic batch) export fixed to batch 4, with
+apply/onnxsim wall ratio for each (target: RSS/model <= 2.0).
+
+    python scripts/bench_apply.py [--repeat 3] [--model lvvit_s_bs16.onnx] [--skip-dynamo]
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ import time
 TARGET_APPLY_SECONDS = 1.0
 TARGET_APPLY_RSS_MB = 600.0
 TARGET_PROCESS_RATIO = 0.35
+TARGET_RSS_PER_MODEL = 2.0
+SEED_RECIPE = "fix_shapes,fold_constants,softmax_transpose"
 
 
 def run_child(cmd: list[str]) -> tuple[float, float]:
@@ -48,10 +56,32 @@ def build_graph(path: str) -> None:
           f"({os.path.getsize(path) / 1024**2:.0f} MB)")
 
 
+def build_dynamo_graph(path: str) -> None:
+    """timm vit_tiny_patch16_224 (random weights) through torch.onnx.export(dynamo=True), dynamic batch."""
+    code = ("import sys, torch, timm; m = timm.create_model('vit_tiny_patch16_224', pretrained=False).eval(); "
+            "torch.onnx.export(m, (torch.randn(2, 3, 224, 224),), sys.argv[1], dynamo=True, opset_version=18, "
+            "dynamic_shapes=({0: torch.export.Dim('batch', min=1, max=64)},), verbose=False, external_data=False)")
+    subprocess.run([sys.executable, "-c", code, path], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def memory_rows(label: str, model: str, batch: int, tmp: str, bare_mb: float) -> tuple[str, bool]:
+    """One line: seed-recipe apply RSS above the bare process / model size, apply/onnxsim wall."""
+    out = os.path.join(tmp, f"{label}_seed.onnx")
+    seconds, rss = run_child([sys.executable, "-m", "lvvit_opt", "apply", model, "-o", out, "--passes", SEED_RECIPE,
+                              "--batch-size", str(batch), "--no-validate", "-q"])
+    sim_seconds, sim_rss = run_child([sys.executable, "-m", "onnxsim", model, os.path.join(tmp, f"{label}_sim.onnx")])
+    size_mb = os.path.getsize(model) / 1024**2
+    ratio = (rss - bare_mb) / size_mb
+    ok = ratio <= TARGET_RSS_PER_MODEL
+    return (f"{label:28}{size_mb:>8.1f}{rss:>9.0f}{ratio:>9.2f}{seconds:>9.2f}{sim_seconds:>9.2f}"
+            f"{seconds / sim_seconds:>8.2f}  {'ok' if ok else 'OVER'}"), ok
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each (best wall time is reported)")
     parser.add_argument("--model", default=None, help="use this graph instead of exporting lvvit_s bs16")
+    parser.add_argument("--skip-dynamo", action="store_true", help="skip the dynamo vit_tiny memory row")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or os.path.join(tmp, "lvvit_s_bs16.onnx")
@@ -64,6 +94,13 @@ def main() -> int:
 
         apply_runs = [run_child(apply_cmd) for _ in range(args.repeat)]
         sim_runs = [run_child(sim_cmd) for _ in range(args.repeat)]
+        # children before anything heavy is imported here: a forked child's peak RSS starts at ours
+        _, bare_mb = run_child([sys.executable, "-c", "import onnx, onnxruntime"])
+        rows = [memory_rows("lvvit_s bs16", model, 16, tmp, bare_mb)]
+        if not args.skip_dynamo:
+            dynamo = os.path.join(tmp, "vit_tiny_dynamo18_dyn.onnx")
+            build_dynamo_graph(dynamo)
+            rows.append(memory_rows("vit_tiny dynamo18 dyn -> bs4", dynamo, 4, tmp, bare_mb))
 
         from lvvit_opt.passes import apply_file
 
@@ -81,6 +118,7 @@ def main() -> int:
             onnxsim.simplify(onnx.load(model))
             in_sim.append(time.perf_counter() - start)
 
+
     wrapped = result.passes[0].matched
     shapes = ", ".join(str(tuple(s)) for s in result.transpose_input_shapes())
     p_apply, p_sim = min(t for t, _ in apply_runs), min(t for t, _ in sim_runs)
@@ -96,6 +134,12 @@ def main() -> int:
     print(f"{'process peak RSS (MB)':24}{rss_apply:>10.0f}{rss_sim:>10.0f}{rss_apply / rss_sim:>8.2f}   "
           f"target apply <= {TARGET_APPLY_RSS_MB:.0f} MB")
     ok = ratio <= TARGET_PROCESS_RATIO and i_apply <= TARGET_APPLY_SECONDS and rss_apply <= TARGET_APPLY_RSS_MB
+    print(f"\nseed recipe ({SEED_RECIPE}, --no-validate); bare process (onnx + onnxruntime imported) "
+          f"{bare_mb:.0f} MB; target (RSS - bare) / model <= {TARGET_RSS_PER_MODEL}")
+    print(f"{'graph':28}{'model MB':>8}{'RSS MB':>9}{'RSS/mdl':>9}{'apply s':>9}{'sim s':>9}{'ratio':>8}")
+    for line, row_ok in rows:
+        print(line)
+        ok = ok and row_ok
     print("within targets" if ok else "OVER TARGET")
     return 0 if ok else 1
 

@@ -95,7 +95,7 @@ def test_check_each_records_a_check_per_pass(golden_onnx, tmp_path):
 def test_unknown_pass_lists_valid_ones(cli_runner, golden_onnx, tmp_path):
     result = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "--passes", "softmax,cleanup"])
     assert result.exit_code == 2
-    assert "unknown pass 'softmax'; valid passes: softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention" in result.output
+    assert "unknown pass 'softmax'; valid passes: softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention, target_opset" in result.output
     assert "Traceback" not in result.output
 
 
@@ -144,7 +144,7 @@ def test_passes_verb_lists_each_pass(cli_runner):
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["softmax_transpose", "fold_constants", "fix_shapes", "cleanup",
-                                                         "lower_attention"]
+                                                         "lower_attention", "target_opset"]
 
 
 def test_apply_verb_does_not_import_torch(golden_onnx, tmp_path):

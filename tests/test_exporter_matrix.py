@@ -10,6 +10,8 @@ LV-ViT golden export), exported with torch.onnx legacy (opset 13/17/18) and dyna
   * on opset 23 (ONNX `Attention`), the seed recipe without lower_attention exits 1
     "matched 0 of N attention blocks" instead of claiming success;
   * `whitelist shapes` of the result lists every Transpose shape apply reported, all static;
+  * opset 20/23 graphs get target_opset (opset=18) too, and `atc --dry-run --cann-version 8.0`
+    passes the readiness check (opset range, documented operator list, static inputs);
   * `debug layers --fp16` loads and gives a verdict (exit 0 or 1, never 2).
 The combinations (a representative subset of family x exporter x batch) are COMBOS below
 and the README's exporter matrix table. Exports are cached per session.
@@ -169,7 +171,8 @@ def _recipe(path) -> list[str]:
 
     opset = next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import
                  if o.domain in ("", "ai.onnx"))
-    return ["fix_shapes", "fold_constants"] + (["lower_attention"] if opset >= 23 else []) + ["softmax_transpose"]
+    return ["fix_shapes", "fold_constants"] + (["lower_attention"] if opset >= 23 else []) + \
+        (["target_opset"] if opset > 18 else []) + ["softmax_transpose"]
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=_label)
@@ -179,9 +182,10 @@ def test_exporter_matrix(combo, export_dir, tmp_path):
     passes = _recipe(path)
     if "lower_attention" in passes:  # never silent: the seed recipe alone must refuse
         with pytest.raises(AttentionNotWrapped, match=rf"matched 0 of {blocks} attention blocks"):
-            apply_file(path, tmp_path / "seed_only.onnx", [p for p in passes if p != "lower_attention"],
+            apply_file(path, tmp_path / "seed_only.onnx", [p for p in passes if p not in ("lower_attention", "target_opset")],
                        batch_size=BATCH, validate=False)
-    result = apply_file(path, out, passes, batch_size=BATCH)
+    result = apply_file(path, out, passes, batch_size=BATCH, options={"target_opset": {"opset": 18}}
+                        if "target_opset" in passes else None)
     wrap = result.passes[-1]
     assert wrap.matched == blocks, wrap.to_dict()
     assert wrap.details["attention_not_wrapped"] == []
@@ -194,6 +198,9 @@ def test_exporter_matrix(combo, export_dir, tmp_path):
     cli = CliRunner().invoke(main, ["whitelist", "shapes", str(out), "--json", str(tmp_path / "w.json")])
     assert cli.exit_code == 0, cli.output
     assert json.loads((tmp_path / "w.json").read_text())["ok"] is True
+    # atc --dry-run: the readiness check (CANN 8.0: opset <= 18, documented operator list) passes
+    dry = CliRunner().invoke(main, ["atc", str(out), "--dry-run", "--soc-version", "Ascend310", "--cann-version", "8.0"])
+    assert dry.exit_code == 0, dry.output
     # debug layers --fp16 loads and gives a verdict (exit 0 pass / 1 fail), never "cannot load" (2)
     fp16 = CliRunner().invoke(main, ["debug", "layers", str(out), "--fp16"])
     if fp16.exit_code == 2 and "cannot load" in fp16.output:

@@ -40,11 +40,15 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
 @cann_home_option
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Where atc's output goes. [default: PREFIX.atc.log]")
-@click.option("--dry-run", is_flag=True, help="Print the atc command line and exit 0 without running it.")
+@click.option("--dry-run", is_flag=True, help="Print the atc command line and exit 0 without running it "
+              "(after the readiness check).")
+@click.option("--cann-version", default=None, metavar="VERSION",
+              help="CANN version whose documented ONNX support the readiness check uses (opset range, operator "
+                   "list), e.g. 5.0.4 or 8.0.RC1. [default: read from the install, else the newest documented]")
 @json_option
 @handle_errors
 def atc_command(model, output, soc_version, batch_size, log_level, precision_mode, keep_dtype, keep_dtype_ops,
-                fusion_switch, extra_args, cann_home, log_file, dry_run, json_out):
+                fusion_switch, extra_args, cann_home, log_file, dry_run, cann_version, json_out):
     """Compile MODEL (.onnx) to an .om with atc.
 
     The input name and shape come from the model (its static batch, or --batch-size).
@@ -81,13 +85,21 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
                                          fusion_switch=fusion_switch, extra_args=extra_args)
 
     command = build(keep_dtype)  # every option checked before the keep_dtype file is written
+    from ..ascend.readiness import installed_cann_version, require_ready
+
+    where = "--cann-version"
+    if cann_version is None:
+        cann_version, where = installed_cann_version(cann_home)
+    fixed = {name: list(dims) for name, dims in atc_lib.resolve_input_shapes(atc_lib.onnx_inputs(model), batch_size)}
+    readiness = require_ready(model, cann_version, where, fixed)  # exit 2 naming the op/opset and the fixing pass
+    logger.info(f"readiness: opset {readiness.opset} and every op within CANN {readiness.cann}'s documented support")
     if keep_dtype_ops:
         keep_dtype = str(atc_lib.write_keep_dtype_file(f"{prefix}.keep_dtype.cfg", op_types=keep_dtype_ops))
         logger.info(f"wrote {keep_dtype} ({', '.join('OpType::' + t for t in keep_dtype_ops)})")
         command = build(keep_dtype)
     if dry_run:
         echo(atc_lib.display_command(command))
-        emit_result({"dry_run": True, "command": command, "soc_version": soc})
+        emit_result({"dry_run": True, "command": command, "soc_version": soc, "readiness": readiness.to_dict()})
         return
     atc_lib.locate_atc(command, env)
     log_path = log_file or f"{prefix}.atc.log"

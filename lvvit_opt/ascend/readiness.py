@@ -1,0 +1,123 @@
+"""Is this ONNX something the chosen CANN's atc accepts? Checked before atc runs (`atc`, `atc --dry-run`).
+
+Three documented facts, kept as data in ascend/data/cann_onnx_support.json with their public
+sources: the ONNX opset range of the CANN version (v9-v13 for 5.x/6.0, v9-v18 for 7/8), its
+ONNX operator list, and static input shapes (atc's --input_shape fixes only what it names).
+A failure names the op or opset at fault and the pass that fixes it (exit 2).
+
+Compared with msit's `analyze` (msit/components/analyze, read from its PyPI sdist, not
+copied): msit parses the model and looks each op up in a support table shipped per SoC and
+CANN version, reporting per-op "supported / not supported" with no opset-range or
+symbolic-dim check, and it needs the CANN install for its tables. Ours is the documented
+(public) list per CANN version only, so it is coarser per op (no per-SoC attribute limits),
+but adds the opset range and dynamic dims, runs without CANN, and fails the verb.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import UserError
+
+DATA = Path(__file__).with_name("data") / "cann_onnx_support.json"
+# ops our passes can remove: what to run instead of giving up
+FIXES = {"attention": "lower_attention", "gelu": "target_opset (lowers Gelu to Erf)"}
+
+
+@lru_cache(maxsize=1)
+def support_table() -> list[dict]:
+    return json.loads(DATA.read_text())["versions"]
+
+
+def support_for(cann_version: str | None) -> dict:
+    """The documented support entry of a CANN version ('5.0.4', '8.1.RC1', ...); None: the newest."""
+    table = support_table()
+    if not cann_version:
+        return table[-1]
+    match = re.match(r"\s*(\d+)", str(cann_version))
+    if not match:
+        raise UserError(f"--cann-version {cann_version!r}: expected a version such as 8.0.RC1 or 5.0.4")
+    return table[0] if int(match.group(1)) < 7 else table[-1]
+
+
+def installed_cann_version(cann_home: str | os.PathLike | None = None) -> tuple[str | None, str]:
+    """(version, where it came from) as `doctor` reads the install; (None, why) when there is none."""
+    from .cann import find_cann
+    from .doctor import cann_version
+
+    toolkit = find_cann(cann_home)
+    if toolkit is None:
+        return None, "no CANN toolkit found: checked against the newest documented (8.0)"
+    found = cann_version(toolkit.home)
+    if not found.version:
+        return None, f"no version file under {toolkit.home}: checked against the newest documented (8.0)"
+    return found.version, f"read from {found.source}" if found.source else "read from the install"
+
+
+@dataclass
+class Readiness:
+    cann: str
+    cann_from: str
+    opset: int
+    opset_range: tuple[int, int]
+    unsupported: dict[str, list[str]] = field(default_factory=dict)  # op type -> node names
+    dynamic_inputs: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "cann": self.cann, "cann_from": self.cann_from, "opset": self.opset,
+                "opset_range": list(self.opset_range), "unsupported_ops": self.unsupported,
+                "dynamic_inputs": self.dynamic_inputs, "problems": self.problems}
+
+
+def check_readiness(model_path: str | os.PathLike, cann_version: str | None = None, cann_from: str = "newest documented",
+                    input_shapes: dict[str, list[int]] | None = None) -> Readiness:
+    """Check MODEL against the documented ONNX support of `cann_version` (not raising)."""
+    from ..fileio import load_onnx
+    from ..tensor_spec import dims_of
+
+    model = load_onnx(model_path, load_external_data=False)
+    entry = support_for(cann_version)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    low, high = entry["opset_min"], entry["opset_max"]
+    report = Readiness(entry["cann"], cann_from, opset, (low, high))
+    if not low <= opset <= high:
+        report.problems.append(f"opset {opset} is outside CANN {entry['cann']}'s documented v{low}-v{high}: "
+                               f"run `lvvit-opt apply --passes target_opset -O target_opset.opset={high}`")
+    known = {name.lower() for name in entry["operators"]}
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type.lower() not in known:
+            op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+            report.unsupported.setdefault(op, []).append(node.name or node.output[0])
+    for op, nodes in report.unsupported.items():
+        fix = next((f for key, f in FIXES.items() if key in op.lower()), None)
+        report.problems.append(f"{op} ({len(nodes)} node(s), e.g. {nodes[0]}) is not in CANN {entry['cann']}'s ONNX "
+                               f"operator list" + (f": run the {fix} pass" if fix else ""))
+    initializers = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers or value.name in (input_shapes or {}):
+            continue
+        dims = dims_of(value.type) or ()
+        if any(not isinstance(d, int) for d in dims):
+            report.dynamic_inputs.append(value.name)
+            report.problems.append(f"input {value.name} {list(dims)} has symbolic dims that --input_shape does not fix: "
+                                   "run `lvvit-opt apply --passes fix_shapes --batch-size N` (or give --batch-size)")
+    return report
+
+
+def require_ready(model_path, cann_version: str | None, cann_from: str,
+                  input_shapes: dict[str, list[int]] | None = None) -> Readiness:
+    """check_readiness, raising UserError (exit 2) with every problem on failure."""
+    report = check_readiness(model_path, cann_version, cann_from, input_shapes)
+    if not report.ok:
+        raise UserError(f"{os.fspath(model_path)} is not ready for atc (CANN {report.cann}, {cann_from}):\n  "
+                        + "\n  ".join(report.problems))
+    return report

@@ -1,0 +1,102 @@
+"""target_opset: convert the graph to the opset a CANN version's atc accepts."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from ..errors import UserError
+from .base import GraphPass, PassReport
+from .graph_utils import NameAllocator, default_opset, fused_attention_nodes, node_label, replace_nodes
+from .registry import register_pass
+
+
+@register_pass
+class TargetOpset(GraphPass):
+    """Convert the default-domain opset to `opset` (CANN 7/8 atc: <= 18; 5.x/6.x: <= 13).
+
+    Uses onnx's version_converter. Ops that have no down-conversion adapter (ONNX
+    `Attention`, opset 23) must be lowered first: run lower_attention before this pass.
+    `apply` then validates the converted graph on onnxruntime as for any pass.
+    """
+
+    name = "target_opset"
+
+    @dataclass
+    class Options:
+        opset: int = 18
+
+        def __post_init__(self):
+            if not 7 <= int(self.opset) <= onnx.defs.onnx_opset_version():
+                raise ValueError(f"opset must be between 7 and {onnx.defs.onnx_opset_version()}, got {self.opset}")
+
+    def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
+        from onnx import version_converter
+
+        source, target = default_opset(model), int(self.options.opset)
+        report.details.update({"from": source, "to": target})
+        if source == target:
+            report.notes.append(f"already opset {target}")
+            return model
+        fused = [node_label(n) for n in fused_attention_nodes(model.graph) if n.domain in ("", "ai.onnx")]
+        if fused and target < 23:
+            raise UserError(f"target_opset: {', '.join(fused[:4])} has no opset-{target} form; "
+                            "run lower_attention before target_opset")
+        if target < 20:
+            lowered = _lower_gelu(model)
+            if lowered:
+                report.details["gelu_lowered"] = lowered
+                report.notes.append(f"lowered {len(lowered)} Gelu (opset 20) to Erf/Tanh primitives")
+        try:
+            converted = version_converter.convert_version(model, target)
+        except Exception as exc:  # the converter's errors name the op without an adapter
+            raise UserError(f"target_opset: onnx cannot convert opset {source} to {target} "
+                            f"({' '.join(str(exc).split())[:300]})") from None
+        report.matched = 1
+        return converted
+
+
+def _lower_gelu(model: onnx.ModelProto) -> list[str]:
+    """Gelu (no adapter below opset 20) -> 0.5*x*(1+erf(x/sqrt(2))), or the tanh form for
+    approximate='tanh', in place. Returns the lowered node names."""
+    import math
+
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    names = NameAllocator(graph)
+    consts: dict[float, str] = {}
+
+    def const(value: float) -> str:
+        if value not in consts:
+            tensor = numpy_helper.from_array(np.array(value, np.float32), names.fresh(f"gelu_const_{len(consts)}"))
+            graph.initializer.append(tensor)
+            consts[value] = tensor.name
+        return consts[value]
+
+    out, lowered = [], []
+    for node in graph.node:
+        if node.op_type != "Gelu" or node.domain not in ("", "ai.onnx"):
+            out.append(node)
+            continue
+        x, y, base = node.input[0], node.output[0], node.name or node.output[0]
+        approximate = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "approximate"), b"none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+
+        def add(op, inputs):
+            tensor = names.fresh(f"{base}/{op.lower()}_out")
+            out.append(helper.make_node(op, inputs, [tensor], name=names.fresh(f"{base}/{op.lower()}")))
+            return tensor
+
+        if approximate == "tanh":  # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            cube = add("Mul", [add("Mul", [x, x]), x])
+            inner = add("Mul", [add("Add", [x, add("Mul", [cube, const(0.044715)])]), const(math.sqrt(2 / math.pi))])
+            core = add("Tanh", [inner])
+        else:
+            core = add("Erf", [add("Mul", [x, const(1 / math.sqrt(2))])])
+        half_x = add("Mul", [x, const(0.5)])
+        out.append(helper.make_node("Mul", [half_x, add("Add", [core, const(1.0)])], [y], name=names.fresh(base)))
+        lowered.append(base)
+    replace_nodes(graph, out)
+    return lowered
