@@ -69,7 +69,7 @@ class FixShapes(GraphPass):
         skipped: list[str] = []
         model, rounds = _fold_to_fixed_point(model, budget, skipped)
         note_skipped(report, sorted(set(skipped)), budget)
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True, strict_mode=False)
+        _infer_into(model)
         still_computed = _reshapes_with_computed_target(model.graph)
         not_concrete = [v.name for v in list(model.graph.value_info) + list(model.graph.output)
                         if not _concrete(dims_of(v.type))]
@@ -92,7 +92,7 @@ def _fold_to_fixed_point(model: onnx.ModelProto, budget: int, skipped: list[str]
     that the next round's Shape folding needs. Stops when the node count stops falling."""
     for rounds in range(1, max_rounds + 1):
         count = len(model.graph.node)
-        model = fold_graph(model, fold_shapes=True, size_threshold=budget, skipped=skipped)
+        model = fold_graph(model, fold_shapes=True, size_threshold=budget, skipped=skipped, in_place=True)
         if len(model.graph.node) >= count:
             break
     return model, rounds
@@ -139,3 +139,18 @@ def _reshapes_with_computed_target(graph: onnx.GraphProto) -> list[str]:
 
 def _concrete(dims) -> bool:
     return dims is not None and all(isinstance(d, int) and d > 0 for d in dims)
+
+
+def _infer_into(model: onnx.ModelProto) -> None:
+    """Shape inference on the weight-free skeleton, its value_info and outputs copied into
+    `model` (inferring on the model itself copies every weight twice)."""
+    from .graph_utils import weightless_skeleton
+
+    inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True, strict_mode=False)
+    weights = {i.name for i in model.graph.initializer}
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in weights)
+    shapes = {o.name: o for o in inferred.graph.output}
+    for output in model.graph.output:
+        if output.name in shapes:
+            output.type.CopyFrom(shapes[output.name].type)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from .base import GraphPass, PassReport
+from .base import GraphPass, PassReport, copy_model
 from .graph_utils import op_counts
 from .registry import register_pass
 
@@ -29,7 +29,8 @@ class FoldConstants(GraphPass):
         before = op_counts(model)
         budget = int(self.options.size_threshold_mb * 1024**2) or fold_budget(model)
         skipped: list[str] = []
-        folded = fold_graph(model, fold_shapes=self.options.fold_shapes, size_threshold=budget, skipped=skipped)
+        folded = fold_graph(model, fold_shapes=self.options.fold_shapes, size_threshold=budget, skipped=skipped,
+                            in_place=True)
         note_skipped(report, skipped, budget)
         after = op_counts(folded)
         report.matched = sum(before.values()) - sum(after.values())
@@ -93,8 +94,8 @@ def split_sliced_shapes(model: onnx.ModelProto) -> None:
 
 
 def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None,
-               skipped: list[str] | None = None) -> onnx.ModelProto:
-    """Constant-fold `model` (not modified) and return a cleaned-up new model.
+               skipped: list[str] | None = None, in_place: bool = False) -> onnx.ModelProto:
+    """Constant-fold `model` (a copy of it, or `model` itself with in_place) and return it cleaned up.
 
     size_threshold: tensors of known size above it are not folded; their names are appended
     to `skipped`."""
@@ -107,7 +108,12 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon's sessions otherwise warn per node
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    from .graph_utils import weightless_skeleton
+
+    # Fold on the weight-free skeleton: large weights are graph inputs there, so neither shape
+    # inference nor graphsurgeon's onnxruntime session copies them (memory stays ~1x the model).
+    # Weight-only subgraphs are therefore not folded (exporters fold those already).
+    inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True)
     split_sliced_shapes(inferred)
     inferred = onnx.shape_inference.infer_shapes(inferred, data_prop=True)
     graph = gs.import_onnx(inferred)
@@ -120,13 +126,32 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
         graph.inputs.remove(stand_in)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     folded = gs.export_onnx(graph, do_type_check=False)
-    folded.ir_version = model.ir_version
-    del folded.opset_import[:]
-    folded.opset_import.extend(model.opset_import)
-    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
-        setattr(folded, field, getattr(model, field))
-    folded.metadata_props.extend(model.metadata_props)
-    return folded
+    target = model if in_place else copy_model(model)
+    _adopt(target, folded)
+    return target
+
+
+def _adopt(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
+    """Give `model` the folded skeleton's nodes, value_info, outputs and new constants, in place:
+    its weights stay where they are (unused ones deleted in place, none copied)."""
+    from .graph_utils import node_reads
+
+    graph = model.graph
+    read = set().union(*(node_reads(n) for n in folded.graph.node)) | {o.name for o in folded.graph.output}
+    for index in reversed([k for k, init in enumerate(graph.initializer) if init.name not in read]):
+        del graph.initializer[index]
+    present = {i.name for i in graph.initializer}
+    graph.initializer.extend(i for i in folded.graph.initializer if i.name not in present and i.name in read)
+    del graph.node[:]
+    graph.node.extend(folded.graph.node)
+    weights = {i.name for i in graph.initializer}
+    del graph.value_info[:]
+    graph.value_info.extend(v for v in folded.graph.value_info if v.name not in weights)
+    del graph.output[:]
+    graph.output.extend(folded.graph.output)
+    inputs = {i.name for i in folded.graph.input} | weights
+    for index in reversed([k for k, value in enumerate(graph.input) if value.name not in inputs]):
+        del graph.input[index]
 
 
 def _hold_over_budget(graph, size_threshold: int) -> list[tuple]:
