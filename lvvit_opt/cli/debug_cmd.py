@@ -87,6 +87,7 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
         raise click.UsageError("--suggest-keep-dtype is for fp16 candidates: --fp16 or an NPU dump directory")
     guard_outputs({"--suggest-keep-dtype": keep_dtype_path, "--json": None if json_out == "-" else json_out},
                   {"REFERENCE": reference, "CANDIDATE": candidate, "--inputs": parse_inputs_arg(inputs)})
+    from ..random_ops import warn_random_ops; warn_random_ops(reference, candidate)  # noqa: E702
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
                             tolerance=_tolerance(None, base=base, **metrics), chunk_mb=chunk_mb,

@@ -84,6 +84,7 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, bac
 
     guard_outputs({"--json": json_out}, {"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
                                          "--inputs": inputs})
+    from ..random_ops import warn_random_ops; warn_random_ops(reference, candidate)  # noqa: E702
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
                              tolerance=_tolerance(candidate, **metrics),
                              candidate_options={"backend": backend})
