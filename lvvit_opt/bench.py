@@ -211,7 +211,8 @@ def bench_models(
     """Measure `models` interleaved at each batch size.
 
     duration: seconds of measurement per batch size, shared by all models and rounds.
-    batch_sizes: None = each model's own static batch (1 and 16 for a dynamic batch).
+    batch_sizes: None = each model's own static batch; a dynamic batch runs at the other models'
+    static batches (1 and 16 when none has one), so a dynamic/fixed pair gets its ratio.
     A fixed-batch ONNX asked for another batch is skipped with a reason, unless
     refix_batch, which re-fixes it through the fix_shapes pass.
     validate: .om models are first checked against their ONNX (beside them, or
@@ -286,11 +287,13 @@ def check_providers(providers: Sequence[str], log=None) -> list[str]:
 def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: list[str]) -> dict[int, list]:
     """batch size -> [(display name, path to run, backend)], keeping the models' order."""
     plan: dict[int, list] = {}
-    for position, model in enumerate(models):
-        kind = _resolve_backend(model, backend)
+    kinds = [_resolve_backend(model, backend) for model in models]
+    statics = [_model_batch(m) if _runs_onnx(m, k) else _runner_batch(m, k) for m, k in zip(models, kinds)]
+    # a dynamic-batch model beside fixed-batch ones runs at their batches, so each pair has a ratio
+    fixed_batches = sorted({s for s in statics if s})
+    for position, (model, kind, static) in enumerate(zip(models, kinds, statics)):
         runs_onnx = _runs_onnx(model, kind)
-        static = _model_batch(model) if runs_onnx else _runner_batch(model, kind)
-        wanted = list(batch_sizes) if batch_sizes else ([static] if static else [1, 16])
+        wanted = list(batch_sizes) if batch_sizes else ([static] if static else (fixed_batches or [1, 16]))
         for batch in wanted:
             path = model
             if static is not None and static != batch and not refix_batch:

@@ -77,6 +77,16 @@ def test_refix_batch_fixes_a_dynamic_model_to_each_batch(tmp_path):
     assert not report.skipped
 
 
+def test_dynamic_beside_fixed_runs_at_the_fixed_batch_with_a_ratio(tmp_path, golden_onnx):
+    """A dynamic-batch graph and its fixed-batch (2) rewrite: both run at batch 2, ratio given."""
+    dynamic = tmp_path / "dyn.onnx"
+    export_onnx(dynamic, model="lvvit_golden", dynamic_batch=True, log=lambda m: None)
+    report = bench_models([str(dynamic), golden_onnx], duration=0.4, rounds=2, warmup=0, log=lambda m: None)
+    assert [(r.model, r.batch_size) for r in report.results] == [(str(dynamic), 2), (golden_onnx, 2)]
+    assert report.results[1].ratio_to_first is not None and report.results[1].ratio_to_first > 0
+    assert not report.skipped
+
+
 def test_refix_of_a_baked_batch_is_reported_not_faked(golden_onnx):
     report = bench_models([golden_onnx], [1], duration=0.3, rounds=1, warmup=0, refix_batch=True,
                           log=lambda m: None)
