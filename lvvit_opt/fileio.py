@@ -292,6 +292,46 @@ def needs_external_data(model) -> bool:
     return weights_nbytes(model) > ONNX_PROTO_LIMIT - 64 * 1024**2
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _without(message, field_name: str):
+    """A new message of the same type with every field but `field_name` (those are copied)."""
+    shell = type(message)()
+    for descriptor, value in message.ListFields():
+        if descriptor.name == field_name:
+            continue
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(shell, descriptor.name).extend(value)
+        elif descriptor.message_type is not None:
+            getattr(shell, descriptor.name).CopyFrom(value)
+        else:
+            setattr(shell, descriptor.name, value)
+    return shell
+
+
+def write_model_streamed(model, handle) -> None:
+    """Write `model`'s protobuf encoding one initializer at a time: the same message as
+    model.SerializeToString() (fields in another order, which protobuf allows), without a
+    second whole copy of the weights in memory (issue 20: apply's peak RSS)."""
+    graph = model.graph
+    graph_head = _without(graph, "initializer").SerializeToString()
+    sizes = [init.ByteSize() for init in graph.initializer]
+    graph_len = len(graph_head) + sum(1 + len(_varint(size)) + size for size in sizes)
+    handle.write(_without(model, "graph").SerializeToString())
+    handle.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph: field 7, length-delimited
+    handle.write(graph_head)
+    for init, size in zip(graph.initializer, sizes):  # GraphProto.initializer: field 5
+        handle.write(b"\x2a" + _varint(size))
+        handle.write(init.SerializeToString())
+
+
 def save_onnx(model, dest: str | os.PathLike) -> Path:
     """Save atomically; models over 2 GB go to `<name>.data` beside the file.
 
@@ -302,7 +342,8 @@ def save_onnx(model, dest: str | os.PathLike) -> Path:
     dest = Path(dest)
     if not needs_external_data(model):
         with atomic_path(dest, suffix=".onnx") as tmp:
-            tmp.write_bytes(model.SerializeToString())
+            with open(tmp, "wb") as handle:
+                write_model_streamed(model, handle)
         return dest
     # The .onnx names its .data file; both are written in a temporary folder beside `dest`
     # and renamed into place (.data first), so neither is ever half-written under its name.

@@ -42,3 +42,13 @@ def test_fold_skips_tensor_over_budget_and_reports_it():
     assert report.details["not_folded_over_budget"] == ["big"]
     assert "did not fold 1 tensor(s) larger than 1 MB" in report.notes[0]
     assert [n.op_type for n in result.model.graph.node] == ["ConstantOfShape", "ReduceSum", "Add"]
+
+
+def test_streamed_save_is_the_same_message(golden_onnx, tmp_path):
+    """save_onnx writes one initializer at a time (no second copy of the weights): same model."""
+    from lvvit_opt.fileio import save_onnx
+
+    model = onnx.load(golden_onnx)
+    save_onnx(model, tmp_path / "copy.onnx")
+    again = onnx.load(str(tmp_path / "copy.onnx"))
+    assert again == model and again.ByteSize() == model.ByteSize()
