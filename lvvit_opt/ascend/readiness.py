@@ -5,12 +5,15 @@ sources: the ONNX opset range of the CANN version (v9-v13 for 5.x/6.0, v9-v18 fo
 ONNX operator list, and static input shapes (atc's --input_shape fixes only what it names).
 A failure names the op or opset at fault and the pass that fixes it (exit 2).
 
-Compared with msit's `analyze` (msit/components/analyze, read from its PyPI sdist, not
-copied): msit parses the model and looks each op up in a support table shipped per SoC and
-CANN version, reporting per-op "supported / not supported" with no opset-range or
-symbolic-dim check, and it needs the CANN install for its tables. Ours is the documented
-(public) list per CANN version only, so it is coarser per op (no per-SoC attribute limits),
-but adds the opset range and dynamic dims, runs without CANN, and fails the verb.
+Compared with msit's `analyze` (msit 8.2.0 sdist from PyPI, components/analyze/model_evaluation,
+read, not copied): msit first runs atc itself; on atc's unsupported-op errors (EZ3002/EZ3003,
+E19010, ...) it marks the ops atc named, otherwise it maps each ONNX op by opset
+('ai.onnx::<opset>::<op>', from a map_conf/onnx.yaml that the sdist leaves empty) to Ascend IR
+and looks it up in the installed operator library (ms_fast_query over $ASCEND_OPP_PATH) for the
+SoC. It needs a CANN install and gives per-SoC answers; it has no opset-range or symbolic-dim
+check. Ours needs nothing installed (runs on the user's laptop and in CI), uses the public
+per-CANN-version list only (coarser: no per-SoC attribute limits), adds the documented opset
+range and static inputs, and fails the verb with the pass that fixes it.
 """
 from __future__ import annotations
 
