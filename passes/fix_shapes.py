@@ -67,7 +67,7 @@ class FixShapes(GraphPass):
             output.type.tensor_type.ClearField("shape")
         budget = fold_budget(model)
         skipped: list[str] = []
-        model, rounds = _fold_to_fixed_point(model, budget, skipped)
+        model, rounds = fold_to_fixed_point(model, budget, skipped)
         note_skipped(report, sorted(set(skipped)), budget)
         _infer_into(model)
         still_computed = _reshapes_with_computed_target(model.graph)
@@ -86,7 +86,7 @@ class FixShapes(GraphPass):
         return model
 
 
-def _fold_to_fixed_point(model: onnx.ModelProto, budget: int, skipped: list[str],
+def fold_to_fixed_point(model: onnx.ModelProto, budget: int, skipped: list[str],
                          max_rounds: int = 8) -> tuple[onnx.ModelProto, int]:
     """Fold, re-infer, fold again: each round can resolve shapes (Expand, Where on shapes, ...)
     that the next round's Shape folding needs. Stops when the node count stops falling."""

@@ -57,7 +57,26 @@ def transpose_shapes(model_or_path) -> list[TransposeUse]:
             from None
     uses: dict[tuple, TransposeUse] = {}
     _collect(inferred.graph, {}, uses)
+    if any(not u.static for u in uses.values()) and _inputs_static(model):
+        # shapes computed at run time (Swin's window partition): fold them as fix_shapes does,
+        # so these are the shapes `apply` reports (and atc sees); weights are not touched
+        from lvvit_opt.passes.fix_shapes import fold_to_fixed_point
+        from lvvit_opt.passes.fold_constants import fold_budget
+
+        try:
+            folded, _ = fold_to_fixed_point(weightless_skeleton(model), fold_budget(model), [])
+            inferred = onnx.shape_inference.infer_shapes(folded, check_type=False, strict_mode=False, data_prop=True)
+        except Exception:  # keep the unfolded facts; they say what is not static
+            return list(uses.values())
+        uses = {}
+        _collect(inferred.graph, {}, uses)
     return list(uses.values())
+
+
+def _inputs_static(model) -> bool:
+    initializers = {i.name for i in model.graph.initializer}
+    return all(dims is not None and all(isinstance(d, int) for d in dims)
+               for dims in (dims_of(v.type) for v in model.graph.input if v.name not in initializers))
 
 
 def symbolic_input_dims(model_or_path) -> dict[str, str]:
