@@ -1,6 +1,7 @@
 """`whitelist check`: which kernel atc selects for each shape, and why."""
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,8 @@ from lvvit_opt.errors import UserError
 
 from .locate import locate_transpose_py
 from .source import Selection, Shape, TransposeSource, read_transpose_source, select_kernel
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,8 +64,26 @@ def check_source(source: TransposeSource, shapes: Iterable[Iterable[int]]) -> Ch
 
 
 def check_shapes(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]]) -> CheckReport:
-    """Locate (file=None) and read transpose.py, and report the kernel each shape gets."""
-    return check_source(read_transpose_source(locate_transpose_py(file)), shapes)
+    """Locate (file=None) and read transpose.py, and report the kernel each shape gets.
+
+    An interrupted `whitelist patch` is settled first (finished or undone), so the report
+    is about a file that stays as it is; a journal that cannot be settled is a warning here
+    (check only reads), and patch/restore refuse it.
+    """
+    located = locate_transpose_py(file)
+    _settle(located)
+    return check_source(read_transpose_source(located), shapes)
+
+
+def _settle(located: Path) -> None:
+    from .patch import real_file, settle_journal, transpose_lock
+
+    path = real_file(located)
+    try:
+        with transpose_lock(path):
+            settle_journal(path)
+    except (OSError, UserError) as exc:
+        logger.warning("whitelist journal of %s not settled: %s", path, getattr(exc, "strerror", None) or exc)
 
 
 def _notes(source: TransposeSource) -> list[str]:

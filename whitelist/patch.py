@@ -5,36 +5,38 @@ file stays as it was (no re-formatting, the file's own newline style). Before th
 change the original is kept beside the file (`transpose.py.lvvit-opt.orig`) with a small
 JSON record (`transpose.py.lvvit-opt.json`) of what was added and the checksums of the
 original and the patched file, so `restore` can prove nothing else changed in between.
+The change in place is a journaled transaction (journal.py): an interrupted one is finished
+or undone by the next patch, check or restore, and a backup or record that does not check
+out is refused with the evidence.
 """
 from __future__ import annotations
 
 import bisect
-import contextlib
 import datetime as _dt
 import difflib
 import errno
-import fcntl
-import hashlib
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 from lvvit_opt import __version__
 from lvvit_opt.errors import UserError, ValidationFailed
-from lvvit_opt.fileio import atomic_path
+from lvvit_opt.fileio import same_path, sweep_stale_temps
 
 from .check import normalise_shapes
+from .journal import (BACKUP_SUFFIX, DONE, PENDING, RECORD_SUFFIX, REPLACED_SUFFIX, Journal, backup_missing_message,
+                      backup_path, committed, load_journal, own_files, real_file, record_json, record_path,
+                      remove_journal, replaced_path, settle, sha256, short, transpose_lock)
+from .journal import write_atomic as _write_atomic   # one name in this module: tests make it fail
 from .locate import layout_relative_path, locate_transpose_py, opp_root_of
 from .source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, byte_line_starts, parse_transpose_source,
                      read_transpose_source, select_kernel)
 
-BACKUP_SUFFIX = ".lvvit-opt.orig"
-RECORD_SUFFIX = ".lvvit-opt.json"
-REPLACED_SUFFIX = ".lvvit-opt.replaced"
+__all__ = ["BACKUP_SUFFIX", "RECORD_SUFFIX", "REPLACED_SUFFIX", "PatchResult", "RestoreResult", "patch_file",
+           "restore_file", "real_file", "transpose_lock", "settle_journal"]
+_RIGHTS = (errno.EACCES, errno.EPERM, errno.EROFS)
 logger = logging.getLogger(__name__)
 
 
@@ -85,14 +87,6 @@ class RestoreResult:
                 "replaced": str(self.replaced) if self.replaced else None, "message": self.message}
 
 
-def backup_path(file: Path) -> Path:
-    return file.with_name(file.name + BACKUP_SUFFIX)
-
-
-def record_path(file: Path) -> Path:
-    return file.with_name(file.name + RECORD_SUFFIX)
-
-
 # ----------------------------------------------------------------------------------- patch
 
 def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], fuzzy: bool = False,
@@ -118,6 +112,7 @@ def patch_file(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]], 
 def _patch_locked(link: Path, path: Path, wanted: list[Shape], fuzzy: bool, dry_run: bool,
                   output: str | os.PathLike | None, environ: Mapping[str, str] | None) -> PatchResult:
     """patch_file's body; the file is read only now, under the lock, so no concurrent patch is lost."""
+    journal = None if dry_run or output is not None else settle_journal(path)
     source = read_transpose_source(path)
     selections = [select_kernel(source, s) for s in wanted]
     result = PatchResult(path, source.era, source.era_description, selections, dry_run=dry_run)
@@ -150,7 +145,7 @@ def _patch_locked(link: Path, path: Path, wanted: list[Shape], fuzzy: bool, dry_
             result.message += f"; atc uses it after `export ASCEND_OPP_PATH={opp}` (the rest of that opp " \
                               "tree must be a copy of the original)"
     else:
-        result.backup, result.record = _patch_in_place(path, source, new_data, target.name, entries, wanted)
+        result.backup, result.record = _patch_in_place(path, source, new_data, target.name, entries, wanted, journal)
         result.written = path
         result.message = f"added {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} to {target.name} in {path}"
     if link != path:
@@ -194,46 +189,77 @@ def _black_era_message(blocked: list[Selection], total: int) -> str:
 
 
 def _patch_in_place(path: Path, source: TransposeSource, new_data: bytes, list_name: str,
-                    entries: list[Shape], wanted: list[Shape]) -> tuple[Path, Path]:
+                    entries: list[Shape], wanted: list[Shape], journal: Journal) -> tuple[Path, Path]:
+    """The journaled transaction (see journal.py): intent, backup, target, commit; rolled back on any failure."""
     backup, record_file = backup_path(path), record_path(path)
-    record = _read_record(path)
-    current = _sha256(source.data)
-    if record is not None and current not in (record.get("patched_sha256"), record.get("original_sha256")):
+    current = sha256(source.data)
+    if journal.record is not None and current != journal.committed_sha:
         raise UserError(f"{path} changed since lvvit-opt patched it (checksum not in {record_file}; a CANN "
                         f"upgrade or a hand edit?). Run `lvvit-opt whitelist restore --force` to put the original "
                         f"back first, or, if the current file is the new original, remove {backup.name} and "
                         f"{record_file.name}")
-    if backup.exists() and record is None and backup.read_bytes() != source.data:
-        raise UserError(f"{backup} exists without {record_file.name} and differs from {path.name}; "
-                        "remove or restore it by hand first")
-    if record is not None and not backup.exists() and current != record.get("original_sha256"):
-        raise UserError(f"{record_file} exists but the backup {backup.name} is gone; cannot patch safely "
-                        "(reinstall the original transpose.py, then remove the record)")
     _ensure_writable(path)
-    made_backup = record is None or not backup.exists()
+    base = journal.record or {"tool": "lvvit-opt", "version": __version__, "file": str(path.resolve()),
+                              "backup": backup.name, "state": DONE, "original_sha256": current, "patches": []}
+    intent = dict(base, state=PENDING, pending={
+        "time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), "list": list_name,
+        "entries": [list(e) for e in entries], "patched_sha256": sha256(new_data)})
+    steps: list[str] = []   # what has been written, for the roll-back
     try:
-        if made_backup:
+        _write_atomic(record_file, record_json(intent).encode())
+        steps.append("intent")
+        if journal.record is None:
             _write_atomic(backup, source.data)
-            record = {"tool": "lvvit-opt", "version": __version__, "file": str(path.resolve()),
-                      "backup": backup.name, "original_sha256": current, "patches": []}
+            steps.append("backup")
+        steps.append("target")   # before the write: a failed rename may still have replaced it
         _write_atomic(path, new_data)
-    except OSError as exc:
-        if made_backup and backup.exists() and backup.read_bytes() == source.data:
-            backup.unlink()
-        _raise_if_permission(exc, path)
-        raise
-    try:
-        _verify_or_roll_back(path, source.data, wanted)
-    except ValidationFailed:
-        if made_backup:
-            backup.unlink()
-        raise
-    assert record is not None
-    record["patched_sha256"] = _sha256(new_data)
-    record["patches"].append({"time": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                              "list": list_name, "entries": [list(e) for e in entries]})
-    _write_atomic(record_file, _record_json(record).encode())
+        _verify(path, wanted)
+        steps.append("commit")
+        _write_atomic(record_file, record_json(committed(intent)).encode())
+    except BaseException as exc:
+        undone = _roll_back(path, source.data, journal.record, steps)
+        raise _failure(exc, path, record_file, steps, undone) from None
     return backup, record_file
+
+
+def _roll_back(path: Path, data: bytes, previous: dict | None, steps: list[str]) -> str | None:
+    """Undo the steps done, newest first; None when all were undone, else why not (the
+    journal then still holds the intent, and the next verb settles it)."""
+    try:
+        if "target" in steps and (not path.is_file() or path.read_bytes() != data):
+            _write_atomic(path, data)
+        if "intent" in steps:
+            if previous is None:
+                remove_journal(path)
+            else:
+                _write_atomic(record_path(path), record_json(previous).encode())
+    except (OSError, UserError) as exc:
+        return str(exc)
+    return None
+
+
+def _failure(exc: BaseException, path: Path, record_file: Path, steps: list[str], undone: str | None) -> BaseException:
+    """The one-line error for a failed transaction (interrupts and our own check failures keep their kind)."""
+    if undone is not None:
+        note = (f"; {path.name} could not be put back ({undone}): {record_file.name} keeps the interrupted patch, "
+                "and the next `whitelist patch`, `check` or `restore` finishes or undoes it")
+    else:
+        note = f"; {path.name} is as it was, nothing changed"
+    if isinstance(exc, KeyboardInterrupt):
+        if undone is not None:
+            logger.warning("interrupted%s", note)
+        return exc
+    if isinstance(exc, ValidationFailed):
+        return ValidationFailed(f"{exc}; the original {path.name} was put back" if undone is None else f"{exc}{note}")
+    if "commit" not in steps and (isinstance(exc, PermissionError) or getattr(exc, "errno", None) in _RIGHTS):
+        return UserError(read_only_message(path, "the file or its directory") + note)
+    if isinstance(exc, (OSError, UserError)):
+        reason = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or exc}"
+        what = f"cannot write the record {record_file}" if "commit" in steps else f"cannot patch {path}"
+        if isinstance(exc, UserError) and str(exc).startswith("cannot write"):
+            return UserError(f"{exc}{note}")
+        return UserError(f"{what}: {reason}{note}")
+    return exc
 
 
 def _write_copy(path: Path, data: bytes, output: str | os.PathLike, wanted: list[Shape]) -> Path:
@@ -242,6 +268,9 @@ def _write_copy(path: Path, data: bytes, output: str | os.PathLike, wanted: list
         dest = dest / path.name
     if dest.exists() and dest.resolve() == path.resolve():
         raise UserError(f"--output {dest} is the file being patched; drop --output to patch it in place")
+    for label, own in own_files(path).items():
+        if same_path(dest, own):
+            raise UserError(f"--output {dest} is the {label} ({own}); refusing to overwrite it, nothing written")
     try:
         _write_atomic(dest, data)
     except OSError as exc:
@@ -255,13 +284,31 @@ def _write_copy(path: Path, data: bytes, output: str | os.PathLike, wanted: list
     return dest
 
 
-def _verify_or_roll_back(path: Path, original: bytes, wanted: list[Shape]) -> None:
-    """Re-read the written file: it must compile and select every shape; else put the original back."""
+def settle_journal(path: Path) -> Journal:
+    """Finish or undo an interrupted patch of `path` (journal.settle, lock held), saying which in one log line."""
     try:
-        _verify(path, wanted)
-    except ValidationFailed as exc:
-        _write_atomic(path, original)
-        raise ValidationFailed(f"{exc}; the original {path.name} was put back") from None
+        current = path.read_bytes()
+    except OSError:
+        return Journal(path, None, None)   # the caller reports the missing or unreadable file
+    journal, note = settle(path, current, _verify_entries)
+    if note:
+        logger.warning("whitelist journal: %s", note)
+    return journal
+
+
+def _verify_entries(data: bytes, list_name: str | None, entries: list) -> None:
+    """Patched bytes found after an interruption: they must compile and hold the pending entries."""
+    try:
+        compile(data, "transpose.py", "exec", dont_inherit=True)   # compiles only; nothing is executed
+        source = parse_transpose_source(data, None)
+    except (SyntaxError, ValueError, UserError) as exc:
+        raise UserError(f"the interrupted patch's file fails its check ({type(exc).__name__}: {exc}); "
+                        "`whitelist restore` puts the original back") from None
+    lists = {s.name: s for s in (source.white, source.white_fuzzy) if s is not None}
+    missing = [e for e in entries if tuple(e) not in getattr(lists.get(list_name), "entries", ())]
+    if missing:
+        raise UserError(f"the interrupted patch's file lacks {missing} in {list_name}; "
+                        "`whitelist restore` puts the original back")
 
 
 def _verify(path: Path, wanted: list[Shape]) -> None:
@@ -365,29 +412,39 @@ def restore_file(file: str | os.PathLike | None, force: bool = False,
 
 
 def _restore_locked(path: Path, force: bool) -> RestoreResult:
-    backup, record_file = backup_path(path), record_path(path)
-    record = _read_record(path)
-    if record is None or not backup.is_file():
+    sweep_stale_temps(path.parent)
+    journal = load_journal(path, lenient=force)
+    backup, record_file = journal.backup_file, journal.record_file
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    current = path.read_bytes()
+    digest = sha256(current)
+    if journal.backup is None:
+        if journal.record is not None and digest == journal.original_sha:
+            remove_journal(path)
+            return RestoreResult(path, False, None, f"{path} is already the original; removed the stale "
+                                                    f"{record_file.name} (its backup was already gone)")
+        if journal.record is not None:
+            raise UserError(backup_missing_message(journal, digest))
         raise UserError(f"{path}: no lvvit-opt backup beside it ({backup.name} with {record_file.name}); "
                         "nothing to restore")
-    original = backup.read_bytes()
-    if _sha256(original) != record.get("original_sha256") and not force:
-        raise UserError(f"{backup} does not match the checksum in {record_file.name}; refusing to restore "
-                        "from it (use --force to restore it anyway)")
-    current = path.read_bytes()
-    current_sha = _sha256(current)
+    original = journal.backup
     if current == original:
-        _remove_ours(backup, record_file)
+        remove_journal(path)
         return RestoreResult(path, False, None, f"{path} is already the original; removed {backup.name} "
                                                 f"and {record_file.name}")
+    if journal.record is None and not force:
+        raise UserError(f"backup {backup} exists without its record {record_file.name} and differs from {path.name} "
+                        f"(sha256 {short(sha256(original))} vs {short(digest)}); refusing to restore from it unchecked "
+                        f"(--force puts it back and keeps {path.name} as {path.name}{REPLACED_SUFFIX})")
     replaced = None
-    if current_sha != record.get("patched_sha256"):
+    if not (journal.record is not None and sha256(original) == journal.original_sha and journal.explains(digest)):
         if not force:
             raise UserError(f"{path} changed since lvvit-opt patched it, in a way {record_file.name} does not "
                             "explain (a CANN upgrade or a hand edit?); refusing to overwrite it. "
                             "Use --force to put the backup back anyway (the current file is kept as "
                             f"{path.name}{REPLACED_SUFFIX})")
-        replaced = path.with_name(path.name + REPLACED_SUFFIX)
+        replaced = replaced_path(path)
     _ensure_writable(path)
     try:
         if replaced is not None:
@@ -399,50 +456,12 @@ def _restore_locked(path: Path, force: bool) -> RestoreResult:
     if path.read_bytes() != original:
         raise ValidationFailed(f"{path}: re-reading after restore did not give the original bytes; "
                                f"{backup.name} is kept")
-    _remove_ours(backup, record_file)
+    remove_journal(path)
     note = f" (the changed file was kept as {replaced.name})" if replaced else ""
     return RestoreResult(path, True, replaced, f"restored the original {path}{note}")
 
 
-def _remove_ours(*paths: Path) -> None:
-    for p in paths:
-        if p.exists():
-            p.unlink()
-
-
 # ------------------------------------------------------------------------ files and rights
-
-def real_file(path: Path) -> Path:
-    """The file a (chain of) symlink(s) points at: atc reads the target, so that is what we patch,
-    with the backup and record beside it (a patch of the link would replace the link)."""
-    return Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
-
-
-@contextlib.contextmanager
-def transpose_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive fcntl lock on the folder of `path` while it is read, patched and recorded.
-
-    Two patches at once (two terminals, two CI jobs) then run one after the other and the
-    second sees the first's shapes. The folder, not the file, is locked: the file is replaced
-    by rename, so a lock on it would be on a stale inode. A waiting patch says so (log warning).
-    """
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            logger.warning("waiting for another lvvit-opt whitelist patch/restore of %s to finish (lock on %s)",
-                           path, path.parent)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-def _write_atomic(dest: Path, data: bytes) -> None:
-    """Atomic write that keeps an existing file's mode (the single writer tests can fail)."""
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(data)
-
 
 def _ensure_writable(path: Path) -> None:
     """Fail early, before any write, when the file or its directory is read-only for us.
@@ -481,29 +500,3 @@ def atc_cache_hint(environ: Mapping[str, str] | None = None) -> str:
     return (f"atc caches compiled kernels in {cache} ($ASCEND_CACHE_PATH, default ~/atc_data); if the "
             f"Transpose kernel choice does not change, move that cache aside (mv {cache} {cache}.old) or "
             "point ASCEND_CACHE_PATH at an empty directory, then run atc again")
-
-
-def _read_record(path: Path) -> dict | None:
-    record_file = record_path(path)
-    if not record_file.is_file():
-        return None
-    try:
-        record = json.loads(record_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{record_file}: unreadable lvvit-opt record ({exc}); remove it (and {backup_path(path).name}"
-                        " if the current file is the original)") from None
-    if not isinstance(record, dict) or "original_sha256" not in record:
-        raise UserError(f"{record_file}: not an lvvit-opt record")
-    record.setdefault("patches", [])
-    return record
-
-
-def _record_json(record: dict) -> str:
-    """Indented JSON with each shape kept on one line."""
-    text = json.dumps(record, indent=2)
-    return re.sub(r"\[\s+(-?\d+(?:,\s+-?\d+)*)\s+\]",
-                  lambda m: "[" + ", ".join(re.split(r",\s+", m.group(1))) + "]", text) + "\n"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ValidationFailed
+from ..errors import UserError, ValidationFailed
 from ._base import handle_errors, main, parse_int_list
 from .output import echo, emit_result, json_option
 
@@ -37,6 +37,19 @@ def _requested_shapes(shape_values, from_model) -> list[tuple[int, ...]]:
         from lvvit_opt.whitelist import shapes_from_model
         return shapes_from_model(from_model)
     return list(shape_values)
+
+
+def _own_inputs(file) -> dict[str, Path]:
+    """transpose.py, located as the verb will, and the backup, record and kept copies beside it:
+    inputs for the output guard, so no --json or --output ever overwrites them."""
+    from lvvit_opt.whitelist.journal import own_files, real_file
+    from lvvit_opt.whitelist.locate import locate_transpose_py
+
+    try:
+        located = locate_transpose_py(file)
+    except UserError:
+        return {}   # the verb itself says what is wrong with it
+    return own_files(real_file(located))
 
 
 def _fmt(shape) -> str:
@@ -72,7 +85,7 @@ def shapes_command(model, json_out) -> None:
     from lvvit_opt.whitelist import transpose_shapes
     from lvvit_opt.whitelist.graph import symbolic_input_dims
 
-    guard_outputs({"--json": json_out}, {"MODEL": model})
+    guard_outputs({"--json": json_out}, {"MODEL": model, **_own_inputs(None)})
 
     from ..table import format_table
 
@@ -110,7 +123,7 @@ def check_command(file, shape_values, from_model, require_fast, json_out) -> Non
     from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import check_shapes
 
-    guard_outputs({"--json": json_out}, {"--file": file, "--from-model": from_model})
+    guard_outputs({"--json": json_out}, {"--file": file, "--from-model": from_model, **_own_inputs(file)})
 
     report = check_shapes(file, _requested_shapes(shape_values, from_model))
     emit_result(report.to_dict(), ok=report.all_fast or not require_fast)
@@ -142,6 +155,9 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
     Every other byte of transpose.py stays as it was. Before the first change the original
     is kept as transpose.py.lvvit-opt.orig with a record transpose.py.lvvit-opt.json; the
     written file must compile and select every shape, else the original is put back.
+    The change is journaled (record "pending", backup, file, record "done"): an interrupted
+    patch is finished or undone by the next patch, check or restore, and a backup or record
+    that does not check out (edited, truncated, for another file) is refused with the evidence.
     Patching twice adds nothing. Undo with `lvvit-opt whitelist restore`.
     Exit 1 when a shape stays on TransposeD (black-listed in a black-list-era file).
     """
@@ -149,7 +165,8 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
     from lvvit_opt.whitelist import patch_file
 
     copy = Path(output) / (Path(file).name if file else "transpose.py") if output and Path(output).is_dir() else output
-    guard_outputs({"--output": copy, "--json": json_out}, {"--file": file, "--from-model": from_model})
+    guard_outputs({"--output": copy, "--json": json_out},
+                  {"--file": file, "--from-model": from_model, **_own_inputs(file)})
     result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
                         output=output)
     emit_result(result.to_dict(), ok=not result.blocked)
@@ -169,16 +186,22 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
 @whitelist_group.command("restore")
 @click.option("--file", "file", type=click.Path(), default=None, help=FILE_HELP)
 @click.option("--force", is_flag=True,
-              help="Restore even if the file changed since our patch in a way the record does not explain "
-                   "(the changed file is kept as *.lvvit-opt.replaced).")
+              help="Put the backup back whatever the record says: the file changed since our patch in a way "
+                   "the record does not explain, the record is unreadable or missing, or the backup's checksum "
+                   "does not match it. The current file is kept as transpose.py.lvvit-opt.replaced (.2, .3, ... "
+                   "when that exists); never with no backup.")
 @json_option
 @handle_errors
 def restore_command(file, force, json_out) -> None:
-    """Put the original transpose.py back byte for byte and remove our backup and record."""
+    """Put the original transpose.py back byte for byte and remove our backup and record.
+
+    An interrupted patch is restored too; a backup or record that does not check out is
+    refused (exit 2, naming the file and what does not match) unless --force.
+    """
     from lvvit_opt.fileio import guard_outputs
     from lvvit_opt.whitelist import restore_file
 
-    guard_outputs({"--json": json_out}, {"--file": file})
+    guard_outputs({"--json": json_out}, {"--file": file, **_own_inputs(file)})
 
     result = restore_file(file, force=force)
     echo(result.message)
