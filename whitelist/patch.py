@@ -440,7 +440,8 @@ def _restore_locked(path: Path, force: bool) -> RestoreResult:
     replaced = None
     if not (journal.record is not None and sha256(original) == journal.original_sha and journal.explains(digest)):
         if not force:
-            raise UserError(f"{path} changed since lvvit-opt patched it, in a way {record_file.name} does not "
+            raise UserError(f"{path} (sha256 {short(digest)}) changed since lvvit-opt patched it, in a way "
+                            f"{record_file.name} does not "
                             "explain (a CANN upgrade or a hand edit?); refusing to overwrite it. "
                             "Use --force to put the backup back anyway (the current file is kept as "
                             f"{path.name}{REPLACED_SUFFIX})")
