@@ -56,8 +56,11 @@ def replaced_path(file: Path) -> Path:
 def own_files(file: Path) -> dict[str, Path]:
     """transpose.py and the files the tool keeps beside it: inputs for the output guard."""
     files = {"transpose.py": file, "lvvit-opt backup": backup_path(file), "lvvit-opt record": record_path(file)}
-    for n, kept in enumerate(sorted(file.parent.glob(file.name + REPLACED_SUFFIX + "*")), 1):
-        files[f"lvvit-opt kept copy {n}"] = kept
+    try:
+        kept = sorted(p for p in file.parent.iterdir() if p.name.startswith(file.name + REPLACED_SUFFIX))
+    except OSError:   # an unlistable folder: nothing of ours can be found in it either
+        kept = []
+    files.update((f"lvvit-opt kept copy {n}", p) for n, p in enumerate(kept, 1))
     return files
 
 
