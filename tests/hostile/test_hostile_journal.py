@@ -7,6 +7,7 @@ once; SIGKILL: settled by the next patch, check or restore) loses nothing."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -70,7 +71,7 @@ def _hard_link_to_backup(ws: Path) -> str:
 
 def _kept_copy(ws: Path) -> str:
     (_opp(ws) / "transpose.py.lvvit-opt.replaced").write_bytes(b"the file restore --force kept\n")
-    return f"opp/transpose.py.lvvit-opt.replaced"
+    return "opp/transpose.py.lvvit-opt.replaced"
 
 
 GUARD_CASES = {
@@ -134,7 +135,7 @@ def test_a_located_transpose_py_is_an_input_without_file(ws, monkeypatch):
 def test_shapes_json_on_the_located_backup_is_refused(ws, monkeypatch):
     target = _located_tree(ws, monkeypatch)
     assert invoke(["whitelist", "patch", "--shape", SHAPE], ws).exit_code == 0
-    _refused_touching_nothing(ws, ["whitelist", "shapes", "m.onnx", "--json", f"{target}{'.lvvit-opt.orig'}"],
+    _refused_touching_nothing(ws, ["whitelist", "shapes", "m.onnx", "--json", f"{target}.lvvit-opt.orig"],
                               "is the input lvvit-opt backup")
 
 
@@ -193,8 +194,6 @@ def test_a_corrupt_backup_or_record_is_refused_with_the_evidence(ws, kind, verb)
 
 
 def test_a_mismatch_names_both_checksums(ws):
-    import hashlib
-
     _patched(ws)
     (_opp(ws) / BACKUP).write_bytes(ORIGINAL[:100])
     got, want = hashlib.sha256(ORIGINAL[:100]).hexdigest(), hashlib.sha256(ORIGINAL).hexdigest()
@@ -260,21 +259,21 @@ def test_a_second_forced_restore_keeps_the_first_kept_copy(ws):
 
 # ------------------------------------------------------------ 2. a write that fails mid-way
 
-def _failing_write(monkeypatch, name: str, nth: int = 1, exc=None):
-    """Make the nth atomic write to a file called `name` fail inside atomic_path, as a full
-    disk (or a folder made read-only in between) would."""
+def _failing_write(monkeypatch, name: str, nth: int = 1, exc=None, also: tuple[str, int] | None = None):
+    """Make the nth atomic write to a file called `name` (and the write `also` = (name, nth))
+    fail inside atomic_path, as a full disk (or a folder made read-only in between) would."""
     from lvvit_opt.fileio import atomic_path
     from lvvit_opt.whitelist import patch as patch_module
 
-    real, seen = patch_module._write_atomic, {"n": 0}
+    real, seen, failing = patch_module._write_atomic, {}, {(name, nth)} | ({also} if also else set())
 
     def write(dest, data):
-        if Path(dest).name == name:
-            seen["n"] += 1
-            if seen["n"] == nth:
-                with atomic_path(dest) as tmp:
-                    tmp.write_bytes(data[: len(data) // 2])
-                    raise exc or OSError(errno.ENOSPC, "No space left on device")
+        dest_name = Path(dest).name
+        seen[dest_name] = seen.get(dest_name, 0) + 1
+        if (dest_name, seen[dest_name]) in failing:
+            with atomic_path(dest) as tmp:
+                tmp.write_bytes(data[: len(data) // 2])
+                raise exc or OSError(errno.ENOSPC, "No space left on device")
         return real(dest, data)
 
     monkeypatch.setattr(patch_module, "_write_atomic", write)
@@ -298,17 +297,7 @@ def test_a_failed_commit_of_a_second_patch_puts_the_first_patch_back(ws, monkeyp
 
 
 def test_a_failed_commit_that_cannot_be_rolled_back_is_finished_by_the_next_patch(ws, monkeypatch):
-    _failing_write(monkeypatch, RECORD, 2)
-    from lvvit_opt.whitelist import patch as patch_module
-
-    failing = patch_module._write_atomic
-    _failing_write(monkeypatch, "transpose.py", 2)   # the roll-back's write of the target fails too
-    patch_module_write = patch_module._write_atomic
-
-    def both(dest, data):
-        return (failing if Path(dest).name == RECORD else patch_module_write)(dest, data)
-
-    monkeypatch.setattr(patch_module, "_write_atomic", both)
+    _failing_write(monkeypatch, RECORD, 2, also=("transpose.py", 2))   # the roll-back's write fails too
     outcome = invoke(VERBS["patch"], ws)
     assert_refused(outcome, 2, f"{RECORD} keeps the interrupted patch, and the next `whitelist patch`")
     assert _record(ws)["state"] == "pending" and (_opp(ws) / BACKUP).read_bytes() == ORIGINAL
@@ -346,8 +335,6 @@ def test_a_pending_patch_whose_bytes_are_not_sound_is_not_committed(ws):
     _pending_state(ws, ORIGINAL)
     record = _record(ws)
     broken = ORIGINAL + b"(("
-    import hashlib
-
     record["pending"]["patched_sha256"] = hashlib.sha256(broken).hexdigest()
     (_opp(ws) / RECORD).write_text(json.dumps(record))
     (_opp(ws) / "transpose.py").write_bytes(broken)
