@@ -191,7 +191,8 @@ def _record_problem(record: object, path: Path) -> str | None:
     if not _SHA.match(str(record.get("original_sha256", ""))):
         return "no valid original_sha256"
     if record.get("file") not in (None, str(path.resolve())):
-        return f"it is the record of {record['file']}, not of {path.resolve()}"
+        return (f"it is the record of {record['file']}, not of {path.resolve()} (a copied opp tree? "
+                "`whitelist restore --force` here puts this folder's backup back)")
     if record.get("backup") not in (None, backup_path(path).name):
         return f"it names the backup {record['backup']!r}, not {backup_path(path).name!r}"
     state = record.get("state", DONE)

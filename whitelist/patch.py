@@ -426,7 +426,8 @@ def _restore_locked(path: Path, force: bool) -> RestoreResult:
                                                     f"{record_file.name} (its backup was already gone)")
         if journal.record is not None:
             raise UserError(backup_missing_message(journal, digest))
-        raise UserError(f"{path}: no lvvit-opt backup beside it ({backup.name} with {record_file.name}); "
+        unread = f" ({record_file.name} is there but unreadable)" if record_file.exists() else ""
+        raise UserError(f"{path}: no lvvit-opt backup beside it ({backup.name} with {record_file.name}){unread}; "
                         "nothing to restore")
     original = journal.backup
     if current == original:

@@ -223,6 +223,13 @@ def test_restore_force_puts_the_backup_back_past_an_unreadable_record(ws):
     assert _siblings(ws) == ["transpose.py", "transpose.py.lvvit-opt.replaced"]
 
 
+def test_restore_force_without_a_backup_refuses_and_names_the_unreadable_record(ws):
+    _patched(ws)
+    (_opp(ws) / BACKUP).unlink()
+    (_opp(ws) / RECORD).write_text("{not json")
+    _refused_touching_nothing(ws, VERBS["restore"] + ["--force"], f"({RECORD} is there but unreadable); nothing to restore")
+
+
 def _backup_without_record(ws: Path) -> bytes:
     """What a SIGTERM left before the journal: the patched file and the backup, no record."""
     _patched(ws)
