@@ -25,6 +25,28 @@ _NUMPY_NAMES = ("float16", "float32", "float64", "bfloat16", "int8", "int16", "i
                 "uint16", "uint32", "uint64", "bool")
 
 
+# A shape a user types (whitelist --shape, apply --input-shape) must be one a tensor can have:
+# beyond these it is a typo, and a later allocation would fail with a MemoryError traceback.
+MAX_RANK = 8
+MAX_DIM = 2**20
+MAX_ELEMENTS = 2**32
+SHAPE_LIMITS = f"1 to {MAX_RANK} dims, each in 1..{MAX_DIM}, at most 2**32 elements in all"
+
+
+def shape_problem(dims: Sequence[int]) -> str | None:
+    """Why `dims` cannot be a user-given static shape (SHAPE_LIMITS), or None when it can."""
+    elements = 1
+    for dim in dims:
+        elements *= dim
+    if not 1 <= len(dims) <= MAX_RANK:
+        return f"rank {len(dims)}"
+    if any(not 1 <= d <= MAX_DIM for d in dims):
+        return f"dim {next(d for d in dims if not 1 <= d <= MAX_DIM)}"
+    if elements > MAX_ELEMENTS:
+        return f"{elements} elements"
+    return None
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output: name, shape (see the module's dim policy) and numpy dtype name."""

@@ -7,6 +7,7 @@ from typing import Optional
 import onnx
 
 from ..errors import UserError
+from ..tensor_spec import SHAPE_LIMITS, shape_problem
 from .base import GraphPass, PassReport
 from .fold_constants import fold_budget, fold_graph, note_skipped
 from .graph_utils import dims_of
@@ -27,9 +28,10 @@ def parse_input_shapes(specs: str | list[str] | dict | None) -> dict[str, list[i
             values = [int(d) for d in dims.replace("x", ",").split(",") if d]
         except ValueError:
             values = []
-        if not sep or not name or not values or any(v <= 0 for v in values):
-            raise UserError(f"bad input shape {item!r}: expected NAME:D1,D2,... with positive dims, "
-                            "e.g. image:16,3,224,224")
+        problem = shape_problem(values) if values else "no dims"
+        if not sep or not name or problem:
+            raise UserError(f"bad input shape {item!r}{f' ({problem})' if sep and name else ''}: expected "
+                            f"NAME:D1,D2,... with {SHAPE_LIMITS}, e.g. image:16,3,224,224")
         shapes[name] = values
     return shapes
 

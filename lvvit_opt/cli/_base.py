@@ -148,14 +148,27 @@ def _install_sigterm():
         return None
 
 
-def parse_int_list(text: str, what: str = "value") -> list[int]:
-    """'1,16' -> [1, 16]; raises click.BadParameter (exit 2) on anything else."""
+def parse_int_list(text: str, what: str = "value", maximum: int | None = None, shape: bool = False) -> list[int]:
+    """'1,16' -> [1, 16]; raises click.BadParameter (exit 2) on anything else.
+
+    maximum: the largest value allowed (e.g. a batch size); shape: the list is a tensor shape a
+    user typed, held to tensor_spec.SHAPE_LIMITS (rank, dims, elements), the limits in the message.
+    """
+    from ..tensor_spec import SHAPE_LIMITS, shape_problem
+
+    expected = (SHAPE_LIMITS if shape else f"integers in 1..{maximum}" if maximum is not None
+                else "positive integers")
     try:
         values = [int(p) for p in str(text).replace(" ", "").split(",") if p]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers for {what}, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise click.BadParameter(f"expected positive integers for {what}, got {text!r}")
+        raise click.BadParameter(f"expected comma-separated integers for {what}, got {text!r}"
+                                 + (f" ({expected})" if shape else "")) from None
+    if shape:
+        problem = shape_problem(values)
+        if problem:
+            raise click.BadParameter(f"{text!r}: {problem}; expected {expected}")
+    elif not values or any(v <= 0 or (maximum is not None and v > maximum) for v in values):
+        raise click.BadParameter(f"expected {expected} for {what}, got {text!r}")
     return values
 
 

@@ -8,7 +8,7 @@ import click
 from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_file, json_option
 from ..ascend.atc import ATC_PRECISION_MODES
-from .types import SOC_VERSION, ModelFile
+from .types import BATCH_SIZE, SOC_VERSION, ModelFile
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
               help="Output prefix; atc writes PREFIX.om. [default: MODEL without .onnx]")
 @click.option("--soc-version", type=SOC_VERSION, default="auto", show_default=True,
               help="Target chip, e.g. Ascend310, Ascend310P3, Ascend910B3; 'auto' reads `npu-smi info`.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for a model whose batch dimension is dynamic (a static one must agree).")
 @click.option("--log", "log_level", type=click.Choice(LOG_LEVELS), default=None,
               help="atc's --log level (the seed uses debug). [default: atc's own, null]")

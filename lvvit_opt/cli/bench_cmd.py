@@ -5,7 +5,7 @@ import click
 
 from ._base import handle_errors, main, parse_int_list
 from .output import echo, emit_result, json_file, json_option
-from .types import Backend, ModelFile
+from .types import MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS, WARMUP, Backend, ModelFile
 
 
 @main.command("bench")
@@ -15,12 +15,12 @@ from .types import Backend, ModelFile
 @click.option("--backend", type=Backend(), default="auto", show_default=True,
               help="auto: .onnx on onnxruntime, .om on ais_bench or the legacy benchmark binary; "
                    "or a registered runner (lvvit_opt.runtime.registry), or trtexec.")
-@click.option("--duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--duration", type=DURATION, default=10.0, show_default=True,
               help="Measured seconds per batch size, shared by all models and rounds.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--rounds", type=ROUNDS, default=5, show_default=True,
               help="Interleaving rounds (A B A B ...); the spread is taken over them.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Untimed seconds per model first.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime intra-op threads (default: all cores).")
+@click.option("--warmup", type=WARMUP, default=1.0, show_default=True, help="Untimed seconds per model first.")
+@click.option("--threads", type=THREADS, default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--providers", default=None,
               help="onnxruntime execution providers in order, e.g. tensorrt,cuda,cpu. An unknown name, or none "
                    "available in this build, is an error naming the available ones; unavailable ones are "
@@ -29,7 +29,7 @@ from .types import Backend, ModelFile
 @click.option("--skip-validate", is_flag=True, help="Measure .om models without first validating them against their ONNX.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="ONNX to validate .om models against (default: the .onnx beside each .om).")
-@click.option("--device-id", type=int, default=0, show_default=True, help="The NPU to run on.")
+@click.option("--device-id", type=DEVICE_ID, default=0, show_default=True, help="The NPU to run on.")
 @click.option("--device", "devices", default=None, metavar="0,1,2,3",
               help="Run every listed device at once, one process each (e.g. the four chips of a 310 card): "
                    "per-device fps and the measured card total, next to the seed-style estimate (one chip x N).")
@@ -65,7 +65,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     guard_outputs({"--json": json_file(json_out), "--plot": plot_out},
                   {**{f"MODEL {m}": m for m in models}, "--reference": reference})
     report = bench_models(
-        list(models), parse_int_list(batch_sizes, "--batch-sizes") if batch_sizes else None, backend=backend,
+        list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None, backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,
         providers=providers.split(",") if providers else None, refix_batch=refix_batch, device_id=device_id,
         validate=not skip_validate, reference=reference, devices=devices,

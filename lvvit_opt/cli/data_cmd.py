@@ -11,7 +11,7 @@ from ..errors import ValidationFailed
 from ..progress import counter
 from ._base import handle_errors, main
 from .output import echo, emit_result, json_file, json_option
-from .types import MODEL_NAME, ModelFile, RunnerBackend
+from .types import BATCH_SIZE, FRACTION, IMAGES, MODEL_NAME, THREADS, WORKERS, ModelFile, RunnerBackend, img_size_type
 
 log = logging.getLogger("lvvit_opt.merge")
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _transform_options(fn):
     fn = click.option("--interpolation", type=click.Choice(INTERPOLATIONS), default=None,
                       help="Resize filter [default: the model's metadata, else its LV-ViT config "
                            "(--model-name), else bicubic].")(fn)
-    fn = click.option("--crop-pct", type=click.FloatRange(0, 1, min_open=True), default=None,
+    fn = click.option("--crop-pct", type=FRACTION, default=None,
                       help="Resize the shorter side to floor(img_size / crop_pct), then center-crop "
                            "(0.9 -> 248 then 224) [default: the model's metadata (lvvit_m/l and CaiT 1.0, DeiT 0.9, "
                            "CrossViT 0.875, ...), else its LV-ViT config (--model-name), else 0.9].")(fn)
@@ -120,17 +120,17 @@ def _chosen(crop_pct: float, interpolation: str, origin: str) -> tuple[float, st
 @main.command("preprocess")
 @click.argument("src_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("out_dir", type=click.Path(file_okay=False))
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=WORKERS, default=None,
               help="Worker processes [default: one per CPU].")
 @click.option("--info", "info_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the legacy benchmark's info file (`index path width height`).")
 @click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ONNX model exported by lvvit-opt: take input size, crop_pct, interpolation, mean and std "
                    "from its metadata (explicit flags still win).")
-@click.option("--img-size", type=click.IntRange(min=1), default=None,
+@click.option("--img-size", type=img_size_type(1), default=None,
               help="Crop size [default: the model's metadata, else 224].")
 @_transform_options
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
+@click.option("--limit", type=IMAGES, default=None, help="Only the first N images (by name).")
 @_shard_option
 @json_option
 @handle_errors
@@ -209,13 +209,13 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @click.option("--data", "data_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory of ImageNet val images (flat, as distributed).")
 @click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False), help="ImageNet val.txt.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+@click.option("--batch-size", type=BATCH_SIZE, default=16, show_default=True,
               help="For dynamic-batch models; a model with a fixed batch (every .om) runs at its own.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=WORKERS, default=None,
               help="Decoding processes [default: one per CPU].")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N images (by name).")
+@click.option("--limit", type=IMAGES, default=None, help="Only the first N images (by name).")
 @_transform_options
-@click.option("--threads", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=THREADS, default=None,
               help="onnxruntime intra-op threads [default: onnxruntime's].")
 @click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
               help="How to run MODEL: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
@@ -228,7 +228,7 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
               help="local: this process (or one per --device); ray: Ray actors, one runner each "
                    "(pip install 'lvvit-opt[ray]'; .om workers take one Ray NPU each).")
 @click.option("--address", default=None, help="Ray cluster address for --engine ray (default: a local Ray).")
-@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+@click.option("--ray-workers", type=WORKERS, default=None,
               help="Ray actors to start [default: one per --threads CPUs (or per NPU) the cluster has].")
 @json_option
 @handle_errors

@@ -6,6 +6,7 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
+from .types import BATCH_SIZE, SEED, TOP, megabytes
 from ..precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
 from .validate_cmd import _tolerance_options
 
@@ -29,12 +30,12 @@ def debug_group():
               help="atc's --keep_dtype file (a node name or OpType::Type a line): those ops stay fp32 in the "
                    "preview (implies --fp16; ignored under must_keep_origin_dtype, as atc does).")
 @inputs_option(1, "Inputs both models run on")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for models whose batch is symbolic (default 1).")
 @_tolerance_options
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="How many worst tensors to list.")
-@click.option("--chunk-mb", type=click.FloatRange(min=1), default=384, show_default=True,
+@click.option("--top", type=TOP, default=10, show_default=True, help="How many worst tensors to list.")
+@click.option("--chunk-mb", type=megabytes(1), default=384, show_default=True,
               help="Activations (both models together) fetched per run; bounds memory on big models "
                    "(fewer, larger chunks mean fewer model runs).")
 @click.option("--suggest-keep-dtype", "keep_dtype_path", type=click.Path(dir_okay=False), default=None,

@@ -6,6 +6,7 @@ import click
 
 from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_option
+from .types import gigabytes
 
 
 @main.command("doctor")
@@ -16,7 +17,7 @@ from .output import echo, emit_result, json_option
               help="The transpose.py to check [default: found like `lvvit-opt whitelist` finds it].")
 @click.option("--workdir", type=click.Path(file_okay=False), default=".", show_default=True,
               help="Where atc will run (it writes the .om, kernel_meta/ and logs there): free space is checked.")
-@click.option("--min-free-gb", type=float, default=2.0, show_default=True,
+@click.option("--min-free-gb", type=gigabytes(0), default=2.0, show_default=True,
               help="Free space atc needs in --workdir.")
 @json_option
 @handle_errors

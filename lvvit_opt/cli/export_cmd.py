@@ -5,7 +5,7 @@ import click
 
 from ._base import handle_errors, main
 from .output import emit_result, echo, json_file, json_option
-from .types import MODEL_NAME
+from .types import BATCH_SIZE, MODEL_NAME, SEED, img_size_type
 
 
 @main.command("export")
@@ -17,16 +17,16 @@ from .types import MODEL_NAME
               help="lvvit_t, lvvit_s, lvvit_m, lvvit_l (lvvit_golden: the tiny test config) or any timm model "
                    "name (deit_tiny_patch16_224, swin_tiny_patch4_window7_224, ...; a .tag picks its "
                    "pretrained_cfg); completes in the shell.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Fixed batch size baked into the graph (one file per batch size, like the seed). "
                    "With --dynamic-batch: the batch the export is traced and verified at.  [default: 1]")
 @click.option("--dynamic-batch", is_flag=True,
               help="Leave the batch dimension symbolic instead (the graph then runs at any batch).")
-@click.option("--img-size", type=click.IntRange(min=16), default=None,
+@click.option("--img-size", type=img_size_type(16), default=None,
               help="Square input size [default: the model's own, e.g. 224, CrossViT 240].")
 @click.option("--opset", type=int, default=13, show_default=True)
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random init and the check input.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for the random init and the check input.")
 @click.option("--ema", is_flag=True, help="Load the EMA weights (state_dict_ema) from the checkpoint.")
 @click.option("--non-strict", is_flag=True,
               help="Load a checkpoint whose keys do not match (default: error). The tensors it lacks keep "

@@ -5,13 +5,14 @@ import click
 
 from ._base import cann_home_option, handle_errors, main
 from .output import echo, emit_result, json_option
+from .types import TOP
 
 
 @main.command("inspect")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--keep-json", type=click.Path(dir_okay=False), default=None,
               help="Keep atc's JSON of the (single) model here [default: a temporary file, removed].")
-@click.option("--top", type=click.IntRange(min=1), default=None, help="List only the N most frequent op types.")
+@click.option("--top", type=TOP, default=None, help="List only the N most frequent op types.")
 @cann_home_option
 @json_option
 @handle_errors

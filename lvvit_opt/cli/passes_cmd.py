@@ -11,7 +11,7 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_file, json_option, state
-from .types import PASS_LIST, ModelFile
+from .types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
 from .validate_cmd import _tolerance, _tolerance_options
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
                    "only after validation passes).")
 @click.option("--passes", "pass_names", type=PASS_LIST, default="softmax_transpose", show_default=True,
               help="Comma-separated passes, run in this order (see `lvvit-opt passes`; completes in the shell).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="fix_shapes: make the batch this static size. Also the validation batch when the "
                    "batch stays symbolic (default 1).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
@@ -49,7 +49,7 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--check-each", is_flag=True,
               help="Validate after every pass; names the first pass that changes the result.")
 @inputs_option(1, "Validation inputs")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random validation inputs.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random validation inputs.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, hidden=True,
               help="Deprecated: use --json PATH. Writes the bare result (no envelope).")
 @_tolerance_options

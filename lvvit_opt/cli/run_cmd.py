@@ -5,7 +5,7 @@ import click
 
 from ._base import cann_home_option, handle_errors, main, parse_int_list
 from .output import echo, emit_result, json_file, json_option
-from .types import MODEL_NAME, PASS_LIST, SOC_VERSION
+from .types import MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION, THREADS
 from .validate_cmd import _tolerance, _tolerance_options
 
 
@@ -20,7 +20,7 @@ from .validate_cmd import _tolerance, _tolerance_options
               help="Graph passes to apply, in order (see `lvvit-opt passes`).")
 @click.option("--out", default="runs/default", show_default=True, type=click.Path(file_okay=False),
               help="Output folder (ONNX files, .om files, report.md, report.json, fps.png).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--ema", is_flag=True, help="Use the checkpoint's EMA weights.")
 @click.option("--non-strict", is_flag=True,
               help="Load a checkpoint with mismatched keys; the tensors it lacks stay RANDOM (warned, and in report.md).")
@@ -29,10 +29,10 @@ from .validate_cmd import _tolerance, _tolerance_options
               help="atc --soc_version (Ascend310, Ascend310P3, ...); auto reads npu-smi info.")
 @click.option("--patch-whitelist", is_flag=True, help="Patch CANN's transpose.py with the graph's Transpose shapes (backup kept).")
 @click.option("--whitelist-file", type=click.Path(dir_okay=False), default=None, help="The transpose.py to patch.")
-@click.option("--bench-duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--bench-duration", type=DURATION, default=10.0, show_default=True,
               help="Measured seconds per batch size (before and after share it, interleaved).")
-@click.option("--bench-rounds", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default: all cores).")
+@click.option("--bench-rounds", type=ROUNDS, default=5, show_default=True)
+@click.option("--threads", type=THREADS, default=None, help="onnxruntime threads (default: all cores).")
 @_tolerance_options
 @json_option
 @handle_errors
@@ -54,7 +54,7 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
     guard_outputs({"--json": json_file(json_out)}, {"--checkpoint": checkpoint, "--whitelist-file": whitelist_file},
                   output_dirs={"--out": out})
     options = RunOptions(out=out, checkpoint=checkpoint, model=model_name,
-                         batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes")),
+                         batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH)),
                          passes=tuple(passes), seed=seed, ema=ema, strict=not non_strict,
                          cann_home=cann_home, soc_version=soc_version, patch_whitelist=patch_whitelist,
                          whitelist_file=whitelist_file, bench_duration=bench_duration, bench_rounds=bench_rounds,

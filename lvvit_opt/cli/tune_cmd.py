@@ -8,7 +8,7 @@ import click
 from ._base import cann_home_option, handle_errors, main
 from ._inputs import INPUTS_HELP, InputsParam
 from .output import echo, emit_result, json_file, json_option
-from .types import MODEL_NAME, SOC_VERSION, ModelFile
+from .types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, SOC_VERSION, WARMUP, Count, ModelFile
 
 
 @main.command("tune")
@@ -25,7 +25,7 @@ from .types import MODEL_NAME, SOC_VERSION, ModelFile
 @click.option("--target", type=click.Choice(["ort-cpu", "ort-cuda", "ort-trt", "ascend"]), default="ort-cpu",
               show_default=True, help="Where the model will run; ort-cuda/ort-trt need onnxruntime-gpu and a GPU, "
                                       "ascend needs atc and ais_bench (or the benchmark binary).")
-@click.option("--budget", default="10m", show_default=True,
+@click.option("--budget", type=BUDGET, default="10m", show_default=True,
               help="Wall time for the whole search (90s, 10m, 1h): build, gate, screen and measure.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: best.onnx (best.om), reproduce.sh, tune.json, tune.png, tune_state.json. "
@@ -34,17 +34,17 @@ from .types import MODEL_NAME, SOC_VERSION, ModelFile
               help="JSON or YAML mapping replacing any of the default lists: batch_sizes, pass_sets, precisions "
                    "(fp32, fp16, fp16-keep), threads, graph_opt (all, disabled), precision_modes, "
                    "op_select_implmodes (ascend).")
-@click.option("--min-agreement", type=click.FloatRange(0, 100, min_open=True), default=99.5, show_default=True,
+@click.option("--min-agreement", type=PERCENT, default=99.5, show_default=True,
               help="Top-1 agreement with the fp32 original (%) a candidate needs, besides validate's tolerance.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--rounds", type=ROUNDS, default=5, show_default=True,
               help="Interleaved measuring rounds of the finalists.")
-@click.option("--warmup", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--warmup", type=WARMUP, default=1.0, show_default=True,
               help="Untimed seconds per finalist before the rounds.")
-@click.option("--max-finalists", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--max-finalists", type=Count(1, 64, "a number of finalists"), default=6, show_default=True,
               help="How many of the fastest at the screen are measured (plus the baseline).")
 @click.option("--soc-version", type=SOC_VERSION, default="auto", show_default=True, help="ascend: atc --soc_version.")
 @cann_home_option
-@click.option("--device-id", type=int, default=0, show_default=True, help="ascend: the NPU to run on.")
+@click.option("--device-id", type=DEVICE_ID, default=0, show_default=True, help="ascend: the NPU to run on.")
 @json_option
 @handle_errors
 def tune_command(model, model_name, checkpoint, inputs, target, budget, out, space_file, min_agreement, rounds,

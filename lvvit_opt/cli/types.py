@@ -193,3 +193,119 @@ class NonNegativeFloat(click.ParamType):
 
 
 NON_NEGATIVE_FLOAT = NonNegativeFloat()
+
+
+# -- value ranges (issue 22) -----------------------------------------------------------------
+# Every duration, count, thread/worker number, size and seed is checked at parse time against a
+# stated range: `inf` seconds or 1e9 rounds is a hang, not a request, and `--seed -1` a numpy
+# traceback. The message names the range.
+
+MAX_SECONDS = 86400            # bench/run durations: a day
+MAX_WARMUP_SECONDS = 3600
+MAX_BUDGET_SECONDS = 7 * 86400  # tune --budget: a week
+MAX_ROUNDS = 1000
+MAX_THREADS = 1024             # threads, decoding processes, Ray actors
+MAX_BATCH = 65536
+MAX_IMG_SIZE = 8192
+MAX_IMAGES = 100_000_000       # --limit
+MAX_TOP = 1_000_000
+MAX_DEVICE_ID = 1023
+MAX_SEED = 2**32 - 1           # numpy's seed range
+MAX_MB = 1024 * 1024           # a terabyte
+MAX_GB = 1024 * 1024
+_TIME_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+class BoundedNumber(click.ParamType):
+    """A finite number in [low, high] (or (low, high] with low_open); an integer with `integer`.
+    Refuses NaN, Inf, out-of-range values and (for integers) '1.5' or '1e9', naming the range."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float, *, integer: bool = False, low_open: bool = False,
+                 what: str = "a number", metavar: str | None = None) -> None:
+        self.low, self.high, self.integer, self.low_open, self.what = low, high, integer, low_open, what
+        self.metavar = metavar or ("N" if integer else "X")
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return self.metavar
+
+    def range_text(self) -> str:
+        if self.integer:
+            return f"{self.low}..{self.high}"
+        return f"{'(' if self.low_open else '['}{_plain(self.low)}, {_plain(self.high)}]"
+
+    def _parse(self, text: str):
+        return int(text, 10) if self.integer else float(text)
+
+    def convert(self, value, param, ctx):
+        import math
+
+        if isinstance(value, bool):
+            self._refuse(value, param, ctx)
+        if self.integer and isinstance(value, int):
+            number = value
+        elif not self.integer and isinstance(value, (int, float)):
+            number = float(value)
+        else:
+            try:
+                number = self._parse(str(value).strip().lower())
+            except (ValueError, OverflowError):
+                self._refuse(value, param, ctx)
+        if not math.isfinite(number) or number > self.high or number < self.low \
+                or (self.low_open and number == self.low):
+            self._refuse(value, param, ctx)
+        return number
+
+    def _refuse(self, value, param, ctx):
+        self.fail(f"{str(value)!r}: expected {self.what} in {self.range_text()}", param, ctx)
+
+
+class Seconds(BoundedNumber):
+    """A duration in seconds (`90`, `90s`, `1.5m`, `1h`), finite, in a stated range."""
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False) -> None:
+        super().__init__(low, high, low_open=low_open, what="seconds", metavar="SECONDS")
+
+    def _parse(self, text: str):
+        scale = _TIME_UNITS.get(text[-1:]) if text[-1:].isalpha() else 1
+        if scale is None:
+            raise ValueError(text)
+        return float(text[:-1] if text[-1:].isalpha() else text) * scale
+
+
+def Count(low: int, high: int, what: str = "an integer") -> BoundedNumber:  # noqa: N802 (a type factory)
+    """An integer in low..high (rounds, batch sizes, images, threads, seeds)."""
+    return BoundedNumber(low, high, integer=True, what=what)
+
+
+DURATION = Seconds(0.1, MAX_SECONDS)
+WARMUP = Seconds(0, MAX_WARMUP_SECONDS)
+BUDGET = Seconds(1, MAX_BUDGET_SECONDS)
+ROUNDS = Count(1, MAX_ROUNDS, "a number of rounds")
+THREADS = Count(1, MAX_THREADS, "a number of threads")
+WORKERS = Count(1, MAX_THREADS, "a number of processes")
+BATCH_SIZE = Count(1, MAX_BATCH, "a batch size")
+IMAGES = Count(1, MAX_IMAGES, "a number of images")
+TOP = Count(1, MAX_TOP, "a count")
+DEVICE_ID = Count(0, MAX_DEVICE_ID, "a device id")
+SEED = Count(0, MAX_SEED, "a seed")
+FRACTION = BoundedNumber(0, 1, low_open=True, what="a fraction")
+PERCENT = BoundedNumber(0, 100, low_open=True, what="a percentage")
+
+
+def img_size_type(low: int) -> BoundedNumber:
+    """An input side in pixels, low..MAX_IMG_SIZE."""
+    return Count(low, MAX_IMG_SIZE, "pixels")
+
+
+def megabytes(low: float = 1) -> BoundedNumber:
+    return BoundedNumber(low, MAX_MB, what="megabytes", metavar="MB")
+
+
+def gigabytes(low: float = 0) -> BoundedNumber:
+    return BoundedNumber(low, MAX_GB, what="gigabytes", metavar="GB")

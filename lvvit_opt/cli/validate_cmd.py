@@ -6,7 +6,7 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
-from .types import ModelFile, RunnerBackend
+from .types import BATCH_SIZE, SEED, ModelFile, RunnerBackend
 
 
 _METRIC_OPTIONS = ("atol", "rtol", "min_cosine", "max_range_rel", "max_rel", "max_mean_rel", "max_rmse")
@@ -63,8 +63,8 @@ def _emit(result) -> None:
 @click.option("--golden", type=click.Path(dir_okay=False), default=None,
               help="Use this golden .npz's inputs (and also compare the candidate to its stored outputs).")
 @inputs_option(4, "Inputs both models run on")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for models whose batch is symbolic (default 1).")
 @click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
               help="How to run CANDIDATE: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
@@ -105,8 +105,8 @@ def golden_group():
 @click.argument("model", type=ModelFile())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Golden .npz to write.")
 @inputs_option(1, "Inputs to run and store (several batches are concatenated along the batch axis)")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for a model whose batch is symbolic (default 1).")
 @json_option
 @handle_errors

@@ -18,7 +18,7 @@ FILE_HELP = ("transpose.py to use. Default: found from $ASCEND_OPP_PATH, $ASCEND
 
 
 def _parse_shapes(ctx, param, values) -> list[tuple[int, ...]]:
-    return [tuple(parse_int_list(v, "--shape")) for v in values]
+    return [tuple(parse_int_list(v, "--shape", shape=True)) for v in values]
 
 
 def _shape_options(fn):
