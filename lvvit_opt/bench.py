@@ -192,6 +192,17 @@ def _feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _check_timing(duration: float, rounds: int, warmup: float) -> None:
+    """The CLI holds these to stated ranges at parse time (cli.types); a caller from Python gets a
+    refusal too instead of a measurement that never ends (inf seconds) or measures nothing (NaN)."""
+    if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration > 0):
+        raise UserError(f"duration {duration!r}: expected a finite number of seconds > 0")
+    if not (isinstance(warmup, (int, float)) and math.isfinite(warmup) and warmup >= 0):
+        raise UserError(f"warmup {warmup!r}: expected a finite number of seconds >= 0")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise UserError(f"rounds {rounds!r}: expected an integer >= 1")
+
+
 def bench_models(
     models: Sequence[str],
     batch_sizes: Sequence[int] | None = None,
@@ -223,6 +234,7 @@ def bench_models(
     log = reporter(logger, log)
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    _check_timing(duration, rounds, warmup)
     if not models:
         raise UserError("no model given")
     for m in models:

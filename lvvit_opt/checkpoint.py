@@ -108,6 +108,7 @@ def load_checkpoint(
     problems = _describe(missing, unexpected, wrong_shape)
     if problems and strict:
         raise UserError(f"{path}: checkpoint does not match the model: {problems} (use --non-strict to load anyway)")
+    _refuse_integer_weights(path, state, expected)
     random_tensors = missing + [k.split(" ")[0] for k in wrong_shape]
     if problems:
         reporter(logger, log).warning(f"{path}: non-strict load: {problems}")
@@ -115,6 +116,20 @@ def load_checkpoint(
             state.pop(k.split(" ")[0])
     model.load_state_dict(state, strict=False)
     return random_tensors
+
+
+def _refuse_integer_weights(path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    """load_state_dict casts int64 (bool, complex) values into float parameters without a word: a
+    quantized or corrupted checkpoint would export as a model of rounded weights. Refuse it."""
+    for key, want in expected.items():
+        got = state.get(key)
+        if (isinstance(got, torch.Tensor) and want.is_floating_point() and not got.is_floating_point()
+                and tuple(got.shape) == tuple(want.shape)):
+            count = sum(1 for k, w in expected.items() if w.is_floating_point() and isinstance(state.get(k), torch.Tensor)
+                        and not state[k].is_floating_point())
+            raise UserError(f"{path}: {key} holds {str(got.dtype).removeprefix('torch.')} values where the model "
+                            f"has {str(want.dtype).removeprefix('torch.')} weights ({count} such tensor(s)); "
+                            f"not a float checkpoint of this model (quantized or converted?)")
 
 
 def _mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:

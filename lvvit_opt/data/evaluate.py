@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..resources import require_memory
 from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
 from .postprocess import AccuracyResult, check_label_range, labels_by_stem, read_labels, score_predictions, top_k
-from .shard import Shard, shard_payload
+from .shard import Shard, model_digest, shard_payload
 from .transform import EvalTransform, eval_transform_for
 
 READ_AHEAD_BATCHES = 3
@@ -181,7 +181,8 @@ def with_shard(result: EvalResult, shard: Shard | None, label_map: dict[str, int
                listed: int) -> EvalResult:
     """Attach the shard record (predictions, this shard's labels, fingerprints) to a shard's result."""
     if shard is not None:
-        result.shard = shard_payload(shard, "eval", result.predictions, label_map, all_labels, listed)
+        result.shard = shard_payload(shard, "eval", result.predictions, label_map, all_labels, listed,
+                                     model_sha256=model_digest(result.model))
     return result
 
 

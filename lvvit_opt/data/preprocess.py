@@ -139,7 +139,11 @@ def _run_tasks(todo: list[tuple[str, str]], transform: EvalTransform, workers: i
         chunk = max(1, min(16, len(todo) // (workers * 8)))
         outcomes = pool.imap(_write_one, todo, chunksize=chunk)
     try:
-        for src, error in outcomes:
+        for src, error, fatal in outcomes:
+            if fatal:  # disk full, quota, a read-only folder: no later image can be written either
+                raise UserError(f"{fatal} ({result.written} of {len(todo)} images written before it; those "
+                                f".bin files are complete and no partial one is left: rerun to resume once "
+                                f"there is room)")
             done += 1
             if error is None:
                 result.written += 1
@@ -153,16 +157,22 @@ def _run_tasks(todo: list[tuple[str, str]], transform: EvalTransform, workers: i
             pool.join()
 
 
-def _write_one(task: tuple[str, str]) -> tuple[str, str | None]:
-    """Worker task: preprocess one image into its .bin via a temporary file + rename."""
+def _write_one(task: tuple[str, str]) -> tuple[str, str | None, str | None]:
+    """Worker task: preprocess one image into its .bin via a temporary file + rename.
+    Returns (image, why it could not be read, why nothing more can be written)."""
     src, dest = task
     try:
         tensor = images.worker_transform()(src)
     except Exception as exc:
-        return src, describe_error(exc)
-    with fileio.atomic_path(dest, suffix=".bin") as tmp:  # SIGTERM/Ctrl-C: the temp is removed
-        tensor.tofile(tmp)
-    return src, None
+        return src, describe_error(exc), None
+    try:
+        with fileio.atomic_path(dest, suffix=".bin") as tmp:  # SIGTERM/Ctrl-C/an error: the temp is removed
+            tensor.tofile(tmp)
+    except UserError as exc:  # atomic_path's one-line account of a disk that is full or read-only
+        return src, None, str(exc)
+    except OSError as exc:  # told as a message: an exception from a pool worker may not unpickle
+        return src, None, f"cannot write {dest}: {exc.strerror or exc}"
+    return src, None, None
 
 
 def _is_complete(path: Path, nbytes: int) -> bool:

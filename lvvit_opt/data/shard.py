@@ -94,14 +94,29 @@ def labels_digest(labels: Mapping[str, int]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def model_digest(path: str | os.PathLike) -> str | None:
+    """sha256 of a model file (what merge compares: the same model under two names is one model,
+    two models under one name are two); None when `path` is not a file (an open runner's name)."""
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, TypeError):
+        return None
+    return digest.hexdigest()
+
+
 def shard_payload(shard: Shard, kind: str, predictions: Mapping[str, Sequence[int]], labels: Mapping[str, int],
-                  all_labels: Mapping[str, int] | None, listed: int) -> dict:
+                  all_labels: Mapping[str, int] | None, listed: int, model_sha256: str | None = None) -> dict:
     """What a shard result adds to its verb's JSON: enough for an exact merge.
 
     labels: the labels of this shard; all_labels: the whole label map (fingerprinted);
-    listed: images (or output files) the verb listed before sharding.
+    listed: images (or output files) the verb listed before sharding; model_sha256: the model an
+    eval shard ran (model_digest), so that merge refuses shards of different models.
     """
-    return {"kind": kind, **shard.to_dict(), "listed_before_sharding": int(listed),
+    extra = {"model_sha256": model_sha256} if kind == "eval" else {}
+    return {"kind": kind, **shard.to_dict(), "listed_before_sharding": int(listed), **extra,
             "labels_digest": labels_digest(all_labels) if all_labels is not None else None,
             "predictions": {stem: [int(i) for i in best] for stem, best in predictions.items()},
             "labels": {stem: int(label) for stem, label in labels.items()}}
@@ -208,6 +223,8 @@ def _check_complete(loaded, shards) -> int:
 
 
 def _merge_accuracy(loaded, shards, kind: str, count: int) -> MergedResult:
+    if kind == "eval":
+        _check_same_model(loaded, shards)
     digests = {s.get("labels_digest") for s in shards}
     if len(digests) != 1:
         raise UserError("the shards were scored against different label files (their labels_digest differ)")
@@ -228,8 +245,7 @@ def _merge_accuracy(loaded, shards, kind: str, count: int) -> MergedResult:
     accuracy.source = ", ".join(path for path, _ in loaded)
     for _, data in loaded:
         accuracy.unreadable.update((data.get("unreadable") or data.get("accuracy", {}).get("unreadable") or {}))
-    warnings = _model_warnings(loaded) if kind == "eval" else []
-    return MergedResult(kind, count, [p for p, _ in loaded], accuracy=accuracy, failed=failed, warnings=warnings,
+    return MergedResult(kind, count, [p for p, _ in loaded], accuracy=accuracy, failed=failed,
                         predictions=predictions)
 
 
@@ -259,6 +275,19 @@ def _merge_preprocess(loaded, count: int) -> MergedResult:
     return MergedResult("preprocess", count, [p for p, _ in loaded], counts=counts, failed=failed)
 
 
-def _model_warnings(loaded) -> list[str]:
-    models = sorted({Path(str(data.get("model", ""))).name for _, data in loaded})
-    return [f"the shards ran different model files: {', '.join(models)}"] if len(models) > 1 else []
+def _check_same_model(loaded, shards) -> None:
+    """Every eval shard names the sha256 of the model it ran, and all name the same one: the
+    union of two models' predictions is no model's accuracy."""
+    for (path, _), shard in zip(loaded, shards):
+        digest = shard.get("model_sha256")
+        if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise UserError(f"{path}: its shard record does not say which model it ran (no model_sha256: written "
+                            f"by an older lvvit-opt, or edited); rerun `lvvit-opt eval ... --shard K/N --json` "
+                            f"for that shard")
+    first_path, first = loaded[0][0], shards[0]
+    for (path, data), shard in zip(loaded[1:], shards[1:]):
+        if shard["model_sha256"] != first["model_sha256"]:
+            raise UserError(f"the shards ran different models: {first_path} ran "
+                            f"{Path(str(loaded[0][1].get('model', '?'))).name} (sha256 {first['model_sha256'][:16]}), "
+                            f"{path} ran {Path(str(data.get('model', '?'))).name} "
+                            f"(sha256 {shard['model_sha256'][:16]})")

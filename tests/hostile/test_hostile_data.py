@@ -36,7 +36,7 @@ def _unchanged(root, before):
 # -- preprocess ----------------------------------------------------------------------------
 
 PREPROCESS_REFUSED = [
-    ("img-size-impossible", ["--img-size", "100000"], "memory"),
+    ("img-size-impossible", ["--img-size", "8192", "--workers", "1024"], "memory"),
     ("out-dir-is-src", [], "OUT_DIR"),  # OUT_DIR replaced by images below
     ("out-dir-is-a-file", [], "is a file"),
     ("out-dir-unwritable", [], "cannot write"),
@@ -45,7 +45,7 @@ PREPROCESS_REFUSED = [
     ("info-unwritable", ["--info", "/sys/p.info"], "cannot write"),
     ("zero-workers", ["--workers", "0"], "--workers"),
     ("crop-pct-zero", ["--crop-pct", "0"], "--crop-pct"),
-    ("crop-pct-nan", ["--crop-pct", "nan"], "crop_pct"),
+    ("crop-pct-nan", ["--crop-pct", "nan"], "expected a fraction in (0, 1]"),
 ]
 
 

@@ -17,9 +17,9 @@ SEED_PERF = DATA_DIR / "seed_baseline" / "perf_vision_batchsize_1_device_0.txt"
 REFUSED = [
     ("export-opset-99", ["export", "--model", "lvvit_golden", "--opset", "99", "-o", "e.onnx"], "--opset 99"),
     ("export-opset-5", ["export", "--model", "lvvit_golden", "--opset", "5", "-o", "e.onnx"], "--opset 5"),
-    ("export-img-size-huge", ["export", "--model", "lvvit_golden", "--img-size", "100000", "-o", "e.onnx"],
+    ("export-img-size-huge", ["export", "--model", "lvvit_golden", "--img-size", "8192", "-o", "e.onnx"],
      "memory"),
-    ("export-batch-huge", ["export", "--model", "lvvit_golden", "--batch-size", "1000000", "-o", "e.onnx"],
+    ("export-batch-huge", ["export", "--model", "lvvit_golden", "--batch-size", "65536", "-o", "e.onnx"],
      "memory"),
     ("export-garbage-checkpoint", ["export", "--model", "lvvit_golden", "--checkpoint", "keep.cfg", "-o", "e.onnx"],
      "not a PyTorch checkpoint"),
