@@ -18,6 +18,7 @@ the seed's `.bin` files (tests compare against timm itself) without importing to
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -104,7 +105,12 @@ class EvalTransform:
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            try:
+                image = Image.open(path)
+            except Image.DecompressionBombError as exc:  # Pillow's own guard, at twice the limit
+                declared = re.search(r"\((\d+) pixels\)", str(exc))
+                raise ImageTooLarge(f"declares {declared.group(1) if declared else 'more'} pixels, "
+                                    f"{TOO_LARGE}") from None
         try:
             _refuse_bomb(image)
             image.load()  # decodes and, for a single-frame file opened by name, closes it
@@ -136,6 +142,9 @@ class EvalTransform:
         return self.normalize(self.load_crop(path))
 
 
+TOO_LARGE = f"over the limit of {MAX_IMAGE_PIXELS} (2**27): a decompression bomb or too large to decode"
+
+
 class ImageTooLarge(ValueError):
     """An image whose header declares more than MAX_IMAGE_PIXELS pixels."""
 
@@ -143,8 +152,7 @@ class ImageTooLarge(ValueError):
 def _refuse_bomb(image) -> None:
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageTooLarge(f"declares {width}x{height} = {width * height} pixels, over the limit of "
-                            f"{MAX_IMAGE_PIXELS} (2**27): a decompression bomb or too large to decode")
+        raise ImageTooLarge(f"declares {width}x{height} = {width * height} pixels, {TOO_LARGE}")
 
 
 def _pil_filter(name: str) -> int:
