@@ -121,15 +121,14 @@ def load_checkpoint(
 def _refuse_integer_weights(path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
     """load_state_dict casts int64 (bool, complex) values into float parameters without a word: a
     quantized or corrupted checkpoint would export as a model of rounded weights. Refuse it."""
-    for key, want in expected.items():
-        got = state.get(key)
-        if (isinstance(got, torch.Tensor) and want.is_floating_point() and not got.is_floating_point()
-                and tuple(got.shape) == tuple(want.shape)):
-            count = sum(1 for k, w in expected.items() if w.is_floating_point() and isinstance(state.get(k), torch.Tensor)
-                        and not state[k].is_floating_point())
-            raise UserError(f"{path}: {key} holds {str(got.dtype).removeprefix('torch.')} values where the model "
-                            f"has {str(want.dtype).removeprefix('torch.')} weights ({count} such tensor(s)); "
-                            f"not a float checkpoint of this model (quantized or converted?)")
+    wrong = [key for key, want in expected.items()
+             if isinstance(state.get(key), torch.Tensor) and want.is_floating_point()
+             and not state[key].is_floating_point() and tuple(state[key].shape) == tuple(want.shape)]
+    if wrong:
+        key = wrong[0]
+        raise UserError(f"{path}: {key} holds {str(state[key].dtype).removeprefix('torch.')} values where the "
+                        f"model has {str(expected[key].dtype).removeprefix('torch.')} weights ({len(wrong)} such "
+                        f"tensor(s)); not a float checkpoint of this model (quantized or converted?)")
 
 
 def _mismatch(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> bool:

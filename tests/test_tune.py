@@ -246,7 +246,8 @@ def test_cli_end_to_end_json_and_refusals(cli_runner, golden_onnx, images, tmp_p
     a_file.write_text("x")
     for args, message in ((["--out", str(a_file)], "is a file"),
                           (["--out", str(tmp_path / "p"), "--model", "lvvit_t"], "one of them"),
-                          (["--out", str(tmp_path / "p"), "--budget", "soon"], "--budget 'soon'")):
+                          (["--out", str(tmp_path / "p"), "--budget", "soon"],
+                           "'--budget': 'soon': expected seconds in [1, 604800]")):
         result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", "1", *args])
         assert result.exit_code == 2 and message in result.output, result.output
         assert result.output.strip().count("\n") == 0

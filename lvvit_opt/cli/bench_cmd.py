@@ -65,7 +65,8 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     guard_outputs({"--json": json_file(json_out), "--plot": plot_out},
                   {**{f"MODEL {m}": m for m in models}, "--reference": reference})
     report = bench_models(
-        list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None, backend=backend,
+        list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None,
+        backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,
         providers=providers.split(",") if providers else None, refix_batch=refix_batch, device_id=device_id,
         validate=not skip_validate, reference=reference, devices=devices,

@@ -16,7 +16,9 @@ one run (`eval --device`, `--engine ray`) sees the whole list and divides it eve
 
 A shard result (the `--json` of `eval`/`postprocess`/`preprocess` run with `--shard`)
 carries its shard, its predictions (image stem -> top-5) and the labels of its shard, so
-`merge_results` re-scores the union exactly like one unsharded run.
+`merge_results` re-scores the union exactly like one unsharded run. An eval shard also carries
+`model_sha256` (the model file's sha256): merge refuses shards of different models, and eval
+shards without it (older results), since the union of two models' predictions is no model's.
 """
 from __future__ import annotations
 

@@ -182,7 +182,8 @@ def test_whitelist_shape_not_integers_names_the_limits(ws):
     assert_refused(outcome, 2, f"expected comma-separated integers for --shape, got '1.5,2' ({SHAPES})")
 
 
-@pytest.mark.parametrize("spec, why", [("image:0,3,224,224", "dim 0"), ("image:100000,3,224,224", "15052800000 elements"),
+@pytest.mark.parametrize("spec, why", [("image:0,3,224,224", "dim 0"),
+                                       ("image:100000,3,224,224", "15052800000 elements"),
                                        ("image:1,1,1,1,1,1,1,1,1", "rank 9")],
                          ids=["zero-dim", "elements", "rank-9"])
 def test_apply_input_shape_outside_tensor_limits_is_refused(ws, spec, why):
