@@ -6,6 +6,31 @@ atc failed, a shape falls back to TransposeD with --require-fast, ...).
 """
 
 
+def reason_of(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's text, for a one-line message: cut at the end of a
+    sentence (or a word) within `limit` characters, never mid-word, marked with '...'."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else type(exc).__name__
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    for stop in (". ", "; ", ", "):
+        cut = head.rfind(stop)
+        if cut > limit // 3:
+            return head[:cut + 1].rstrip(",;") + " ..."
+    cut = head.rfind(" ")
+    return (head[:cut] if cut > limit // 3 else head) + " ..."
+
+
+def shown(path) -> str:
+    """A path as messages show it: as is, or quoted with escapes when it holds a newline or
+    another control character, so a hostile file name cannot break a one-line message."""
+    text = str(path)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return repr(text)
+    return text
+
+
 class LvvitOptError(Exception):
     exit_code = 1
 

@@ -12,10 +12,12 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
-from .errors import OutputRefused, UserError
+from .errors import OutputRefused, UserError, shown
 
 # protobuf cannot serialise a single message above 2 GiB; past this we use external data.
 ONNX_PROTO_LIMIT = 2 * 1024**3 - 1024**2
@@ -33,6 +35,48 @@ _NO_ROOM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.
 
 PathArg = Union[str, os.PathLike, None]
 
+# Files the tool itself keeps: never an output of another verb (whitelist/patch.py writes the
+# first three beside CANN's transpose.py; pipeline.py keeps its stage cache in --out).
+OWNED_SUFFIXES = {".lvvit-opt.orig": "the backup of a patched file",
+                  ".lvvit-opt.json": "the record of a patch",
+                  ".lvvit-opt.replaced": "a file `whitelist restore --force` kept"}
+OWNED_NAMES = {".stages.json": "the stage cache of `lvvit-opt run`"}
+# Files of this process that are inputs of every verb (the --log-file): label -> path.
+_protected: dict[str, Path] = {}
+
+
+def protect(label: str, path: PathArg) -> None:
+    """Make `path` an input of every later guard_outputs call in this process (the --log-file
+    is appended to, so no output may replace it and no input may be it)."""
+    if path is None:
+        _protected.pop(label, None)
+    else:
+        _protected[label] = Path(os.fspath(path))
+
+
+def owned_file_kind(path: str | os.PathLike) -> str | None:
+    """What the tool keeps in `path` (a backup, a patch record, ...) judged by its name, or None."""
+    name = Path(path).name
+    if name in OWNED_NAMES:
+        return OWNED_NAMES[name]
+    if TEMP_MARKER in name:
+        return "a temporary file of a running (or killed) lvvit-opt"
+    return next((kind for suffix, kind in OWNED_SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def special_kind(path: str | os.PathLike) -> str | None:
+    """'character device', 'block device', 'FIFO' or 'socket' for an existing path (through
+    symlinks) that is neither a regular file nor a folder; None otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    for test, kind in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return None
+
 
 # -- the output guard ----------------------------------------------------------------------
 
@@ -49,38 +93,66 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
     """
     files = _present(outputs)
     dirs = _present(output_dirs or {})
-    sources = _present(inputs or {})
+    sources = _present(inputs or {}) + list(_protected.items())
+    for label, path in files:
+        kind = owned_file_kind(path) or owned_file_kind(os.path.realpath(path))  # also through a symlink
+        if kind is not None:
+            raise OutputRefused(f"{label} {shown(path)} is {kind}, which lvvit-opt keeps; "
+                                f"refusing to overwrite it, nothing written", [path])
+    for label, path in list(_protected.items()):
+        for in_label, source in _present(inputs or {}):
+            if same_path(path, source) and not _both_char_devices(path, source):
+                raise OutputRefused(f"{label} {shown(path)} is the input {in_label}; appending the log "
+                                    f"to it would change it, nothing written", [])
     for label, path in files + dirs:
         if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
             raise OutputRefused(f"{label} {str(path)[:80]}...: a name in this path is longer than {NAME_MAX} bytes",
                                 [path])
     for label, path in files:
         if path.is_dir():
-            raise OutputRefused(f"{label} {path}: is a directory; give a file name", [path])
+            raise OutputRefused(f"{label} {shown(path)}: is a directory; give a file name", [path])
         for in_label, source in sources:
-            if same_path(path, source):
-                raise OutputRefused(f"{label} {path} is the input {in_label} ({source}); "
+            if same_path(path, source) and not _both_char_devices(path, source):
+                raise OutputRefused(f"{label} {shown(path)} is the input {in_label} ({shown(source)}); "
                                     f"refusing to overwrite an input, nothing written", [path])
             if path.exists() and source.is_dir() and _inside(path, source):
-                raise OutputRefused(f"{label} {path} is a file inside the input folder {in_label} ({source}); "
-                                    f"refusing to overwrite it, nothing written", [path])
+                raise OutputRefused(f"{label} {shown(path)} is a file inside the input folder {in_label} "
+                                    f"({shown(source)}); refusing to overwrite it, nothing written", [path])
     for label, path in dirs:
         if path.exists() and not path.is_dir():
-            raise OutputRefused(f"{label} {path}: exists and is not a directory", [path])
+            raise OutputRefused(f"{label} {shown(path)}: exists and is not a directory", [path])
         for in_label, source in sources:
             if same_path(path, source):
-                raise OutputRefused(f"{label} {path} is the input {in_label} ({source}); give another folder", [path])
+                raise OutputRefused(f"{label} {shown(path)} is the input {in_label} ({shown(source)}); "
+                                    f"give another folder", [path])
     targets = files + dirs
     for i, (label, path) in enumerate(targets):
         for other_label, other in targets[i + 1:]:
-            if same_path(path, other):
-                raise OutputRefused(f"{label} {path} and {other_label} {other} are the same file; "
+            if same_path(path, other) and not _both_char_devices(path, other):
+                raise OutputRefused(f"{label} {shown(path)} and {other_label} {shown(other)} are the same file; "
                                     f"give each output its own path", [path, other])
     for label, path in files + dirs:
+        if (label, path) in files and special_kind(path) is not None:
+            _require_writable_special(path, label)  # written through, never renamed over: its folder is not ours
+            continue
         try:
-            require_writable_dir(path if (label, path) in dirs else path.parent, f"{label} {path}")
+            require_writable_dir(path if (label, path) in dirs else path.parent, f"{label} {shown(path)}")
         except UserError as exc:
             raise OutputRefused(str(exc), [path]) from None
+
+
+def _both_char_devices(a: Path, b: Path) -> bool:
+    """Two outputs on /dev/null (or a terminal) do not collide: a device keeps no content to lose."""
+    return special_kind(a) == "character device" and special_kind(b) == "character device"
+
+
+def _require_writable_special(path: Path, label: str) -> None:
+    kind = special_kind(path)
+    if kind in ("socket", "block device"):
+        raise OutputRefused(f"{label} {shown(path)} is a {kind}; give a file, a character device or a FIFO",
+                            [path])
+    if not os.access(path, os.W_OK):
+        raise OutputRefused(f"{label} {shown(path)}: cannot write to this {kind} (permission denied)", [path])
 
 
 def _present(paths: Mapping[str, PathArg]) -> list[tuple[str, Path]]:
@@ -138,7 +210,8 @@ def require_regular_file(path: str | os.PathLike) -> Path:
     reading /dev/zero or a FIFO as a text input would never end and eat the memory."""
     path = Path(path)
     if path.exists() and not path.is_file():
-        raise UserError(f"{path}: not a regular file")
+        kind = special_kind(path) or "folder"
+        raise UserError(f"{shown(path)}: not a regular file (a {kind})")
     return path
 
 
@@ -207,11 +280,14 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     temporaries of killed runs in the same folder are removed first (once per process).
     An unwritable destination is a UserError naming it.
     """
+    if special_kind(dest) is not None:  # /dev/null, /dev/stdout, a FIFO: written through, never replaced
+        yield from _through_special(Path(dest), suffix or ".tmp")
+        return
     dest = resolve_output(dest)
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"cannot create the folder of {dest}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot create the folder of {shown(dest)}: {exc.strerror or exc}") from None
     folder = os.path.abspath(dest.parent)
     if folder not in _swept_dirs:
         _swept_dirs.add(folder)
@@ -221,12 +297,12 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
         try:
             os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as exc:
-            raise UserError(f"cannot write {dest}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot write {shown(dest)}: {exc.strerror or exc}") from None
         try:
             yield tmp_path
         except OSError as exc:
             if exc.errno in _NO_ROOM_ERRNOS:
-                raise UserError(f"cannot write {dest}: {exc.strerror}") from None
+                raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
             raise
         if dest.exists():
             with contextlib.suppress(OSError):
@@ -237,11 +313,59 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.replace(tmp_path, dest)
         except OSError as exc:
             if exc.errno in _NO_ROOM_ERRNOS:
-                raise UserError(f"cannot write {dest}: {exc.strerror}") from None
+                raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
             raise
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+
+
+def _through_special(dest: Path, suffix: str) -> Iterator[Path]:
+    """atomic_path for a device or FIFO: the block writes a temporary file in the system's temp
+    folder, which is streamed into `dest` only when the block succeeded (so a reader never gets
+    half an output); `dest` itself is opened for writing, never renamed over or removed."""
+    folder = tempfile.gettempdir()
+    if folder not in _swept_dirs:
+        _swept_dirs.add(folder)
+        sweep_stale_temps(folder)
+    tmp_path = temp_path_for(Path(folder) / dest.name, suffix)
+    try:
+        os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        try:
+            yield tmp_path
+        except OSError as exc:
+            if exc.errno in _NO_ROOM_ERRNOS:
+                raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
+            raise
+        copy_into_special(tmp_path, dest)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+
+
+def copy_into_special(source: Path, dest: Path) -> None:
+    """Write the bytes of `source` into the device or FIFO `dest`. A FIFO is opened without
+    blocking: with no reader that is ENXIO, said in one line instead of hanging forever."""
+    try:
+        fd = os.open(dest, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise UserError(f"cannot write {shown(dest)}: a FIFO with no reader (start its reader first)") from None
+        raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        with open(source, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+    except OSError as exc:
+        reason = "its reader went away" if exc.errno == errno.EPIPE else exc.strerror
+        raise UserError(f"cannot write {shown(dest)}: {reason}") from None
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -340,6 +464,9 @@ def save_onnx(model, dest: str | os.PathLike) -> Path:
     import onnx
 
     dest = Path(dest)
+    if needs_external_data(model) and special_kind(dest) is not None:
+        raise UserError(f"cannot write {shown(dest)}: a model with external data needs a folder for its "
+                        f".data file, not a {special_kind(dest)}")
     if not needs_external_data(model):
         with atomic_path(dest, suffix=".onnx") as tmp:
             with open(tmp, "wb") as handle:

@@ -11,6 +11,7 @@ exist. Every file is written atomically, so an interrupted run leaves no half-wr
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -18,10 +19,10 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from . import __version__
-from .errors import UserError, ValidationFailed
+from .errors import UserError, ValidationFailed, shown
 from .fileio import write_text_atomic
 from .logs import LogCallback, reporter
 
@@ -29,6 +30,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PASSES = ("softmax_transpose", "cleanup")
 STATE_FILE = ".stages.json"
+RUN_FILES = ("report.json", "report.md", "fps.png", "atc_commands.sh")  # (the state and lock: fileio.OWNED_NAMES)
+
+
+def run_files(out: str | os.PathLike) -> dict[str, Path]:
+    """The files a run writes under --out with fixed names (label -> path), for the output guard:
+    `--json OUT/report.json` would be overwritten by the run's own report."""
+    return {f"the run's {name}": Path(out) / name for name in RUN_FILES}
 
 
 @dataclass
@@ -141,6 +149,34 @@ def run(options: RunOptions, log: LogCallback = None) -> RunSummary:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"--out {out}: cannot create it ({exc.strerror})") from None
+    with out_folder_lock(out):
+        return _run_locked(options, out, log)
+
+
+@contextlib.contextmanager
+def out_folder_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the --out folder for the whole run. Two runs writing the same
+    stages and reports at once would mix their files (one's .stages.json naming the other's
+    models), so the second is refused at once. The folder itself is flock'd (no lock file
+    to leave behind or to race on); the lock dies with its process."""
+    import fcntl
+
+    try:
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise UserError(f"--out {shown(out)}: cannot open it ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"--out {shown(out)}: another `lvvit-opt run` is writing there now; "
+                            f"wait for it to finish or give another --out") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     summary = RunSummary(out=out, random_weights=options.checkpoint is None)
     if summary.random_weights:
         log.warning(f"no --checkpoint: RANDOM weights (seed {options.seed}). Graphs, validation and fps are "

@@ -50,6 +50,14 @@ STATE_FILE = "tune_state.json"
 REPORT_FILE = "tune.json"
 PLOT_FILE = "tune.png"
 REPRODUCE_FILE = "reproduce.sh"
+TUNE_FILES = (STATE_FILE, REPORT_FILE, PLOT_FILE, REPRODUCE_FILE)
+
+
+def tune_files(out: str | os.PathLike) -> dict[str, Path]:
+    """The files tune writes under --out with fixed names (label -> path), for the output guard."""
+    return {f"tune's {name}": Path(out) / name for name in TUNE_FILES}
+
+
 STATE_VERSION = 1
 ORT_PROVIDERS = {"ort-cpu": "CPUExecutionProvider", "ort-cuda": "CUDAExecutionProvider",
                  "ort-trt": "TensorrtExecutionProvider"}

@@ -14,8 +14,10 @@ Keep this module light (no torch/onnx): it is imported by every command module.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import Any
 import click
 
 from .. import __version__, progress
+from ..errors import shown
 
 STATE_KEY = "lvvit_opt.cli_state"
 LIBRARY_LOGGER = "lvvit_opt"
@@ -233,6 +236,24 @@ def console_level(verbosity: int) -> int:
     return logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
 
 
+def _refuse_unwritable_log(path: str) -> None:
+    """A folder, socket or a FIFO nobody reads is refused at once: opening a FIFO without a
+    reader would block the verb forever before it did anything."""
+    from ..fileio import special_kind
+
+    kind = special_kind(path)
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{shown(path)} is a directory; give a file", param_hint="--log-file")
+    if kind in ("socket", "block device"):
+        raise click.BadParameter(f"{shown(path)} is a {kind}; give a file", param_hint="--log-file")
+    if kind == "FIFO":
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError as exc:
+            reason = "a FIFO with no reader (start its reader first)" if exc.errno == errno.ENXIO else exc.strerror
+            raise click.BadParameter(f"cannot open {shown(path)}: {reason}", param_hint="--log-file") from None
+
+
 def configure_logging(ctx: click.Context) -> None:
     """Attach this invocation's handlers to the `lvvit_opt` logger; removed on close."""
     st = state()
@@ -243,11 +264,15 @@ def configure_logging(ctx: click.Context) -> None:
     console = _StderrHandler(level=console_level(st.verbosity))
     console.setFormatter(_ConsoleFormatter(st.verbosity > 1))
     st.handlers = [console, _WarningCollector(st.warnings)]
+    from ..fileio import protect
+
+    protect("--log-file", st.log_file)  # an input of every verb's output guard: no output replaces it
     if st.log_file:
+        _refuse_unwritable_log(st.log_file)
         try:
             file_handler = logging.FileHandler(st.log_file, mode="a", encoding="utf-8")
         except OSError as exc:
-            raise click.BadParameter(f"cannot open {st.log_file}: {exc.strerror}", param_hint="--log-file")
+            raise click.BadParameter(f"cannot open {shown(st.log_file)}: {exc.strerror}", param_hint="--log-file")
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter(FILE_FORMAT))
         st.handlers.append(file_handler)

@@ -49,9 +49,9 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
       lvvit-opt run --checkpoint lvvit_s-26M-224-83.3.pth.tar --out runs/lvvit_s --patch-whitelist
     """
     from ..fileio import guard_outputs
-    from ..pipeline import RunOptions, run
+    from ..pipeline import RunOptions, run, run_files
 
-    guard_outputs({"--json": json_file(json_out)}, {"--checkpoint": checkpoint, "--whitelist-file": whitelist_file},
+    guard_outputs({"--json": json_file(json_out), **run_files(out)}, {"--checkpoint": checkpoint, "--whitelist-file": whitelist_file},
                   output_dirs={"--out": out})
     options = RunOptions(out=out, checkpoint=checkpoint, model=model_name,
                          batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH)),

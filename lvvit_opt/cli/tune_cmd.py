@@ -66,7 +66,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
     """
     from ..errors import UserError
     from ..fileio import guard_outputs
-    from ..tune import TuneOptions, load_space, parse_budget, tune
+    from ..tune import TuneOptions, load_space, parse_budget, tune, tune_files
 
     if (model is None) == (model_name is None):
         raise UserError("give MODEL.onnx or --model NAME (one of them)")
@@ -74,7 +74,8 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
         raise UserError("--checkpoint goes with --model NAME")
     budget_s = parse_budget(budget)
     space = load_space(space_file, target) if space_file else None
-    guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--inputs": inputs, "--space": space_file},
+    guard_outputs({"--json": json_file(json_out), **tune_files(out)},
+                  {"MODEL": model, "--inputs": inputs, "--space": space_file},
                   output_dirs={"--out": out})
     per_batch = None
     if model_name is not None:
