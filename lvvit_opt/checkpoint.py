@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, reason_of, shown
 from .logs import LogCallback, reporter
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,22 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a PyTorch checkpoint ({reason})") from None
+        raise UserError(_load_refusal(path, exc)) from None
     state = _unwrap(obj, path, ema)
     return _strip_prefix(state)
+
+
+def _load_refusal(path: Path, exc: Exception) -> str:
+    """One whole sentence for a checkpoint torch.load refused. Its weights-only refusal is a
+    page of advice; what the user needs is which object it holds and what to do about it."""
+    text = str(exc)
+    unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsupported or "Weights only load failed" in text:
+        what = f"a pickled {unsupported.group(1)} object" if unsupported else "pickled Python objects"
+        return (f"{shown(path)}: refused to unpickle it: it holds {what}, which could run code on load. If you "
+                f"trust its source, re-save just the weights (torch.save(torch.load(PATH, weights_only=False)"
+                f"['state_dict'], 'clean.pth')) and give that file")
+    return f"{shown(path)}: not a PyTorch checkpoint ({reason_of(exc, 160)})"
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -49,8 +62,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return _strip_prefix(load_file(str(path), device="cpu"))
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a safetensors checkpoint ({reason})") from None
+        raise UserError(f"{shown(path)}: not a safetensors checkpoint ({reason_of(exc, 160)})") from None
 
 
 def _unwrap(obj, path: Path, ema: bool) -> Mapping[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, reason_of
 from .golden import OutputComparison, Tolerance, compare_outputs
 from .progress import task
 
@@ -376,7 +376,7 @@ class ExposedOnnx:
             runs = [self.runner.session.run(list(names), self._own_names(feed)) for feed in feeds]
         except Exception as exc:  # e.g. a candidate with another batch size or input shape
             raise UserError(f"{self.runner.model_path} cannot run on these inputs "
-                            f"({str(exc).strip().splitlines()[0][:300]})") from None
+                            f"({reason_of(exc, 300)})") from None
         return {name: _join([run[i] for run in runs]) for i, name in enumerate(names)}
 
     def _own_names(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

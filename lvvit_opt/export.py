@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError, ValidationFailed
+from .errors import UserError, ValidationFailed, reason_of
 from .fileio import save_onnx
 from .logs import LogCallback, reporter
 from .progress import task
@@ -125,7 +125,7 @@ def export_onnx(
                     dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
                 )
             except Exception as exc:  # an op this exporter/opset cannot write: one line, not pages of IR
-                reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                reason = reason_of(exc, 300)
                 raise UserError(f"torch.onnx.export cannot export {model} at opset {opset}: {reason}") from None
     onnx_model = onnx.load_from_string(buffer.getvalue())
     del buffer

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from .errors import UserError
+from .errors import UserError, reason_of, shown
 
 InputsArg = Union[int, str, os.PathLike]
 
@@ -134,7 +134,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise UserError(f"{path}: not a readable .npy file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise UserError(f"{shown(path)}: not a readable .npy file ({type(exc).__name__}: {reason_of(exc)})") from None
 
 
 def _read_npz(path: Path, specs: Sequence) -> dict[str, np.ndarray]:
@@ -149,7 +149,7 @@ def _read_npz(path: Path, specs: Sequence) -> dict[str, np.ndarray]:
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise UserError(f"{shown(path)}: not a readable .npz file ({type(exc).__name__}: {reason_of(exc)})") from None
     raise UserError(f"{path} lacks input(s) {', '.join(n for n in wanted if n not in names)} "
                     f"(has {', '.join(names) or 'nothing'})")
 

@@ -207,13 +207,13 @@ def _create_timm(name: str, img_size: int | None) -> tuple[nn.Module, Callable |
 
     import timm
 
-    from .errors import UserError
+    from .errors import UserError, reason_of
 
     kwargs = {} if img_size is None else {"img_size": img_size}
     try:
         model = timm.create_model(name, pretrained=False, **kwargs)
     except (RuntimeError, TypeError, ValueError, AssertionError) as exc:
-        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        message = reason_of(exc, 200)
         raise UserError(f"timm could not build {name!r}{f' at --img-size {img_size}' if kwargs else ''}: "
                         f"{message}") from None
     entry = timm.models.model_entrypoint(name.split(".", 1)[0])

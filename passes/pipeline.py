@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import onnx
 
-from ..errors import LvvitOptError, UserError, ValidationFailed
+from ..errors import LvvitOptError, UserError, ValidationFailed, reason_of
 from .base import PassReport, copy_model
 from .graph_utils import weightless_skeleton
 from .registry import get_pass, parse_pass_list
@@ -82,7 +82,7 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
             raise
         except Exception as exc:
             ran = ", ".join(r.name for r in reports) or "nothing"
-            raise PassFailed(f"pass {graph_pass.name!r} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
+            raise PassFailed(f"pass {graph_pass.name!r} failed ({type(exc).__name__}: {reason_of(exc, 300)}); "
                              f"ran before it: {ran}") from exc
         current = result.model
         reports.append(result.report)

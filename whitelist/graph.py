@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lvvit_opt.errors import UserError
+from lvvit_opt.errors import UserError, reason_of
 from lvvit_opt.tensor_spec import dims_of
 
 Dim = int | str   # an int for a static dim, the symbol name or "?" otherwise
@@ -53,7 +53,7 @@ def transpose_shapes(model_or_path) -> list[TransposeUse]:
         inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), check_type=False,
                                                      strict_mode=False, data_prop=True)
     except Exception as exc:  # inference errors are many and varied; report one line
-        raise UserError(f"ONNX shape inference failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") \
+        raise UserError(f"ONNX shape inference failed: {type(exc).__name__}: {reason_of(exc, 200)}") \
             from None
     uses: dict[tuple, TransposeUse] = {}
     _collect(inferred.graph, {}, uses)

@@ -36,7 +36,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class DumpCandidate:
             try:
                 values[name] = np.load(os.path.join(self.directory, name), allow_pickle=False)
             except Exception as exc:
-                raise UserError(f"{name}: unreadable dump .npy ({type(exc).__name__}: {str(exc)[:200]})") from None
+                raise UserError(f"{name}: unreadable dump .npy ({type(exc).__name__}: {reason_of(exc, 200)})") from None
         return values
 
     def close(self) -> None:

@@ -179,8 +179,10 @@ def emit_error(message: str, exit_code: int, refused: tuple[str, ...] = ()) -> N
 def _replaceable(target: str) -> bool:
     """An error envelope may replace nothing but an earlier envelope: the failure may be that
     --json names an input (guard_outputs refused it), which must survive byte for byte."""
-    if target == "-":
-        return True
+    from ..fileio import special_kind
+
+    if target == "-" or special_kind(target) is not None:  # a device or FIFO keeps nothing to lose;
+        return True                                          # reading a FIFO would block forever
     try:
         with open(target, "rb") as fh:
             head = fh.read(4096)
@@ -239,8 +241,12 @@ def console_level(verbosity: int) -> int:
 def _refuse_unwritable_log(path: str) -> None:
     """A folder, socket or a FIFO nobody reads is refused at once: opening a FIFO without a
     reader would block the verb forever before it did anything."""
-    from ..fileio import special_kind
+    from ..fileio import owned_file_kind, special_kind
 
+    owned = owned_file_kind(path) or owned_file_kind(os.path.realpath(path))
+    if owned is not None:
+        raise click.BadParameter(f"{shown(path)} is {owned}, which lvvit-opt keeps; appending a log to it "
+                                 f"would corrupt it", param_hint="--log-file")
     kind = special_kind(path)
     if os.path.isdir(path):
         raise click.BadParameter(f"{shown(path)} is a directory; give a file", param_hint="--log-file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ TEMP_MARKER = ".lvvit-tmp."
 
 
 def snapshot(root: Path) -> dict[str, object]:
-    """Every entry under root -> its bytes (files), ('link', target) (symlinks) or 'dir'."""
+    """Every entry under root -> its bytes (files), ('link', target) (symlinks), 'dir', or
+    ('special', type, rdev) for devices and FIFOs."""
     state: dict[str, object] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -27,6 +29,9 @@ def snapshot(root: Path) -> dict[str, object]:
                 state[rel] = ("link", os.readlink(path))
             elif path.is_dir():
                 state[rel] = "dir"
+            elif not path.is_file():  # a device or FIFO: its kind and number, never its (endless) bytes
+                st = os.lstat(path)
+                state[rel] = ("special", stat.S_IFMT(st.st_mode), st.st_rdev)
             else:
                 state[rel] = path.read_bytes()
     return state
