@@ -29,7 +29,7 @@ def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, tor
     """Read a checkpoint file and return the (unwrapped, unprefixed) state dict."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint file")
+        raise UserError(f"{shown(path)}: no such checkpoint file")
     if path.suffix == ".safetensors":  # timm's Hugging Face hub format: a flat tensor map
         return _read_safetensors(path)
     try:
@@ -67,19 +67,19 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _unwrap(obj, path: Path, ema: bool) -> Mapping[str, torch.Tensor]:
     if not isinstance(obj, Mapping):
-        raise UserError(f"{path}: checkpoint holds a {type(obj).__name__}, not a state dict")
+        raise UserError(f"{shown(path)}: checkpoint holds a {type(obj).__name__}, not a state dict")
     if ema:
         for key in EMA_KEYS:
             if isinstance(obj.get(key), Mapping):
                 return obj[key]
-        raise UserError(f"{path}: --ema asked for, but the checkpoint has no {' / '.join(EMA_KEYS)} entry "
+        raise UserError(f"{shown(path)}: --ema asked for, but the checkpoint has no {' / '.join(EMA_KEYS)} entry "
                         f"(top-level keys: {', '.join(map(str, list(obj)[:8]))})")
     for key in WRAPPER_KEYS:
         if isinstance(obj.get(key), Mapping):
             return obj[key]
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj
-    raise UserError(f"{path}: no state dict found (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
+    raise UserError(f"{shown(path)}: no state dict found (top-level keys: {', '.join(map(str, list(obj)[:8]))})")
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -119,7 +119,7 @@ def load_checkpoint(
                    for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     problems = _describe(missing, unexpected, wrong_shape)
     if problems and strict:
-        raise UserError(f"{path}: checkpoint does not match the model: {problems} (use --non-strict to load anyway)")
+        raise UserError(f"{shown(path)}: checkpoint does not match the model: {problems} (use --non-strict to load anyway)")
     _refuse_integer_weights(path, state, expected)
     random_tensors = missing + [k.split(" ")[0] for k in wrong_shape]
     if problems:
@@ -138,7 +138,7 @@ def _refuse_integer_weights(path, state: Mapping[str, torch.Tensor], expected: M
              and not state[key].is_floating_point() and tuple(state[key].shape) == tuple(want.shape)]
     if wrong:
         key = wrong[0]
-        raise UserError(f"{path}: {key} holds {str(state[key].dtype).removeprefix('torch.')} values where the "
+        raise UserError(f"{shown(path)}: {key} holds {str(state[key].dtype).removeprefix('torch.')} values where the "
                         f"model has {str(expected[key].dtype).removeprefix('torch.')} weights ({len(wrong)} such "
                         f"tensor(s)); not a float checkpoint of this model (quantized or converted?)")
 

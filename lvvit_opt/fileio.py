@@ -61,6 +61,7 @@ def owned_file_kind(path: str | os.PathLike) -> str | None:
         return OWNED_NAMES[name]
     if TEMP_MARKER in name:
         return "a temporary file of a running (or killed) lvvit-opt"
+    name = re.sub(r"\.\d+$", "", name)  # `restore --force` numbers its kept copies: .replaced.2, ...
     return next((kind for suffix, kind in OWNED_SUFFIXES.items() if name.endswith(suffix)), None)
 
 

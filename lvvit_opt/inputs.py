@@ -119,7 +119,7 @@ def _read_arrays(path: Path, specs: Sequence, model=None) -> tuple[dict[str, np.
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if len(specs) != 1:
-            raise UserError(f"{path}: a .npy holds one array but the model takes {len(specs)} inputs "
+            raise UserError(f"{shown(path)}: a .npy holds one array but the model takes {len(specs)} inputs "
                             f"({', '.join(s.name for s in specs)}); use a .npz with one array per input name")
         return {specs[0].name: _load_npy(path)}, "npy", str(path), {"path": str(path)}
     if suffix == ".npz":
@@ -229,7 +229,7 @@ def _read_images(folder: Path, specs: Sequence, model=None) -> tuple[dict, str, 
         try:
             transform.normalize(transform.load_crop(path), out=rows[row])
         except Exception as exc:
-            raise UserError(f"{path}: cannot read this image ({type(exc).__name__}: {str(exc)[:200]})") from None
+            raise UserError(f"{shown(path)}: cannot read this image ({type(exc).__name__}: {str(exc)[:200]})") from None
     source = (f"{folder}/ ({len(paths)} image(s), eval transform from {origin}: resize "
               f"{transform.resize_shorter_to}, center crop {transform.img_size}, {transform.interpolation})")
     return {spec.name: rows}, "images", source, {"path": str(folder), "files": len(paths),

@@ -207,7 +207,7 @@ def _check_options(options: RunOptions) -> None:
 
     check_model_name(options.model)  # LV-ViT or any timm model; close matches suggested
     if options.checkpoint is not None and not Path(options.checkpoint).is_file():
-        raise UserError(f"{options.checkpoint}: no such checkpoint file")
+        raise UserError(f"{shown(options.checkpoint)}: no such checkpoint file")
     from .passes import parse_pass_list
 
     parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones

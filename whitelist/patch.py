@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from lvvit_opt import __version__
-from lvvit_opt.errors import UserError, ValidationFailed
+from lvvit_opt.errors import UserError, ValidationFailed, shown
 from lvvit_opt.fileio import same_path, sweep_stale_temps
 
 from .check import normalise_shapes
@@ -416,7 +416,7 @@ def _restore_locked(path: Path, force: bool) -> RestoreResult:
     journal = load_journal(path, lenient=force)
     backup, record_file = journal.backup_file, journal.record_file
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{shown(path)}: no such file")
     current = path.read_bytes()
     digest = sha256(current)
     if journal.backup is None:
@@ -427,7 +427,7 @@ def _restore_locked(path: Path, force: bool) -> RestoreResult:
         if journal.record is not None:
             raise UserError(backup_missing_message(journal, digest))
         unread = f" ({record_file.name} is there but unreadable)" if record_file.exists() else ""
-        raise UserError(f"{path}: no lvvit-opt backup beside it ({backup.name} with {record_file.name}){unread}; "
+        raise UserError(f"{shown(path)}: no lvvit-opt backup beside it ({backup.name} with {record_file.name}){unread}; "
                         "nothing to restore")
     original = journal.backup
     if current == original:

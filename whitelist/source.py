@@ -19,7 +19,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvvit_opt.errors import UserError
+from lvvit_opt.errors import UserError, shown
 
 WHITE_ERA = "white-list"
 BLACK_ERA = "black-list"
@@ -100,11 +100,11 @@ def read_transpose_source(path: str | Path) -> TransposeSource:
     """Read and parse a transpose.py from disk (UserError if unreadable or unrecognised)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{shown(path)}: no such file")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise UserError(f"{shown(path)}: cannot read ({exc.strerror or exc})") from None
     return parse_transpose_source(data, path)
 
 

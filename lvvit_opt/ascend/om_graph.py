@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ToolFailed, UserError
+from ..errors import ToolFailed, UserError, shown
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +240,11 @@ def parse_om_json(data: Any, source: str = "om json") -> OmModel:
 def read_om_json(path: str | os.PathLike) -> OmModel:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{shown(path)}: no such file")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not readable JSON ({type(exc).__name__})") from None
+        raise UserError(f"{shown(path)}: not readable JSON ({type(exc).__name__})") from None
     return parse_om_json(data, str(path))
 
 
@@ -293,7 +293,7 @@ def inspect_om(path: str | os.PathLike, *, keep_json: str | os.PathLike | None =
     """Read an .om through `atc --mode=1` (or an already converted .json) into an OmModel."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{shown(path)}: no such file")
     if path.suffix.lower() == ".json":
         model = read_om_json(path)
     else:

@@ -20,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, shown
 from ..fileio import require_regular_file
 from .images import image_stem
 
@@ -90,9 +90,9 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not part of the first name
     except OSError as exc:
-        raise UserError(f"{path}: cannot read labels ({exc.strerror or exc})") from None
+        raise UserError(f"{shown(path)}: cannot read labels ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
+        raise UserError(f"{shown(path)}: not a text file") from None
     labels: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -102,7 +102,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, int]:
             raise UserError(f"{path}:{number}: {stem} is labelled twice")
         labels[stem] = label
     if not labels:
-        raise UserError(f"{path}: no labels")
+        raise UserError(f"{shown(path)}: no labels")
     return labels
 
 

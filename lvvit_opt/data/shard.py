@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, TypeVar
 
-from ..errors import UserError
+from ..errors import UserError, shown
 from ..fileio import require_regular_file
 from .images import image_stem
 from .postprocess import AccuracyResult, score_predictions
@@ -163,13 +163,13 @@ def read_result_file(path: str | os.PathLike) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise UserError(f"{shown(path)}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON result ({type(exc).__name__})") from None
+        raise UserError(f"{shown(path)}: not a JSON result ({type(exc).__name__})") from None
     if isinstance(data, dict) and isinstance(data.get("result"), dict) and "command" in data:
         data = data["result"]
     if not isinstance(data, dict) or not isinstance(data.get("shard"), dict):
-        raise UserError(f"{path}: not a shard result (write one with `--shard K/N --json FILE` on eval, "
+        raise UserError(f"{shown(path)}: not a shard result (write one with `--shard K/N --json FILE` on eval, "
                         f"postprocess or preprocess)")
     return data
 
@@ -199,9 +199,9 @@ def _shard_of(path: str, data: dict) -> dict:
     try:
         index, count, kind = int(shard["index"]), int(shard["count"]), str(shard["kind"])
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: its shard record is incomplete (index, count, kind)") from None
+        raise UserError(f"{shown(path)}: its shard record is incomplete (index, count, kind)") from None
     if shard.get("method", SPLIT_METHOD) != SPLIT_METHOD:
-        raise UserError(f"{path}: split by {shard.get('method')!r}, not by {SPLIT_METHOD!r}")
+        raise UserError(f"{shown(path)}: split by {shard.get('method')!r}, not by {SPLIT_METHOD!r}")
     return {**shard, "index": index, "count": count, "kind": kind}
 
 
@@ -257,7 +257,7 @@ def _checked_records(path: str, shard: dict) -> tuple[dict[str, list[int]], dict
         predictions = {str(stem): [_class_index(i) for i in best] for stem, best in shard["predictions"].items()}
         labels = {str(stem): _class_index(label) for stem, label in shard["labels"].items()}
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(f"{path}: its predictions or labels are malformed (expected image stem -> class indices)") \
+        raise UserError(f"{shown(path)}: its predictions or labels are malformed (expected image stem -> class indices)") \
             from None
     return predictions, labels
 
@@ -283,7 +283,7 @@ def _check_same_model(loaded, shards) -> None:
     for (path, _), shard in zip(loaded, shards):
         digest = shard.get("model_sha256")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise UserError(f"{path}: its shard record does not say which model it ran (no model_sha256: written "
+            raise UserError(f"{shown(path)}: its shard record does not say which model it ran (no model_sha256: written "
                             f"by an older lvvit-opt, or edited); rerun `lvvit-opt eval ... --shard K/N --json` "
                             f"for that shard")
     first_path, first = loaded[0][0], shards[0]

@@ -186,14 +186,14 @@ def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_p
     """
     if Path(path).suffix.lower() != ".onnx":
         return None
-    from ..errors import UserError
+    from ..errors import UserError, shown
     from ..metadata import Preprocessing, read_props
 
     recorded = Preprocessing.from_props(read_props(path), origin=str(path))
     if recorded is None:
         return None
     if recorded.crop_mode != "center":
-        raise UserError(f"{path}: the model's preprocessing uses crop_mode {recorded.crop_mode!r}; only "
+        raise UserError(f"{shown(path)}: the model's preprocessing uses crop_mode {recorded.crop_mode!r}; only "
                         "center crops are implemented")
     try:
         return EvalTransform(img_size=img_size or recorded.input_size[1],
@@ -201,7 +201,7 @@ def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_p
                              interpolation=interpolation or recorded.interpolation,
                              mean=recorded.mean, std=recorded.std)
     except ValueError as exc:
-        raise UserError(f"{path}: preprocessing metadata: {exc}") from None
+        raise UserError(f"{shown(path)}: preprocessing metadata: {exc}") from None
 
 
 def eval_transform_for(model: str | Path | None, *, img_size: int | None = None, crop_pct: float | None = None,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserError
+from ..errors import UserError, shown
 from ..tensor_spec import TensorSpec
 from .base import Runner
 from .registry import backend_choices, names, register_runner, runner_for
@@ -26,7 +26,7 @@ def open_runner(path: str | os.PathLike, *, backend: str = "auto", shared: Mappi
     chosen runner takes those it declares, the others are ignored.
     """
     if not Path(path).is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{shown(path)}: no such file")
     runner_class = runner_for(path, backend, options)
     taken = {k: v for k, v in (shared or {}).items() if k in runner_class.option_names() and k not in options}
     return runner_class(str(path), **runner_class.check_options({**taken, **options}))

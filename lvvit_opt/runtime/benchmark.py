@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ToolFailed, UserError
+from ..errors import ToolFailed, UserError, shown
 from ..tensor_spec import TensorSpec, read_specs
 from .base import Runner
 from .om import sidecar_onnx
@@ -99,7 +99,7 @@ def parse_perf_file(path: str | os.PathLike) -> BenchmarkPerf:
     """Parse a perf_vision_batchsize_{bs}_device_{id}.txt (batch and device read from the name)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such perf file")
+        raise UserError(f"{shown(path)}: no such perf file")
     perf = parse_perf_text(path.read_text(encoding="utf-8", errors="replace"), str(path))
     match = _PERF_NAME.search(path.name)
     return BenchmarkPerf(perf.stages, int(match.group(1)) if match else None,

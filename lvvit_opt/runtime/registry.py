@@ -24,7 +24,7 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserError
+from ..errors import UserError, shown
 from .base import Runner
 
 _RUNNERS: dict[str, type[Runner]] = {}
@@ -128,7 +128,7 @@ def runner_for(path: str | os.PathLike, backend: str = "auto", options: Mapping[
         return _pick_available(wanted, path, options)
     cls = get_runner(backend)
     if suffix in suffixes() and suffix not in cls.suffixes:
-        raise UserError(f"{path}: backend {cls.name} opens {', '.join(cls.suffixes)} files, not {suffix} "
+        raise UserError(f"{shown(path)}: backend {cls.name} opens {', '.join(cls.suffixes)} files, not {suffix} "
                         f"(use --backend auto)")
     return cls
 
@@ -142,7 +142,7 @@ def _pick_available(suffix: str, path, options: Mapping[str, Any]) -> type[Runne
     candidates = sorted((cls for cls in runners().values() if suffix in cls.suffixes), key=lambda c: -c.priority)
     if not candidates:
         what = f"suffix {suffix}" if suffix else "no suffix"
-        raise UserError(f"{path}: cannot tell how to run a file with {what}; lvvit-opt runs "
+        raise UserError(f"{shown(path)}: cannot tell how to run a file with {what}; lvvit-opt runs "
                         f"{', '.join(suffixes())} files (or name a --backend: {', '.join(names())})")
     reasons = []
     for cls in candidates:

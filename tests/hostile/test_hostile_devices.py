@@ -268,3 +268,15 @@ def test_the_log_file_is_never_a_file_the_tool_keeps(ws, name):
     outcome = invoke(["--log-file", kept, "golden", "check", "m.onnx", "g.npz"], ws)
     assert_refused(outcome, 2, "which lvvit-opt keeps")
     assert diff_snapshots(before, snapshot(ws)) == []
+
+
+def test_every_file_the_whitelist_journal_keeps_is_known_to_the_guard(tmp_path):
+    from lvvit_opt.fileio import owned_file_kind
+    from lvvit_opt.whitelist.journal import own_files, replaced_path
+
+    target = tmp_path / "transpose.py"
+    target.write_text("x = []\n")
+    kept = list(own_files(target).values()) + [replaced_path(target)]
+    assert kept and all(owned_file_kind(p) is not None for p in kept if p != target), kept
+    assert owned_file_kind(tmp_path / "transpose.py.lvvit-opt.replaced.2") is not None
+    assert owned_file_kind(tmp_path / "transpose.py") is None and owned_file_kind(tmp_path / "model.onnx") is None
