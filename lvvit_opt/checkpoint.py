@@ -48,11 +48,13 @@ def _load_refusal(path: Path, exc: Exception) -> str:
     page of advice; what the user needs is which object it holds and what to do about it."""
     text = str(exc)
     unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if unsupported or "Weights only load failed" in text:
-        what = f"a pickled {unsupported.group(1)} object" if unsupported else "pickled Python objects"
-        return (f"{shown(path)}: refused to unpickle it: it holds {what}, which could run code on load. If you "
-                f"trust its source, re-save just the weights (torch.save(torch.load(PATH, weights_only=False)"
-                f"['state_dict'], 'clean.pth')) and give that file")
+    if unsupported:
+        return (f"{shown(path)}: refused to unpickle it: it holds a pickled {unsupported.group(1)} object, which "
+                f"could run code on load. If you trust its source, re-save just the weights (torch.save("
+                f"torch.load(PATH, weights_only=False)['state_dict'], 'clean.pth')) and give that file")
+    unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    if unpickler:  # not a pickle at all (a text file, a truncated download): the unpickler's own words
+        return f"{shown(path)}: not a PyTorch checkpoint (unpickling failed: {unpickler.group(1).strip()[:120]})"
     return f"{shown(path)}: not a PyTorch checkpoint ({reason_of(exc, 160)})"
 
 

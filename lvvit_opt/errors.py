@@ -31,6 +31,11 @@ def shown(path) -> str:
     return text
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `timeout`, `kill`) raised like Ctrl-C, so every finally-block
+    (temporary files, worker pools, atc, Ray) runs; the CLI then exits 143."""
+
+
 class LvvitOptError(Exception):
     exit_code = 1
 

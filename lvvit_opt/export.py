@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError, ValidationFailed, reason_of
+from .errors import UserError, ValidationFailed, reason_of, shown
 from .fileio import save_onnx
 from .logs import LogCallback, reporter
 from .progress import task
@@ -87,7 +87,7 @@ def export_onnx(
     if img_size is not None and img_size < 1:
         raise UserError(f"--img-size must be positive, got {img_size}")
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise UserError(f"{checkpoint}: no such checkpoint file")
+        raise UserError(f"{shown(checkpoint)}: no such checkpoint file")
     check_opset(opset)
     require_memory(export_memory_estimate(model, batch_size, img_size or 224),
                    f"exporting {model} at batch {batch_size}, {img_size or 'its own'}px")

@@ -95,11 +95,6 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
     files = _present(outputs)
     dirs = _present(output_dirs or {})
     sources = _present(inputs or {}) + list(_protected.items())
-    for label, path in files:
-        kind = owned_file_kind(path) or owned_file_kind(os.path.realpath(path))  # also through a symlink
-        if kind is not None:
-            raise OutputRefused(f"{label} {shown(path)} is {kind}, which lvvit-opt keeps; "
-                                f"refusing to overwrite it, nothing written", [path])
     for label, path in list(_protected.items()):
         for in_label, source in _present(inputs or {}):
             if same_path(path, source) and not _both_char_devices(path, source):
@@ -119,6 +114,11 @@ def guard_outputs(outputs: Mapping[str, PathArg], inputs: Mapping[str, PathArg] 
             if path.exists() and source.is_dir() and _inside(path, source):
                 raise OutputRefused(f"{label} {shown(path)} is a file inside the input folder {in_label} "
                                     f"({shown(source)}); refusing to overwrite it, nothing written", [path])
+    for label, path in files:  # after the inputs: a verb that names its own files says which
+        kind = owned_file_kind(path) or owned_file_kind(os.path.realpath(path))  # also through a symlink
+        if kind is not None:
+            raise OutputRefused(f"{label} {shown(path)} is {kind}, which lvvit-opt keeps; "
+                                f"refusing to overwrite it, nothing written", [path])
     for label, path in dirs:
         if path.exists() and not path.is_dir():
             raise OutputRefused(f"{label} {shown(path)}: exists and is not a directory", [path])

@@ -7,13 +7,15 @@ live in `output.py`; parameter types with completion in `types.py`.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
+import threading
 
 import click
 
 from .. import __version__
-from ..errors import LvvitOptError
+from ..errors import LvvitOptError, Terminated
 from .output import configure_logging, emit_error, set_verbosity, state
 
 VERBOSE_HELP = "Say what is being done on stderr (-vv: debug messages, with the logger names)."
@@ -102,14 +104,25 @@ def main(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None) ->
     configure_logging(ctx)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler, `timeout`, `kill`) raised like Ctrl-C, so every finally-block
-    (temporary files, worker pools, atc) runs; the CLI then exits 143."""
-
-
 def _raise_terminated(signum, frame) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
     raise Terminated()
+
+
+def _redeliver_swallowed_sigterm(unraisable) -> None:
+    """sys.unraisablehook: a Terminated raised where Python can only print and drop it (an
+    os.register_at_fork callback while Ray or a pool forks, a __del__) would be lost, the
+    handler already set to ignore, and the verb would run on. Re-arm and send it again; it
+    is then raised at the next point the main thread can take it."""
+    if isinstance(unraisable.exc_value, Terminated):
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        # sent from another thread a moment later: sent from here it would be raised (and dropped) here again
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        return
+    _previous_unraisablehook(unraisable)
+
+
+_previous_unraisablehook = sys.unraisablehook
 
 
 def handle_errors(fn):
@@ -143,9 +156,11 @@ def handle_errors(fn):
 def _install_sigterm():
     """Install the SIGTERM handler (main thread only); returns the previous one."""
     try:
-        return signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. a test harness thread)
         return None
+    sys.unraisablehook = _redeliver_swallowed_sigterm
+    return previous
 
 
 def parse_int_list(text: str, what: str = "value", maximum: int | None = None, shape: bool = False) -> list[int]:

@@ -17,14 +17,16 @@ reads files.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import LvvitOptError, ToolFailed, UserError
+from ..errors import LvvitOptError, ToolFailed, UserError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +49,46 @@ def connect(address: str | None) -> tuple[object, bool, float]:
     if ray.is_initialized():
         return ray, False, 0.0
     start = time.perf_counter()
+    handler = signal.getsignal(signal.SIGTERM)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)
+        with _ray_sigterm_handler_suppressed(ray):
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
+                     log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot connect to Ray at {address or 'a local cluster'}: "
-                        f"{str(exc).strip().splitlines()[0][:300]}") from None
+        raise UserError(f"cannot connect to Ray at {address or 'a local cluster'}: {reason_of(exc, 300)}") from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (errors.Terminated) mid-start: the half-started cluster goes too
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        raise
+    finally:
+        _restore_sigterm_handler(handler)
     return ray, True, time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _ray_sigterm_handler_suppressed(ray):
+    """ray.init installs a SIGTERM handler of its own (sys.exit(15)) through
+    ray._private.utils.set_sigterm_handler: a SIGTERM while Ray starts then exits 15 with a
+    traceback, or is swallowed by Ray's threads and the eval goes on. The CLI's handler
+    (errors.Terminated: clean-up, exit 143) is kept by making that hook a no-op meanwhile."""
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    original = getattr(utils, "set_sigterm_handler", None)
+    if original is None:
+        yield
+        return
+    utils.set_sigterm_handler = lambda _handler: None
+    try:
+        yield
+    finally:
+        utils.set_sigterm_handler = original
+
+
+def _restore_sigterm_handler(handler) -> None:
+    """Put the CLI's SIGTERM handler back should Ray have replaced it some other way."""
+    if handler is None or signal.getsignal(signal.SIGTERM) is handler:
+        return
+    with contextlib.suppress(ValueError):  # not the main thread: nothing was installed there either
+        signal.signal(signal.SIGTERM, handler)
 
 
 def evaluate_with_ray(model: str, paths: Sequence[Path], *, address: str | None, workers: int | None,

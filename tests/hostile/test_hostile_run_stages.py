@@ -172,3 +172,56 @@ def test_shown_quotes_control_characters_only():
 
     assert shown("plain/path.onnx") == "plain/path.onnx"
     assert shown("a\nb") == "'a\\nb'" and shown("tab\there") == "'tab\\there'"
+
+
+# -- SIGTERM to a Ray eval ------------------------------------------------------------------------
+
+def _children(pid: int) -> set[int]:
+    """Every descendant of pid (Ray's gcs_server, raylet, workers), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.0, 6.0], ids=["during-ray-init", "during-the-eval"])
+def test_sigterm_to_a_ray_eval_exits_143_and_leaves_no_ray_process(ws, delay):
+    pytest.importorskip("ray")
+    import time
+
+    from hostile_helpers import build_images
+
+    images, labels = build_images(ws, count=64)
+    before = snapshot(ws)
+    proc = cli_subprocess(["eval", "m.onnx", "--data", images, "--labels", labels, "--engine", "ray",
+                           "--ray-workers", "1", "--json", "r.json"], ws)
+    assert wait_for(lambda: proc.poll() is not None or len(_children(proc.pid)) >= 2, timeout=120)
+    time.sleep(delay)
+    assert proc.poll() is None, proc.communicate()
+    ray_processes = _children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "terminated"
+    assert wait_for(lambda: not any(_alive(p) for p in ray_processes), timeout=60), \
+        [p for p in ray_processes if _alive(p)]
+    assert not (ws / "r.json").exists() and temp_leftovers(ws) == []
+    assert diff_snapshots(before, snapshot(ws)) == []
