@@ -90,9 +90,35 @@ def test_a_fifo_without_reader_is_refused_in_one_line_not_a_hang(ws, ws_before, 
     assert temp_leftovers(ws) == [] and not our_temps_in_tmpdir()
 
 
-def _read_fifo(path: Path, sink: list[bytes]) -> None:
-    with open(path, "rb") as handle:
-        sink.append(handle.read())
+def _read_fifo(path: Path, sink: list[bytes]) -> threading.Thread:
+    """Open the FIFO's read end now (so the verb finds a reader) and read it in a thread until
+    the writer closes it (EOF before any writer came is just "not yet")."""
+    import time
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+    def read() -> None:
+        chunks, deadline = [], time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    chunk = os.read(fd, 1 << 20)
+                except BlockingIOError:  # a writer is there, nothing written yet
+                    time.sleep(0.01)
+                    continue
+                if chunk:
+                    chunks.append(chunk)
+                elif chunks:  # the writer closed after writing
+                    break
+                else:
+                    time.sleep(0.01)
+        finally:
+            os.close(fd)
+        sink.append(b"".join(chunks))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.mark.parametrize("verb", ["golden-check-json", "passes-json"])
@@ -100,14 +126,8 @@ def test_a_fifo_with_a_reader_gets_the_whole_json_and_stays_a_fifo(ws, verb):
     fifo = ws / "pipe"
     os.mkfifo(fifo)
     got: list[bytes] = []
-    reader = threading.Thread(target=_read_fifo, args=(fifo, got), daemon=True)
-    reader.start()
-    try:
-        outcome = invoke(argv_with(DEVICE_VERBS[verb], fifo), ws)
-    finally:
-        if reader.is_alive() and not got:  # unblock the reader if the verb never opened the FIFO
-            with open(fifo, "wb"):
-                pass
+    reader = _read_fifo(fifo, got)
+    outcome = invoke(argv_with(DEVICE_VERBS[verb], fifo), ws)
     reader.join(10)
     assert outcome.exit_code == 0, outcome.stderr
     envelope = json.loads(got[0])
@@ -119,8 +139,7 @@ def test_an_output_on_a_fifo_reader_gets_a_whole_model(ws):
     fifo = ws / "pipe"
     os.mkfifo(fifo)
     got: list[bytes] = []
-    reader = threading.Thread(target=_read_fifo, args=(fifo, got), daemon=True)
-    reader.start()
+    reader = _read_fifo(fifo, got)
     outcome = invoke(["apply", "m.onnx", "-o", fifo], ws)
     reader.join(10)
     assert outcome.exit_code == 0, outcome.stderr
