@@ -50,6 +50,9 @@ def connect(address: str | None) -> tuple[object, bool, float]:
         return ray, False, 0.0
     start = time.perf_counter()
     handler = signal.getsignal(signal.SIGTERM)
+    # Ray's C++ failure-signal handler in this process turns a SIGTERM into a stack dump on stderr
+    # and re-raises it past the CLI's clean-up; the user's own setting wins.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     try:
         with _ray_sigterm_handler_suppressed(ray):
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,

@@ -209,7 +209,7 @@ def test_sigterm_to_a_ray_eval_exits_143_and_leaves_no_ray_process(ws, delay):
 
     from hostile_helpers import build_images
 
-    images, labels = build_images(ws, count=64)
+    images, labels = build_images(ws, count=256)  # about 8 s of eval on 2 cores: the signal lands mid-eval
     before = snapshot(ws)
     proc = cli_subprocess(["eval", "m.onnx", "--data", images, "--labels", labels, "--engine", "ray",
                            "--ray-workers", "1", "--json", "r.json"], ws)
