@@ -184,11 +184,19 @@ def _open(path: str, backend: str, threads: int | None, providers: Sequence[str]
 
 
 def _feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    from .resources import require_memory, tensor_nbytes
+
     rng = np.random.default_rng(seed)
+    shapes = {spec.name: [batch if i == 0 else (d if isinstance(d, int) and d > 0 else 1)
+                          for i, d in enumerate(spec.shape)] for spec in runner.inputs}
+    # the float64 draw and its cast, refused before numpy tries (a MemoryError traceback)
+    require_memory(sum(tensor_nbytes(shape, "float64") + tensor_nbytes(shape, spec.dtype)
+                       for spec, shape in zip(runner.inputs, shapes.values())),
+                   "bench inputs " + ", ".join(f"{name} {shape}" for name, shape in shapes.items()))
     feeds = {}
     for spec in runner.inputs:
-        shape = [batch if i == 0 else (d if isinstance(d, int) and d > 0 else 1) for i, d in enumerate(spec.shape)]
-        feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype if spec.dtype != "float16" else np.float16)
+        feeds[spec.name] = rng.standard_normal(shapes[spec.name]).astype(
+            spec.dtype if spec.dtype != "float16" else np.float16)
     return feeds
 
 
@@ -237,8 +245,10 @@ def bench_models(
     _check_timing(duration, rounds, warmup)
     if not models:
         raise UserError("no model given")
+    from .fileio import require_regular_file
+
     for m in models:
-        if not Path(m).is_file():
+        if not require_regular_file(m).is_file():  # a FIFO or device: "not a regular file"
             raise UserError(f"{m}: no such file")
     if threads is None and (backend == "auto" or _runs_onnx(models[0], _resolve_backend(models[0], backend))):
         from .scale.devices import threads_per_device

@@ -386,18 +386,27 @@ def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
 
 
 def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
-    """Load an ONNX model, turning every kind of bad file into a one-line UserError."""
+    """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
+    model gate (lvvit_opt.model_gate) runs on it before its external data is read."""
     import onnx
 
-    path = Path(path)
+    from .model_gate import gate_loaded
+
+    path = require_regular_file(path)  # a FIFO or /dev/zero: never opened
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
-    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, ...
         raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
     if not model.graph.node and not model.graph.output:
         raise UserError(f"{path}: not an ONNX model (empty graph)")
+    gate_loaded(model, path)
+    if load_external_data:
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise UserError(f"{path}: cannot read its external data ({type(exc).__name__}: {_first_line(exc)})") from None
     return model
 
 

@@ -431,9 +431,9 @@ def tune(options: TuneOptions, log: LogCallback = None,
     space = options.space or default_space(options.target)
     if not 0 < options.min_agreement <= 100:
         raise UserError(f"--min-agreement {options.min_agreement}: expected a percentage in (0, 100]")
+    source = load_onnx(options.model)  # the model gate, before anything is written
     s.out.mkdir(parents=True, exist_ok=True)
     require_writable_dir(s.out, f"--out {s.out}")
-    source = load_onnx(options.model)
 
     # reference outputs of the fp32 original on the user's inputs
     with open_runner(options.model, backend="onnxruntime") as ref_runner:

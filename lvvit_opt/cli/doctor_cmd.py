@@ -42,6 +42,10 @@ def doctor_command(model, cann_home, transpose_file, workdir, min_free_gb, json_
 
     guard_outputs({"--json": json_out if json_out != "-" else None},
                   {"--model": model, "--transpose-file": transpose_file})
+    if model is not None:  # the model gate, even when no transpose.py is found to check it against
+        from ..model_gate import gate_model_file
+
+        gate_model_file(model)
     report = run_doctor(cann_home=cann_home, model=model, transpose_file=transpose_file, workdir=workdir,
                         min_free_gb=min_free_gb)
     for line in report.format_lines():

@@ -37,6 +37,7 @@ def inspect_command(models, keep_json, top, cann_home, json_out) -> None:
         raise click.UsageError("--keep-json takes one model")
     guard_outputs({"--keep-json": keep_json, "--json": json_out if json_out != "-" else None},
                   {f"MODEL {i + 1}": m for i, m in enumerate(models)})
+    _refuse_onnx(models)
     results = [inspect_om(m, keep_json=keep_json, cann_home=cann_home) for m in models]
     for i, result in enumerate(results):
         if i:
@@ -48,3 +49,15 @@ def inspect_command(models, keep_json, top, cann_home, json_out) -> None:
         for line in format_comparison(results):
             echo(line)
     emit_result({"models": [r.to_dict() for r in results]})
+
+
+def _refuse_onnx(models) -> None:
+    """An ONNX file is not what inspect reads: gate it (an invalid one is named as such), then say so."""
+    from ..errors import UserError
+    from ..model_gate import gate_model_file
+
+    for model in models:
+        if str(model).lower().endswith(".onnx"):
+            gate_model_file(model)
+            raise UserError(f"{model}: an ONNX model; inspect reads compiled .om files (or their atc --mode=1 "
+                            "json): compile it first with `lvvit-opt atc`")

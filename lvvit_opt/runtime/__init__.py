@@ -25,7 +25,9 @@ def open_runner(path: str | os.PathLike, *, backend: str = "auto", shared: Mappi
     shared: settings a caller has for every backend (bench's threads and device_id); the
     chosen runner takes those it declares, the others are ignored.
     """
-    if not Path(path).is_file():
+    from ..fileio import require_regular_file
+
+    if not require_regular_file(path).is_file():  # a FIFO or device: "not a regular file", never opened
         raise UserError(f"{shown(path)}: no such file")
     runner_class = runner_for(path, backend, options)
     taken = {k: v for k, v in (shared or {}).items() if k in runner_class.option_names() and k not in options}

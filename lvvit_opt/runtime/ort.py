@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -44,8 +45,10 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         self._spill_dir = None
-        if self.model is None and not os.path.isfile(self.model_path):
-            raise UserError(f"{self.model_path}: no such file")
+        if self.model is None:  # onnxruntime opens the path (and its external data) itself
+            from ..model_gate import gate_model_file
+
+            gate_model_file(self.model_path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
@@ -64,12 +67,34 @@ class OrtRunner(Runner):
             self.session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:
             raise UserError(f"{self.model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run is reported as one line (run_batch)
         self.inputs = [runtime_spec(i.name, i.shape, i.type) for i in self.session.get_inputs()]
         self.outputs = [runtime_spec(o.name, o.shape, o.type) for o in self.session.get_outputs()]
 
     def run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         feeds = {spec.name: array for spec, array in zip(self.inputs, arrays)}
-        return self.session.run([o.name for o in self.outputs], feeds)
+        try:
+            return self.session.run([o.name for o in self.outputs], feeds, self._run_options)
+        except Exception as exc:
+            raise self._run_error(exc, feeds) from None
+
+    def _run_error(self, exc: Exception, feeds: dict[str, np.ndarray]) -> Exception:
+        """onnxruntime refused the run (InvalidArgument, Fail, RuntimeException, ...): one line
+        naming the inputs and their shapes. The user's model and feeds (exit 2), or, for an
+        in-memory model that our passes built, our own failure (exit 1)."""
+        from ..errors import LvvitOptError
+
+        if type(exc).__module__.split(".")[0] != "onnxruntime":
+            return exc  # not onnxruntime's: a bug of ours, left with its traceback
+        given = ", ".join(f"{name!r} {arr.dtype}{list(arr.shape)}" for name, arr in feeds.items())
+        expected = ", ".join(f"{spec.name!r} {list(spec.shape or ())}" for spec in self.inputs)
+        detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(exc).split()))
+        # drop onnxruntime's source location ("/onnxruntime_src/...h:91 Func(args) cond was false.")
+        detail = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\)\s+(\S+ \S+ \S+ was false\.\s*)?", "", detail)[:300]
+        text = (f"{self.model_path}: onnxruntime cannot run it on {given} (the model takes {expected}): "
+                f"{type(exc).__name__}: {detail}")
+        return UserError(text) if self.model is None else LvvitOptError(text)
 
     def _in_memory_source(self):
         from ..fileio import needs_external_data, save_onnx

@@ -1,0 +1,279 @@
+"""The model gate: every verb that reads an ONNX model checks it here first (issue 22).
+
+An invalid model is the user's input (UserError, exit 2, one line naming the defect),
+never "pass X failed" later. The checks, cheapest first:
+
+1. external-data locations stay inside the model's folder (a security boundary: checked
+   on the proto loaded *without* external data, so no file outside is ever opened;
+   `..`, absolute paths and symlinks that leave the folder are refused), and each one is
+   a regular file whose offset/length fit (a FIFO there would block the reader);
+2. the ai.onnx opset is one this onnx knows (`onnx.defs.onnx_opset_version()`);
+3. every top-level node input is defined, and the nodes form no cycle;
+4. `onnx.checker.check_model(full_check=True)`: on the path for external-data models
+   (the proto checker would resolve locations against the cwd), on the proto otherwise;
+   a proto whose weights are big is checked as a skeleton (big initializers become typed
+   graph inputs, each tensor checked alone) so the gate never holds a second copy.
+
+A file that passed is remembered by (device, inode, size, mtime): the loaders and
+onnxruntime runners of one command gate it once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+# Above this many bytes of embedded weights the checker sees a skeleton (see module doc).
+SKELETON_ABOVE = 256 * 1024**2
+_BIG_TENSOR = 1024**2  # initializers at least this big leave the skeleton (small ones feed shape inference)
+_passed: set[tuple[int, int, int, int]] = set()
+
+
+def _q(name: str) -> str:
+    """A tensor/node/file name quoted for a one-line message (newlines escaped)."""
+    return "'" + str(name).encode("unicode_escape").decode("ascii") + "'"
+
+
+def invalid(path: str | os.PathLike, defect: str) -> UserError:
+    return UserError(f"{_q(os.fspath(path))[1:-1]}: invalid model: {defect}")
+
+
+def _file_key(path: Path) -> tuple[int, int, int, int]:
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def gate_model_file(path: str | os.PathLike) -> None:
+    """Run the whole gate on the ONNX file at `path` (for readers that do not go through
+    fileio.load_onnx, such as onnxruntime sessions opened on the path)."""
+    from .fileio import load_onnx
+
+    load_onnx(path, load_external_data=False)  # load_onnx runs gate_loaded on it
+
+
+def gate_loaded(model, path: str | os.PathLike) -> None:
+    """Check `model` (loaded from `path` WITHOUT its external data); UserError naming the defect."""
+    path = Path(path)
+    key = _file_key(path)
+    if key in _passed:
+        return
+    external = check_external_locations(model, path)
+    check_opset(model, path)
+    check_graph_order(model.graph, path)
+    check_io(model.graph, path)
+    run_checker(model, path, external)
+    _passed.add(key)
+
+
+# -- 1. external data ----------------------------------------------------------------------
+
+def _graph_tensors(graph) -> Iterator:
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node)
+
+
+def _node_tensors(node) -> Iterator:
+    for attr in node.attribute:
+        if attr.HasField("t"):
+            yield attr.t
+        yield from attr.tensors
+        if attr.HasField("sparse_tensor"):
+            yield attr.sparse_tensor.values
+            yield attr.sparse_tensor.indices
+        if attr.HasField("g"):
+            yield from _graph_tensors(attr.g)
+        for sub in attr.graphs:
+            yield from _graph_tensors(sub)
+
+
+def model_tensors(model) -> Iterator:
+    """Every TensorProto of the model: initializers, Constant values, subgraphs, functions."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node)
+
+
+def check_external_locations(model, path: Path) -> bool:
+    """Refuse external-data locations outside the model's folder; True when there are any."""
+    import onnx
+
+    folder = os.path.realpath(path.parent)
+    found = False
+    for tensor in model_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        found = True
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        _check_location(path, folder, tensor.name, info)
+    return found
+
+
+def _check_location(path: Path, folder: str, name: str, info: dict[str, str]) -> None:
+    location = info.get("location", "")
+    what = f"tensor {_q(name)} keeps its data in {_q(location)}"
+    if not location:
+        raise invalid(path, f"tensor {_q(name)} has external data without a location")
+    if os.path.isabs(location) or location.startswith("\\"):
+        raise invalid(path, f"{what}: an absolute path; external data must be inside the model's folder")
+    target = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, target]) != folder:
+        raise invalid(path, f"{what}, outside the model's folder; refusing to read it")
+    try:
+        st = os.stat(target)  # stat, never open: a FIFO would block the reader
+    except OSError as exc:
+        raise invalid(path, f"{what}: {exc.strerror.lower()}") from None
+    import stat
+
+    if not stat.S_ISREG(st.st_mode):
+        raise invalid(path, f"{what}: not a regular file")
+    try:
+        offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+    except ValueError:
+        raise invalid(path, f"{what}: offset/length are not numbers") from None
+    if offset < 0 or offset + max(length, 0) > st.st_size:
+        raise invalid(path, f"{what} at offset {offset} length {length}, past the end of the "
+                            f"{st.st_size}-byte file")
+
+
+# -- 2. opset ------------------------------------------------------------------------------
+
+def check_opset(model, path: Path) -> None:
+    import onnx
+
+    known = onnx.defs.onnx_opset_version()
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx") and entry.version > known:
+            raise invalid(path, f"ai.onnx opset {entry.version} is unknown (this onnx {onnx.__version__} knows "
+                                f"opsets up to {known}); export with a lower opset")
+    if not any(e.domain in ("", "ai.onnx") for e in model.opset_import) and model.graph.node:
+        if any(n.domain in ("", "ai.onnx") for n in model.graph.node):
+            raise invalid(path, "no ai.onnx opset is imported but the graph uses ai.onnx operators")
+
+
+# -- 3. undefined inputs and cycles ------------------------------------------------------
+
+def _node_label(node, index: int) -> str:
+    return _q(node.name) if node.name else f"#{index} ({node.op_type})"
+
+
+def check_graph_order(graph, path: Path) -> None:
+    """Top-level nodes: every input defined somewhere, no cycle (the checker's own message for
+    both is "not topologically sorted", which names neither defect)."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {s.values.name for s in graph.sparse_initializer}
+    producer = {}
+    for index, node in enumerate(graph.node):
+        for out in node.output:
+            if out:
+                producer[out] = index
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name and name not in defined and name not in producer:
+                raise invalid(path, f"node {_node_label(node, index)} input {_q(name)} is not defined "
+                                    "(no graph input, initializer or node output has that name)")
+    for out in graph.output:
+        if out.name not in defined and out.name not in producer:
+            raise invalid(path, f"graph output {_q(out.name)} is not defined by any node, input or initializer")
+    cycle = _find_cycle(graph, defined, producer)
+    if cycle:
+        names = " -> ".join(_node_label(graph.node[i], i) for i in cycle)
+        raise invalid(path, f"the graph has a cycle: {names}")
+
+
+def _find_cycle(graph, defined: set[str], producer: dict[str, int]) -> list[int]:
+    """Indices of nodes on one cycle (Kahn's algorithm, then a walk among the leftovers), [] if none."""
+    deps = [{producer[n] for n in node.input if n and n not in defined and n in producer}
+            for node in graph.node]
+    users: dict[int, list[int]] = {}
+    for index, wanted in enumerate(deps):
+        for dep in wanted:
+            users.setdefault(dep, []).append(index)
+    remaining = [len(d) for d in deps]
+    ready = [i for i, count in enumerate(remaining) if count == 0]
+    while ready:
+        for user in users.get(ready.pop(), []):
+            remaining[user] -= 1
+            if remaining[user] == 0:
+                ready.append(user)
+    stuck = {i for i, count in enumerate(remaining) if count > 0}
+    if not stuck:
+        return []
+    start = min(stuck)
+    walk, seen = [start], {start: 0}
+    while True:  # every stuck node has a stuck dependency: walking them must repeat
+        nxt = min(d for d in deps[walk[-1]] if d in stuck)
+        if nxt in seen:
+            return list(reversed(walk[seen[nxt]:]))
+        seen[nxt] = len(walk)
+        walk.append(nxt)
+
+
+def check_io(graph, path: Path) -> None:
+    """Outputs to compute, and graph inputs whose static dims could be fed: onnx.checker takes a
+    graph without outputs and negative or zero dims, onnxruntime then fails at run time."""
+    if not graph.output:
+        raise invalid(path, "the graph has no outputs (nothing to compute)")
+    initializers = {t.name for t in graph.initializer}
+    values = [("input", v) for v in graph.input] + [("output", v) for v in graph.output]
+    for kind, value in values:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        dims = value.type.tensor_type.shape.dim
+        shown = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
+        if any(d.HasField("dim_value") and d.dim_value < 0 for d in dims):
+            raise invalid(path, f"{kind} {_q(value.name)} has a negative dim {shown}")
+        if kind == "input" and any(d.HasField("dim_value") and d.dim_value == 0 for d in dims):
+            raise invalid(path, f"input {_q(value.name)} has a zero dim {shown}: it holds no data to run on")
+
+
+# -- 4. onnx.checker -----------------------------------------------------------------------
+
+def run_checker(model, path: Path, external: bool) -> None:
+    import onnx
+
+    from .fileio import weights_nbytes
+
+    try:
+        if external:
+            onnx.checker.check_model(str(path), full_check=True)
+        elif weights_nbytes(model) > SKELETON_ABOVE:
+            for tensor in model.graph.initializer:
+                onnx.checker.check_tensor(tensor)
+            onnx.checker.check_model(skeleton(model), full_check=True)
+        else:
+            onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise invalid(path, _checker_line(exc)) from None
+
+
+def _checker_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = " ".join(lines[:3]) if lines else type(exc).__name__
+    return text.encode("unicode_escape").decode("ascii")[:300]
+
+
+def skeleton(model):
+    """A copy of `model` whose big initializers are typed graph inputs instead: the checker
+    and shape inference see every name, type and shape, without a copy of the weights."""
+    from onnx import helper
+
+    from .fileio import _without
+
+    graph = model.graph
+    shell = _without(model, "graph")
+    skel = _without(graph, "initializer")
+    inputs = {i.name for i in graph.input}
+    for init in graph.initializer:
+        if init.ByteSize() < _BIG_TENSOR:
+            skel.initializer.append(init)
+        elif init.name not in inputs:
+            skel.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    shell.graph.CopyFrom(skel)
+    return shell
