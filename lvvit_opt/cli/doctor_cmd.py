@@ -2,6 +2,8 @@
 lvvit_opt.ascend.doctor)."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from ._base import cann_home_option, handle_errors, main
@@ -42,7 +44,7 @@ def doctor_command(model, cann_home, transpose_file, workdir, min_free_gb, json_
 
     guard_outputs({"--json": json_out if json_out != "-" else None},
                   {"--model": model, "--transpose-file": transpose_file})
-    if model is not None:  # the model gate, even when no transpose.py is found to check it against
+    if model is not None and os.path.lexists(model):  # the gate, even with no transpose.py to check against
         from ..model_gate import gate_model_file
 
         gate_model_file(model)

@@ -407,3 +407,15 @@ def test_a_cycle_names_its_nodes(ws):
     with pytest.raises(UserError) as caught:
         load_onnx(ws / "bad.onnx", load_external_data=False)
     assert "'first'" in str(caught.value) and "'second'" in str(caught.value)
+
+
+def test_a_graph_output_without_a_shape_is_accepted(ws):
+    """onnx.checker wants a shape on graph outputs; the IR leaves it optional and onnxruntime
+    runs the graph, so the gate does not refuse it (model_gate.with_io_shapes)."""
+    from onnx import TensorProto, helper
+
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    _save_raw(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [1, 4])], [out]), ws / "ok.onnx")
+    outcome = invoke(["golden", "make", "ok.onnx", "-o", "ok.npz"], ws)
+    assert outcome.exit_code == 0, outcome.stderr
+    assert (ws / "ok.npz").is_file()
