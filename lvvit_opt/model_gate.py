@@ -15,7 +15,8 @@ never "pass X failed" later. The checks, cheapest first:
    graph inputs, each tensor checked alone) so the gate never holds a second copy.
 
 A file that passed is remembered by (device, inode, size, mtime): the loaders and
-onnxruntime runners of one command gate it once.
+onnxruntime runners of one command run the graph checks once; the external-data
+locations (cheap) are checked again on every use.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from .errors import UserError
 # Above this many bytes of embedded weights the checker sees a skeleton (see module doc).
 SKELETON_ABOVE = 256 * 1024**2
 _BIG_TENSOR = 1024**2  # initializers at least this big leave the skeleton (small ones feed shape inference)
-_passed: set[tuple[int, int, int, int]] = set()
+# files that passed in this process -> their external-data locations (rechecked on every use)
+_passed: dict[tuple[int, int, int, int], list] = {}
 
 
 def _q(name: str) -> str:
@@ -48,8 +50,12 @@ def _file_key(path: Path) -> tuple[int, int, int, int]:
 def gate_model_file(path: str | os.PathLike) -> None:
     """Run the whole gate on the ONNX file at `path` (for readers that do not go through
     fileio.load_onnx, such as onnxruntime sessions opened on the path)."""
-    from .fileio import load_onnx
+    from .fileio import load_onnx, require_regular_file
 
+    path = require_regular_file(path)
+    if path.is_file() and _file_key(path) in _passed:  # passed in this process: only the locations again
+        recheck_locations(path, _passed[_file_key(path)])
+        return
     load_onnx(path, load_external_data=False)  # load_onnx runs gate_loaded on it
 
 
@@ -57,14 +63,15 @@ def gate_loaded(model, path: str | os.PathLike) -> None:
     """Check `model` (loaded from `path` WITHOUT its external data); UserError naming the defect."""
     path = Path(path)
     key = _file_key(path)
-    if key in _passed:
+    if key in _passed:  # the graph checks are done; a location may now be a new symlink
+        recheck_locations(path, _passed[key])
         return
-    external = check_external_locations(model, path)
+    locations = external_locations(model, path)
     check_opset(model, path)
     check_graph_order(model.graph, path)
     check_io(model.graph, path)
-    run_checker(model, path, external)
-    _passed.add(key)
+    run_checker(model, path, bool(locations))
+    _passed[key] = locations
 
 
 # -- 1. external data ----------------------------------------------------------------------
@@ -100,19 +107,21 @@ def model_tensors(model) -> Iterator:
             yield from _node_tensors(node)
 
 
-def check_external_locations(model, path: Path) -> bool:
-    """Refuse external-data locations outside the model's folder; True when there are any."""
+def external_locations(model, path: Path) -> list[tuple[str, dict[str, str]]]:
+    """(tensor name, external_data) of every external tensor, each checked: refused when it
+    leaves the model's folder or is no regular file (see _check_location)."""
     import onnx
 
-    folder = os.path.realpath(path.parent)
-    found = False
-    for tensor in model_tensors(model):
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        found = True
-        info = {entry.key: entry.value for entry in tensor.external_data}
-        _check_location(path, folder, tensor.name, info)
+    found = [(t.name, {e.key: e.value for e in t.external_data}) for t in model_tensors(model)
+             if t.data_location == onnx.TensorProto.EXTERNAL]
+    recheck_locations(path, found)
     return found
+
+
+def recheck_locations(path: Path, locations: list[tuple[str, dict[str, str]]]) -> None:
+    folder = os.path.realpath(path.parent)
+    for name, info in locations:
+        _check_location(path, folder, name, info)
 
 
 def _check_location(path: Path, folder: str, name: str, info: dict[str, str]) -> None:

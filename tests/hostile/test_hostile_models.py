@@ -366,7 +366,7 @@ def test_the_skeleton_check_of_big_models_refuses_the_same_defects(ws, monkeypat
 
     monkeypatch.setattr(model_gate, "SKELETON_ABOVE", 0)
     monkeypatch.setattr(model_gate, "_BIG_TENSOR", 0)
-    monkeypatch.setattr(model_gate, "_passed", set())
+    monkeypatch.setattr(model_gate, "_passed", {})
     assert load_onnx(ws / "m.onnx").graph.node  # the golden model passes the skeleton check
     DEFECTS[defect][0](ws)
     with pytest.raises(UserError, match="invalid model"):
@@ -419,3 +419,26 @@ def test_a_graph_output_without_a_shape_is_accepted(ws):
     outcome = invoke(["golden", "make", "ok.onnx", "-o", "ok.npz"], ws)
     assert outcome.exit_code == 0, outcome.stderr
     assert (ws / "ok.npz").is_file()
+
+
+def test_a_location_swapped_for_a_symlink_out_after_passing_is_refused(ws):
+    """The pass cache keeps the graph checks, never the location check: a data file replaced by
+    a symlink leaving the folder after the model passed is refused on the next use."""
+    import onnx
+
+    from lvvit_opt.errors import UserError
+    from lvvit_opt.fileio import load_onnx
+    from lvvit_opt.runtime.ort import OrtRunner
+
+    (ws / "ext").mkdir()
+    onnx.save(_add_model(), ws / "ext" / "ok.onnx", save_as_external_data=True, location="w.bin", size_threshold=0)
+    load_onnx(ws / "ext" / "ok.onnx")
+    fifo = _outside_fifo(ws)
+    (ws / "ext" / "w.bin").unlink()
+    os.symlink(fifo, ws / "ext" / "w.bin")
+    with OpenWatch(fifo) as watch:
+        with pytest.raises(UserError, match="outside the model's folder"):
+            load_onnx(ws / "ext" / "ok.onnx")
+        with pytest.raises(UserError, match="outside the model's folder"):
+            OrtRunner(str(ws / "ext" / "ok.onnx"))
+    assert watch.opened == []
