@@ -27,7 +27,7 @@ from typing import Iterator
 from .errors import UserError
 
 # Above this many bytes of embedded weights the checker sees a skeleton (see module doc).
-SKELETON_ABOVE = 256 * 1024**2
+SKELETON_ABOVE = 64 * 1024**2
 _BIG_TENSOR = 1024**2  # initializers at least this big leave the skeleton (small ones feed shape inference)
 # files that passed in this process -> their external-data locations (rechecked on every use)
 _passed: dict[tuple[int, int, int, int], list] = {}
