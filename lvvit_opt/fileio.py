@@ -385,28 +385,64 @@ def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
-    """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
-    model gate (lvvit_opt.model_gate) runs on it before its external data is read."""
+def read_regular_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The bytes of a regular file and its identity (st_dev, st_ino, st_size, st_mtime_ns), from
+    ONE open: the type is checked on the descriptor, so a file replaced between a check and its
+    use (a symlink swapped for a FIFO, another model moved in) cannot slip through, and the
+    checks that follow judge exactly the bytes that are used. A FIFO or device is refused
+    without blocking (O_NONBLOCK)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UserError(f"{shown(path)}: no such file") from None
+    except OSError as exc:
+        raise UserError(f"{shown(path)}: cannot read it ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = "folder" if stat.S_ISDIR(st.st_mode) else (special_kind(f"/proc/self/fd/{fd}") or "special file")
+            raise UserError(f"{shown(path)}: not a regular file (a {kind})")
+        os.set_blocking(fd, True)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            data = handle.read()
+    finally:
+        os.close(fd)
+    return data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def load_onnx_bytes(path: str | os.PathLike):
+    """(model, bytes): the ONNX file read once and parsed WITHOUT its external data, after the
+    model gate (lvvit_opt.model_gate) passed it. A runner given these bytes runs what was checked."""
     import onnx
 
     from .model_gate import gate_loaded
 
-    path = require_regular_file(path)  # a FIFO or /dev/zero: never opened
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    path = Path(path)
+    data, identity = read_regular_file(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except Exception as exc:  # protobuf DecodeError, ...
-        raise UserError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{shown(path)}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
     if not model.graph.node and not model.graph.output:
-        raise UserError(f"{path}: not an ONNX model (empty graph)")
-    gate_loaded(model, path)
+        raise UserError(f"{shown(path)}: not an ONNX model (empty graph)")
+    gate_loaded(model, path, identity)
+    return model, data
+
+
+def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
+    """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
+    model gate runs on it before its external data is read."""
+    import onnx
+
+    path = Path(path)
+    model, data = load_onnx_bytes(path)
+    del data  # the parsed model is what is kept
     if load_external_data:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
-            raise UserError(f"{path}: cannot read its external data ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise UserError(f"{shown(path)}: cannot read its external data "
+                            f"({type(exc).__name__}: {_first_line(exc)})") from None
     return model
 
 

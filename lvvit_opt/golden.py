@@ -459,15 +459,15 @@ def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: 
 
 
 def load_golden(path: str) -> dict[str, np.ndarray]:
-    from .errors import UserError
+    from .errors import UserError, reason_of, shown
 
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
+        raise UserError(f"{shown(path)}: no such file") from None
     except Exception as exc:
-        raise UserError(f"{path}: not a golden .npz file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise UserError(f"{shown(path)}: not a golden .npz file ({type(exc).__name__}: {reason_of(exc)})") from None
 
 
 def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) -> ValidationResult:

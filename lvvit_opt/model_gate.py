@@ -47,22 +47,24 @@ def _file_key(path: Path) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def gate_model_file(path: str | os.PathLike) -> None:
+def gate_model_file(path: str | os.PathLike) -> bytes | None:
     """Run the whole gate on the ONNX file at `path` (for readers that do not go through
-    fileio.load_onnx, such as onnxruntime sessions opened on the path)."""
-    from .fileio import load_onnx, require_regular_file
+    fileio.load_onnx, such as onnxruntime sessions). Returns the bytes that were checked, read
+    from one open of the file, for the reader to use instead of the path (a file swapped after
+    the check cannot be what runs); None when the model keeps its weights in external data, which
+    its reader must resolve from the path (the locations were checked just now)."""
+    from .fileio import load_onnx_bytes, needs_external_data
 
-    path = require_regular_file(path)
-    if path.is_file() and _file_key(path) in _passed:  # passed in this process: only the locations again
-        recheck_locations(path, _passed[_file_key(path)])
-        return
-    load_onnx(path, load_external_data=False)  # load_onnx runs gate_loaded on it
+    model, data = load_onnx_bytes(path)  # runs gate_loaded on it
+    return None if needs_external_data(model) else data
 
 
-def gate_loaded(model, path: str | os.PathLike) -> None:
-    """Check `model` (loaded from `path` WITHOUT its external data); UserError naming the defect."""
+def gate_loaded(model, path: str | os.PathLike, identity: tuple[int, int, int, int] | None = None) -> None:
+    """Check `model` (loaded from `path` WITHOUT its external data); UserError naming the defect.
+    `identity`: (st_dev, st_ino, st_size, st_mtime_ns) of the descriptor the model was read
+    from (fileio.read_regular_file); without it, of the path now."""
     path = Path(path)
-    key = _file_key(path)
+    key = identity or _file_key(path)
     if key in _passed:  # the graph checks are done; a location may now be a new symlink
         recheck_locations(path, _passed[key])
         return

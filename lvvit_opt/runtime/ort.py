@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, reason_of, shown
 from ..tensor_spec import runtime_spec
 from .base import Runner
 from .registry import register_runner
@@ -45,10 +45,11 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         self._spill_dir = None
-        if self.model is None:  # onnxruntime opens the path (and its external data) itself
+        checked = None
+        if self.model is None:  # the checked bytes run; external data: onnxruntime opens the path itself
             from ..model_gate import gate_model_file
 
-            gate_model_file(self.model_path)
+            checked = gate_model_file(self.model_path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
@@ -62,11 +63,14 @@ class OrtRunner(Runner):
         wanted = list(self.providers or ["CPUExecutionProvider"])
         self.missing_providers = [p for p in wanted if p not in available]
         chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-        source = self.model_path if self.model is None else self._in_memory_source()
+        if self.model is not None:
+            source = self._in_memory_source()
+        else:
+            source = checked if checked is not None else self.model_path
         try:
             self.session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:
-            raise UserError(f"{self.model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:300]})") from None
+            raise UserError(f"{shown(self.model_path)}: onnxruntime cannot load it ({reason_of(exc, 300)})") from None
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 4  # a failed run is reported as one line (run_batch)
         self.inputs = [runtime_spec(i.name, i.shape, i.type) for i in self.session.get_inputs()]
