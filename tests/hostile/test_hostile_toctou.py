@@ -1,0 +1,95 @@
+"""Issue 22: a file replaced between its check and its use. A model is opened once; the model
+gate judges those bytes and onnxruntime runs those bytes, so a swap after the check changes
+nothing that runs, and a swap to a FIFO or device is refused without blocking."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from hostile_helpers import assert_refused, invoke
+
+import lvvit_opt.fileio as fileio
+
+
+def _invalid_model(path) -> None:
+    """A model whose node reads a tensor nothing defines (the gate refuses it)."""
+    node = helper.make_node("Relu", ["ghost"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [2, 3, 224, 224])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.fixture
+def swap_after_read(monkeypatch):
+    """Replace the file with `replacement(path)` right after fileio read it (once)."""
+    real = fileio.read_regular_file
+    plan = {}
+
+    def reading(path):
+        result = real(path)
+        swap = plan.pop(os.fspath(path), None)
+        if swap is not None:
+            swap(path)
+        return result
+
+    monkeypatch.setattr(fileio, "read_regular_file", reading)
+    return plan
+
+
+def test_a_model_swapped_after_the_check_is_not_what_runs(ws, swap_after_read):
+    from lvvit_opt.runtime import open_runner
+
+    model = ws / "m.onnx"
+    golden = np.load(ws / "g.npz")
+    swap_after_read[str(model)] = _invalid_model
+    runner = open_runner(model, backend="onnxruntime")
+    (out,) = runner.run_batch([golden["image"]])
+    np.testing.assert_allclose(out, golden["features"], rtol=1e-3, atol=1e-4)  # the checked model ran
+    with pytest.raises(Exception, match="is not defined"):  # and what lies there now is refused
+        open_runner(model, backend="onnxruntime")
+
+
+def test_golden_check_runs_the_checked_model_even_if_swapped(ws, swap_after_read):
+    swap_after_read[str(ws / "m.onnx")] = lambda p: shutil.copyfile(ws / "c2.onnx", p)
+    outcome = invoke(["golden", "check", "m.onnx", "g.npz"], ws)
+    assert outcome.exit_code == 0, outcome.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])  # (a folder: click refuses it first)
+def test_a_symlink_swapped_to_a_non_file_is_refused_without_blocking(ws, kind):
+    target = {"fifo": ws / "pipe", "dev-zero": "/dev/zero"}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    os.unlink(ws / "link.onnx")
+    os.symlink(target, ws / "link.onnx")
+    outcome = invoke(["golden", "check", "link.onnx", "g.npz"], ws)
+    assert_refused(outcome, 2, "not a regular file")
+
+
+def test_read_regular_file_refuses_a_folder_it_opened(ws):
+    from lvvit_opt.errors import UserError
+
+    with pytest.raises(UserError, match=r"not a regular file \(a folder\)"):
+        fileio.read_regular_file(ws / "sub")
+
+
+def test_read_regular_file_reports_the_descriptors_identity(ws):
+    data, identity = fileio.read_regular_file(ws / "m.onnx")
+    st = os.stat(ws / "m.onnx")
+    assert data == (ws / "m.onnx").read_bytes()
+    assert identity == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def test_the_gate_cache_follows_the_bytes_not_the_name(ws):
+    """A model that passed, then replaced by an invalid one under the same name, is checked anew."""
+    from lvvit_opt.errors import UserError
+
+    fileio.load_onnx(ws / "c2.onnx")
+    _invalid_model(ws / "c2.onnx")
+    with pytest.raises(UserError, match="is not defined"):
+        fileio.load_onnx(ws / "c2.onnx")
