@@ -36,6 +36,19 @@ class Terminated(KeyboardInterrupt):
     (temporary files, worker pools, atc, Ray) runs; the CLI then exits 143."""
 
 
+_sigterm = {"received": False}  # set by the CLI's SIGTERM handler: a library may turn Terminated
+                                # into a plain KeyboardInterrupt (Ray's get does)
+
+
+def note_sigterm(received: bool = True) -> None:
+    _sigterm["received"] = received
+
+
+def sigterm_received() -> bool:
+    """True once SIGTERM reached the CLI's handler in this command."""
+    return _sigterm["received"]
+
+
 class LvvitOptError(Exception):
     exit_code = 1
 

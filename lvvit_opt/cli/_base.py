@@ -15,7 +15,7 @@ import threading
 import click
 
 from .. import __version__
-from ..errors import LvvitOptError, Terminated
+from ..errors import LvvitOptError, Terminated, note_sigterm, sigterm_received
 from .output import configure_logging, emit_error, set_verbosity, state
 
 VERBOSE_HELP = "Say what is being done on stderr (-vv: debug messages, with the logger names)."
@@ -104,12 +104,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None) ->
     configure_logging(ctx)
 
 
-_sigterm_received = False  # a library may turn our Terminated into a plain KeyboardInterrupt (Ray's get)
-
-
 def _raise_terminated(signum, frame) -> None:
-    global _sigterm_received
-    _sigterm_received = True
+    note_sigterm()  # a library may turn our Terminated into a plain KeyboardInterrupt (Ray's get)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
     raise Terminated()
 
@@ -141,14 +137,14 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LvvitOptError as exc:
-            if _sigterm_received:  # a failure that followed the SIGTERM (a worker killed by it) is its echo
+            if sigterm_received():  # a failure that followed the SIGTERM (a worker killed by it) is its echo
                 click.echo("terminated", err=True)
                 sys.exit(143)
             emit_error(str(exc), exc.exit_code, getattr(exc, "paths", ()))
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
-            if isinstance(exc, Terminated) or _sigterm_received:
+            if isinstance(exc, Terminated) or sigterm_received():
                 click.echo("terminated", err=True)
                 sys.exit(143)
             emit_error("interrupted", 130)
@@ -163,8 +159,7 @@ def handle_errors(fn):
 
 def _install_sigterm():
     """Install the SIGTERM handler (main thread only); returns the previous one."""
-    global _sigterm_received
-    _sigterm_received = False
+    note_sigterm(False)
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread (e.g. a test harness thread)

@@ -17,16 +17,18 @@ reads files.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import LvvitOptError, ToolFailed, UserError, reason_of
+from ..errors import LvvitOptError, Terminated, ToolFailed, UserError, reason_of, sigterm_received
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +106,27 @@ def evaluate_with_ray(model: str, paths: Sequence[Path], *, address: str | None,
     try:
         return _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options,
                     labels or {}, progress, init_s)
+    except KeyboardInterrupt as exc:
+        if started_here:
+            _exit_without_finalizers(143 if isinstance(exc, Terminated) or sigterm_received() else 130)
+        raise
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _exit_without_finalizers(code: int) -> None:
+    """After Ctrl-C/SIGTERM interrupted a Ray this process started, Ray's C++ core can abort
+    (SIGABRT, a stack dump) in the interpreter's finalization, after our clean-up ran: the exit
+    status would be -6, not 130/143. An atexit hook registered now runs before Ray's (LIFO)
+    and ends the process with the right status once the clean-up and the CLI's message are done."""
+    def _exit() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    atexit.register(_exit)
 
 
 def _run(ray, model, paths, workers, threads, batch_size, crop_pct, interpolation, runner_options, labels,
