@@ -141,7 +141,7 @@ def _model_batch(path: str) -> int | None:
 
 def _refix_batch(path: str, batch: int, workdir: Path) -> str:
     """Write a copy of `path` with its batch fixed to `batch` (through the fix_shapes pass)."""
-    from .fileio import load_onnx, save_onnx
+    from lvvit_opt.onnx_files import load_onnx, save_onnx
     from .passes import run_pipeline
 
     result = run_pipeline(load_onnx(path), ["fix_shapes"], {"fix_shapes": {"batch_size": batch}})
@@ -419,7 +419,7 @@ def _validate_om_models(models, backend, reference, log) -> dict:
     for model in models:
         if _runs_onnx(model, _resolve_backend(model, backend)):
             continue
-        from .ascend.atc import source_onnx
+        from lvvit_opt.runtime.om import source_onnx
 
         ref = reference or str(source_onnx(model))  # x.onnx for x.om and for x_linux_<arch>.om
         if not Path(ref).is_file():

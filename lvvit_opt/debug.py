@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import UserError, reason_of
-from .golden import OutputComparison, Tolerance, compare_outputs
+from .golden import OutputComparison, Tolerance, compare_outputs, join_batches
 from .progress import task
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,32 @@ def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
     return matches, unmatched
 
 
+def match_dump(dump, tensors: Sequence[RefTensor]) -> tuple[list[Match], list[str]]:
+    """Reference tensors found in an NPU dump (lvvit_opt.ascend.dump.DumpCandidate): a dumped
+    op's sanitised name and output index, or the original op a fused op stands for (the .om
+    graph JSON's renames). Returns (matches, dump files matched to nothing); UserError if
+    nothing matches (the dump of another model)."""
+    from .ascend.dump import dump_name
+
+    by_key = {(dump_name(t.node), t.output_index): t for t in tensors}
+    matches, used = [], set()
+    for key, path in dump.files.items():
+        tensor = by_key.get(key)
+        via = f"dump of op {key[0]} output {key[1]}"
+        if tensor is None and key in dump.renames:
+            origin = dump.renames[key]
+            tensor = by_key.get((dump_name(origin[0]), origin[1]))
+            via = f"dump of fused op {key[0]} output {key[1]} (= {origin[0]} output {origin[1]})"
+        if tensor is not None:
+            matches.append(Match(tensor.name, str(path.relative_to(dump.directory)), None, via))
+            used.add(key)
+    unmatched = [str(p.relative_to(dump.directory)) for k, p in dump.files.items() if k not in used]
+    if not matches:
+        raise UserError(f"{dump.directory}: none of its {len(dump.files)} dumped op(s) matches a node of the "
+                        f"reference (e.g. {next(iter(dump.files))[0]}); is it the dump of this model?")
+    return matches, unmatched
+
+
 def _perm(node) -> list[int] | None:
     for attr in node.attribute:
         if attr.name == "perm":
@@ -377,7 +403,7 @@ class ExposedOnnx:
         except Exception as exc:  # e.g. a candidate with another batch size or input shape
             raise UserError(f"{self.runner.model_path} cannot run on these inputs "
                             f"({reason_of(exc, 300)})") from None
-        return {name: _join([run[i] for run in runs]) for i, name in enumerate(names)}
+        return {name: join_batches([run[i] for run in runs]) for i, name in enumerate(names)}
 
     def _own_names(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The reference's feeds under this model's input names (by position when they differ)."""
@@ -388,12 +414,6 @@ class ExposedOnnx:
 
     def close(self) -> None:
         self.runner.close()
-
-
-def _join(arrays: list[np.ndarray]) -> np.ndarray:
-    from .golden import _join as join
-
-    return join(arrays)
 
 
 # -- comparison ---------------------------------------------------------------------------
@@ -410,7 +430,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     `keep_dtype` (an atc --keep_dtype file): as atc's flags of those names (lvvit_opt.precision)."""
     import os
 
-    from .fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
     from .inputs import load_inputs
 
     if fp16 == (candidate is not None):
@@ -446,7 +466,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
         from .ascend.dump import DumpCandidate
 
         cand = DumpCandidate(candidate, om_json)
-        matches, unmatched_cand = cand.match(tensors)
+        matches, unmatched_cand = match_dump(cand, tensors)
     else:
         if fp16:
             from .precision import summary, to_true_fp16
@@ -488,7 +508,7 @@ def mode_is_not_dump(candidate: str | None, fp16: bool) -> bool:
 
 def _tensor_bytes(reference_path: str, tensors: list[RefTensor]) -> dict[str, int]:
     """Estimated bytes of one batch of each tensor (onnx shape inference on the weightless graph)."""
-    from .fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
     from .passes.graph_utils import infer_shapes_light
 
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError, ValidationFailed, reason_of, shown
-from .fileio import save_onnx
+from lvvit_opt.onnx_files import save_onnx
 from .logs import LogCallback, reporter
 from .progress import task
 from .resources import require_memory

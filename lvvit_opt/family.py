@@ -53,7 +53,7 @@ def check_model(name: str, workdir: str | os.PathLike, batch_size: int = 1, seed
                 log: Callable[[str], None] = lambda _m: None) -> FamilyRow:
     """Export `name`, apply softmax_transpose (validated), derive the whitelist shapes."""
     from .export import export_onnx
-    from .fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
     from .passes import apply_file
     from .whitelist import static_shapes, transpose_shapes
 

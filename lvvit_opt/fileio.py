@@ -1,4 +1,4 @@
-"""File helpers shared by every verb: the output guard, atomic writes, safe ONNX load/save.
+"""File helpers shared by every verb: the output guard, atomic writes, single-open reads.
 
 Every verb calls `guard_outputs` with its inputs and outputs before doing any work, and
 writes through `atomic_path` (or the helpers built on it), so that an output never
@@ -19,8 +19,6 @@ from typing import Iterator, Mapping, Union
 
 from .errors import OutputRefused, UserError, shown
 
-# protobuf cannot serialise a single message above 2 GiB; past this we use external data.
-ONNX_PROTO_LIMIT = 2 * 1024**3 - 1024**2
 
 # Temporary files are `.NAME.lvvit-tmp.PID.RANDOM[SUFFIX]` beside their destination: the
 # marker makes them ours, the pid tells a later run whether their writer is still alive.
@@ -410,133 +408,3 @@ def read_regular_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, i
     return data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def load_onnx_bytes(path: str | os.PathLike):
-    """(model, bytes): the ONNX file read once and parsed WITHOUT its external data, after the
-    model gate (lvvit_opt.model_gate) passed it. A runner given these bytes runs what was checked."""
-    import onnx
-
-    from .model_gate import gate_loaded
-
-    path = Path(path)
-    data, identity = read_regular_file(path)
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf DecodeError, ...
-        raise UserError(f"{shown(path)}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
-    if not model.graph.node and not model.graph.output:
-        raise UserError(f"{shown(path)}: not an ONNX model (empty graph)")
-    gate_loaded(model, path, identity)
-    return model, data
-
-
-def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
-    """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
-    model gate runs on it before its external data is read."""
-    import onnx
-
-    path = Path(path)
-    model, data = load_onnx_bytes(path)
-    del data  # the parsed model is what is kept
-    if load_external_data:
-        try:
-            onnx.load_external_data_for_model(model, str(path.parent))
-        except Exception as exc:
-            raise UserError(f"{shown(path)}: cannot read its external data "
-                            f"({type(exc).__name__}: {_first_line(exc)})") from None
-    return model
-
-
-def weights_nbytes(model) -> int:
-    """Bytes held by the initializers (cheap; no full serialisation)."""
-    return sum(len(t.raw_data) + 4 * len(t.float_data) + 8 * (len(t.int64_data) + len(t.double_data))
-               + 4 * len(t.int32_data) for t in model.graph.initializer)
-
-
-def needs_external_data(model) -> bool:
-    """True when the model cannot be one protobuf message (over 2 GB), or already keeps
-    its tensors outside. The weights dominate the size, so they decide, with a margin."""
-    import onnx
-
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        return True
-    return weights_nbytes(model) > ONNX_PROTO_LIMIT - 64 * 1024**2
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _without(message, field_name: str):
-    """A new message of the same type with every field but `field_name` (those are copied)."""
-    shell = type(message)()
-    for descriptor, value in message.ListFields():
-        if descriptor.name == field_name:
-            continue
-        if hasattr(value, "extend"):  # a repeated field
-            getattr(shell, descriptor.name).extend(value)
-        elif descriptor.message_type is not None:
-            getattr(shell, descriptor.name).CopyFrom(value)
-        else:
-            setattr(shell, descriptor.name, value)
-    return shell
-
-
-def write_model_streamed(model, handle) -> None:
-    """Write `model`'s protobuf encoding one initializer at a time: the same message as
-    model.SerializeToString() (fields in another order, which protobuf allows), without a
-    second whole copy of the weights in memory (issue 20: apply's peak RSS)."""
-    graph = model.graph
-    graph_head = _without(graph, "initializer").SerializeToString()
-    sizes = [init.ByteSize() for init in graph.initializer]
-    graph_len = len(graph_head) + sum(1 + len(_varint(size)) + size for size in sizes)
-    handle.write(_without(model, "graph").SerializeToString())
-    handle.write(b"\x3a" + _varint(graph_len))  # ModelProto.graph: field 7, length-delimited
-    handle.write(graph_head)
-    for init, size in zip(graph.initializer, sizes):  # GraphProto.initializer: field 5
-        handle.write(b"\x2a" + _varint(size))
-        handle.write(init.SerializeToString())
-
-
-def save_onnx(model, dest: str | os.PathLike) -> Path:
-    """Save atomically; models over 2 GB go to `<name>.data` beside the file.
-
-    The caller's model is never modified (onnx's external-data save strips the tensors
-    of the model it is given, so that path works on a copy)."""
-    import onnx
-
-    dest = Path(dest)
-    if needs_external_data(model) and special_kind(dest) is not None:
-        raise UserError(f"cannot write {shown(dest)}: a model with external data needs a folder for its "
-                        f".data file, not a {special_kind(dest)}")
-    if not needs_external_data(model):
-        with atomic_path(dest, suffix=".onnx") as tmp:
-            with open(tmp, "wb") as handle:
-                write_model_streamed(model, handle)
-        return dest
-    # The .onnx names its .data file; both are written in a temporary folder beside `dest`
-    # and renamed into place (.data first), so neither is ever half-written under its name.
-    dest = resolve_output(dest)
-    data_name = dest.name + ".data"
-    with atomic_path(dest, suffix=".tmp") as anchor:  # the folder's checks, sweep and clean-up
-        tmp = anchor.with_suffix(".d")
-        try:
-            tmp.mkdir()
-            clone = onnx.ModelProto()
-            clone.CopyFrom(model)
-            onnx.save_model(clone, str(tmp / dest.name), save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            os.replace(tmp / data_name, dest.parent / data_name)
-            os.replace(tmp / dest.name, anchor)  # atomic_path renames it onto dest
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no details"

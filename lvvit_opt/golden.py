@@ -243,7 +243,7 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------
-# Inputs, in-memory onnxruntime runs, model-vs-model validation and golden files.
+# In-memory onnxruntime runs, model-vs-model validation and golden files (inputs: lvvit_opt.inputs).
 #
 # Golden .npz format: one array per model input and per model output, stored under the
 # tensor's own name (ONNX names are unique across inputs and outputs), e.g. `image` and
@@ -251,45 +251,6 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
 # static batch B is fed the arrays in chunks of B. Which keys are inputs is decided by the
 # model's input names.
 # ---------------------------------------------------------------------------------------
-
-def resolve_input_shape(spec, batch_size: int | None = None) -> tuple[int, ...]:
-    """Concrete shape for an input spec: a symbolic first dim becomes `batch_size` (default 1)."""
-    from .tensor_spec import TensorSpec
-
-    if not isinstance(spec, TensorSpec):
-        spec = TensorSpec(spec.name, None if spec.shape is None else tuple(spec.shape), getattr(spec, "dtype", "float32"))
-    return spec.concrete_shape(batch_size)
-
-
-def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
-    """`count` seeded feed dicts for the given input specs (runtime.TensorSpec-like objects).
-
-    Floats are standard normal (what a normalised image looks like); integers are small
-    non-negative values; booleans random.
-    """
-    from .resources import require_memory, tensor_nbytes
-
-    shapes = [(resolve_input_shape(s, batch_size), s.dtype) for s in specs]
-    # inputs, two models' outputs and the float64 draw: three times the inputs at least
-    require_memory(3 * count * sum(tensor_nbytes(shape, dtype) for shape, dtype in shapes),
-                   f"{count} input batch(es) of " + ", ".join(f"{s.name} {list(shape)}" for s, (shape, _) in
-                                                           zip(specs, shapes)))
-    rng = np.random.default_rng(seed)
-    feeds = []
-    for _ in range(count):
-        feed = {}
-        for spec in specs:
-            shape = resolve_input_shape(spec, batch_size)
-            dtype = np.dtype(spec.dtype)
-            if dtype.kind == "f":
-                feed[spec.name] = rng.standard_normal(shape).astype(dtype)
-            elif dtype.kind == "b":
-                feed[spec.name] = rng.random(shape) < 0.5
-            else:
-                feed[spec.name] = rng.integers(0, 2, size=shape).astype(dtype)
-        feeds.append(feed)
-    return feeds
-
 
 def open_model_runner(model, **options):
     """A runner for a path (.onnx, .om: via runtime.open_runner) or an in-memory ModelProto."""
@@ -311,10 +272,11 @@ def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]], desc: str = "infere
         for feed in feeds:
             runs.append(runner.infer(feed))
             bar.update(1)
-    return {name: _join([r[name] for r in runs]) for name in runs[0]}
+    return {name: join_batches([r[name] for r in runs]) for name in runs[0]}
 
 
-def _join(arrays: list[np.ndarray]) -> np.ndarray:
+def join_batches(arrays: list[np.ndarray]) -> np.ndarray:
+    """Per-batch outputs as one array: concatenated along axis 0, scalars stacked."""
     if len(arrays) == 1:
         return np.asarray(arrays[0])
     if all(np.ndim(a) >= 1 for a in arrays):
@@ -450,7 +412,7 @@ def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: 
         outputs = run_feeds(runner, feeds)
     finally:
         runner.close()
-    arrays = {name: _join([f[name] for f in feeds]) for name in feeds[0]}
+    arrays = {name: join_batches([f[name] for f in feeds]) for name in feeds[0]}
     arrays.update(outputs)
     with atomic_path(out_path, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence, Union
 import numpy as np
 
 from .errors import UserError, reason_of, shown
+from .tensor_spec import TensorSpec
 
 InputsArg = Union[int, str, os.PathLike]
 
@@ -45,6 +46,43 @@ class InputSet:
                 **self.details}
 
 
+def resolve_input_shape(spec, batch_size: int | None = None) -> tuple[int, ...]:
+    """Concrete shape for an input spec: a symbolic first dim becomes `batch_size` (default 1)."""
+    if not isinstance(spec, TensorSpec):
+        spec = TensorSpec(spec.name, None if spec.shape is None else tuple(spec.shape), getattr(spec, "dtype", "float32"))
+    return spec.concrete_shape(batch_size)
+
+
+def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+    """`count` seeded feed dicts for the given input specs (runtime.TensorSpec-like objects).
+
+    Floats are standard normal (what a normalised image looks like); integers are small
+    non-negative values; booleans random.
+    """
+    from .resources import require_memory, tensor_nbytes
+
+    shapes = [(resolve_input_shape(s, batch_size), s.dtype) for s in specs]
+    # inputs, two models' outputs and the float64 draw: three times the inputs at least
+    require_memory(3 * count * sum(tensor_nbytes(shape, dtype) for shape, dtype in shapes),
+                   f"{count} input batch(es) of " + ", ".join(f"{s.name} {list(shape)}" for s, (shape, _) in
+                                                           zip(specs, shapes)))
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for spec in specs:
+            shape = resolve_input_shape(spec, batch_size)
+            dtype = np.dtype(spec.dtype)
+            if dtype.kind == "f":
+                feed[spec.name] = rng.standard_normal(shape).astype(dtype)
+            elif dtype.kind == "b":
+                feed[spec.name] = rng.random(shape) < 0.5
+            else:
+                feed[spec.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        feeds.append(feed)
+    return feeds
+
+
 def parse_inputs_arg(value: InputsArg) -> int | Path:
     """'4' / 4 -> 4 (random batches); anything else -> an existing path. UserError otherwise."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -66,8 +104,6 @@ def load_inputs(value: InputsArg, specs: Sequence, *, seed: int = 0, batch_size:
     `model`: the .onnx whose recorded preprocessing (metadata_props) an image folder goes through."""
     parsed = parse_inputs_arg(value)
     if isinstance(parsed, int):
-        from .golden import make_inputs
-
         feeds = make_inputs(specs, count=parsed, seed=seed, batch_size=batch_size)
         return InputSet(feeds, "random", f"{parsed} seeded random batch(es) (seed {seed})", seed)
     arrays, kind, source, details = _read_arrays(parsed, specs, model)

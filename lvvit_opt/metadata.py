@@ -113,7 +113,7 @@ def set_props(model, props: dict[str, str]) -> None:
 
 def read_props(path: str | os.PathLike) -> dict[str, str]:
     """metadata_props of an ONNX file ({} for a file with none). Weights stay on disk."""
-    from .fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
 
     return {p.key: p.value for p in load_onnx(path, load_external_data=False).metadata_props}
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import UserError
+from .onnx_proto import weights_nbytes, without_field
 
 # Above this many bytes of embedded weights the checker sees a skeleton (see module doc).
 SKELETON_ABOVE = 64 * 1024**2
@@ -45,18 +46,6 @@ def invalid(path: str | os.PathLike, defect: str) -> UserError:
 def _file_key(path: Path) -> tuple[int, int, int, int]:
     st = path.stat()
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def gate_model_file(path: str | os.PathLike) -> bytes | None:
-    """Run the whole gate on the ONNX file at `path` (for readers that do not go through
-    fileio.load_onnx, such as onnxruntime sessions). Returns the bytes that were checked, read
-    from one open of the file, for the reader to use instead of the path (a file swapped after
-    the check cannot be what runs); None when the model keeps its weights in external data, which
-    its reader must resolve from the path (the locations were checked just now)."""
-    from .fileio import load_onnx_bytes, needs_external_data
-
-    model, data = load_onnx_bytes(path)  # runs gate_loaded on it
-    return None if needs_external_data(model) else data
 
 
 def gate_loaded(model, path: str | os.PathLike, identity: tuple[int, int, int, int] | None = None) -> None:
@@ -239,8 +228,6 @@ def check_io(graph, path: Path) -> None:
 def run_checker(model, path: Path, external: bool) -> None:
     import onnx
 
-    from .fileio import weights_nbytes
-
     try:
         if external:
             onnx.checker.check_model(str(path), full_check=True)
@@ -307,11 +294,9 @@ def skeleton(model):
     and shape inference see every name, type and shape, without a copy of the weights."""
     from onnx import helper
 
-    from .fileio import _without
-
     graph = model.graph
-    shell = _without(model, "graph")
-    skel = _without(graph, "initializer")
+    shell = without_field(model, "graph")
+    skel = without_field(graph, "initializer")
     inputs = {i.name for i in graph.input}
     for init in graph.initializer:
         if init.ByteSize() < _BIG_TENSOR:

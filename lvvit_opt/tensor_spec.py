@@ -179,7 +179,7 @@ def graph_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def read_specs(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of an ONNX path or ModelProto (weights not loaded for paths)."""
     if isinstance(model, (str, os.PathLike)):
-        from .fileio import load_onnx
+        from lvvit_opt.onnx_files import load_onnx
 
         model = load_onnx(model, load_external_data=False)
     return graph_specs(model)

@@ -419,7 +419,9 @@ def tune(options: TuneOptions, log: LogCallback = None,
     is written (tests inject a faulty candidate through it).
     """
     from .bench import machine_info
-    from .fileio import load_onnx, require_writable_dir, save_onnx, weights_nbytes
+    from lvvit_opt.onnx_files import load_onnx, save_onnx
+    from lvvit_opt.fileio import require_writable_dir
+    from lvvit_opt.onnx_proto import weights_nbytes
     from .inputs import load_inputs
     from .passes import run_pipeline
     from .runtime import open_runner

@@ -105,7 +105,8 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     `out_path` and ApplyValidationFailed (exit 1) carries the result; `report_path` is
     written either way.
     """
-    from ..fileio import guard_outputs, load_onnx, save_onnx, write_text_atomic
+    from lvvit_opt.fileio import guard_outputs, write_text_atomic
+    from lvvit_opt.onnx_files import load_onnx, save_onnx
 
     start = time.perf_counter()
     in_path, out_path = Path(in_path), Path(out_path)

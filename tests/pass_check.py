@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
-from lvvit_opt.golden import make_inputs
+from lvvit_opt.inputs import make_inputs
 from lvvit_opt.passes import PipelineResult, run_pipeline, structural_problem
 from lvvit_opt.runtime.ort import OrtRunner
 from lvvit_opt.tensor_spec import read_specs

@@ -447,7 +447,7 @@ def test_seed_guide_perf_files(batch, interface, card_fps):
                                      ("out/m_linux_aarch64.om", "out/m.onnx"),
                                      ("out/my_linux_model.om", "out/my_linux_model.onnx")])
 def test_source_onnx_of_either_om_name(om, onnx):
-    from lvvit_opt.ascend.atc import source_onnx
+    from lvvit_opt.runtime.om import source_onnx
 
     assert source_onnx(om) == Path(onnx)
 

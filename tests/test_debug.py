@@ -187,7 +187,7 @@ def test_bad_arguments_exit_2(cli_runner, golden_onnx, tmp_path, args, message):
 
 
 def test_inputs_forms_give_the_same_layers(golden_onnx, perturbed_deep, tmp_path):
-    from lvvit_opt.golden import make_inputs
+    from lvvit_opt.inputs import make_inputs
     from lvvit_opt.runtime.base import TensorSpec
 
     feed = make_inputs([TensorSpec("image", (2, 3, 224, 224))], count=1, seed=4)[0]

@@ -14,7 +14,8 @@ from onnx import numpy_helper
 from lvvit_opt.cli import main
 from lvvit_opt.data import EvalTransform, preprocess_dir, write_info_for_dir
 from lvvit_opt.errors import UserError
-from lvvit_opt.golden import make_inputs, validate_models
+from lvvit_opt.golden import validate_models
+from lvvit_opt.inputs import make_inputs
 from lvvit_opt.inputs import load_inputs
 from lvvit_opt.runtime.base import TensorSpec
 

@@ -359,22 +359,6 @@ def find_om(prefix: str, since: float | None = None, cwd: str | os.PathLike | No
     return max(fresh, key=lambda c: c.stat().st_mtime) if fresh else None
 
 
-_HOST_SUFFIX = re.compile(r"_linux_(x86_64|aarch64|arm64)$")  # GE: _<host_env_os>_<host_env_cpu>
-
-
-def om_prefix(om_path: str | os.PathLike) -> Path:
-    """The --output prefix an .om was written for: x.om and x_linux_x86_64.om -> x."""
-    path = Path(om_path)
-    stem = path.name[:-3] if path.name.lower().endswith(".om") else path.name
-    return path.with_name(_HOST_SUFFIX.sub("", stem))
-
-
-def source_onnx(om_path: str | os.PathLike) -> Path:
-    """The ONNX beside an .om by the seed's naming (x.onnx for x.om or x_linux_<arch>.om); may not exist."""
-    prefix = om_prefix(om_path)
-    return prefix.with_name(prefix.name + ".onnx")
-
-
 _CODE = r"[EW][A-Z]?\d{4,5}"
 _CODE_START = re.compile(rf"^\s*({_CODE})\s*:\s*(.*)$")
 _CODE_SPLIT = re.compile(rf"\s+(?={_CODE}\s*:\s)")  # several coded messages pasted on one line

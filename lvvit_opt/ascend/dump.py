@@ -107,35 +107,15 @@ def read_om_json(path: str | os.PathLike) -> dict[tuple[str, int], tuple[str, in
 
 
 class DumpCandidate:
-    """An NPU dump as a debug-layers candidate: `match` pairs reference tensors with dump
-    files (through the .om's graph JSON when given), `fetch` loads them (a dump is one
-    inference: the feeds are not used)."""
+    """An NPU dump as a debug-layers candidate: `files` (dumped op name, output index) -> .npy
+    path, `renames` the fused-op names from the .om's graph JSON, `fetch` loads them (a dump is
+    one inference: the feeds are not used). Pairing them with reference tensors is
+    lvvit_opt.debug's `match_dump`."""
 
     def __init__(self, directory: str | os.PathLike, om_json: str | os.PathLike | None = None):
         self.directory = str(directory)
         self.files = find_dump_outputs(directory)
         self.renames = read_om_json(om_json) if om_json else {}
-
-    def match(self, tensors: Sequence) -> tuple[list, list[str]]:
-        from ..debug import Match
-
-        by_key = {(dump_name(t.node), t.output_index): t for t in tensors}
-        matches, used = [], set()
-        for key, path in self.files.items():
-            tensor = by_key.get(key)
-            via = f"dump of op {key[0]} output {key[1]}"
-            if tensor is None and key in self.renames:
-                origin = self.renames[key]
-                tensor = by_key.get((dump_name(origin[0]), origin[1]))
-                via = f"dump of fused op {key[0]} output {key[1]} (= {origin[0]} output {origin[1]})"
-            if tensor is not None:
-                matches.append(Match(tensor.name, str(path.relative_to(self.directory)), None, via))
-                used.add(key)
-        unmatched = [str(p.relative_to(self.directory)) for k, p in self.files.items() if k not in used]
-        if not matches:
-            raise UserError(f"{self.directory}: none of its {len(self.files)} dumped op(s) matches a node of the "
-                            f"reference (e.g. {next(iter(self.files))[0]}); is it the dump of this model?")
-        return matches, unmatched
 
     @staticmethod
     def align(value: np.ndarray, ref_shape: tuple) -> np.ndarray:

@@ -84,7 +84,7 @@ class Readiness:
 def check_readiness(model_path: str | os.PathLike, cann_version: str | None = None, cann_from: str = "newest documented",
                     input_shapes: dict[str, list[int]] | None = None) -> Readiness:
     """Check MODEL against the documented ONNX support of `cann_version` (not raising)."""
-    from ..fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
     from ..tensor_spec import dims_of
 
     model = load_onnx(model_path, load_external_data=False)

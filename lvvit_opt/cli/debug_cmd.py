@@ -8,7 +8,7 @@ from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
 from .types import BATCH_SIZE, SEED, TOP, megabytes
 from ..precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
-from .validate_cmd import _tolerance_options
+from ._tolerances import tolerance_from, tolerance_options
 
 
 @main.group("debug")
@@ -33,7 +33,7 @@ def debug_group():
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for models whose batch is symbolic (default 1).")
-@_tolerance_options
+@tolerance_options
 @click.option("--top", type=TOP, default=10, show_default=True, help="How many worst tensors to list.")
 @click.option("--chunk-mb", type=megabytes(1), default=384, show_default=True,
               help="Activations (both models together) fetched per run; bounds memory on big models "
@@ -77,8 +77,6 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
     from ..fileio import guard_outputs
     from ..golden import Tolerance
     from ..inputs import parse_inputs_arg
-    from .validate_cmd import _tolerance
-
     if (precision_mode or keep_dtype_file) and candidate is not None:
         raise click.UsageError("--precision-mode/--keep-dtype shape the fp16 preview; give no CANDIDATE with them")
     fp16 = fp16 or bool(precision_mode or keep_dtype_file)
@@ -91,7 +89,7 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
     from ..random_ops import warn_random_ops; warn_random_ops(reference, candidate)  # noqa: E702
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
-                            tolerance=_tolerance(None, base=base, **metrics), chunk_mb=chunk_mb,
+                            tolerance=tolerance_from(None, base=base, **metrics), chunk_mb=chunk_mb,
                             top=top, om_json=om_json, **(precision if fp16 else {}))
     echo(report.format())
     result = report.to_dict()

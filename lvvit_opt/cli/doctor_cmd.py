@@ -45,7 +45,7 @@ def doctor_command(model, cann_home, transpose_file, workdir, min_free_gb, json_
     guard_outputs({"--json": json_out if json_out != "-" else None},
                   {"--model": model, "--transpose-file": transpose_file})
     if model is not None and os.path.lexists(model):  # the gate, even with no transpose.py to check against
-        from ..model_gate import gate_model_file
+        from lvvit_opt.onnx_files import gate_model_file
 
         gate_model_file(model)
     report = run_doctor(cann_home=cann_home, model=model, transpose_file=transpose_file, workdir=workdir,

@@ -54,7 +54,7 @@ def inspect_command(models, keep_json, top, cann_home, json_out) -> None:
 def _refuse_onnx(models) -> None:
     """An ONNX file is not what inspect reads: gate it (an invalid one is named as such), then say so."""
     from ..errors import UserError
-    from ..model_gate import gate_model_file
+    from lvvit_opt.onnx_files import gate_model_file
 
     for model in models:
         if str(model).lower().endswith(".onnx"):

@@ -12,7 +12,7 @@ from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_file, json_option, state
 from .types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
-from .validate_cmd import _tolerance, _tolerance_options
+from ._tolerances import tolerance_from, tolerance_options
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random validation inputs.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None, hidden=True,
               help="Deprecated: use --json PATH. Writes the bare result (no envelope).")
-@_tolerance_options
+@tolerance_options
 @json_option
 @handle_errors
 def apply_command(model, output, pass_names, batch_size, input_shapes, pass_options, no_validate, check_each,
@@ -82,7 +82,7 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
                             options=_parse_pass_options(pass_options), validate=not no_validate,
                             check_each=check_each, report_path=report_path, seed=seed,
-                            validation_inputs=inputs, tolerance=_tolerance(None, base=Tolerance.onnx(), **metrics))
+                            validation_inputs=inputs, tolerance=tolerance_from(None, base=Tolerance.onnx(), **metrics))
     except ApplyValidationFailed as failure:
         echo(failure.result.format())
         emit_result(failure.result.to_dict(), ok=False)

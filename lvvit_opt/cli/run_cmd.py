@@ -6,7 +6,7 @@ import click
 from ._base import cann_home_option, handle_errors, main, parse_int_list
 from .output import echo, emit_result, json_file, json_option
 from .types import MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION, THREADS
-from .validate_cmd import _tolerance, _tolerance_options
+from ._tolerances import tolerance_from, tolerance_options
 
 
 @main.command("run")
@@ -33,7 +33,7 @@ from .validate_cmd import _tolerance, _tolerance_options
               help="Measured seconds per batch size (before and after share it, interleaved).")
 @click.option("--bench-rounds", type=ROUNDS, default=5, show_default=True)
 @click.option("--threads", type=THREADS, default=None, help="onnxruntime threads (default: all cores).")
-@_tolerance_options
+@tolerance_options
 @json_option
 @handle_errors
 def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non_strict, cann_home, soc_version,
@@ -70,7 +70,7 @@ def _explicit_tolerance(metrics: dict):
         return None
     from ..golden import Tolerance
 
-    return _tolerance(None, base=Tolerance.onnx(), **metrics)
+    return tolerance_from(None, base=Tolerance.onnx(), **metrics)
 
 
 def _summary_text(summary) -> str:

@@ -6,48 +6,8 @@ import click
 from ._base import handle_errors, main
 from ._inputs import inputs_option
 from .output import echo, emit_result, json_option
+from ._tolerances import tolerance_from, tolerance_options
 from .types import BATCH_SIZE, SEED, ModelFile, RunnerBackend
-
-
-_METRIC_OPTIONS = ("atol", "rtol", "min_cosine", "max_range_rel", "max_rel", "max_mean_rel", "max_rmse")
-
-
-def _tolerance(candidate: str | None, atol=None, rtol=None, min_cosine=None, base=None, **metrics):
-    """Defaults depend on the candidate (.om -> fp16 tolerance) unless `base` is given; explicit
-    options override. `off` (parsed to -1) disables that criterion (reported only)."""
-    from ..golden import default_tolerance_for, Tolerance
-
-    base = base or default_tolerance_for(candidate)
-    given = {"atol": atol, "rtol": rtol, "min_cosine": min_cosine, **metrics}
-    pick = lambda name: getattr(base, name) if given.get(name) is None else (  # noqa: E731
-        None if given[name] < 0 else given[name])
-    return Tolerance(**{name: pick(name) for name in _METRIC_OPTIONS})
-
-
-def _tolerance_options(fn):
-    """--atol/--rtol/--min-cosine and the scale-aware metrics; each refuses NaN, Inf and negatives
-    (`off`: reported, not enforced). Passed to the command as keyword arguments of the same names."""
-    from .types import NonNegativeFloat
-
-    number, unit = NonNegativeFloat(), NonNegativeFloat(maximum=1.0)
-    options = [
-        ("--atol", number, "Absolute tolerance: pass if |a-b| <= atol + rtol*|ref| [1e-4; off for fp16/.om]."),
-        ("--rtol", number, "Relative tolerance of that elementwise test [1e-3; off for fp16/.om]."),
-        ("--min-cosine", unit, "Minimum cosine similarity per tensor [0.99999; 0.999 for fp16/.om]."),
-        ("--max-range-rel", number, "Maximum max|a-b| / max|ref|, the error relative to the reference's range; "
-                                    "sees scale errors cosine cannot [off; 0.01 for fp16/.om]."),
-        ("--max-rel", number, "Maximum elementwise |a-b|/|ref| [off]."),
-        ("--max-mean-rel", number, "Maximum mean of |a-b|/|ref| [off]."),
-        ("--max-rmse", number, "Maximum root mean square error [off]."),
-    ]
-    for flag, kind, text in reversed(options):
-        fn = click.option(flag, type=kind, default=None, help=text + " off: reported, not enforced.")(fn)
-    return fn
-
-
-def _metric_kwargs(kwargs: dict) -> dict:
-    """Pop the tolerance options out of a command's keyword arguments."""
-    return {name: kwargs.pop(name) for name in _METRIC_OPTIONS if name in kwargs}
 
 
 def _emit(result) -> None:
@@ -69,7 +29,7 @@ def _emit(result) -> None:
 @click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
               help="How to run CANDIDATE: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
                    "binary) or a registered runner, e.g. onnx_reference to rule out onnxruntime itself.")
-@_tolerance_options
+@tolerance_options
 @json_option
 @handle_errors
 def validate_command(reference, candidate, golden, inputs, seed, batch_size, backend, json_out, **metrics):
@@ -86,7 +46,7 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, bac
                                          "--inputs": inputs})
     from ..random_ops import warn_random_ops; warn_random_ops(reference, candidate)  # noqa: E702
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
-                             tolerance=_tolerance(candidate, **metrics),
+                             tolerance=tolerance_from(candidate, **metrics),
                              candidate_options={"backend": backend})
     _emit(result)
 
@@ -125,7 +85,7 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
 @golden_group.command("check")
 @click.argument("model", type=ModelFile())
 @click.argument("golden", type=click.Path(dir_okay=False))
-@_tolerance_options
+@tolerance_options
 @json_option
 @handle_errors
 def golden_check_command(model, golden, json_out, **metrics):
@@ -134,4 +94,4 @@ def golden_check_command(model, golden, json_out, **metrics):
     from ..golden import check_golden
 
     guard_outputs({"--json": json_out}, {"MODEL": model, "GOLDEN": golden})
-    _emit(check_golden(model, golden, tolerance=_tolerance(model, **metrics)))
+    _emit(check_golden(model, golden, tolerance=tolerance_from(model, **metrics)))

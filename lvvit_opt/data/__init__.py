@@ -7,7 +7,8 @@ loaded by the functions that use them.
 from .evaluate import EvalResult, evaluate
 from .images import IMAGE_SUFFIXES, default_workers, image_stem, list_images
 from .info import info_lines, write_info_file, write_info_for_dir
-from .postprocess import AccuracyResult, find_result_files, postprocess, read_labels, read_scores, score_predictions, top_k
+from lvvit_opt.data.scoring import AccuracyResult, score_predictions, top_k
+from lvvit_opt.data.postprocess import find_result_files, postprocess, read_labels, read_scores
 from .preprocess import PreprocessResult, preprocess_dir, read_bin
 from .transform import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, EvalTransform
 

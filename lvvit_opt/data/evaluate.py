@@ -24,7 +24,8 @@ import numpy as np
 from ..errors import UserError
 from ..resources import require_memory
 from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
-from .postprocess import AccuracyResult, check_label_range, labels_by_stem, read_labels, score_predictions, top_k
+from lvvit_opt.data.scoring import AccuracyResult, score_predictions, top_k
+from lvvit_opt.data.postprocess import check_label_range, labels_by_stem, read_labels
 from .shard import Shard, model_digest, shard_payload
 from .transform import EvalTransform, eval_transform_for
 

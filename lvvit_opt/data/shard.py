@@ -33,7 +33,7 @@ from typing import Iterable, Mapping, Sequence, TypeVar
 from ..errors import UserError, shown
 from ..fileio import require_regular_file
 from .images import image_stem
-from .postprocess import AccuracyResult, score_predictions
+from .scoring import AccuracyResult, score_predictions
 
 SPLIT_METHOD = "sha256(stem)[:8] mod N"
 _SHARD_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

@@ -212,7 +212,7 @@ def eval_transform_for(model: str | Path | None, *, img_size: int | None = None,
     naming (x.onnx for x.om or x_linux_<arch>.om)."""
     source = Path(model) if model is not None else None
     if source is not None and source.suffix.lower() == ".om":
-        from ..ascend.atc import source_onnx
+        from lvvit_opt.runtime.om import source_onnx
 
         source = source_onnx(source)
     recorded = transform_from_onnx(source, img_size=img_size, crop_pct=crop_pct, interpolation=interpolation) \

@@ -34,7 +34,7 @@ class OnnxReferenceRunner(Runner):
     def __post_init__(self) -> None:
         from onnx.reference import ReferenceEvaluator
 
-        from ..fileio import load_onnx
+        from lvvit_opt.onnx_files import load_onnx
 
         model = load_onnx(self.model_path)
         self.inputs, self.outputs = read_specs(model)

@@ -47,7 +47,7 @@ class OrtRunner(Runner):
         self._spill_dir = None
         checked = None
         if self.model is None:  # the checked bytes run; external data: onnxruntime opens the path itself
-            from ..model_gate import gate_model_file
+            from lvvit_opt.onnx_files import gate_model_file
 
             checked = gate_model_file(self.model_path)
         options = ort.SessionOptions()
@@ -101,7 +101,8 @@ class OrtRunner(Runner):
         return UserError(text) if self.model is None else LvvitOptError(text)
 
     def _in_memory_source(self):
-        from ..fileio import needs_external_data, save_onnx
+        from lvvit_opt.onnx_proto import needs_external_data
+        from lvvit_opt.onnx_files import save_onnx
 
         if not needs_external_data(self.model):
             return self.model.SerializeToString()

@@ -243,7 +243,7 @@ def _chunks(paths: list[str], workers: int, batch: int) -> list[list[str]]:
 def _join(parts: list, description: dict):
     """One actor's chunk results as one EvalResult."""
     from ..data.evaluate import EvalResult
-    from ..data.postprocess import score_predictions
+    from lvvit_opt.data.scoring import score_predictions
 
     predictions, failed = {}, {}
     for part in parts:

@@ -375,7 +375,7 @@ def test_bench_refuses_a_huge_batch_before_allocating(ws, ws_before, monkeypatch
 def test_the_gate_accepts_the_golden_and_an_external_data_model_and_loads_its_weights(ws):
     import onnx
 
-    from lvvit_opt.fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
 
     assert load_onnx(ws / "m.onnx").graph.node
     model = _add_model()
@@ -391,7 +391,7 @@ def test_the_skeleton_check_of_big_models_refuses_the_same_defects(ws, monkeypat
     """Above SKELETON_ABOVE the checker sees initializers as typed inputs: same verdicts."""
     from lvvit_opt import model_gate
     from lvvit_opt.errors import UserError
-    from lvvit_opt.fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
 
     monkeypatch.setattr(model_gate, "SKELETON_ABOVE", 0)
     monkeypatch.setattr(model_gate, "_BIG_TENSOR", 0)
@@ -418,7 +418,7 @@ def test_the_skeleton_keeps_no_big_weights(ws, monkeypatch):
 def test_an_edited_file_is_gated_again(ws):
     """The pass cache is keyed by inode, size and mtime: a model rewritten in place is checked anew."""
     from lvvit_opt.errors import UserError
-    from lvvit_opt.fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
 
     _save_raw(_add_model(), ws / "bad.onnx")
     load_onnx(ws / "bad.onnx")
@@ -430,7 +430,7 @@ def test_an_edited_file_is_gated_again(ws):
 
 def test_a_cycle_names_its_nodes(ws):
     from lvvit_opt.errors import UserError
-    from lvvit_opt.fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
 
     _cycle(ws)
     with pytest.raises(UserError) as caught:
@@ -456,7 +456,7 @@ def test_a_location_swapped_for_a_symlink_out_after_passing_is_refused(ws):
     import onnx
 
     from lvvit_opt.errors import UserError
-    from lvvit_opt.fileio import load_onnx
+    from lvvit_opt.onnx_files import load_onnx
     from lvvit_opt.runtime.ort import OrtRunner
 
     (ws / "ext").mkdir()

@@ -209,11 +209,11 @@ def test_external_data_save_failing_midway_leaves_neither_file(ws, monkeypatch):
     pair (or nothing) in place and no temporary folder."""
     import onnx
 
-    from lvvit_opt import fileio
+    from lvvit_opt import onnx_files
 
     model = onnx.load(ws / "m.onnx")
-    monkeypatch.setattr(fileio, "needs_external_data", lambda m: True)
-    fileio.save_onnx(model, ws / "big.onnx")   # a first, good pair
+    monkeypatch.setattr(onnx_files, "needs_external_data", lambda m: True)
+    onnx_files.save_onnx(model, ws / "big.onnx")   # a first, good pair
     good = {name: (ws / name).read_bytes() for name in ("big.onnx", "big.onnx.data")}
     real_save = onnx.save_model
 
@@ -223,7 +223,7 @@ def test_external_data_save_failing_midway_leaves_neither_file(ws, monkeypatch):
 
     monkeypatch.setattr(onnx, "save_model", fail_after_data)
     with pytest.raises(KeyboardInterrupt):
-        fileio.save_onnx(model, ws / "big.onnx")
+        onnx_files.save_onnx(model, ws / "big.onnx")
     assert {name: (ws / name).read_bytes() for name in good} == good
     assert temp_leftovers(ws) == []
     monkeypatch.setattr(onnx, "save_model", real_save)

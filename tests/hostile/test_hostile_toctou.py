@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 from hostile_helpers import assert_refused, invoke
 
 import lvvit_opt.fileio as fileio
+import lvvit_opt.onnx_files as onnx_files
 
 
 def _invalid_model(path) -> None:
@@ -89,7 +90,7 @@ def test_the_gate_cache_follows_the_bytes_not_the_name(ws):
     """A model that passed, then replaced by an invalid one under the same name, is checked anew."""
     from lvvit_opt.errors import UserError
 
-    fileio.load_onnx(ws / "c2.onnx")
+    onnx_files.load_onnx(ws / "c2.onnx")
     _invalid_model(ws / "c2.onnx")
     with pytest.raises(UserError, match="is not defined"):
-        fileio.load_onnx(ws / "c2.onnx")
+        onnx_files.load_onnx(ws / "c2.onnx")

@@ -1,0 +1,96 @@
+"""ONNX model files: the one reader (each model read once, through the model gate) and the one
+atomic writer (external data beside the file past 2 GB). Imports fileio, model_gate, onnx_proto."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import UserError, shown
+from . import fileio  # by attribute: tests and the hostile shims replace fileio.atomic_path & co
+from .model_gate import gate_loaded
+from .onnx_proto import needs_external_data, write_model_streamed
+
+
+def load_onnx_bytes(path: str | os.PathLike):
+    """(model, bytes): the ONNX file read once and parsed WITHOUT its external data, after the
+    model gate (lvvit_opt.model_gate) passed it. A runner given these bytes runs what was checked."""
+    import onnx
+
+    path = Path(path)
+    data, identity = fileio.read_regular_file(path)
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf DecodeError, ...
+        raise UserError(f"{shown(path)}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not model.graph.node and not model.graph.output:
+        raise UserError(f"{shown(path)}: not an ONNX model (empty graph)")
+    gate_loaded(model, path, identity)
+    return model, data
+
+
+def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
+    """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
+    model gate runs on it before its external data is read."""
+    import onnx
+
+    path = Path(path)
+    model, data = load_onnx_bytes(path)
+    del data  # the parsed model is what is kept
+    if load_external_data:
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise UserError(f"{shown(path)}: cannot read its external data "
+                            f"({type(exc).__name__}: {_first_line(exc)})") from None
+    return model
+
+
+def gate_model_file(path: str | os.PathLike) -> bytes | None:
+    """Run the whole gate on the ONNX file at `path` (for readers that do not go through
+    load_onnx, such as onnxruntime sessions). Returns the bytes that were checked, read
+    from one open of the file, for the reader to use instead of the path (a file swapped after
+    the check cannot be what runs); None when the model keeps its weights in external data, which
+    its reader must resolve from the path (the locations were checked just now)."""
+    model, data = load_onnx_bytes(path)  # runs gate_loaded on it
+    return None if needs_external_data(model) else data
+
+
+def save_onnx(model, dest: str | os.PathLike) -> Path:
+    """Save atomically; models over 2 GB go to `<name>.data` beside the file.
+
+    The caller's model is never modified (onnx's external-data save strips the tensors
+    of the model it is given, so that path works on a copy)."""
+    import onnx
+
+    dest = Path(dest)
+    if needs_external_data(model) and fileio.special_kind(dest) is not None:
+        raise UserError(f"cannot write {shown(dest)}: a model with external data needs a folder for its "
+                        f".data file, not a {fileio.special_kind(dest)}")
+    if not needs_external_data(model):
+        with fileio.atomic_path(dest, suffix=".onnx") as tmp:
+            with open(tmp, "wb") as handle:
+                write_model_streamed(model, handle)
+        return dest
+    # The .onnx names its .data file; both are written in a temporary folder beside `dest`
+    # and renamed into place (.data first), so neither is ever half-written under its name.
+    dest = fileio.resolve_output(dest)
+    data_name = dest.name + ".data"
+    with fileio.atomic_path(dest, suffix=".tmp") as anchor:  # the folder's checks, sweep and clean-up
+        tmp = anchor.with_suffix(".d")
+        try:
+            tmp.mkdir()
+            clone = onnx.ModelProto()
+            clone.CopyFrom(model)
+            onnx.save_model(clone, str(tmp / dest.name), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(tmp / data_name, dest.parent / data_name)
+            os.replace(tmp / dest.name, anchor)  # atomic_path renames it onto dest
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "no details"
