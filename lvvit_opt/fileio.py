@@ -287,36 +287,43 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create the folder of {shown(dest)}: {exc.strerror or exc}") from None
-    folder = os.path.abspath(dest.parent)
-    if folder not in _swept_dirs:
-        _swept_dirs.add(folder)
-        sweep_stale_temps(folder)
+    _sweep_once(os.path.abspath(dest.parent))
     tmp_path = temp_path_for(dest, suffix or ".tmp")
     try:  # created inside the try: a signal right after the creation still removes it
         try:
             os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as exc:
             raise UserError(f"cannot write {shown(dest)}: {exc.strerror or exc}") from None
-        try:
+        with _no_room_as_user_error(dest):
             yield tmp_path
-        except OSError as exc:
-            if exc.errno in _NO_ROOM_ERRNOS:
-                raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
-            raise
         if dest.exists():
             with contextlib.suppress(OSError):
                 os.chmod(tmp_path, dest.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp_path, 0o666 & ~_umask())
-        try:
+        with _no_room_as_user_error(dest):
             os.replace(tmp_path, dest)
-        except OSError as exc:
-            if exc.errno in _NO_ROOM_ERRNOS:
-                raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
-            raise
     finally:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+
+
+def _sweep_once(folder: str) -> None:
+    """Remove stale temporaries of killed runs from `folder`, once per process."""
+    if folder not in _swept_dirs:
+        _swept_dirs.add(folder)
+        sweep_stale_temps(folder)
+
+
+@contextlib.contextmanager
+def _no_room_as_user_error(dest: Path) -> Iterator[None]:
+    """A full disk, a read-only or forbidden destination is the user's to fix: one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _NO_ROOM_ERRNOS:
+            raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
+        raise
 
 
 def _through_special(dest: Path, suffix: str) -> Iterator[Path]:
@@ -324,18 +331,12 @@ def _through_special(dest: Path, suffix: str) -> Iterator[Path]:
     folder, which is streamed into `dest` only when the block succeeded (so a reader never gets
     half an output); `dest` itself is opened for writing, never renamed over or removed."""
     folder = tempfile.gettempdir()
-    if folder not in _swept_dirs:
-        _swept_dirs.add(folder)
-        sweep_stale_temps(folder)
+    _sweep_once(folder)
     tmp_path = temp_path_for(Path(folder) / dest.name, suffix)
     try:
         os.close(os.open(tmp_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        try:
+        with _no_room_as_user_error(dest):
             yield tmp_path
-        except OSError as exc:
-            if exc.errno in _NO_ROOM_ERRNOS:
-                raise UserError(f"cannot write {shown(dest)}: {exc.strerror}") from None
-            raise
         copy_into_special(tmp_path, dest)
     finally:
         with contextlib.suppress(OSError):
