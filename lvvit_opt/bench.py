@@ -89,8 +89,6 @@ class BenchReport:
         for row, r in zip(table[2:], self.results):
             lines.append(row)
             if "card" in r.details:
-                from .scale.devices import format_card
-
                 lines += format_card(r)
             if "card_fps" in r.details:
                 lines.append(f"  card fps = {r.fps:.1f} x {r.details['chips']} chips = {r.details['card_fps']:.1f}")
@@ -111,6 +109,21 @@ class BenchReport:
                 extras = [f"{k} {details[k]}" for k in ("device_id", "chips", "timing") if k in details]
                 notes.append(f"{backend}: " + ("; ".join(extras) if extras else "no further details"))
         return notes
+
+
+def format_card(result: BenchResult) -> list[str]:
+    """Table lines under a multi-device bench row (details "card" and "per_device", written by
+    scale.devices): each device, the measured total, the estimate."""
+    card = result.details["card"]
+    lines = [f"    device {row['device']}: {row['fps']:.1f} fps (median latency {row['latency_median_ms']:.2f} ms, "
+             f"pid {row['pid']})" for row in result.details["per_device"]]
+    lines.append(f"    card total measured: {card['measured_fps']:.1f} fps (devices spread "
+                 f"{card['device_spread_pct']:.1f} %, rounds spread {result.fps_spread_pct:.1f} %; wall clock "
+                 f"{card['wall_fps']:.1f} fps)")
+    lines.append(f"    seed-style estimate: {card['solo_fps']:.1f} x {len(card['devices'])} = "
+                 f"{card['estimate_fps']:.1f} fps ({card['estimate_from']}); measured / estimate = "
+                 f"{card['measured_fps'] / card['estimate_fps']:.3f}")
+    return lines
 
 
 def _short(path: str, width: int = 34) -> str:
@@ -251,9 +264,9 @@ def bench_models(
         if not require_regular_file(m).is_file():  # a FIFO or device: "not a regular file"
             raise UserError(f"{m}: no such file")
     if threads is None and (backend == "auto" or _runs_onnx(models[0], _resolve_backend(models[0], backend))):
-        from .scale.devices import threads_per_device
+        from .resources import threads_per_process
 
-        threads = threads_per_device(None, len(devices) if devices else 1)
+        threads = threads_per_process(None, len(devices) if devices else 1)
     providers = check_providers(providers, log) if providers else None
     if backend == "trtexec":
         return _bench_trtexec(models, batch_sizes or [1, 16], log)

@@ -1,4 +1,5 @@
-"""Refuse work whose memory cannot be had, before allocating it (one line, exit 2)."""
+"""Host resources: refuse work whose memory cannot be had, before allocating it (one line, exit 2),
+and share the cores out over processes; imports only errors and numpy."""
 from __future__ import annotations
 
 import math
@@ -47,3 +48,9 @@ def require_memory(nbytes: int, what: str, available: int | None = None) -> None
     if available is not None and nbytes > available * USABLE_SHARE:
         raise UserError(f"{what} needs about {format_bytes(nbytes)} of memory but only "
                         f"{format_bytes(available)} is available; use a smaller batch or size")
+
+
+def threads_per_process(threads: int | None, processes: int) -> int:
+    """onnxruntime threads for each of `processes` CPU processes: `threads` if given, else the
+    cores shared out, at least 1."""
+    return threads or max(1, (os.cpu_count() or 1) // processes)

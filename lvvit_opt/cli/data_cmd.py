@@ -248,13 +248,14 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     """
     from ..data import evaluate
     from ..fileio import guard_outputs
-    from ..scale.devices import parse_devices, threads_per_device
+    from ..resources import threads_per_process
+    from ..scale.devices import parse_devices
 
     guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--data": data_dir, "--labels": labels})
     crop_pct, interpolation, origin = resolve_transform(crop_pct, interpolation, model_name, model)
     devices = parse_devices(devices) if devices is not None else None
     if devices and str(model).lower().endswith(".onnx"):
-        threads = threads_per_device(threads, len(devices))
+        threads = threads_per_process(threads, len(devices))
     options = {"threads": threads} if threads and str(model).lower().endswith(".onnx") else {}
     if backend != "auto":  # the registry refuses a backend that cannot open MODEL, before any decoding
         options["backend"] = backend

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..data.images import signals_held, worker_signals
 from ..errors import LvvitOptError, ToolFailed, UserError
+from ..resources import threads_per_process
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,6 @@ def parse_devices(text: str) -> list[int]:
     if repeated:
         raise UserError(f"--device {text!r}: device {', '.join(map(str, repeated))} given more than once")
     return devices
-
-
-def threads_per_device(threads: int | None, devices: int) -> int:
-    """onnxruntime threads for each of `devices` CPU processes: the cores shared out, at least 1."""
-    return threads or max(1, (os.cpu_count() or 1) // devices)
 
 
 # -- running one process per device -------------------------------------------------------
@@ -172,7 +168,7 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
     log_fn(f"batch {batch}: {len(entries)} model(s) on devices {','.join(map(str, devices))} at once: "
            f"1 solo slot on device {devices[0]}, then {rounds} rounds x {slot:.2f} s")
     per_device = run_per_device(_bench_child, devices, (devices[0], entries, batch, slot, rounds, warmup,
-                                                       threads_per_device(threads, len(devices)), providers))
+                                                       threads_per_process(threads, len(devices)), providers))
     results = [_card_result(i, entry, batch, devices, per_device) for i, entry in enumerate(entries)]
     return _with_ratios(results)
 
@@ -258,20 +254,6 @@ def _wall_fps(per_device: dict, devices: Sequence[int], index: int) -> float:
         images += sum(s["images"] for s in slots)
         seconds += max(s["end"] for s in slots) - min(s["begin"] for s in slots)
     return images / seconds if seconds > 0 else 0.0
-
-
-def format_card(result) -> list[str]:
-    """Table lines under a multi-device bench row: each device, the measured total, the estimate."""
-    card = result.details["card"]
-    lines = [f"    device {row['device']}: {row['fps']:.1f} fps (median latency {row['latency_median_ms']:.2f} ms, "
-             f"pid {row['pid']})" for row in result.details["per_device"]]
-    lines.append(f"    card total measured: {card['measured_fps']:.1f} fps (devices spread "
-                 f"{card['device_spread_pct']:.1f} %, rounds spread {result.fps_spread_pct:.1f} %; wall clock "
-                 f"{card['wall_fps']:.1f} fps)")
-    lines.append(f"    seed-style estimate: {card['solo_fps']:.1f} x {len(card['devices'])} = "
-                 f"{card['estimate_fps']:.1f} fps ({card['estimate_from']}); measured / estimate = "
-                 f"{card['measured_fps'] / card['estimate_fps']:.3f}")
-    return lines
 
 
 # -- eval ---------------------------------------------------------------------------------
