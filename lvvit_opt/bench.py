@@ -34,6 +34,7 @@ def _backends() -> tuple[str, ...]:
 
 
 BACKENDS = _backends()  # "auto", every registered runner (runtime.registry), and trtexec
+Entry = tuple[str, str, str, int]  # (name shown, path to run, backend, position on the command line)
 PROVIDER_ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                     "tensorrt": "TensorrtExecutionProvider", "trt": "TensorrtExecutionProvider"}
 
@@ -346,26 +347,62 @@ def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: lis
 
 
 def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log) -> list[BenchResult]:
-    runners = [_open(path, kind, threads, providers, device_id) for _, path, kind, _ in entries]
-    try:
-        feeds = [_feeds(r, batch) for r in runners]
-        warm_up(runners, feeds, warmup)
-        slot = duration / max(1, rounds * len(runners))
-        latencies: list[list[float]] = [[] for _ in runners]
-        round_fps: list[list[float]] = [[] for _ in runners]
-        log(f"batch {batch}: {len(runners)} model(s) x {rounds} rounds x {slot:.2f} s, interleaved")
-        with task(f"bench batch {batch}", total=rounds * len(runners), unit="slot") as bar:
+    with BenchWorker(entries, batch, threads, providers, device_id) as worker:
+        worker.warm_up(warmup)
+        slot = duration / max(1, rounds * len(entries))
+        latencies: list[list[float]] = [[] for _ in entries]
+        round_fps: list[list[float]] = [[] for _ in entries]
+        log(f"batch {batch}: {len(entries)} model(s) x {rounds} rounds x {slot:.2f} s, interleaved")
+        with task(f"bench batch {batch}", total=rounds * len(entries), unit="slot") as bar:
             for _round in range(rounds):
-                for i, (runner, feed) in enumerate(zip(runners, feeds)):
-                    spent, count = _timed_slot(runner, feed, slot, latencies[i])
+                for i in range(len(entries)):
+                    spent, count = worker.slot(i, slot, latencies[i])
                     round_fps[i].append(batch * count / spent)
                     bar.update(1)
-        results = [_summarise(name, kind, batch, lat, fps, runner.describe(), position)
-                   for (name, _, kind, position), runner, lat, fps in zip(entries, runners, latencies, round_fps)]
-        return _with_ratios(results)
-    finally:
-        for runner in runners:
+        results = [_summarise(name, kind, batch, lat, fps, details, position)
+                   for (name, _, kind, position), details, lat, fps in zip(entries, worker.describe(), latencies,
+                                                                          round_fps)]
+        return with_ratios(results)
+
+
+class BenchWorker:
+    """One process's part of a measurement: each entry's runner open on one device, with its
+    random feed. The per-device entry point of scale.devices (one BenchWorker in each device
+    process); bench_models' own interleaved loop is one too."""
+
+    def __init__(self, entries: Sequence[Entry], batch: int, threads: int | None,
+                 providers: Sequence[str] | None, device_id: int) -> None:
+        self.runners: list = []
+        try:
+            for _, path, kind, _ in entries:
+                self.runners.append(_open(path, kind, threads, providers, device_id))
+            self.feeds = [_feeds(runner, batch) for runner in self.runners]
+        except BaseException:
+            self.close()
+            raise
+
+    def warm_up(self, seconds: float) -> None:
+        """Untimed: every runner at least once, then each until `seconds` have passed."""
+        warm_up(self.runners, self.feeds, seconds)
+
+    def slot(self, index: int, seconds: float, sink: list[float]) -> tuple[float, int]:
+        """Entry `index` for `seconds` (at least once), each call's backend time appended to
+        `sink`; returns (backend seconds spent, iterations)."""
+        return _timed_slot(self.runners[index], self.feeds[index], seconds, sink)
+
+    def describe(self) -> list[dict]:
+        """Each runner's own description (backend, providers used, device id, ...)."""
+        return [runner.describe() for runner in self.runners]
+
+    def close(self) -> None:
+        for runner in self.runners:
             runner.close()
+
+    def __enter__(self) -> "BenchWorker":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
 
 
 def warm_up(runners, feeds, seconds: float) -> None:
@@ -413,7 +450,7 @@ def _summarise(name, kind, batch, latencies, round_fps, details, position) -> Be
     )
 
 
-def _with_ratios(results: list[BenchResult]) -> list[BenchResult]:
+def with_ratios(results: list[BenchResult]) -> list[BenchResult]:
     """Ratio of each model to the first at the same batch size, per round, with spread."""
     if len(results) < 2:
         return results
@@ -504,7 +541,7 @@ def _group_ratios(results: list[BenchResult]) -> list[BenchResult]:
         by_batch.setdefault(r.batch_size, []).append(r)
     out = []
     for batch in sorted(by_batch):
-        out += _with_ratios(by_batch[batch])
+        out += with_ratios(by_batch[batch])
     return out
 
 

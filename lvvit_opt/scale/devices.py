@@ -162,7 +162,7 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
     model whose fps is the measured card total (the sum of what each device measured in the
     same window) and whose details list every device.
     """
-    from ..bench import _with_ratios
+    from ..bench import with_ratios
 
     slot = duration / max(1, rounds * len(entries))
     log_fn(f"batch {batch}: {len(entries)} model(s) on devices {','.join(map(str, devices))} at once: "
@@ -170,43 +170,40 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
     per_device = run_per_device(_bench_child, devices, (devices[0], entries, batch, slot, rounds, warmup,
                                                        threads_per_process(threads, len(devices)), providers))
     results = [_card_result(i, entry, batch, devices, per_device) for i, entry in enumerate(entries)]
-    return _with_ratios(results)
+    return with_ratios(results)
 
 
 def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers,
                  barrier, messages) -> None:
-    from ..bench import _feeds, _open, _timed_slot, warm_up
+    from ..bench import BenchWorker
 
-    runners = []
+    worker = None
     try:
-        for _, path, kind, _ in entries:
-            runners.append(_open(path, kind, threads, providers, device))
-        feeds = [_feeds(r, batch) for r in runners]
-        warm_up(runners, feeds, warmup)
+        worker = BenchWorker(entries, batch, threads, providers, device)
+        worker.warm_up(warmup)
         barrier.wait(READY_TIMEOUT_S)
         solo = []
-        for runner, feed in zip(runners, feeds):
+        for index in range(len(entries)):
             barrier.wait()
             if device == first_device:
-                spent, count = _timed_slot(runner, feed, slot, [])
+                spent, count = worker.slot(index, slot, [])
                 solo.append(batch * count / spent)
             barrier.wait()
-        measured = [{"latencies": [], "rounds": []} for _ in runners]
+        measured = [{"latencies": [], "rounds": []} for _ in entries]
         for _round in range(rounds):
-            for runner, feed, record in zip(runners, feeds, measured):
+            for index, record in enumerate(measured):
                 barrier.wait()
                 begin = time.monotonic()
-                spent, count = _timed_slot(runner, feed, slot, record["latencies"])
+                spent, count = worker.slot(index, slot, record["latencies"])
                 record["rounds"].append({"images": batch * count, "spent_s": spent, "begin": begin,
                                          "end": time.monotonic()})
-        details = [runner.describe() for runner in runners]
-        messages.put(("result", device, {"solo_fps": solo, "measured": measured, "details": details,
+        messages.put(("result", device, {"solo_fps": solo, "measured": measured, "details": worker.describe(),
                                          "pid": os.getpid()}))
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
         report_failure(device, messages, barrier, exc)
     finally:
-        for runner in runners:
-            runner.close()
+        if worker is not None:
+            worker.close()
 
 
 def _card_result(index: int, entry, batch: int, devices: Sequence[int], per_device: dict):
