@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -225,6 +225,18 @@ def _check_timing(duration: float, rounds: int, warmup: float) -> None:
         raise UserError(f"rounds {rounds!r}: expected an integer >= 1")
 
 
+class ScaleOut(Protocol):
+    """How bench_models runs a batch size's models in other processes (lvvit_opt.scale builds one;
+    this module never imports it): bench_models plans, validates and reports, this measures."""
+
+    processes: int  # onnxruntime threads (unless given) are shared out over this many processes
+    settings: dict  # added to the report's settings
+
+    def __call__(self, entries: list[Entry], batch: int, duration: float, rounds: int, warmup: float,
+                 threads: int | None, providers: Sequence[str] | None, log: LogCallback) -> list[BenchResult]:
+        ...
+
+
 def bench_models(
     models: Sequence[str],
     batch_sizes: Sequence[int] | None = None,
@@ -239,7 +251,7 @@ def bench_models(
     validate: bool = True,
     reference: str | None = None,
     log: LogCallback = None,
-    devices: Sequence[int] | None = None,
+    scale_out: ScaleOut | None = None,
 ) -> BenchReport:
     """Measure `models` interleaved at each batch size.
 
@@ -250,8 +262,9 @@ def bench_models(
     refix_batch, which re-fixes it through the fix_shapes pass.
     validate: .om models are first checked against their ONNX (beside them, or
     `reference`); a model that fails is refused (ValidationFailed).
-    devices: run every device at once, one process and runner each (scale.devices): each
-    result's fps is then the measured card total, with every device in its details.
+    scale_out: measures each batch size's models instead of this process (given by
+    lvvit_opt.scale.bench_any, e.g. every device at once: each result's fps is then the
+    measured card total, with every device in its details); None: this process, on `device_id`.
     """
     log = reporter(logger, log)
     if backend not in BACKENDS:
@@ -267,7 +280,7 @@ def bench_models(
     if threads is None and (backend == "auto" or _runs_onnx(models[0], _resolve_backend(models[0], backend))):
         from .resources import threads_per_process
 
-        threads = threads_per_process(None, len(devices) if devices else 1)
+        threads = threads_per_process(None, scale_out.processes if scale_out is not None else 1)
     providers = check_providers(providers, log) if providers else None
     if backend == "trtexec":
         return _bench_trtexec(models, batch_sizes or [1, 16], log)
@@ -279,18 +292,15 @@ def bench_models(
     with tempfile.TemporaryDirectory(prefix="lvvit-bench-") as tmp:
         plan = _plan(models, batch_sizes, backend, refix_batch, Path(tmp), skipped)
         for batch, entries in plan.items():
-            if devices:
-                from .scale.devices import bench_on_devices
-
-                results += bench_on_devices(entries, batch, devices, duration, rounds, warmup, threads, providers, log)
+            if scale_out is not None:
+                results += scale_out(entries, batch, duration, rounds, warmup, threads, providers, log)
             else:
                 results += _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id,
                                               log)
     settings = {"models": list(models), "backend": backend, "duration_s": duration, "rounds": rounds, "warmup_s": warmup,
                 "threads": threads, "providers": list(providers) if providers else ["CPUExecutionProvider"],
                 "batch_sizes": sorted({r.batch_size for r in results})}
-    if devices:
-        settings["devices"] = list(devices)
+    settings.update(scale_out.settings if scale_out is not None else {})
     return BenchReport(results, machine_info(), settings, skipped, validation)
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from fakes.ascend_env import FAKES_DIR, VENV_BIN, fake_ais_bench, fake_om, fake_tools, write_tiny_onnx  # noqa: F401
-from lvvit_opt.bench import bench_models
 from lvvit_opt.cli import main
 from lvvit_opt.data import evaluate
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 from lvvit_opt.errors import ToolFailed, UserError
+from lvvit_opt.scale import bench_any
 from lvvit_opt.scale.devices import parse_devices, split_evenly
 
 SLOW_DEVICE, SLOW_MS = 2, 150
@@ -60,8 +60,8 @@ def test_bench_measures_each_ais_bench_device_and_the_card_total(fake_ais_bench,
     monkeypatch.setenv("FAKE_NPU_COUNT", "4")
     monkeypatch.setenv("FAKE_NPU_SLOW", f"{SLOW_DEVICE}:{SLOW_MS}")
     om = tiny_om
-    report = bench_models([om], devices=[0, 1, 2, 3], duration=1.2, rounds=2, warmup=0, validate=False,
-                          log=lambda _m: None)
+    report = bench_any([om], devices=[0, 1, 2, 3], duration=1.2, rounds=2, warmup=0, validate=False,
+                       log=lambda _m: None)
     (result,) = report.results
     rows = result.details["per_device"]
     card = result.details["card"]
@@ -102,7 +102,7 @@ def test_a_device_that_fails_is_named_and_stops_the_others(fake_ais_bench, tiny_
     monkeypatch.setenv("FAKE_NPU_COUNT", "2")
     om = tiny_om
     with pytest.raises(ToolFailed, match=r"^device 5: ais_bench cannot load .* device 5"):
-        bench_models([om], devices=[0, 5], duration=0.2, rounds=1, warmup=0, validate=False, log=lambda _m: None)
+        bench_any([om], devices=[0, 5], duration=0.2, rounds=1, warmup=0, validate=False, log=lambda _m: None)
     run = cli_runner.invoke(main, ["bench", om, "--device", "0,0", "--skip-validate"])
     assert run.exit_code == 2 and "device 0 given more than once" in run.output
 

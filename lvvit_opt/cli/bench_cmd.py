@@ -50,10 +50,10 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
       lvvit-opt bench model.onnx --backend trtexec --batch-sizes 1,16
       lvvit-opt bench model_bs16.om --device 0,1,2,3     # the whole card, measured
     """
-    from ..bench import bench_models, plot_fps
+    from ..bench import plot_fps
     from ..errors import UserError
     from ..fileio import guard_outputs
-    from ..scale.devices import parse_devices
+    from ..scale import bench_any, parse_devices
 
     if devices is not None:
         devices = parse_devices(devices)
@@ -64,7 +64,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
 
     guard_outputs({"--json": json_file(json_out), "--plot": plot_out},
                   {**{f"MODEL {m}": m for m in models}, "--reference": reference})
-    report = bench_models(
+    report = bench_any(
         list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None,
         backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,

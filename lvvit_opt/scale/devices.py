@@ -173,6 +173,19 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
     return with_ratios(results)
 
 
+class DeviceBench:
+    """bench_models' scale_out for `bench --device`: each batch size measured on every device at once."""
+
+    def __init__(self, devices: Sequence[int]) -> None:
+        self.devices = list(devices)
+        self.processes = len(self.devices)
+        self.settings = {"devices": list(self.devices)}
+
+    def __call__(self, entries: list, batch: int, duration: float, rounds: int, warmup: float,
+                 threads: int | None, providers, log) -> list:
+        return bench_on_devices(entries, batch, self.devices, duration, rounds, warmup, threads, providers, log)
+
+
 def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers,
                  barrier, messages) -> None:
     from ..bench import BenchWorker
