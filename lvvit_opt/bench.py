@@ -4,6 +4,10 @@ Several models are measured interleaved (A B A B ...) after a warm-up, so drift 
 machine (thermal, other load) hits every model alike. Per model and batch size we report
 fps, median and p90 latency and the spread of fps over rounds; with two or more models,
 the ratio of each to the first, computed per round, with its spread.
+
+This module owns the measurement in one process and its per-device worker (BenchWorker); it
+imports the runtime, passes and helpers below it, never lvvit_opt.scale, which composes it
+(bench_models' scale_out).
 """
 from __future__ import annotations
 

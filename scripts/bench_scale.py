@@ -8,7 +8,7 @@
    - one process: `lvvit-opt eval --threads 1 --workers 1` (single-threaded baseline);
    - two shards: `lvvit-opt eval --shard 1/2` and `--shard 2/2` as two processes at once,
      each single-threaded, then `lvvit-opt merge` (checked equal to the baseline);
-   - Ray: `evaluate(engine="ray")` on a local Ray started with 2 CPUs, 2 actors of 1 CPU.
+   - Ray: `evaluate_any(engine="ray")` on a local Ray started with 2 CPUs, 2 actors of 1 CPU.
 3. Prints images/s and the ratio to one process for each. images/s is counted the way eval
    counts it: from the first image submitted to the last output, model load and start-up
    excluded (for two shards: all images over the longer of the two, as they run together).
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lvvit_opt.data import evaluate
+from lvvit_opt.scale import evaluate_any
 from lvvit_opt.data.images import default_workers
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 
@@ -85,8 +85,8 @@ def two_shards(model: str, data: Path, labels: Path, batch: int, work: Path) -> 
 
 
 def on_ray(model: str, data: Path, labels: Path, batch: int) -> dict:
-    result = evaluate(model, data, labels, engine="ray", ray_workers=2, runner_options={"threads": 1},
-                      batch_size=batch)
+    result = evaluate_any(model, data, labels, engine="ray", ray_workers=2, runner_options={"threads": 1},
+                          batch_size=batch)
     info = result.runner["engine"]
     return {"images_per_s": result.inferred / result.wall_s, "startup_s": info["startup_s"],
             "accuracy": result.accuracy.to_dict(), "sizes": [d["images"] for d in result.workers_detail]}

@@ -17,7 +17,7 @@ from lvvit_opt.cli import main
 from lvvit_opt.data import evaluate
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 from lvvit_opt.errors import ToolFailed, UserError
-from lvvit_opt.scale import bench_any
+from lvvit_opt.scale import bench_any, evaluate_any
 from lvvit_opt.scale.devices import parse_devices, split_evenly
 
 SLOW_DEVICE, SLOW_MS = 2, 150
@@ -113,7 +113,7 @@ def test_eval_on_four_npus_equals_one(fake_ais_bench, fake_om, images, monkeypat
     _, om = fake_om
     data, val = images
     one = evaluate(om, data, val, workers=1)
-    four = evaluate(om, data, val, workers=1, devices=[0, 1, 2, 3])
+    four = evaluate_any(om, data, val, workers=1, devices=[0, 1, 2, 3])
     assert four.predictions == one.predictions and len(one.predictions) == 9
     assert four.accuracy.to_dict() == one.accuracy.to_dict()
     assert [d["runner"]["device_id"] for d in four.workers_detail] == [0, 1, 2, 3]
@@ -139,7 +139,7 @@ def test_eval_with_the_legacy_benchmark_binary_on_two_devices(fake_tools, fake_o
     _, om = fake_om
     data, val = images
     one = evaluate(om, data, val, workers=1, limit=5)
-    two = evaluate(om, data, val, workers=1, limit=5, devices=[1, 3])
+    two = evaluate_any(om, data, val, workers=1, limit=5, devices=[1, 3])
     assert two.predictions == one.predictions and len(one.predictions) == 5
     assert [(d["runner"]["backend"], d["runner"]["device_id"]) for d in two.workers_detail] == \
         [("benchmark", 1), ("benchmark", 3)]
@@ -149,7 +149,7 @@ def test_labels_outside_the_models_classes_are_refused_on_devices_too(golden_onn
     data, _ = images
     labels = {p.name: 4321 for p in sorted(data.iterdir())}
     with pytest.raises(UserError, match=r"^device [01]: labels: 9 label\(s\) outside the model's 1000 classes"):
-        evaluate(golden_onnx, data, labels, workers=1, devices=[0, 1])
+        evaluate_any(golden_onnx, data, labels, workers=1, devices=[0, 1])
 
 
 def _children(pid: int) -> set[int]:

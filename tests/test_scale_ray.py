@@ -14,6 +14,7 @@ from lvvit_opt.data import evaluate
 from lvvit_opt.data.shard import Shard, merge_results
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 from lvvit_opt.errors import UserError
+from lvvit_opt.scale import evaluate_any
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' installs it (ray extra)")
 
@@ -49,7 +50,7 @@ def test_ray_equals_local_and_streams_progress(local_ray, golden_onnx, images):
     data, val = images
     local = evaluate(golden_onnx, data, val, workers=1)
     seen = []
-    on_ray = evaluate(golden_onnx, data, val, engine="ray", ray_workers=2, progress=lambda d, t: seen.append((d, t)))
+    on_ray = evaluate_any(golden_onnx, data, val, engine="ray", ray_workers=2, progress=lambda d, t: seen.append((d, t)))
     _same(on_ray, local)
     assert len(local.predictions) == 11
     assert seen == sorted(seen) and seen[-1] == (11, 11) and len(seen) >= 2  # per chunk, as chunks finish
@@ -65,7 +66,7 @@ def test_a_ray_shard_and_a_local_shard_merge_to_the_local_result(local_ray, gold
     local = evaluate(golden_onnx, data, val, workers=1)
     files = []
     for k, engine in ((1, "ray"), (2, "local")):  # shards may run on any scheduler
-        part = evaluate(golden_onnx, data, val, engine=engine, workers=1, shard=Shard(k, 2))
+        part = evaluate_any(golden_onnx, data, val, engine=engine, workers=1, shard=Shard(k, 2))
         files.append(tmp_path / f"r{k}.json")
         files[-1].write_text(json.dumps(part.to_dict()))
     merged = merge_results(files)
@@ -78,7 +79,7 @@ def test_om_workers_take_one_npu_each(local_ray, fake_ais_bench, fake_om, images
     _, om = fake_om
     data, val = images
     local = evaluate(om, data, val, workers=1)
-    on_ray = evaluate(om, data, val, engine="ray")
+    on_ray = evaluate_any(om, data, val, engine="ray")
     _same(on_ray, local)
     assert sorted(tuple(d["runner"]["npu"]) for d in on_ray.workers_detail) == [("0",), ("1",)]
     assert {d["runner"]["backend"] for d in on_ray.workers_detail} == {"ais_bench"}
@@ -101,7 +102,7 @@ def test_cli_eval_engine_ray(local_ray, golden_onnx, images, cli_runner, tmp_pat
     run = cli_runner.invoke(main, ["eval", str(bad), "--data", str(data), "--labels", str(val), "--engine", "ray"])
     assert run.exit_code == 2 and run.output.startswith(f"error: {bad}: ") and "Traceback" not in run.output
     with pytest.raises(UserError, match="not a readable ONNX model"):  # raised in the actor, same kind here
-        evaluate(str(bad), data, val, engine="ray", ray_workers=1)
+        evaluate_any(str(bad), data, val, engine="ray", ray_workers=1)
     wrong = write_val_txt(tmp_path / "wrong.txt", {p.name: 1000 for p in sorted(data.iterdir())})
     run = cli_runner.invoke(main, ["eval", golden_onnx, "--data", str(data), "--labels", str(wrong), "--engine", "ray",
                                    "--ray-workers", "1"])

@@ -1,4 +1,5 @@
-"""`lvvit-opt bench`: interleaved before/after throughput."""
+"""`lvvit-opt bench`: interleaved before/after throughput; the verb parses options and picks one
+process or `--device` through lvvit_opt.scale.bench_any (it may import bench, scale and fileio)."""
 from __future__ import annotations
 
 import click

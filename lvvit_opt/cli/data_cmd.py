@@ -1,4 +1,5 @@
-"""`lvvit-opt preprocess | postprocess | eval`: the ImageNet accuracy pipeline (thin layer)."""
+"""`lvvit-opt preprocess | postprocess | eval`: the ImageNet accuracy pipeline (thin layer); eval
+picks one process, `--device` or Ray through lvvit_opt.scale.evaluate_any (it may import data and scale)."""
 from __future__ import annotations
 
 import logging
@@ -246,10 +247,9 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
       lvvit-opt eval model_bs16.om --data val --labels val.txt --device 0,1,2,3
       lvvit-opt eval model_bs16.onnx --data val --labels val.txt --engine ray --address auto
     """
-    from ..data import evaluate
     from ..fileio import guard_outputs
     from ..resources import threads_per_process
-    from ..scale.devices import parse_devices
+    from ..scale import evaluate_any, parse_devices
 
     guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--data": data_dir, "--labels": labels})
     crop_pct, interpolation, origin = resolve_transform(crop_pct, interpolation, model_name, model)
@@ -261,10 +261,10 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
         options["backend"] = backend
     _warn_unkept_shard(shard, json_out)
     with counter("eval", unit="img") as progress:
-        result = evaluate(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
-                          crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
-                          progress=progress, shard=shard, devices=devices, engine=engine,
-                          ray_address=address, ray_workers=ray_workers)
+        result = evaluate_any(model, data_dir, labels, batch_size=batch_size, workers=workers, limit=limit,
+                              crop_pct=crop_pct, interpolation=interpolation, runner_options=options,
+                              progress=progress, shard=shard, devices=devices, engine=engine,
+                              ray_address=address, ray_workers=ray_workers)
     echo(result.summary())
     emit_result(dict(result.to_dict(), transform={"crop_pct": crop_pct, "interpolation": interpolation,
                                                   "source": origin}), ok=not result.failed)

@@ -9,6 +9,10 @@ and postprocess agree on the same predictions.
 Batch size: a model with a static batch (every .om, fixed-batch ONNX) runs at that batch;
 the last partial batch is padded with zeros and the padded outputs are dropped. A model
 with a dynamic batch runs at `batch_size`, and the last batch is simply smaller.
+
+This module owns one evaluation in one process and its per-worker entry point (evaluate_part);
+it imports lvvit_opt.data, the runtime and resources, never lvvit_opt.scale, which composes it
+(evaluate's scale_out).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -28,6 +32,9 @@ from lvvit_opt.data.scoring import AccuracyResult, score_predictions, top_k
 from lvvit_opt.data.postprocess import check_label_range, labels_by_stem, read_labels
 from .shard import Shard, model_digest, shard_payload
 from .transform import EvalTransform, eval_transform_for
+
+if TYPE_CHECKING:
+    from ..runtime.base import Runner
 
 READ_AHEAD_BATCHES = 3
 DECODE_NICENESS = 10  # decoding yields the CPU to a CPU-bound model (onnxruntime)
@@ -88,47 +95,52 @@ class EvalResult:
         return "\n".join(lines)
 
 
+@dataclass
+class EvalJob:
+    """What `evaluate` hands a scale_out: the images chosen (after --limit and the shard) and
+    how to evaluate them; the scale_out returns one EvalResult for them (combine_eval_parts)."""
+
+    model: str
+    data_dir: str
+    paths: list[Path]
+    labels: dict[str, int]      # the labels `paths` are scored on
+    notes: list[str]
+    batch_size: int
+    workers: int                # decoding processes, to share out
+    crop_pct: float | None
+    interpolation: str | None
+    runner_options: dict
+    progress: ProgressFn | None
+    runner: Runner | None = None  # a runner the caller opened, if any
+
+
+ScaleOut = Callable[[EvalJob], EvalResult]
+
+
 def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              labels: str | os.PathLike | Mapping[str, int], *, batch_size: int = 16,
              workers: int | None = None, limit: int | None = None, crop_pct: float | None = None,
              interpolation: str | None = None, runner=None, runner_options: dict | None = None,
              progress: ProgressFn | None = None, shard: Shard | None = None,
-             devices: Sequence[int] | None = None, engine: str = "local", ray_address: str | None = None,
-             ray_workers: int | None = None) -> EvalResult:
+             scale_out: ScaleOut | None = None) -> EvalResult:
     """Evaluate `model` (.onnx or .om) on the images in `data_dir` against `labels`.
 
     `runner` may be an already-open runtime Runner (then `model` is only a name for the
     report); otherwise one is opened with `runtime.open_runner(model, **runner_options)`.
     `shard`: only the images (and labels) of that shard (data.shard); the result then
-    carries what `merge` needs. `devices`: one process and runner per device id (the
-    images split evenly across them; scale.devices), predictions merged. `engine="ray"`:
-    Ray actors at `ray_address` (None: a local Ray), `ray_workers` of them (default: as
-    many as the cluster's CPUs, or NPUs for an .om, allow); scale.ray_engine.
+    carries what `merge` needs. `scale_out`: evaluates the chosen images elsewhere instead of
+    in this process (given by lvvit_opt.scale.evaluate_any: one process per device, Ray
+    actors), from an EvalJob; this module never imports the scale layer.
     The transform is the one recorded in the ONNX model's metadata (lvvit_opt.metadata) when
     there is one, else LV-ViT-S's; `crop_pct` / `interpolation` given here override either.
     """
     all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
     paths, label_map, notes, listed = select_images(data_dir, all_labels, limit, shard)
     workers = workers or default_workers()
-    if engine not in ("local", "ray"):
-        raise UserError(f"unknown engine {engine!r} (local or ray)")
-    if engine == "ray":
-        if devices:
-            raise UserError("--device runs local processes; with --engine ray, Ray picks the chips (NPU resource)")
-        if runner is not None:
-            raise UserError("--engine ray opens its runners in the Ray workers; do not pass an open runner")
-        return with_shard(_evaluate_on_ray(str(model), str(data_dir), paths, label_map, notes, batch_size, crop_pct,
-                                           interpolation, runner_options or {}, progress, ray_address, ray_workers),
-                          shard, label_map, all_labels, listed)
-    if devices:
-        from ..scale.devices import evaluate_on_devices
-
-        parts = evaluate_on_devices(str(model), paths, devices, batch_size=batch_size, workers=workers,
-                                    crop_pct=crop_pct, interpolation=interpolation,
-                                    runner_options=runner_options or {}, labels=label_map, progress=progress)
-        result = combine_eval_parts(str(model), str(data_dir), parts, paths, label_map, notes,
-                                    [f"device {d}" for d in devices])
-        return with_shard(result, shard, label_map, all_labels, listed)
+    if scale_out is not None:
+        job = EvalJob(str(model), str(data_dir), paths, label_map, notes, batch_size, workers, crop_pct,
+                      interpolation, runner_options or {}, progress, runner)
+        return with_shard(scale_out(job), shard, label_map, all_labels, listed)
     own_runner = runner is None
     if own_runner:
         from ..runtime import open_runner
@@ -141,22 +153,6 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
         if own_runner:
             runner.close()
     return with_shard(result, shard, label_map, all_labels, listed)
-
-
-def _evaluate_on_ray(model, data_dir, paths, label_map, notes, batch_size, crop_pct, interpolation, runner_options,
-                     progress, address, workers) -> EvalResult:
-    from ..scale.ray_engine import evaluate_with_ray
-
-    parts, names, info = evaluate_with_ray(model, paths, address=address, workers=workers,
-                                           threads=runner_options.get("threads"), batch_size=batch_size,
-                                           crop_pct=crop_pct, interpolation=interpolation,
-                                           runner_options=runner_options, labels=label_map, progress=progress)
-    result = combine_eval_parts(model, data_dir, parts, paths, label_map, notes, names)
-    result.wall_s = info["wall_s"]  # the driver's clock: first chunk sent to last result back
-    result.runner = {**result.runner, "engine": info}
-    result.notes.append(f"ray: {info['workers']} worker(s) ({info['resource']} each) on {len(info['nodes'])} node(s); "
-                        f"start-up {info['startup_s']:.1f} s not counted in images/s")
-    return result
 
 
 def select_images(data_dir: str | os.PathLike, all_labels: dict[str, int], limit: int | None,
@@ -215,7 +211,17 @@ def combine_eval_parts(model: str, data_dir: str, parts: Sequence[EvalResult], p
         predictions=predictions, workers_detail=detail, preprocessing=parts[0].preprocessing if parts else "")
 
 
-def evaluate_paths(runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],
+def evaluate_part(runner: Runner, model: str, paths: Sequence[str | os.PathLike], labels: dict[str, int], *,
+                  batch_size: int, workers: int, crop_pct: float | None, interpolation: str | None,
+                  progress: ProgressFn | None = None) -> EvalResult:
+    """The per-worker entry point of scale-out (a device process, a Ray actor): exactly `paths`
+    through the open `runner`, `workers` decoding processes; the labels are checked against
+    the model's classes before any decoding. The caller merges the parts (combine_eval_parts)."""
+    return evaluate_paths(runner, model, "", [Path(p) for p in paths], labels, batch_size, workers, crop_pct,
+                          interpolation, [], progress)
+
+
+def evaluate_paths(runner: Runner, model: str, data_dir: str, paths: list[Path], label_map: dict[str, int],
                    batch_size: int, workers: int, crop_pct: float | None, interpolation: str | None,
                    notes: list[str],
                    progress: ProgressFn | None) -> EvalResult:

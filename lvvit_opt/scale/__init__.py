@@ -8,14 +8,18 @@ Shards of an image set (`--shard K/N`) and merging shard results live in `lvvit_
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+import functools
+import os
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ..errors import UserError
 from .devices import parse_devices
 
 if TYPE_CHECKING:
     from ..bench import BenchReport
+    from ..data.evaluate import EvalJob, EvalResult
 
-__all__ = ["bench_any", "parse_devices"]
+__all__ = ["bench_any", "evaluate_any", "parse_devices"]
 
 
 def bench_any(models: Sequence[str], batch_sizes: Sequence[int] | None = None, *,
@@ -27,3 +31,37 @@ def bench_any(models: Sequence[str], batch_sizes: Sequence[int] | None = None, *
     from .devices import DeviceBench
 
     return bench.bench_models(models, batch_sizes, scale_out=DeviceBench(devices) if devices else None, **options)
+
+
+def evaluate_any(model: str | os.PathLike, data_dir: str | os.PathLike,
+                 labels: str | os.PathLike | Mapping[str, int], *,
+                 devices: Sequence[int] | None = None, engine: str = "local", ray_address: str | None = None,
+                 ray_workers: int | None = None, **options: Any) -> EvalResult:
+    """`lvvit_opt.data.evaluate(model, data_dir, labels, **options)` in this process, or spread out:
+    `devices`: one process and runner per device id (the images split evenly across them),
+    predictions merged; `engine="ray"`: Ray actors at `ray_address` (None: a local Ray),
+    `ray_workers` of them (default: as many as the cluster's CPUs, or NPUs for an .om, allow)."""
+    from ..data import evaluate
+
+    scale_out = None
+    if engine != "local" or devices:
+        scale_out = functools.partial(_scale_out_eval, devices, engine, ray_address, ray_workers)
+    return evaluate(model, data_dir, labels, scale_out=scale_out, **options)
+
+
+def _scale_out_eval(devices: Sequence[int] | None, engine: str, address: str | None, workers: int | None,
+                    job: EvalJob) -> EvalResult:
+    # checked once evaluate has read the labels and listed the images, in the order it always did
+    if engine not in ("local", "ray"):
+        raise UserError(f"unknown engine {engine!r} (local or ray)")
+    if engine == "local":
+        from .devices import run_eval_on_devices
+
+        return run_eval_on_devices(job, devices)
+    if devices:
+        raise UserError("--device runs local processes; with --engine ray, Ray picks the chips (NPU resource)")
+    if job.runner is not None:
+        raise UserError("--engine ray opens its runners in the Ray workers; do not pass an open runner")
+    from .ray_engine import run_eval_on_ray
+
+    return run_eval_on_ray(job, address, workers)

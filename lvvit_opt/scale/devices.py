@@ -11,6 +11,9 @@ predictions (data.evaluate.combine_eval_parts).
 
 Processes are started with "spawn": the parent may already run onnxruntime threads, and
 neither they nor an ACL context survive a fork.
+
+This module owns the per-device processes; it reaches bench and evaluate only through their
+public functions and worker entry points (bench.BenchWorker, data.evaluate.evaluate_part).
 """
 from __future__ import annotations
 
@@ -22,13 +25,16 @@ import statistics
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from ..data.images import signals_held, worker_signals
 from ..errors import LvvitOptError, ToolFailed, UserError
 from ..resources import threads_per_process
+
+if TYPE_CHECKING:
+    from ..data.evaluate import EvalJob, EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -294,9 +300,20 @@ def evaluate_on_devices(model: str, paths: list[Path], devices: Sequence[int], *
     return [parts[d] for d in devices]
 
 
+def run_eval_on_devices(job: EvalJob, devices: Sequence[int]) -> EvalResult:
+    """evaluate's scale_out for `eval --device`: the job's images over `devices`, merged as one result."""
+    from ..data.evaluate import combine_eval_parts
+
+    parts = evaluate_on_devices(job.model, job.paths, devices, batch_size=job.batch_size, workers=job.workers,
+                                crop_pct=job.crop_pct, interpolation=job.interpolation,
+                                runner_options=job.runner_options, labels=job.labels, progress=job.progress)
+    return combine_eval_parts(job.model, job.data_dir, parts, job.paths, job.labels, job.notes,
+                              [f"device {d}" for d in devices])
+
+
 def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolation, runner_options, labels,
                 barrier, messages) -> None:
-    from ..data.evaluate import evaluate_paths
+    from ..data.evaluate import evaluate_part
     from ..runtime import open_runner
 
     runner = None
@@ -308,8 +325,8 @@ def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolat
             if count % 16 == 0 or count == total:
                 messages.put(("progress", device, count))
 
-        result = evaluate_paths(runner, str(model), "", groups[device], labels, batch_size, workers, crop_pct,
-                                interpolation, [], progress)
+        result = evaluate_part(runner, str(model), groups[device], labels, batch_size=batch_size, workers=workers,
+                               crop_pct=crop_pct, interpolation=interpolation, progress=progress)
         result.runner = dict(result.runner, device_id=device, pid=os.getpid())
         messages.put(("result", device, result))
     except BaseException as exc:  # noqa: BLE001

@@ -14,6 +14,9 @@ NPUAcceleratorManager, ray-project/ray python/ray/_private/accelerators/npu.py, 
 hiascend.com envref_07_0028: the visible chips are re-indexed from 0). The model and the images
 must be at the same paths on every node (a shared filesystem), as for any Ray job that
 reads files.
+
+This module owns the Ray driver and actors; it reaches evaluate only through its public
+functions (data.evaluate.evaluate_part, combine_eval_parts).
 """
 from __future__ import annotations
 
@@ -26,9 +29,12 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import LvvitOptError, Terminated, ToolFailed, UserError, reason_of, sigterm_received
+
+if TYPE_CHECKING:
+    from ..data.evaluate import EvalJob, EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +100,24 @@ def _restore_sigterm_handler(handler) -> None:
         return
     with contextlib.suppress(ValueError):  # not the main thread: nothing was installed there either
         signal.signal(signal.SIGTERM, handler)
+
+
+def run_eval_on_ray(job: EvalJob, address: str | None, workers: int | None) -> EvalResult:
+    """evaluate's scale_out for `eval --engine ray`: the job's images on Ray actors at `address`
+    (None: a local Ray), `workers` of them, merged as one result."""
+    from ..data.evaluate import combine_eval_parts
+
+    parts, names, info = evaluate_with_ray(job.model, job.paths, address=address, workers=workers,
+                                           threads=job.runner_options.get("threads"), batch_size=job.batch_size,
+                                           crop_pct=job.crop_pct, interpolation=job.interpolation,
+                                           runner_options=job.runner_options, labels=job.labels,
+                                           progress=job.progress)
+    result = combine_eval_parts(job.model, job.data_dir, parts, job.paths, job.labels, job.notes, names)
+    result.wall_s = info["wall_s"]  # the driver's clock: first chunk sent to last result back
+    result.runner = {**result.runner, "engine": info}
+    result.notes.append(f"ray: {info['workers']} worker(s) ({info['resource']} each) on {len(info['nodes'])} node(s); "
+                        f"start-up {info['startup_s']:.1f} s not counted in images/s")
+    return result
 
 
 def evaluate_with_ray(model: str, paths: Sequence[Path], *, address: str | None, workers: int | None,
@@ -193,7 +217,7 @@ class EvalWorker:
 
         self.model = model
         self.index = index
-        self.labels = labels  # checked against the model's classes by evaluate_paths; scored on the driver
+        self.labels = labels  # checked against the model's classes by evaluate_part; scored on the driver
         self.error: LvvitOptError | None = None
         try:
             self.runner = open_runner(model, **options)
@@ -213,10 +237,10 @@ class EvalWorker:
 
     def run(self, paths: list[str], batch_size: int, crop_pct: float, interpolation: str):
         """(this worker's index, EvalResult of `paths`; decoded here, no extra process)."""
-        from ..data.evaluate import evaluate_paths
+        from ..data.evaluate import evaluate_part
 
-        result = evaluate_paths(self.runner, self.model, "", [Path(p) for p in paths], self.labels, batch_size, 1,
-                                crop_pct, interpolation, [], None)
+        result = evaluate_part(self.runner, self.model, paths, self.labels, batch_size=batch_size, workers=1,
+                               crop_pct=crop_pct, interpolation=interpolation)
         return self.index, result
 
 
