@@ -3,10 +3,11 @@ verified Ascend NPU model, proving every step.
 
 Importing this package is cheap: torch and timm are loaded only by the verbs that need
 them. The LV-ViT models are still registered in timm's registry as soon as both this
-package and timm are imported, in either order (see `_timm_hook`).
+package and timm are imported, in either order (see `models.timm_hook`). The layout of the
+subpackages and what each may import: ARCHITECTURE.md.
 """
 __version__ = "0.1.0"
 
-from . import _timm_hook
+from lvvit_opt.models import timm_hook  # noqa: E402
 
-_timm_hook.install()
+timm_hook.install()

@@ -1,3 +1,4 @@
-from .cli import main
+"""`python -m lvvit_opt`: the command line (lvvit_opt.cli)."""
+from lvvit_opt.cli import main
 
 main()

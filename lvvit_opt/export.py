@@ -3,7 +3,7 @@
 Any LV-ViT variant or timm model by name. Verification is part of export: the ONNX runs
 on onnxruntime and must match torch (the model as it normally runs, fused attention
 included) on a seeded input within 1e-4, or the file is not written. The model's
-preprocessing and provenance go into the file's metadata_props (lvvit_opt.metadata).
+preprocessing and provenance go into the file's metadata_props (lvvit_opt.models.metadata).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError, ValidationFailed, reason_of, shown
-from lvvit_opt.onnx_files import save_onnx
-from .logs import LogCallback, reporter
-from .progress import task
-from .resources import require_memory
+from lvvit_opt.core.errors import UserError, ValidationFailed, reason_of, shown
+from lvvit_opt.core.onnx_files import save_onnx
+from lvvit_opt.core.logs import LogCallback, reporter
+from lvvit_opt.core.progress import task
+from lvvit_opt.core.resources import require_memory
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def export_onnx(
     messages go to `logging` (and to `log` when given). Raises ValidationFailed if
     onnxruntime and torch disagree.
     """
-    from .zoo import check_model_name
+    from lvvit_opt.models.zoo import check_model_name
 
     start = time.perf_counter()
     log = reporter(logger, log)
@@ -95,8 +95,8 @@ def export_onnx(
     import onnx
     import torch
 
-    from .metadata import model_props, set_props
-    from .model import create_model, parameter_count, plain_attention
+    from lvvit_opt.models.metadata import model_props, set_props
+    from lvvit_opt.models.model import create_model, parameter_count, plain_attention
 
     if checkpoint is None:
         log.warning(RANDOM_WEIGHTS_WARNING.format(seed=seed))
@@ -162,8 +162,8 @@ def export_onnx(
 
 def model_preprocessing(name: str, net, img_size: int | None = None):
     """The eval transform of `net` (LV-ViT config or timm pretrained_cfg) at the size it is exported."""
-    from .metadata import Preprocessing
-    from .zoo import is_lvvit
+    from lvvit_opt.models.metadata import Preprocessing
+    from lvvit_opt.models.zoo import is_lvvit
 
     cfg = dict(getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None) or {})
     channels, height, width = tuple(cfg.get("input_size", (3, 224, 224)))
@@ -200,7 +200,7 @@ def export_memory_estimate(model: str, batch_size: int, img_size: int) -> int:
     """A lower-bound estimate of the bytes export needs (torch forward, kept three times over
     by tracing, the check run and onnxruntime), from the config: conv stem maps, attention
     maps and token tensors per sample, plus the position embedding."""
-    from .zoo import CONFIGS  # no torch yet
+    from lvvit_opt.models.zoo import CONFIGS  # no torch yet
 
     cfg = CONFIGS.get(model)
     dim, heads, stem = (cfg.embed_dim, cfg.num_heads, cfg.stem_channels) if cfg else (768, 12, 64)
@@ -226,7 +226,7 @@ def simplify_model(model, input_shape: tuple[int, ...] | None):
 
 
 def _verify(onnx_model, example: np.ndarray, expected: np.ndarray) -> float:
-    from .runtime.ort import OrtRunner
+    from lvvit_opt.runtime.ort import OrtRunner
 
     with OrtRunner.from_model(onnx_model) as runner:
         actual = runner.infer({INPUT_NAME: example})[OUTPUT_NAME]

@@ -9,17 +9,17 @@ Public API:
   apply_shortcuts(names, options, {"batch_size": 16}): option shortcuts (--batch-size) -> PASS.OPTION
   register_pass / registered(cls): add a pass (permanently / for a block)
 """
-from .base import GraphPass, PassReport, PassResult
-from .graph_utils import op_counts
-from .registry import (apply_shortcuts, available_passes, get_pass, parse_pass_list,
-                       register_pass, registered, unregister_pass)
+from lvvit_opt.passes.base import GraphPass, PassReport, PassResult
+from lvvit_opt.passes.graph_utils import op_counts
+from lvvit_opt.passes.registry import (apply_shortcuts, available_passes, get_pass, parse_pass_list, register_pass,
+                                       registered, unregister_pass)
 
 # Importing a pass module registers it; this order is the order `lvvit-opt passes` lists.
-from . import softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention, target_opset  # noqa: E402,F401
-from .pipeline import (PassBrokeEquivalence, PassBrokeStructure, PassFailed, PipelineResult,  # noqa: E402
-                       format_op_table, run_pipeline, structural_problem)
-from .apply import ApplyResult, ApplyValidationFailed, AttentionNotWrapped, apply_file  # noqa: E402
-from .softmax_transpose import inverse_perm  # noqa: E402
+from lvvit_opt.passes import (softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention, target_opset)  # noqa: E402,F401
+from lvvit_opt.passes.pipeline import (PassBrokeEquivalence, PassBrokeStructure, PassFailed, PipelineResult,
+                                       format_op_table, run_pipeline, structural_problem)
+from lvvit_opt.passes.apply import ApplyResult, ApplyValidationFailed, AttentionNotWrapped, apply_file  # noqa: E402
+from lvvit_opt.passes.softmax_transpose import inverse_perm  # noqa: E402
 
 __all__ = [
     "GraphPass", "PassReport", "PassResult", "PipelineResult", "ApplyResult", "ApplyValidationFailed", "AttentionNotWrapped",

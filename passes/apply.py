@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import ValidationFailed
-from .base import PassReport
-from .graph_utils import op_counts
-from .pipeline import format_op_table, run_pipeline
-from .registry import apply_shortcuts, parse_pass_list
+from lvvit_opt.core.errors import ValidationFailed
+from lvvit_opt.passes.base import PassReport
+from lvvit_opt.passes.graph_utils import op_counts
+from lvvit_opt.passes.pipeline import format_op_table, run_pipeline
+from lvvit_opt.passes.registry import apply_shortcuts, parse_pass_list
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +101,12 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     batch_size / input_shapes are shortcuts for the options of the passes that declare them
     (`fix_shapes.batch_size`, `fix_shapes.input_shapes`; an explicit `options` entry wins);
     batch_size is also the validation batch when the model's batch stays symbolic. `validation_inputs`: a number of seeded random batches
-    or a file/directory (see lvvit_opt.inputs). On validation failure nothing is written at
+    or a file/directory (see lvvit_opt.verify.inputs). On validation failure nothing is written at
     `out_path` and ApplyValidationFailed (exit 1) carries the result; `report_path` is
     written either way.
     """
-    from lvvit_opt.fileio import guard_outputs, write_text_atomic
-    from lvvit_opt.onnx_files import load_onnx, save_onnx
+    from lvvit_opt.core.fileio import guard_outputs, write_text_atomic
+    from lvvit_opt.core.onnx_files import load_onnx, save_onnx
 
     start = time.perf_counter()
     in_path, out_path = Path(in_path), Path(out_path)
@@ -129,7 +129,7 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
         logger.warning(missing)
         validate = False
     if validate:
-        from ..golden import validate_models
+        from lvvit_opt.verify.golden import validate_models
 
         result.validation = validate_models(model, pipeline.model, inputs=validation_inputs, seed=seed,
                                             batch_size=batch_size, tolerance=tolerance, inputs_model=str(in_path))

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Mapping
 
 import onnx
 
-from ..errors import UserError
+from lvvit_opt.core.errors import UserError
 
 
 @dataclass

@@ -6,12 +6,12 @@ from typing import Optional
 
 import onnx
 
-from ..errors import UserError
-from ..tensor_spec import SHAPE_LIMITS, shape_problem
-from .base import GraphPass, PassReport
-from .fold_constants import fold_budget, fold_graph, note_skipped
-from .graph_utils import dims_of
-from .registry import register_pass
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.tensor_spec import SHAPE_LIMITS, shape_problem
+from lvvit_opt.passes.base import GraphPass, PassReport
+from lvvit_opt.passes.fold_constants import fold_budget, fold_graph, note_skipped
+from lvvit_opt.passes.graph_utils import dims_of
+from lvvit_opt.passes.registry import register_pass
 
 
 def parse_input_shapes(specs: str | list[str] | dict | None) -> dict[str, list[int]]:
@@ -146,7 +146,7 @@ def _concrete(dims) -> bool:
 def _infer_into(model: onnx.ModelProto) -> None:
     """Shape inference on the weight-free skeleton, its value_info and outputs copied into
     `model` (inferring on the model itself copies every weight twice)."""
-    from .graph_utils import weightless_skeleton
+    from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True, strict_mode=False)
     weights = {i.name for i in model.graph.initializer}

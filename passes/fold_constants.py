@@ -5,9 +5,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from .base import GraphPass, PassReport, copy_model
-from .graph_utils import op_counts
-from .registry import register_pass
+from lvvit_opt.passes.base import GraphPass, PassReport, copy_model
+from lvvit_opt.passes.graph_utils import op_counts
+from lvvit_opt.passes.registry import register_pass
 
 
 @register_pass
@@ -72,7 +72,7 @@ def split_sliced_shapes(model: onnx.ModelProto) -> None:
     from onnx import helper, numpy_helper
     import numpy as np
 
-    from .graph_utils import NameAllocator
+    from lvvit_opt.passes.graph_utils import NameAllocator
 
     names = NameAllocator(model.graph)
     nodes = []
@@ -108,7 +108,7 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon's sessions otherwise warn per node
-    from .graph_utils import weightless_skeleton
+    from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     # Fold on the weight-free skeleton: large weights are graph inputs there, so neither shape
     # inference nor graphsurgeon's onnxruntime session copies them (memory stays ~1x the model).
@@ -134,7 +134,7 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
 def _adopt(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
     """Give `model` the folded skeleton's nodes, value_info, outputs and new constants, in place:
     its weights stay where they are (unused ones deleted in place, none copied)."""
-    from .graph_utils import node_reads
+    from lvvit_opt.passes.graph_utils import node_reads
 
     graph = model.graph
     read = set().union(*(node_reads(n) for n in folded.graph.node)) | {o.name for o in folded.graph.output}

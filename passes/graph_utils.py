@@ -7,7 +7,7 @@ from typing import Iterable
 import onnx
 from onnx import helper
 
-from ..tensor_spec import dims_of  # noqa: F401  (the one shape reader; re-exported for passes)
+from lvvit_opt.core.tensor_spec import dims_of  # noqa: F401  (the one shape reader; re-exported for passes)
 
 # Initializers larger than this are stood in for by shape-only graph inputs during shape
 # inference: onnx's inference copies the whole model, and weights only contribute dims.

@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .base import GraphPass, PassReport
-from .graph_utils import (FUSED_ATTENTION_OPS, NameAllocator, consumers, fused_attention_nodes,  # noqa: F401
-                          infer_shapes_light, node_label, replace_nodes)
-from .registry import register_pass
+from lvvit_opt.passes.base import GraphPass, PassReport
+from lvvit_opt.passes.graph_utils import (FUSED_ATTENTION_OPS, NameAllocator, consumers, fused_attention_nodes,
+                                          infer_shapes_light, node_label, replace_nodes)
+from lvvit_opt.passes.registry import register_pass
 
 @register_pass
 class LowerAttention(GraphPass):
@@ -70,7 +70,7 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    from .graph_utils import weightless_skeleton
+    from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True)
     types = {v.name: v.type.tensor_type.elem_type for v in

@@ -12,10 +12,10 @@ from typing import Any, Mapping
 
 import onnx
 
-from ..errors import LvvitOptError, UserError, ValidationFailed, reason_of
-from .base import PassReport, copy_model
-from .graph_utils import weightless_skeleton
-from .registry import get_pass, parse_pass_list
+from lvvit_opt.core.errors import LvvitOptError, UserError, ValidationFailed, reason_of
+from lvvit_opt.passes.base import PassReport, copy_model
+from lvvit_opt.passes.graph_utils import weightless_skeleton
+from lvvit_opt.passes.registry import get_pass, parse_pass_list
 
 
 class PassFailed(LvvitOptError):
@@ -59,7 +59,7 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
 
     options: pass name -> {option: value} (strings are converted to the option's type).
     check_each: after every pass, run the original and the current graph on onnxruntime on
-    seeded inputs (or `check_inputs`: see lvvit_opt.inputs; an image folder follows the
+    seeded inputs (or `check_inputs`: see lvvit_opt.verify.inputs; an image folder follows the
     preprocessing recorded in the .onnx `check_inputs_model`); the first pass that breaks
     equivalence raises PassBrokeEquivalence naming it.
     check_structure: after every pass (before any numeric check), onnx.checker and strict
@@ -121,7 +121,7 @@ def structural_problem(model: onnx.ModelProto) -> str | None:
 
 
 def _check(reference, candidate, seed, batch_size, tolerance, inputs=1, inputs_model=None):
-    from ..golden import validate_models
+    from lvvit_opt.verify.golden import validate_models
 
     return validate_models(reference, candidate, inputs=inputs, seed=seed, batch_size=batch_size, tolerance=tolerance,
                            inputs_model=inputs_model)
@@ -129,7 +129,7 @@ def _check(reference, candidate, seed, batch_size, tolerance, inputs=1, inputs_m
 
 def format_op_table(before: Mapping[str, int], after: Mapping[str, int]) -> str:
     """onnxsim-style op-count table, ops sorted by name, changed rows marked `*`."""
-    from ..table import format_table
+    from lvvit_opt.core.table import format_table
 
     rows = [[op, before.get(op, 0), after.get(op, 0), "*" if before.get(op, 0) != after.get(op, 0) else ""]
             for op in sorted(set(before) | set(after))]

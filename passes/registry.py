@@ -4,8 +4,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Collection, Iterator, Mapping
 
-from ..errors import UserError
-from .base import GraphPass
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.passes.base import GraphPass
 
 _REGISTRY: dict[str, type[GraphPass]] = {}
 

@@ -7,11 +7,11 @@ from typing import Optional
 import onnx
 from onnx import helper
 
-from ..errors import UserError
-from .base import GraphPass, PassReport
-from .graph_utils import (NameAllocator, consumers, default_opset, fused_attention_nodes, infer_shapes_light,
-                          node_label, producers, replace_nodes)
-from .registry import register_pass
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.passes.base import GraphPass, PassReport
+from lvvit_opt.passes.graph_utils import (NameAllocator, consumers, default_opset, fused_attention_nodes,
+                                          infer_shapes_light, node_label, producers, replace_nodes)
+from lvvit_opt.passes.registry import register_pass
 
 SEED_PERM = [0, 3, 2, 1]  # the seed's attn.transpose(1, -1): self-inverse, softmax on axis 1
 SWIN_PERM = [0, 3, 1, 2]  # channels-first style; its inverse is [0, 2, 3, 1]

@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import onnx
 
-from ..errors import UserError
-from .base import GraphPass, PassReport
-from .graph_utils import NameAllocator, default_opset, fused_attention_nodes, node_label, replace_nodes
-from .registry import register_pass
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.passes.base import GraphPass, PassReport
+from lvvit_opt.passes.graph_utils import NameAllocator, default_opset, fused_attention_nodes, node_label, replace_nodes
+from lvvit_opt.passes.registry import register_pass
 
 
 @register_pass

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lvvit_opt.data import evaluate, preprocess_dir
+from lvvit_opt.measure.evaluate import evaluate
+from lvvit_opt.data import preprocess_dir
 from lvvit_opt.data.images import default_workers
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 

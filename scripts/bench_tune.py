@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from lvvit_opt.data.synthetic import make_image_dir
-    from lvvit_opt.tune import TuneOptions, parse_budget, space_from_mapping, tune
+    from lvvit_opt.tune.search import TuneOptions, parse_budget, space_from_mapping, tune
 
     with tempfile.TemporaryDirectory(prefix="bench-tune-") as tmp:
         model = args.model or os.path.join(tmp, "lvvit_s_dyn.onnx")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lvvit_opt.checkpoint import save_checkpoint
+from lvvit_opt.models.checkpoint import save_checkpoint
 from lvvit_opt.export import export_onnx, seeded_input
-from lvvit_opt.model import create_model
+from lvvit_opt.models.model import create_model
 
 MODEL = "lvvit_golden"
 BATCH = 2

@@ -42,8 +42,8 @@ def image_like(shape, seed: int = 0) -> np.ndarray:
 
 
 def measure(model_path: str, inputs) -> dict[str, np.ndarray]:
-    from lvvit_opt.debug import compare_layers
-    from lvvit_opt.golden import Tolerance
+    from lvvit_opt.debug.layers import compare_layers
+    from lvvit_opt.verify.golden import Tolerance
 
     off = Tolerance(atol=None, rtol=None, min_cosine=None)  # measure, do not judge
     report = compare_layers(model_path, fp16=True, inputs=inputs, tolerance=off)

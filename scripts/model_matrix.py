@@ -37,7 +37,7 @@ def format_table(rows) -> str:
 
 
 def main() -> int:
-    from lvvit_opt.family import FAMILY, check_model
+    from lvvit_opt.pipeline.family import FAMILY, check_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(FAMILY), help="comma-separated model names")
@@ -55,7 +55,7 @@ def main() -> int:
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(format_table(rows))
     if args.json_out:
-        from lvvit_opt.fileio import write_text_atomic
+        from lvvit_opt.core.fileio import write_text_atomic
 
         write_text_atomic(args.json_out, json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
     return 0 if all(r.validation_passed and r.whitelist_reported for r in rows) else 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate lvvit_opt/timm_models.txt from the installed timm's `timm.list_models()`.
+"""Regenerate lvvit_opt/models/timm_models.txt from the installed timm's `timm.list_models()`.
 
 `lvvit-opt export --model NAME` checks NAME against this committed list so that a typo
 fails in well under a second, before torch is imported. Run this after upgrading timm;
@@ -17,8 +17,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 
 def main() -> int:
-    from lvvit_opt.fileio import write_text_atomic
-    from lvvit_opt.zoo import TIMM_MODELS_FILE, format_timm_models, installed_timm_models
+    from lvvit_opt.core.fileio import write_text_atomic
+    from lvvit_opt.models.zoo import TIMM_MODELS_FILE, format_timm_models, installed_timm_models
 
     version, names = installed_timm_models()
     write_text_atomic(TIMM_MODELS_FILE, format_timm_models(version, names))

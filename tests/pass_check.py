@@ -16,10 +16,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
-from lvvit_opt.inputs import make_inputs
+from lvvit_opt.verify.inputs import make_inputs
 from lvvit_opt.passes import PipelineResult, run_pipeline, structural_problem
 from lvvit_opt.runtime.ort import OrtRunner
-from lvvit_opt.tensor_spec import read_specs
+from lvvit_opt.core.tensor_spec import read_specs
 
 
 def check_pass(model: onnx.ModelProto, passes: Sequence[str] | str,

@@ -128,7 +128,7 @@ def test_pass_options_reach_the_pass(cli_runner, golden_onnx, tmp_path):
 def test_large_models_use_external_data(monkeypatch, golden_onnx, golden_io, tmp_path):
     """Models over the protobuf limit are saved (and validated) with external data; the limit is
     lowered here so the small golden graph takes that path."""
-    import lvvit_opt.onnx_proto as onnx_proto
+    import lvvit_opt.core.onnx_proto as onnx_proto
 
     monkeypatch.setattr(onnx_proto, "ONNX_PROTO_LIMIT", 1024)
     out = tmp_path / "big.onnx"

@@ -9,9 +9,9 @@ import pytest
 
 from fakes.ascend_env import fake_tools, no_tools, write_tiny_onnx  # noqa: F401
 from lvvit_opt.ascend import build_atc_command, compile_onnx, parse_atc_errors, run_atc
-from lvvit_opt.ascend.cann import ToolNotFound
+from lvvit_opt.core.cann import ToolNotFound
 from lvvit_opt.cli import main
-from lvvit_opt.errors import ToolFailed, UserError
+from lvvit_opt.core.errors import ToolFailed, UserError
 
 SEED_BS1 = ("atc --framework=5 --model=./model/model_best_bs1_sim.onnx --output=./model/model_best_bs1_sim "
             "--input_format=NCHW --input_shape=image:1,3,224,224 --log=debug --soc_version=Ascend310")

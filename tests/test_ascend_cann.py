@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 from fakes.ascend_env import FAKES_DIR, fake_tools, no_tools, write_tiny_onnx  # noqa: F401
-from lvvit_opt.ascend import (build_cann_env, detect_soc_version, find_cann, find_tool,
-                              seed_exports, soc_version_from_table)
+from lvvit_opt.ascend import (build_cann_env, detect_soc_version, find_cann, find_tool, seed_exports,
+                              soc_version_from_table)
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 
 
 def _toolkit(root, with_set_env: bool):
@@ -106,7 +106,7 @@ def test_set_env_that_stops_early_still_gives_what_it_exported(tmp_path, caplog)
     # /etc/ascend_install.info (reported in a public vLLM launcher script); others may `exit`.
     script = tmp_path / "set_env.sh"
     script.write_text("set -e\nexport ASCEND_TOOLKIT_HOME=/opt/cann\nfalse\nexport AFTER=1\n")
-    from lvvit_opt.ascend.cann import source_set_env
+    from lvvit_opt.core.cann import source_set_env
 
     env = source_set_env(script, {"PATH": "/usr/bin:/bin"})
     # sourced as `source ... || true`, its own `set -e` no longer ends the shell: the rest of it runs too
@@ -120,7 +120,7 @@ def test_set_env_that_stops_early_still_gives_what_it_exported(tmp_path, caplog)
 def test_set_env_referencing_unset_variables_under_nounset(tmp_path):
     script = tmp_path / "set_env.sh"
     script.write_text("set -u\nexport LD_LIBRARY_PATH=/opt/cann/lib64:$LD_LIBRARY_PATH\nexport DONE=1\n")
-    from lvvit_opt.ascend.cann import source_set_env
+    from lvvit_opt.core.cann import source_set_env
 
     env = source_set_env(script, {"PATH": "/usr/bin:/bin"})
     assert "DONE" not in env  # bash stops at the unset variable; what came before is kept, nothing invented
@@ -129,7 +129,7 @@ def test_set_env_referencing_unset_variables_under_nounset(tmp_path):
 def test_exports_for_an_8x_tree_match_the_real_set_env(tmp_path):
     # what sourcing the real 8.1.RC1 set_env.sh (tests/fixtures/ascend/cann/) gives, for a tree without one
     from fakes.ascend_env import FIXTURES_DIR
-    from lvvit_opt.ascend.cann import source_set_env, toolkit_exports
+    from lvvit_opt.core.cann import source_set_env, toolkit_exports
 
     home = tmp_path / "ascend-toolkit" / "latest"
     (home / "bin").mkdir(parents=True)
@@ -149,7 +149,7 @@ def test_exports_for_an_8x_tree_without_set_env(tmp_path):
     (home / "bin").mkdir(parents=True)
     (home / "bin" / "atc").write_text("#!/bin/sh\n")
     (home / "compiler").mkdir()
-    from lvvit_opt.ascend.cann import toolkit_exports
+    from lvvit_opt.core.cann import toolkit_exports
 
     env = toolkit_exports(home, {"PATH": "/usr/bin", "LD_LIBRARY_PATH": "/l"})
     assert env["PATH"] == f"{home}/bin:{home}/compiler/ccec_compiler/bin:{home}/tools/ccec_compiler/bin:/usr/bin"
@@ -164,7 +164,7 @@ def test_non_root_install_under_home_is_found(tmp_path, monkeypatch):
     (home / "bin").mkdir(parents=True)
     (tmp_path / "Ascend" / "ascend-toolkit" / "set_env.sh").write_text(f"export ASCEND_TOOLKIT_HOME={home}\n")
     monkeypatch.setenv("HOME", str(tmp_path))
-    from lvvit_opt.ascend.cann import cann_environment
+    from lvvit_opt.core.cann import cann_environment
 
     base = {"PATH": "/usr/bin:/bin"}
     assert cann_environment(None, base)["ASCEND_TOOLKIT_HOME"] == str(home)

@@ -13,7 +13,7 @@ from onnx import TensorProto as T, helper
 from pass_check import check_pass
 from lvvit_opt.ascend.readiness import DATA, check_readiness, support_for
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.passes import run_pipeline
 
 

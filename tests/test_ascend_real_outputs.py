@@ -15,11 +15,11 @@ from fakes.ascend_env import (FIXTURES_DIR, fake_ais_bench, fake_om, fake_tools,
                               write_tiny_onnx)
 from lvvit_opt.ascend.atc import (SUCCESS_MARKER, build_atc_command, compile_onnx, find_om, parse_atc_errors,
                                   parse_atc_messages, parse_atc_warnings, run_atc)
-from lvvit_opt.ascend.npu_smi import (SocVersionUnknown, detect_soc_version, parse_board_info,
-                                      parse_npu_smi_mapping, parse_npu_smi_table, select_chip, soc_from_board,
-                                      soc_from_name, soc_version_from_table)
+from lvvit_opt.ascend.npu_smi import (SocVersionUnknown, detect_soc_version, parse_board_info, parse_npu_smi_mapping,
+                                      parse_npu_smi_table, select_chip, soc_from_board, soc_from_name,
+                                      soc_version_from_table)
 from lvvit_opt.cli import main
-from lvvit_opt.errors import ToolFailed, UserError
+from lvvit_opt.core.errors import ToolFailed, UserError
 from lvvit_opt.runtime.ais_bench_summary import (exec_time_ms, find_summary_json, parse_console_summaries,
                                                  parse_summary_json)
 from lvvit_opt.runtime.benchmark import parse_perf_file
@@ -500,7 +500,7 @@ def test_console_with_nan_is_refused():
 
 
 def test_run_stops_on_an_ambiguous_soc_before_exporting(tmp_path, fake_tools, monkeypatch):
-    from lvvit_opt.pipeline import RunOptions, run
+    from lvvit_opt.pipeline.run import RunOptions, run
 
     monkeypatch.setenv("LVVIT_FAKE_NPU_SMI", "Ascend910-A3_26.0.rc2_vllm-ascend-12980")
     out = tmp_path / "run"
@@ -508,7 +508,7 @@ def test_run_stops_on_an_ambiguous_soc_before_exporting(tmp_path, fake_tools, mo
         run(RunOptions(out=str(out), model="lvvit_golden", batch_sizes=(2,), soc_version="auto"), log=lambda m: None)
     assert not out.exists()
     monkeypatch.setenv("LVVIT_FAKE_NPU_BOARD", "A3_Ascend910_9392_chip0")  # the documented board query answers
-    from lvvit_opt.pipeline import _resolve_soc_early
+    from lvvit_opt.pipeline.run import _resolve_soc_early
 
     assert _resolve_soc_early(RunOptions(soc_version="auto")).soc_version == "Ascend910_9392"
 

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from fakes.ascend_env import fake_ais_bench, fake_om, fake_tools  # noqa: F401  (fixtures)
-from lvvit_opt.bench import BenchReport, bench_models, parse_trtexec_log, plot_fps, trtexec_command
+from lvvit_opt.measure.bench import BenchReport, bench_models, parse_trtexec_log, plot_fps, trtexec_command
 from lvvit_opt.cli import main
-from lvvit_opt.errors import ToolFailed, UserError, ValidationFailed
+from lvvit_opt.core.errors import ToolFailed, UserError, ValidationFailed
 from lvvit_opt.export import export_onnx
 
 DATA = Path(__file__).parent / "data"

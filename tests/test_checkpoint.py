@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lvvit_opt.checkpoint import load_checkpoint, save_checkpoint
-from lvvit_opt.errors import UserError
-from lvvit_opt.model import create_model
+from lvvit_opt.models.checkpoint import load_checkpoint, save_checkpoint
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.models.model import create_model
 
 
 @pytest.fixture

@@ -7,11 +7,12 @@ import logging
 import click
 import pytest
 
-from lvvit_opt import __version__, progress
+from lvvit_opt import __version__
+from lvvit_opt.core import progress
 from lvvit_opt.cli import main
 from lvvit_opt.cli import output
 from lvvit_opt.cli.types import PASS_LIST, SOC_VERSION, ModelName
-from lvvit_opt.table import format_table
+from lvvit_opt.core.table import format_table
 
 ENVELOPE_KEYS = {"command", "version", "ok", "result", "warnings"}
 
@@ -27,7 +28,7 @@ def scratch_command():
     @output.json_option
     @__import__("lvvit_opt.cli._base", fromlist=["handle_errors"]).handle_errors
     def scratch(fail, steps, json_out):
-        from lvvit_opt.errors import UserError
+        from lvvit_opt.core.errors import UserError
 
         log.info("working")
         log.debug("detail")

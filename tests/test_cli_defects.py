@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fakes.ascend_env import fake_ais_bench, fake_om, fake_tools, no_tools  # noqa: F401  (fixtures)
-from lvvit_opt.checkpoint import save_checkpoint
+from lvvit_opt.models.checkpoint import save_checkpoint
 from lvvit_opt.cli import main
-from lvvit_opt.model import create_model
+from lvvit_opt.models.model import create_model
 
 
 def _envelope(result) -> dict:
@@ -113,7 +113,7 @@ def test_transform_comes_from_the_model_configuration(crop, interp, name, path, 
 
 def test_transform_of_an_unknown_model_name_is_an_error():
     from lvvit_opt.cli.data_cmd import resolve_transform
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     with pytest.raises(UserError, match="no eval configuration known for it"):
         resolve_transform(None, None, "vit_base_patch16_224", None)
@@ -182,7 +182,7 @@ def test_bench_of_an_om_shows_no_onnxruntime_providers(cli_runner, fake_ais_benc
 def test_plot_with_one_round_whose_fps_is_a_rounding_error_above_it(tmp_path):
     from PIL import Image
 
-    from lvvit_opt.bench import BenchReport, BenchResult, plot_fps
+    from lvvit_opt.measure.bench import BenchReport, BenchResult, plot_fps
 
     result = BenchResult(model="m.onnx", batch_size=1, backend="onnxruntime", fps=100.00000000000001,
                          latency_median_ms=10.0, latency_p90_ms=10.0, round_fps=[100.0], iterations=10,
@@ -227,7 +227,7 @@ def test_cached_rerun_writes_report_md_even_when_the_plot_fails(cli_runner, tmp_
     def broken_plot(*args, **kwargs):
         raise ValueError("'yerr' must not contain negative values")
 
-    monkeypatch.setattr("lvvit_opt.report.plot_fps", broken_plot)
+    monkeypatch.setattr("lvvit_opt.measure.report.plot_fps", broken_plot)
     again = cli_runner.invoke(main, _run_args(out) + ["--json", "-"])
     assert again.exit_code == 0, again.output
     data = _envelope(again)
@@ -243,7 +243,7 @@ def test_cached_rerun_writes_report_md_even_when_the_plot_fails(cli_runner, tmp_
 def test_report_of_a_non_strict_run_names_the_random_tensors():
     from types import SimpleNamespace
 
-    from lvvit_opt.report import render_markdown
+    from lvvit_opt.measure.report import render_markdown
 
     summary = SimpleNamespace(random_weights=False, exports={2: {"random_tensors": ["head.bias"]}}, stages=[],
                               applies={}, whitelist={}, atc={}, bench={})

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lvvit_opt.cli import main
-from lvvit_opt.data import EvalTransform, evaluate, postprocess, preprocess_dir, read_bin, top_k
+from lvvit_opt.data import EvalTransform, postprocess, preprocess_dir, read_bin, top_k
+from lvvit_opt.measure.evaluate import evaluate
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 from lvvit_opt.runtime import open_runner
 

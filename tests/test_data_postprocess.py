@@ -11,7 +11,7 @@ import pytest
 from lvvit_opt.cli import main
 from lvvit_opt.data import postprocess, read_labels
 from lvvit_opt.data.synthetic import val_name, write_val_txt
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 
 IMAGES = 30
 CLASSES = 1000

@@ -11,7 +11,7 @@ from lvvit_opt.cli import main
 from lvvit_opt.data import EvalTransform, preprocess_dir
 from lvvit_opt.data.preprocess import SETTINGS_FILE
 from lvvit_opt.data.synthetic import make_image_dir, synthetic_image, val_name
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fakes.ascend_env import FAKE_PYTHON, fake_om  # noqa: F401  (fixture)
 from lvvit_opt.cli import main
-from lvvit_opt.debug import compare_layers
+from lvvit_opt.debug.layers import compare_layers
 from lvvit_opt.passes import apply_file
 
 DEEP_NODE = "/blocks.1/mlp/fc1/MatMul"
@@ -187,7 +187,7 @@ def test_bad_arguments_exit_2(cli_runner, golden_onnx, tmp_path, args, message):
 
 
 def test_inputs_forms_give_the_same_layers(golden_onnx, perturbed_deep, tmp_path):
-    from lvvit_opt.inputs import make_inputs
+    from lvvit_opt.verify.inputs import make_inputs
     from lvvit_opt.runtime.base import TensorSpec
 
     feed = make_inputs([TensorSpec("image", (2, 3, 224, 224))], count=1, seed=4)[0]
@@ -209,7 +209,7 @@ def test_fused_ops_of_a_dump_match_through_the_om_json(fake_om, tmp_path):
     fused.write_bytes(last.read_bytes())
     for path in act:
         path.unlink()
-    om_json = tmp_path / "lvvit_golden.json"  # the shape of `atc --mode=1` output (see lvvit_opt.ascend.dump)
+    om_json = tmp_path / "lvvit_golden.json"  # the shape of `atc --mode=1` output (see lvvit_opt.debug.dump)
     om_json.write_text(json.dumps({"name": "lvvit_golden", "graph": [{"name": "lvvit_golden", "op": [
         {"name": "/blocks.1/mlp/act/Gelu", "type": "Gelu",
          "attr": [{"key": "_datadump_original_op_names", "value": {"list": {"val_type": 1, "s": [
@@ -229,7 +229,7 @@ def test_fused_ops_of_a_dump_match_through_the_om_json(fake_om, tmp_path):
 
 
 def test_nc1hwc0_dumps_are_read_as_nchw():
-    from lvvit_opt.ascend.dump import DumpCandidate
+    from lvvit_opt.debug.dump import DumpCandidate
 
     nchw = np.random.default_rng(3).standard_normal((2, 20, 3, 4)).astype(np.float32)
     padded = np.zeros((2, 32, 3, 4), np.float32)

@@ -13,7 +13,7 @@ import pytest
 from fakes.ascend_env import FAKE_PYTHON, fake_ais_bench, fake_tools, no_tools  # noqa: F401
 from fakes.cann_tree import CANN_FIXTURES, build_cann_tree
 from lvvit_opt.ascend import doctor
-from lvvit_opt.ascend.cann import build_cann_env, find_cann
+from lvvit_opt.core.cann import build_cann_env, find_cann
 from lvvit_opt.ascend.doctor import cann_version, driver_version, read_key_values, run_doctor
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lvvit_golden.onnx"
@@ -282,7 +282,7 @@ def test_npu_smi_in_sbin_but_not_on_path_is_a_warning(no_tools, tmp_path, monkey
 
 
 def test_seed_style_exports_count_as_set_env(no_tools, tmp_path):  # noqa: F811
-    from lvvit_opt.ascend.cann import seed_exports
+    from lvvit_opt.core.cann import seed_exports
 
     tree = build_cann_tree(tmp_path / "Ascend")
     (tree.versioned / "atc" / "python" / "site-packages").mkdir(parents=True)
@@ -339,7 +339,7 @@ def test_workdir_that_is_a_file(tmp_path):
 
 
 def test_missing_model_is_bad_input(tmp_path):
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     with pytest.raises(UserError, match="--model .*nope.onnx: no such file"):
         run_doctor(model=tmp_path / "nope.onnx", default_homes=[], driver_dir=tmp_path)

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from lvvit_opt import export as export_mod
-from lvvit_opt.checkpoint import save_checkpoint
+from lvvit_opt.models.checkpoint import save_checkpoint
 from lvvit_opt.cli import main
-from lvvit_opt.errors import ValidationFailed
+from lvvit_opt.core.errors import ValidationFailed
 from lvvit_opt.export import export_onnx
-from lvvit_opt.model import create_model
-from lvvit_opt.tensor_spec import dims_of
+from lvvit_opt.models.model import create_model
+from lvvit_opt.core.tensor_spec import dims_of
 
 
 def _dims(value_info) -> list:

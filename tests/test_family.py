@@ -19,12 +19,12 @@ from fakes.ascend_env import no_tools  # noqa: F401  (fixture)
 from lvvit_opt.cli import main
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
 from lvvit_opt.data.transform import EvalTransform, eval_transform_for, transform_from_onnx
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.export import export_onnx
-from lvvit_opt.metadata import Preprocessing, read_props, set_props
-from lvvit_opt.model import create_model, plain_attention
+from lvvit_opt.models.metadata import Preprocessing, read_props, set_props
+from lvvit_opt.models.model import create_model, plain_attention
 from lvvit_opt.runtime.ort import OrtRunner
-from lvvit_opt.zoo import check_model_name, committed_timm_models, installed_timm_models
+from lvvit_opt.models.zoo import check_model_name, committed_timm_models, installed_timm_models
 
 TEST_VIT_PROPS = {
     "lvvit_opt.model": "test_vit",
@@ -157,7 +157,7 @@ def test_lvvit_metadata_from_its_config(tmp_path, golden_weights):
 
 def test_lvvit_m_and_l_record_crop_1():
     from lvvit_opt.export import model_preprocessing
-    from lvvit_opt.zoo import lvvit_pretrained_cfg
+    from lvvit_opt.models.zoo import lvvit_pretrained_cfg
 
     class Fake:
         def __init__(self, name):
@@ -304,7 +304,7 @@ def test_cli_preprocess_never_writes_over_the_model(test_vit_onnx, images, tmp_p
 
 
 def test_eval_feeds_the_model_its_own_transform(test_vit_onnx, images, tmp_path):
-    from lvvit_opt.data import evaluate
+    from lvvit_opt.measure.evaluate import evaluate
 
     paths = sorted(images.iterdir())
     with OrtRunner(test_vit_onnx) as runner:
@@ -333,7 +333,7 @@ def test_cli_run_with_a_timm_model(tmp_path, cli_runner, no_tools):
 
 
 def test_family_check_model_row(tmp_path):
-    from lvvit_opt.family import check_model
+    from lvvit_opt.pipeline.family import check_model
 
     row = check_model("test_vit", tmp_path, batch_size=1)
     assert (row.parameters, row.img_size, row.softmax_found, row.wrapped, row.skipped) == (371240, 160, 6, 6, [])

@@ -11,7 +11,7 @@ import pytest
 
 from fakes.ascend_env import no_tools  # noqa: F401  (fixture)
 from lvvit_opt.cli import main
-from lvvit_opt.pipeline import RunOptions, run
+from lvvit_opt.pipeline.run import RunOptions, run
 from lvvit_opt.whitelist import static_shapes, transpose_shapes
 
 RANK5 = "input rank 5, not 4"

@@ -1,4 +1,4 @@
-"""`--inputs`: one reader (lvvit_opt.inputs) for validate, golden make, apply and debug layers.
+"""`--inputs`: one reader (lvvit_opt.verify.inputs) for validate, golden make, apply and debug layers.
 
 Every form must give exactly the result of the equivalent numpy array.
 """
@@ -13,10 +13,10 @@ from onnx import numpy_helper
 
 from lvvit_opt.cli import main
 from lvvit_opt.data import EvalTransform, preprocess_dir, write_info_for_dir
-from lvvit_opt.errors import UserError
-from lvvit_opt.golden import validate_models
-from lvvit_opt.inputs import make_inputs
-from lvvit_opt.inputs import load_inputs
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.verify.golden import validate_models
+from lvvit_opt.verify.inputs import make_inputs
+from lvvit_opt.verify.inputs import load_inputs
 from lvvit_opt.runtime.base import TensorSpec
 
 SPEC = [TensorSpec("image", (2, 3, 224, 224), "float32")]
@@ -139,14 +139,14 @@ def test_zero_or_negative_count_is_refused():
 
 
 def test_more_images_than_memory_is_refused_before_reading(images, monkeypatch):
-    monkeypatch.setattr("lvvit_opt.resources.available_memory", lambda: 1024 * 1024)
+    monkeypatch.setattr("lvvit_opt.core.resources.available_memory", lambda: 1024 * 1024)
     with pytest.raises(UserError, match=r"2 image\(s\) from .* needs about .* of memory"):
         load_inputs(images[0], SPEC)
 
 
 def test_image_folders_follow_the_preprocessing_the_model_records(golden_onnx, images, tmp_path):
     """A model exported with other preprocessing (metadata_props): its images are cut its way."""
-    from lvvit_opt.metadata import Preprocessing, set_props
+    from lvvit_opt.models.metadata import Preprocessing, set_props
 
     model = onnx.load(golden_onnx)
     recorded = Preprocessing((3, 224, 224), 1.0, "bilinear", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), source="test")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fakes.ascend_env import FAKES_DIR, VENV_BIN, fake_ais_bench, fake_tools, no_tools  # noqa: F401
-from lvvit_opt.ascend.cann import ToolNotFound
+from lvvit_opt.core.cann import ToolNotFound
 from lvvit_opt.ascend.om_graph import format_comparison, format_model, inspect_om, parse_om_json, read_om_json
-from lvvit_opt.errors import ToolFailed, UserError
+from lvvit_opt.core.errors import ToolFailed, UserError
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ascend" / "om_json" / "lvvit_s_bs16_block0.json"
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lvvit_golden.onnx"

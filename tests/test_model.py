@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from lvvit_opt.model import create_model, parameter_count
+from lvvit_opt.models.model import create_model, parameter_count
 
 
 def official_state_dict_shapes(dim: int, depth: int, stem: int, classes: int = 1000, tokens: int = 197,

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.passes import (GraphPass, PassBrokeStructure, apply_file, apply_shortcuts, registered, run_pipeline,
                               structural_problem)
 from pass_check import check_pass

@@ -46,7 +46,7 @@ def test_fold_skips_tensor_over_budget_and_reports_it():
 
 def test_streamed_save_is_the_same_message(golden_onnx, tmp_path):
     """save_onnx writes one initializer at a time (no second copy of the weights): same model."""
-    from lvvit_opt.onnx_files import save_onnx
+    from lvvit_opt.core.onnx_files import save_onnx
 
     model = onnx.load(golden_onnx)
     save_onnx(model, tmp_path / "copy.onnx")

@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.passes import run_pipeline
-from lvvit_opt.tensor_spec import dims_of
+from lvvit_opt.core.tensor_spec import dims_of
 from pass_check import check_pass
 
 

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.passes import get_pass, inverse_perm, run_pipeline
 from pass_check import check_pass
 

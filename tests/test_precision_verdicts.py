@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lvvit_opt.cli import main
-from lvvit_opt.debug import compare_layers, to_fp16
-from lvvit_opt.golden import Tolerance, compare_outputs
-from lvvit_opt.precision import read_keep_dtype
+from lvvit_opt.debug.layers import compare_layers, to_fp16
+from lvvit_opt.verify.golden import Tolerance, compare_outputs
+from lvvit_opt.debug.precision import read_keep_dtype
 
 FP16_POLICY = ["--atol", "off", "--rtol", "off", "--min-cosine", "0.999", "--max-range-rel", "0.01"]
 RNG = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from onnx import TensorProto as T, helper, numpy_helper
 
 from lvvit_opt.cli import main
-from lvvit_opt.random_ops import random_nodes
+from lvvit_opt.verify.random_ops import random_nodes
 
 
 def _noisy_model(training: bool = True) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from fakes.ascend_env import fake_ais_bench, fake_tools, no_tools  # noqa: F401  (fixtures)
 from lvvit_opt.cli import main
-from lvvit_opt.pipeline import RunOptions, run
+from lvvit_opt.pipeline.run import RunOptions, run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transpose"
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fakes.ascend_env import fake_ais_bench, fake_om, fake_tools, ort_reference  # noqa: F401
-from lvvit_opt.errors import UserError
-from lvvit_opt.golden import Tolerance, compare_outputs
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.verify.golden import Tolerance, compare_outputs
 from lvvit_opt.runtime import open_runner, registry
-from lvvit_opt.tensor_spec import TensorSpec
+from lvvit_opt.core.tensor_spec import TensorSpec
 
 # runner name -> (environment fixture or None, which file of fake_om it opens, tolerance vs onnxruntime)
 SETUPS = {

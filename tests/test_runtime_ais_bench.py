@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from fakes.ascend_env import fake_ais_bench, fake_om, fake_tools, no_tools, ort_reference  # noqa: F401
-from lvvit_opt.ascend.cann import ToolNotFound
+from lvvit_opt.core.cann import ToolNotFound
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError
-from lvvit_opt.golden import Tolerance, compare_outputs
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.verify.golden import Tolerance, compare_outputs
 from lvvit_opt.runtime import open_runner
 
 

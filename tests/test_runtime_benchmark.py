@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from fakes.ascend_env import DATA_DIR, fake_om, fake_tools, no_tools, ort_reference  # noqa: F401
-from lvvit_opt.errors import UserError
-from lvvit_opt.golden import Tolerance, compare_outputs
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.verify.golden import Tolerance, compare_outputs
 from lvvit_opt.runtime import open_runner
 from lvvit_opt.runtime.benchmark import BenchmarkRunner, parse_perf_file, parse_perf_text
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fakes.ascend_env import fake_ais_bench, fake_om, fake_tools, no_tools  # noqa: F401
-from lvvit_opt.bench import BACKENDS
-from lvvit_opt.errors import UserError
+from lvvit_opt.measure.bench import BACKENDS
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.runtime import Runner, open_runner, registry
 from lvvit_opt.runtime.ort import OrtRunner
 
@@ -68,7 +68,7 @@ def test_a_backend_is_one_class(tmp_path):
         pads_to_batch = True
 
         def __post_init__(self):
-            from lvvit_opt.tensor_spec import TensorSpec
+            from lvvit_opt.core.tensor_spec import TensorSpec
 
             self.inputs = [TensorSpec("x", (4, 3))]
             self.outputs = [TensorSpec("y", (4, 3))]

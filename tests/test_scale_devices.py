@@ -14,9 +14,9 @@ import pytest
 
 from fakes.ascend_env import FAKES_DIR, VENV_BIN, fake_ais_bench, fake_om, fake_tools, write_tiny_onnx  # noqa: F401
 from lvvit_opt.cli import main
-from lvvit_opt.data import evaluate
+from lvvit_opt.measure.evaluate import evaluate
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
-from lvvit_opt.errors import ToolFailed, UserError
+from lvvit_opt.core.errors import ToolFailed, UserError
 from lvvit_opt.scale import bench_any, evaluate_any
 from lvvit_opt.scale.devices import parse_devices, split_evenly
 

@@ -10,10 +10,10 @@ import pytest
 
 from fakes.ascend_env import FAKE_PYTHON, fake_ais_bench, fake_om, fake_tools  # noqa: F401
 from lvvit_opt.cli import main
-from lvvit_opt.data import evaluate
+from lvvit_opt.measure.evaluate import evaluate
 from lvvit_opt.data.shard import Shard, merge_results
 from lvvit_opt.data.synthetic import make_image_dir, write_val_txt
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.scale import evaluate_any
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[test]' installs it (ray extra)")

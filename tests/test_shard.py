@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from lvvit_opt.cli import main
-from lvvit_opt.data import evaluate, postprocess, preprocess_dir
+from lvvit_opt.measure.evaluate import evaluate
+from lvvit_opt.data import postprocess, preprocess_dir
 from lvvit_opt.data.shard import Shard, merge_results, parse_shard, shard_index, split_by_shard
 from lvvit_opt.data.synthetic import make_image_dir, val_name, write_val_txt
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 
 IMAGES = 10
 SHARDS = 3

@@ -6,8 +6,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lvvit_opt.errors import UserError
-from lvvit_opt.tensor_spec import TensorSpec, dims_of, normalise_dtype, read_specs, runtime_spec
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.tensor_spec import TensorSpec, dims_of, normalise_dtype, read_specs, runtime_spec
 
 
 def _model() -> onnx.ModelProto:

@@ -12,11 +12,11 @@ import pytest
 from onnx import helper, numpy_helper
 
 from fakes.ascend_env import fake_ais_bench, fake_tools  # noqa: F401  (fixtures)
-from lvvit_opt import tune as tune_mod
+from lvvit_opt.tune import search as tune_mod
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError
-from lvvit_opt.tune import (STATE_FILE, Candidate, TuneOptions, load_space, pareto_front, parse_budget,
-                            space_from_mapping, tune)
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.tune.search import (STATE_FILE, Candidate, TuneOptions, load_space, pareto_front, parse_budget,
+                                   space_from_mapping, tune)
 
 QUICK = dict(rounds=3, warmup_s=0.05, max_finalists=3)
 
@@ -309,7 +309,7 @@ def test_a_hand_built_graph_and_a_non_classifier_output(tmp_path):
 
 
 def test_ascend_fp16_keep_compiles_with_a_keep_dtype_file(fake_ais_bench, golden_onnx, images, tmp_path, monkeypatch):
-    from lvvit_opt.golden import Tolerance
+    from lvvit_opt.verify.golden import Tolerance
 
     first_node = onnx.load(golden_onnx).graph.node[0].name
     monkeypatch.setattr(tune_mod, "suggest_keep_nodes", lambda path, inputs: [first_node])

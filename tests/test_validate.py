@@ -9,8 +9,8 @@ import pytest
 from onnx import numpy_helper
 
 from lvvit_opt.cli import main
-from lvvit_opt.golden import Tolerance, default_tolerance_for, validate_models
-from lvvit_opt.inputs import make_inputs
+from lvvit_opt.verify.golden import Tolerance, default_tolerance_for, validate_models
+from lvvit_opt.verify.inputs import make_inputs
 from lvvit_opt.runtime.base import TensorSpec
 
 

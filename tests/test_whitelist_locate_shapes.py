@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.whitelist import check_shapes, locate_transpose_py, shapes_from_model, transpose_shapes
 
 FIXTURE = Path(__file__).parent / "fixtures" / "transpose" / "transpose_whitelist_era.py"

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from lvvit_opt.cli import main
-from lvvit_opt.errors import UserError, ValidationFailed
+from lvvit_opt.core.errors import UserError, ValidationFailed
 from lvvit_opt.whitelist import check_shapes, patch as patch_module, patch_file, read_transpose_source, restore_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transpose"

@@ -10,12 +10,13 @@ imported only when a graph is read:
     patch_file(file, shapes, fuzzy=False, dry_run=False, output=None) -> PatchResult
     restore_file(file, force=False) -> RestoreResult
 """
-from .check import CheckReport, check_shapes, check_source, normalise_shapes
-from .graph import TransposeUse, shapes_from_model, static_shapes, transpose_shapes
-from .locate import LAYOUTS, locate_transpose_py
-from .patch import PatchResult, RestoreResult, atc_cache_hint, patch_file, restore_file
-from .source import (BLACK_ERA, FAST_KERNEL, SLOW_KERNEL, WHITE_ERA, Selection, TransposeSource,
-                     UnrecognisedStructure, parse_transpose_source, read_transpose_source, select_kernel)
+from lvvit_opt.whitelist.check import CheckReport, check_shapes, check_source
+from lvvit_opt.whitelist.graph import TransposeUse, shapes_from_model, static_shapes, transpose_shapes
+from lvvit_opt.whitelist.locate import LAYOUTS, locate_transpose_py
+from lvvit_opt.whitelist.patch import PatchResult, RestoreResult, atc_cache_hint, patch_file, restore_file
+from lvvit_opt.whitelist.source import (BLACK_ERA, FAST_KERNEL, SLOW_KERNEL, WHITE_ERA, Selection, TransposeSource,
+                                        UnrecognisedStructure, normalise_shapes, parse_transpose_source,
+                                        read_transpose_source, select_kernel)
 
 __all__ = [
     "BLACK_ERA", "FAST_KERNEL", "LAYOUTS", "SLOW_KERNEL", "WHITE_ERA", "CheckReport", "PatchResult",

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 
-from .locate import locate_transpose_py
-from .source import Selection, Shape, TransposeSource, read_transpose_source, select_kernel
+from lvvit_opt.whitelist.locate import locate_transpose_py
+from lvvit_opt.whitelist.source import (Selection, TransposeSource, normalise_shapes, read_transpose_source,
+                                        select_kernel)
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +40,6 @@ class CheckReport:
                 "notes": list(self.notes)}
 
 
-def normalise_shapes(shapes: Iterable[Iterable[int]]) -> list[Shape]:
-    """Distinct static shapes as int tuples, in order; UserError on anything else."""
-    result: list[Shape] = []
-    for shape in shapes:
-        try:
-            dims = tuple(int(d) for d in shape)
-        except (TypeError, ValueError):
-            raise UserError(f"shape {shape!r} is not a list of integers") from None
-        if not dims or any(d <= 0 for d in dims):
-            raise UserError(f"shape {list(dims)} is not static (needs positive dims)")
-        if dims not in result:
-            result.append(dims)
-    if not result:
-        raise UserError("no shapes given")
-    return result
-
-
 def check_source(source: TransposeSource, shapes: Iterable[Iterable[int]]) -> CheckReport:
     """Check shapes against an already parsed file."""
     selections = [select_kernel(source, shape) for shape in normalise_shapes(shapes)]
@@ -76,7 +60,7 @@ def check_shapes(file: str | os.PathLike | None, shapes: Iterable[Iterable[int]]
 
 
 def _settle(located: Path) -> None:
-    from .patch import real_file, settle_journal, transpose_lock
+    from lvvit_opt.whitelist.patch import real_file, settle_journal, transpose_lock
 
     path = real_file(located)
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from lvvit_opt.errors import UserError, reason_of
-from lvvit_opt.tensor_spec import dims_of
+from lvvit_opt.core.errors import UserError, reason_of
+from lvvit_opt.core.tensor_spec import dims_of
 
 Dim = int | str   # an int for a static dim, the symbol name or "?" otherwise
 
@@ -118,7 +118,7 @@ def shapes_from_model(model_or_path) -> list[tuple[int, ...]]:
 
 def _load(model_or_path):
     if isinstance(model_or_path, (str, os.PathLike)):
-        from lvvit_opt.onnx_files import load_onnx
+        from lvvit_opt.core.onnx_files import load_onnx
         # weights are not needed for shapes; skipping them keeps big models fast
         return load_onnx(model_or_path, load_external_data=False)
     return model_or_path

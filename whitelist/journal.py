@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lvvit_opt.errors import UserError
-from lvvit_opt.fileio import atomic_path, sweep_stale_temps
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.fileio import atomic_path, sweep_stale_temps
 
 BACKUP_SUFFIX = ".lvvit-opt.orig"
 RECORD_SUFFIX = ".lvvit-opt.json"

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from lvvit_opt.errors import UserError
+from lvvit_opt.core.errors import UserError
 
 LAYOUTS = (
     "op_impl/built-in/ai_core/tbe/impl/dynamic/transpose.py",   # CANN 5.x / 6.x / 7.x

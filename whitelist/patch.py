@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from lvvit_opt import __version__
-from lvvit_opt.errors import UserError, ValidationFailed, shown
-from lvvit_opt.fileio import same_path, sweep_stale_temps
+from lvvit_opt.core.errors import UserError, ValidationFailed, shown
+from lvvit_opt.core.fileio import same_path, sweep_stale_temps
 
-from .check import normalise_shapes
-from .journal import (BACKUP_SUFFIX, DONE, PENDING, RECORD_SUFFIX, REPLACED_SUFFIX, Journal, backup_missing_message,
-                      backup_path, committed, load_journal, own_files, real_file, record_json, record_path,
-                      remove_journal, replaced_path, settle, sha256, short, transpose_lock)
-from .journal import write_atomic as _write_atomic   # one name in this module: tests make it fail
-from .locate import layout_relative_path, locate_transpose_py, opp_root_of
-from .source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, byte_line_starts, parse_transpose_source,
-                     read_transpose_source, select_kernel)
+from lvvit_opt.whitelist.journal import (BACKUP_SUFFIX, DONE, PENDING, RECORD_SUFFIX, REPLACED_SUFFIX, Journal,
+                                         backup_missing_message, backup_path, committed, load_journal, own_files,
+                                         real_file, record_json, record_path, remove_journal, replaced_path, settle,
+                                         sha256, short, transpose_lock)
+from lvvit_opt.whitelist.journal import write_atomic as _write_atomic  # one name in this module: tests make it fail
+from lvvit_opt.whitelist.locate import layout_relative_path, locate_transpose_py, opp_root_of
+from lvvit_opt.whitelist.source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, byte_line_starts,
+                                        normalise_shapes, parse_transpose_source, read_transpose_source,
+                                        select_kernel)
 
 __all__ = ["BACKUP_SUFFIX", "RECORD_SUFFIX", "REPLACED_SUFFIX", "PatchResult", "RestoreResult", "patch_file",
            "restore_file", "real_file", "transpose_lock", "settle_journal"]

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from typing import Iterable
 from pathlib import Path
 
-from lvvit_opt.errors import UserError, shown
+from lvvit_opt.core.errors import UserError, shown
 
 WHITE_ERA = "white-list"
 BLACK_ERA = "black-list"
@@ -298,3 +299,20 @@ def byte_line_starts(data: bytes) -> list[int]:
         offset += len(line)
     starts.append(offset)
     return starts
+
+
+def normalise_shapes(shapes: Iterable[Iterable[int]]) -> list[Shape]:
+    """Distinct static shapes as int tuples, in order; UserError on anything else."""
+    result: list[Shape] = []
+    for shape in shapes:
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise UserError(f"shape {shape!r} is not a list of integers") from None
+        if not dims or any(d <= 0 for d in dims):
+            raise UserError(f"shape {list(dims)} is not static (needs positive dims)")
+        if dims not in result:
+            result.append(dims)
+    if not result:
+        raise UserError("no shapes given")
+    return result

@@ -18,18 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from ..errors import ToolFailed, UserError
-from ..progress import task
-from ..tensor_spec import TensorSpec, input_specs
-from .cann import ToolNotFound, cann_environment, find_tool
-from .npu_smi import detect_soc_version
+from lvvit_opt.core.errors import ToolFailed, UserError
+from lvvit_opt.core.progress import task
+from lvvit_opt.core.tensor_spec import TensorSpec, input_specs
+from lvvit_opt.core.cann import ToolNotFound, cann_environment, find_tool
+from lvvit_opt.ascend.npu_smi import detect_soc_version
 
 SUCCESS_MARKER = "ATC run success"
 FAILURE_MARKER = "ATC run failed"
 LOG_LEVELS = ("debug", "info", "warning", "error", "null")
 # atc --precision_mode values for inference (CANN ATC/AOE docs, e.g. hiascend.com/document/detail/zh/
 # canncommercial/601/devtools/auxiliarydevtool/aoepar_16_044.html; force_fp16 is the inference default);
-# what each does to an op is in lvvit_opt.precision, the CPU preview of them
+# what each does to an op is in lvvit_opt.debug.precision, the CPU preview of them
 PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "allow_mix_precision", "must_keep_origin_dtype")
 # newer CANN (8.0 docs: .../CANNCommunityEdition/80RC2alpha002/devaids/auxiliarydevtool/aoepar_16_042.html)
 # also takes these; atc passes them through, the CPU preview does not model them
@@ -199,7 +199,7 @@ def keep_dtype_lines(op_types: Iterable[str] = (), node_names: Iterable[str] = (
 def write_keep_dtype_file(path: str | os.PathLike, op_types: Iterable[str] = (),
                           node_names: Iterable[str] = ()) -> Path:
     """Write (atomically) a --keep_dtype file keeping these ops in fp32."""
-    from ..fileio import write_text_atomic
+    from lvvit_opt.core.fileio import write_text_atomic
 
     text = keep_dtype_lines(op_types, node_names)
     if not text:
@@ -282,7 +282,7 @@ def _om_candidates(prefix: str, cwd) -> list[Path]:
 def _set_aside_old_oms(prefix: str, cwd) -> list[tuple[Path, Path]]:
     """Move existing .om files of this prefix to temporary names, so a failed or interrupted atc
     can neither leave a half-written .om nor destroy the previous good one."""
-    from ..fileio import temp_path_for
+    from lvvit_opt.core.fileio import temp_path_for
 
     moved = []
     for om in _om_candidates(prefix, cwd):

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import LvvitOptError, UserError
-from .cann import (DEFAULT_TOOLKIT_HOME, TOOLKIT_ENV_VARS, USER_TOOLKIT_HOME, CannToolkit, build_cann_env, find_cann,
-                   find_tool, toolkit_exports)
+from lvvit_opt.core.errors import LvvitOptError, UserError
+from lvvit_opt.core.cann import (DEFAULT_TOOLKIT_HOME, TOOLKIT_ENV_VARS, USER_TOOLKIT_HOME, CannToolkit, build_cann_env,
+                                 find_cann, find_tool, toolkit_exports)
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def cann_version(home: str | os.PathLike) -> CannVersion:
 def driver_version(npu_smi_text: str | None, driver_dir: str | os.PathLike) -> tuple[str | None, str | None]:
     """(version, where from): npu-smi's header `Version: 23.0.rc1`, else the driver's version.info."""
     if npu_smi_text:
-        from .npu_smi import parse_npu_smi_table
+        from lvvit_opt.ascend.npu_smi import parse_npu_smi_table
 
         version = parse_npu_smi_table(npu_smi_text).version
         if version:
@@ -301,7 +301,7 @@ def check_npu(environ: Mapping[str, str], npu_smi_dirs: Iterable[str | os.PathLi
 
     The driver installs npu-smi in /usr/local/sbin, which is not on a normal user's PATH:
     found there, it is used for the checks and the missing PATH entry is a warning."""
-    from .npu_smi import detect_soc_version, parse_npu_smi_info
+    from lvvit_opt.ascend.npu_smi import detect_soc_version, parse_npu_smi_info
 
     tool = find_tool("npu-smi", environ)
     off_path = None
@@ -377,7 +377,7 @@ def ais_bench_status() -> tuple[bool, str]:
 
 
 def check_runner(toolkit: CannToolkit | None, environ: Mapping[str, str], workdir: str | os.PathLike) -> Check:
-    from ..runtime.benchmark import benchmark_binary_name
+    from lvvit_opt.runtime.benchmark import benchmark_binary_name
 
     importable, detail = ais_bench_status()
     if importable:
@@ -404,7 +404,8 @@ def _writable(path: Path) -> bool:
 def check_transpose(file: str | os.PathLike | None, toolkit: CannToolkit | None, environ: Mapping[str, str],
                     model: str | os.PathLike | None) -> list[Check]:
     """transpose.py found, era, writable; with a model, whether its Transpose shapes get the fast kernel."""
-    from ..whitelist import WHITE_ERA, check_source, locate_transpose_py, read_transpose_source, shapes_from_model
+    from lvvit_opt.whitelist import (WHITE_ERA, check_source, locate_transpose_py, read_transpose_source,
+                                     shapes_from_model)
 
     default = str(toolkit.home) if toolkit is not None else None
     checks: list[Check] = []

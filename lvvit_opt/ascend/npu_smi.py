@@ -16,8 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ..errors import UserError
-from .cann import find_tool
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.cann import find_tool
 
 log = logging.getLogger(__name__)
 

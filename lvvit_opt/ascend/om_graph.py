@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ToolFailed, UserError, shown
+from lvvit_opt.core.errors import ToolFailed, UserError, shown
 
 log = logging.getLogger(__name__)
 
@@ -257,9 +257,9 @@ def om_to_json_command(om_path: str | os.PathLike, json_path: str | os.PathLike)
 def om_to_json(om_path: str | os.PathLike, json_path: str | os.PathLike, *, cann_home: str | None = None,
                env: Mapping[str, str] | None = None) -> Path:
     """Run `atc --mode=1` (under the CANN environment); the JSON lands at json_path only if atc succeeded."""
-    from ..fileio import atomic_path
-    from .atc import display_command, locate_atc, parse_atc_errors
-    from .cann import cann_environment
+    from lvvit_opt.core.fileio import atomic_path
+    from lvvit_opt.ascend.atc import display_command, locate_atc, parse_atc_errors
+    from lvvit_opt.core.cann import cann_environment
 
     om_path, json_path = Path(om_path), Path(json_path)
     if not om_path.is_file():
@@ -313,7 +313,7 @@ def _shape_text(shape: Shape | None) -> str:
 
 def format_model(model: OmModel, top: int | None = None) -> list[str]:
     """Human-readable report lines: header, op-type counts, attention kernels, verdict."""
-    from ..table import format_table
+    from lvvit_opt.core.table import format_table
 
     lines = [f"model: {model.source}" + (f"  (soc_version {model.soc_version})" if model.soc_version else ""),
              f"ops: {len(model.ops)} in {len(model.graphs)} graph(s)" + (f", the {top} most frequent types:" if top else ":")]
@@ -338,7 +338,7 @@ COMPARISON_ROWS = (("Transpose (fast)", "transpose_fast"), ("TransposeD (slow)",
 
 def format_comparison(models: Sequence[OmModel], labels: Sequence[str] | None = None) -> list[str]:
     """Side-by-side attention-kernel counts of several .om files (for `bench` and `inspect A B`)."""
-    from ..table import format_table
+    from lvvit_opt.core.table import format_table
 
     if labels is None:
         names = [Path(m.source).name for m in models]
@@ -352,7 +352,7 @@ def format_comparison(models: Sequence[OmModel], labels: Sequence[str] | None = 
 def compare_om_files(paths: Sequence[str | os.PathLike], *, cann_home: str | None = None,
                      env: Mapping[str, str] | None = None) -> list[str]:
     """format_comparison of several .om files, or one line saying why they could not be read."""
-    from .cann import ToolNotFound
+    from lvvit_opt.core.cann import ToolNotFound
 
     try:
         models = [inspect_om(p, cann_home=cann_home, env=env) for p in paths]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import UserError
+from lvvit_opt.core.errors import UserError
 
 DATA = Path(__file__).with_name("data") / "cann_onnx_support.json"
 # ops our passes can remove: what to run instead of giving up
@@ -49,8 +49,8 @@ def support_for(cann_version: str | None) -> dict:
 
 def installed_cann_version(cann_home: str | os.PathLike | None = None) -> tuple[str | None, str]:
     """(version, where it came from) as `doctor` reads the install; (None, why) when there is none."""
-    from .cann import find_cann
-    from .doctor import cann_version
+    from lvvit_opt.core.cann import find_cann
+    from lvvit_opt.ascend.doctor import cann_version
 
     toolkit = find_cann(cann_home)
     if toolkit is None:
@@ -84,8 +84,8 @@ class Readiness:
 def check_readiness(model_path: str | os.PathLike, cann_version: str | None = None, cann_from: str = "newest documented",
                     input_shapes: dict[str, list[int]] | None = None) -> Readiness:
     """Check MODEL against the documented ONNX support of `cann_version` (not raising)."""
-    from lvvit_opt.onnx_files import load_onnx
-    from ..tensor_spec import dims_of
+    from lvvit_opt.core.onnx_files import load_onnx
+    from lvvit_opt.core.tensor_spec import dims_of
 
     model = load_onnx(model_path, load_external_data=False)
     entry = support_for(cann_version)

@@ -14,9 +14,9 @@ import threading
 
 import click
 
-from .. import __version__
-from ..errors import LvvitOptError, Terminated, note_sigterm, sigterm_received
-from .output import configure_logging, emit_error, set_verbosity, state
+from lvvit_opt import __version__
+from lvvit_opt.core.errors import LvvitOptError, Terminated, note_sigterm, sigterm_received
+from lvvit_opt.cli.output import configure_logging, emit_error, set_verbosity, state
 
 VERBOSE_HELP = "Say what is being done on stderr (-vv: debug messages, with the logger names)."
 QUIET_HELP = "Nothing on stdout, no progress; only warnings and errors on stderr."
@@ -174,7 +174,7 @@ def parse_int_list(text: str, what: str = "value", maximum: int | None = None, s
     maximum: the largest value allowed (e.g. a batch size); shape: the list is a tensor shape a
     user typed, held to tensor_spec.SHAPE_LIMITS (rank, dims, elements), the limits in the message.
     """
-    from ..tensor_spec import SHAPE_LIMITS, shape_problem
+    from lvvit_opt.core.tensor_spec import SHAPE_LIMITS, shape_problem
 
     expected = (SHAPE_LIMITS if shape else f"integers in 1..{maximum}" if maximum is not None
                 else "positive integers")

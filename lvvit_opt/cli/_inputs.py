@@ -1,4 +1,4 @@
-"""The `--inputs` option every verb that runs models shares (reader: lvvit_opt.inputs)."""
+"""The `--inputs` option every verb that runs models shares (reader: lvvit_opt.verify.inputs)."""
 from __future__ import annotations
 
 import click
@@ -14,8 +14,8 @@ class InputsParam(click.ParamType):
     name = "N|PATH"
 
     def convert(self, value, param, ctx):
-        from ..errors import UserError
-        from ..inputs import parse_inputs_arg
+        from lvvit_opt.core.errors import UserError
+        from lvvit_opt.verify.inputs import parse_inputs_arg
 
         if not isinstance(value, str):
             return value

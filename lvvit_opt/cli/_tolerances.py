@@ -1,5 +1,5 @@
 """The tolerance options every verb that compares models shares (--atol, --rtol, --min-cosine and
-the scale-aware metrics), and the Tolerance they build (metrics: lvvit_opt.golden.Tolerance)."""
+the scale-aware metrics), and the Tolerance they build (metrics: lvvit_opt.verify.golden.Tolerance)."""
 from __future__ import annotations
 
 import click
@@ -10,7 +10,7 @@ _METRIC_OPTIONS = ("atol", "rtol", "min_cosine", "max_range_rel", "max_rel", "ma
 def tolerance_from(candidate: str | None, atol=None, rtol=None, min_cosine=None, base=None, **metrics):
     """Defaults depend on the candidate (.om -> fp16 tolerance) unless `base` is given; explicit
     options override. `off` (parsed to -1) disables that criterion (reported only)."""
-    from ..golden import Tolerance, default_tolerance_for
+    from lvvit_opt.verify.golden import Tolerance, default_tolerance_for
 
     base = base or default_tolerance_for(candidate)
     given = {"atol": atol, "rtol": rtol, "min_cosine": min_cosine, **metrics}
@@ -22,7 +22,7 @@ def tolerance_from(candidate: str | None, atol=None, rtol=None, min_cosine=None,
 def tolerance_options(fn):
     """--atol/--rtol/--min-cosine and the scale-aware metrics; each refuses NaN, Inf and negatives
     (`off`: reported, not enforced). Passed to the command as keyword arguments of the same names."""
-    from .types import NonNegativeFloat
+    from lvvit_opt.cli.types import NonNegativeFloat
 
     number, unit = NonNegativeFloat(), NonNegativeFloat(maximum=1.0)
     options = [

@@ -5,10 +5,10 @@ import logging
 
 import click
 
-from ._base import cann_home_option, handle_errors, main
-from .output import echo, emit_result, json_file, json_option
-from ..ascend.atc import ATC_PRECISION_MODES
-from .types import BATCH_SIZE, SOC_VERSION, ModelFile
+from lvvit_opt.cli._base import cann_home_option, handle_errors, main
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.ascend.atc import ATC_PRECISION_MODES
+from lvvit_opt.cli.types import BATCH_SIZE, SOC_VERSION, ModelFile
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     name and the log path are printed and the exit status is 1. Where atc is missing, the
     exact command to run on an Ascend host is printed (exit 2).
     """
-    from ..ascend import atc as atc_lib
-    from ..ascend.cann import cann_environment
-    from ..fileio import guard_outputs
+    from lvvit_opt.ascend import atc as atc_lib
+    from lvvit_opt.core.cann import cann_environment
+    from lvvit_opt.core.fileio import guard_outputs
 
     if keep_dtype and keep_dtype_ops:
         raise click.UsageError("use either --keep-dtype FILE or --keep-dtype-op, not both")
@@ -85,7 +85,7 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
                                          fusion_switch=fusion_switch, extra_args=extra_args)
 
     command = build(keep_dtype)  # every option checked before the keep_dtype file is written
-    from ..ascend.readiness import installed_cann_version, require_ready
+    from lvvit_opt.ascend.readiness import installed_cann_version, require_ready
 
     where = "--cann-version"
     if cann_version is None:

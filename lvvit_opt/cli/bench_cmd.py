@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main, parse_int_list
-from .output import echo, emit_result, json_file, json_option
-from .types import MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS, WARMUP, Backend, ModelFile
+from lvvit_opt.cli._base import handle_errors, main, parse_int_list
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.types import MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS, WARMUP, Backend, ModelFile
 
 
 @main.command("bench")
@@ -51,10 +51,10 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
       lvvit-opt bench model.onnx --backend trtexec --batch-sizes 1,16
       lvvit-opt bench model_bs16.om --device 0,1,2,3     # the whole card, measured
     """
-    from ..bench import plot_fps
-    from ..errors import UserError
-    from ..fileio import guard_outputs
-    from ..scale import bench_any, parse_devices
+    from lvvit_opt.measure.bench import plot_fps
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.scale import bench_any, parse_devices
 
     if devices is not None:
         devices = parse_devices(devices)
@@ -77,7 +77,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     for note in report.runtime_notes():
         echo(note)
     if len(models) > 1 and all(str(m).lower().endswith(".om") for m in models):
-        from ..ascend.om_graph import compare_om_files  # what atc compiled, beside the fps (lvvit-opt inspect)
+        from lvvit_opt.ascend.om_graph import compare_om_files  # what atc compiled, beside the fps (lvvit-opt inspect)
         echo("\n".join(compare_om_files(models)))
     if plot_out:
         plot_fps(report, plot_out)

@@ -8,11 +8,12 @@ import re
 
 import click
 
-from ..errors import ValidationFailed
-from ..progress import counter
-from ._base import handle_errors, main
-from .output import echo, emit_result, json_file, json_option
-from .types import BATCH_SIZE, FRACTION, IMAGES, MODEL_NAME, THREADS, WORKERS, ModelFile, RunnerBackend, img_size_type
+from lvvit_opt.core.errors import ValidationFailed
+from lvvit_opt.core.progress import counter
+from lvvit_opt.cli._base import handle_errors, main
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.types import (BATCH_SIZE, FRACTION, IMAGES, MODEL_NAME, THREADS, WORKERS, ModelFile,
+                                 img_size_type, runner_backend_option)
 
 log = logging.getLogger("lvvit_opt.merge")
 logger = logging.getLogger(__name__)
@@ -24,8 +25,8 @@ class _ShardType(click.ParamType):
     name = "K/N"
 
     def convert(self, value, param, ctx):
-        from ..data.shard import Shard, parse_shard
-        from ..errors import UserError
+        from lvvit_opt.data.shard import Shard, parse_shard
+        from lvvit_opt.core.errors import UserError
 
         if isinstance(value, Shard):
             return value
@@ -67,7 +68,7 @@ def _lvvit_name_of(path: str | None) -> str | None:
     """The LV-ViT config a file is named after (lvvit_m_bs16_opt.om -> lvvit_m), if any."""
     if not path:
         return None
-    from ..model import CONFIGS
+    from lvvit_opt.models.model import CONFIGS
 
     stem = os.path.basename(str(path)).lower()
     names = [n for n in CONFIGS if re.match(rf"{re.escape(n)}(?![a-z0-9])", stem)]
@@ -80,12 +81,12 @@ def resolve_transform(crop_pct: float | None, interpolation: str | None, model_n
     LV-ViT configuration; then the preprocessing recorded in MODEL's metadata (or, for an .om,
     in the ONNX beside it: data.transform); then the LV-ViT configuration MODEL's file name
     starts with (`run` names files lvvit_m_bs16.onnx); else LV-ViT-S's 0.9 / bicubic."""
-    from ..errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     if crop_pct is not None and interpolation is not None:
         return _chosen(crop_pct, interpolation, "given")
     if model_name is None and model_path is not None and os.path.isfile(model_path):
-        from ..data.transform import eval_transform_for
+        from lvvit_opt.data.transform import eval_transform_for
 
         # the model's metadata, or for an .om that of the ONNX beside it
         recorded, source = eval_transform_for(model_path, crop_pct=crop_pct, interpolation=interpolation)
@@ -96,14 +97,14 @@ def resolve_transform(crop_pct: float | None, interpolation: str | None, model_n
         name, source = _lvvit_name_of(model_path), "the model's file name"
     config = None
     if name is not None:
-        from ..model import CONFIGS, default_cfg
+        from lvvit_opt.models.model import CONFIGS, default_cfg
 
         if name in CONFIGS:
             config = default_cfg(name)
         elif model_name is not None:
             raise UserError(f"--model-name {name!r}: no eval configuration known for it (LV-ViT names: "
                             f"{', '.join(CONFIGS)}); give --crop-pct and --interpolation instead")
-    from ..data.transform import EvalTransform
+    from lvvit_opt.data.transform import EvalTransform
 
     defaults = EvalTransform()
     chosen_crop = crop_pct if crop_pct is not None else config["crop_pct"] if config else defaults.crop_pct
@@ -148,9 +149,9 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
     Example:
       lvvit-opt preprocess /data/imagenet/val prep_bin --info lvvit_prep_bin.info
     """
-    from ..data import preprocess_dir
-    from ..data.transform import eval_transform_for
-    from ..fileio import guard_outputs
+    from lvvit_opt.data import preprocess_dir
+    from lvvit_opt.data.transform import eval_transform_for
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({"--info": info_file, "--json": json_file(json_out)}, {"SRC_DIR": src_dir, "--model": model_file},
                   output_dirs={"OUT_DIR": out_dir})
@@ -192,8 +193,8 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
     Example:
       lvvit-opt postprocess result/dumpOutput_device0 --labels val.txt
     """
-    from ..data import postprocess
-    from ..fileio import guard_outputs
+    from lvvit_opt.data import postprocess
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({"--json": json_file(json_out)}, {"RESULT_DIR": result_dir, "--labels": labels})
     _warn_unkept_shard(shard, json_out)
@@ -218,9 +219,7 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
 @_transform_options
 @click.option("--threads", type=THREADS, default=None,
               help="onnxruntime intra-op threads [default: onnxruntime's].")
-@click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
-              help="How to run MODEL: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
-                   "binary) or a registered runner by name (the same choices as validate --backend).")
+@runner_backend_option("MODEL", " by name (the same choices as validate --backend).")
 @_shard_option
 @click.option("--device", "devices", default=None, metavar="0,1,2,3",
               help="One process and runner per device id, the images split evenly across them, predictions merged "
@@ -247,9 +246,9 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
       lvvit-opt eval model_bs16.om --data val --labels val.txt --device 0,1,2,3
       lvvit-opt eval model_bs16.onnx --data val --labels val.txt --engine ray --address auto
     """
-    from ..fileio import guard_outputs
-    from ..resources import threads_per_process
-    from ..scale import evaluate_any, parse_devices
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.core.resources import threads_per_process
+    from lvvit_opt.scale import evaluate_any, parse_devices
 
     guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--data": data_dir, "--labels": labels})
     crop_pct, interpolation, origin = resolve_transform(crop_pct, interpolation, model_name, model)
@@ -291,8 +290,8 @@ def merge_command(results, with_predictions, json_out):
       for k in 1 2 3 4; do lvvit-opt eval m.onnx --data val --labels val.txt --shard $k/4 --json s$k.json; done
       lvvit-opt merge s1.json s2.json s3.json s4.json --json merged.json
     """
-    from ..data.shard import merge_results
-    from ..fileio import guard_outputs
+    from lvvit_opt.data.shard import merge_results
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({"--json": json_file(json_out)}, {f"RESULT {r}": r for r in results})
     merged = merge_results(list(results))

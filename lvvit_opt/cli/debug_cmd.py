@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main
-from ._inputs import inputs_option
-from .output import echo, emit_result, json_option
-from .types import BATCH_SIZE, SEED, TOP, megabytes
-from ..precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
-from ._tolerances import tolerance_from, tolerance_options
+from lvvit_opt.cli._base import handle_errors, main
+from lvvit_opt.cli._inputs import inputs_option
+from lvvit_opt.cli.output import echo, emit_result, json_option
+from lvvit_opt.cli.types import BATCH_SIZE, SEED, TOP, megabytes
+from lvvit_opt.debug.precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
+from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 
 
 @main.group("debug")
@@ -73,10 +73,10 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
       lvvit-opt debug layers model.onnx --fp16 --inputs prep/ --suggest-keep-dtype keep.cfg
       lvvit-opt debug layers model_bs1.onnx out/dump/20240101120000_npy --inputs image.npy
     """
-    from ..debug import compare_layers, suggest_keep_fp32, write_keep_dtype
-    from ..fileio import guard_outputs
-    from ..golden import Tolerance
-    from ..inputs import parse_inputs_arg
+    from lvvit_opt.debug.layers import compare_layers, suggest_keep_fp32, write_keep_dtype
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.verify.golden import Tolerance
+    from lvvit_opt.verify.inputs import parse_inputs_arg
     if (precision_mode or keep_dtype_file) and candidate is not None:
         raise click.UsageError("--precision-mode/--keep-dtype shape the fp16 preview; give no CANDIDATE with them")
     fp16 = fp16 or bool(precision_mode or keep_dtype_file)
@@ -86,7 +86,9 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
         raise click.UsageError("--suggest-keep-dtype is for fp16 candidates: --fp16 or an NPU dump directory")
     guard_outputs({"--suggest-keep-dtype": keep_dtype_path, "--json": None if json_out == "-" else json_out},
                   {"REFERENCE": reference, "CANDIDATE": candidate, "--inputs": parse_inputs_arg(inputs)})
-    from ..random_ops import warn_random_ops; warn_random_ops(reference, candidate)  # noqa: E702
+    from lvvit_opt.verify.random_ops import warn_random_ops
+
+    warn_random_ops(reference, candidate)
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
                             tolerance=tolerance_from(None, base=base, **metrics), chunk_mb=chunk_mb,

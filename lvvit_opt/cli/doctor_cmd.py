@@ -6,9 +6,9 @@ import os
 
 import click
 
-from ._base import cann_home_option, handle_errors, main
-from .output import echo, emit_result, json_option
-from .types import gigabytes
+from lvvit_opt.cli._base import cann_home_option, handle_errors, main
+from lvvit_opt.cli.output import echo, emit_result, json_option
+from lvvit_opt.cli.types import gigabytes
 
 
 @main.command("doctor")
@@ -39,13 +39,13 @@ def doctor_command(model, cann_home, transpose_file, workdir, min_free_gb, json_
       disk space     free space in --workdir
     Exit 0 when nothing failed (warnings allowed), 1 otherwise. Changes nothing.
     """
-    from ..ascend.doctor import run_doctor
-    from ..fileio import guard_outputs
+    from lvvit_opt.ascend.doctor import run_doctor
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({"--json": json_out if json_out != "-" else None},
                   {"--model": model, "--transpose-file": transpose_file})
     if model is not None and os.path.lexists(model):  # the gate, even with no transpose.py to check against
-        from lvvit_opt.onnx_files import gate_model_file
+        from lvvit_opt.core.onnx_files import gate_model_file
 
         gate_model_file(model)
     report = run_doctor(cann_home=cann_home, model=model, transpose_file=transpose_file, workdir=workdir,

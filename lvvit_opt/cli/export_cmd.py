@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main
-from .output import emit_result, echo, json_file, json_option
-from .types import BATCH_SIZE, MODEL_NAME, SEED, img_size_type
+from lvvit_opt.cli._base import handle_errors, main
+from lvvit_opt.cli.output import emit_result, echo, json_file, json_option
+from lvvit_opt.cli.types import BATCH_SIZE, MODEL_NAME, SEED, img_size_type
 
 
 @main.command("export")
@@ -48,8 +48,8 @@ def export_command(checkpoint, model_name, batch_size, dynamic_batch, img_size, 
       lvvit-opt export --checkpoint lvvit_s-26M-224-83.3.pth.tar --batch-size 16 -o model_bs16.onnx
       lvvit-opt export --model deit_tiny_patch16_224 --checkpoint deit_tiny.pth --batch-size 16 -o deit_bs16.onnx
     """
-    from ..export import export_onnx
-    from ..fileio import guard_outputs
+    from lvvit_opt.export import export_onnx
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({"-o": output, "--json": json_file(json_out)}, {"--checkpoint": checkpoint})
     result = export_onnx(output, model=model_name, checkpoint=checkpoint, batch_size=batch_size or 1,

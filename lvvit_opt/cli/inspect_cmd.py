@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ._base import cann_home_option, handle_errors, main
-from .output import echo, emit_result, json_option
-from .types import TOP
+from lvvit_opt.cli._base import cann_home_option, handle_errors, main
+from lvvit_opt.cli.output import echo, emit_result, json_option
+from lvvit_opt.cli.types import TOP
 
 
 @main.command("inspect")
@@ -30,8 +30,8 @@ def inspect_command(models, keep_json, top, cann_home, json_out) -> None:
       lvvit-opt inspect model_bs16_opt.om
       lvvit-opt inspect model_bs16.om model_bs16_opt.om --top 10 --json inspect.json
     """
-    from ..ascend.om_graph import format_comparison, format_model, inspect_om
-    from ..fileio import guard_outputs
+    from lvvit_opt.ascend.om_graph import format_comparison, format_model, inspect_om
+    from lvvit_opt.core.fileio import guard_outputs
 
     if keep_json and len(models) > 1:
         raise click.UsageError("--keep-json takes one model")
@@ -53,8 +53,8 @@ def inspect_command(models, keep_json, top, cann_home, json_out) -> None:
 
 def _refuse_onnx(models) -> None:
     """An ONNX file is not what inspect reads: gate it (an invalid one is named as such), then say so."""
-    from ..errors import UserError
-    from lvvit_opt.onnx_files import gate_model_file
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.onnx_files import gate_model_file
 
     for model in models:
         if str(model).lower().endswith(".onnx"):

@@ -7,7 +7,7 @@
 - Diagnostics go through `logging` (libraries: `logging.getLogger(__name__)`) to stderr:
   warnings and errors by default, INFO with -v, DEBUG with -vv; `--log-file PATH` gets DEBUG.
   Every WARNING of the command also lands in the envelope's "warnings".
-- Progress: lvvit_opt.progress.task(); the CLI draws it with tqdm on a terminal, never
+- Progress: lvvit_opt.core.progress.task(); the CLI draws it with tqdm on a terminal, never
   with -q or when stderr is not a TTY.
 
 Keep this module light (no torch/onnx): it is imported by every command module.
@@ -25,8 +25,9 @@ from typing import Any
 
 import click
 
-from .. import __version__, progress
-from ..errors import shown
+from lvvit_opt import __version__
+from lvvit_opt.core import progress
+from lvvit_opt.core.errors import shown
 
 STATE_KEY = "lvvit_opt.cli_state"
 LIBRARY_LOGGER = "lvvit_opt"
@@ -124,7 +125,7 @@ def emit_result(result: Any, *, ok: bool = True, path: str | None = None) -> Non
     if target == "-":
         click.echo(text, nl=False)
         return
-    from ..fileio import write_text_atomic
+    from lvvit_opt.core.fileio import write_text_atomic
 
     write_text_atomic(target, text)
 
@@ -166,7 +167,7 @@ def emit_error(message: str, exit_code: int, refused: tuple[str, ...] = ()) -> N
     if exit_code == 2 and st.json_target != "-":
         return
     if st.json_target != "-" and refused:
-        from ..fileio import same_path
+        from lvvit_opt.core.fileio import same_path
 
         if any(same_path(st.json_target, path) for path in refused):
             return
@@ -179,7 +180,7 @@ def emit_error(message: str, exit_code: int, refused: tuple[str, ...] = ()) -> N
 def _replaceable(target: str) -> bool:
     """An error envelope may replace nothing but an earlier envelope: the failure may be that
     --json names an input (guard_outputs refused it), which must survive byte for byte."""
-    from ..fileio import special_kind
+    from lvvit_opt.core.fileio import special_kind
 
     if target == "-" or special_kind(target) is not None:  # a device or FIFO keeps nothing to lose;
         return True                                          # reading a FIFO would block forever
@@ -241,7 +242,7 @@ def console_level(verbosity: int) -> int:
 def _refuse_unwritable_log(path: str) -> None:
     """A folder, socket or a FIFO nobody reads is refused at once: opening a FIFO without a
     reader would block the verb forever before it did anything."""
-    from ..fileio import owned_file_kind, special_kind
+    from lvvit_opt.core.fileio import owned_file_kind, special_kind
 
     owned = owned_file_kind(path) or owned_file_kind(os.path.realpath(path))
     if owned is not None:
@@ -270,7 +271,7 @@ def configure_logging(ctx: click.Context) -> None:
     console = _StderrHandler(level=console_level(st.verbosity))
     console.setFormatter(_ConsoleFormatter(st.verbosity > 1))
     st.handlers = [console, _WarningCollector(st.warnings)]
-    from ..fileio import protect
+    from lvvit_opt.core.fileio import protect
 
     protect("--log-file", st.log_file)  # an input of every verb's output guard: no output replaces it
     if st.log_file:

@@ -8,11 +8,11 @@ import logging
 
 import click
 
-from ._base import handle_errors, main
-from ._inputs import inputs_option
-from .output import echo, emit_result, json_file, json_option, state
-from .types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
-from ._tolerances import tolerance_from, tolerance_options
+from lvvit_opt.cli._base import handle_errors, main
+from lvvit_opt.cli._inputs import inputs_option
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, state
+from lvvit_opt.cli.types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
+from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +69,10 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
       lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --passes fix_shapes,softmax_transpose,cleanup --batch-size 16
       lvvit-opt apply swin.onnx -o swin_opt.onnx -O softmax_transpose.style=swin
     """
-    from ..fileio import guard_outputs
-    from ..inputs import parse_inputs_arg
-    from ..golden import Tolerance
-    from ..passes import ApplyValidationFailed, apply_file
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.verify.inputs import parse_inputs_arg
+    from lvvit_opt.verify.golden import Tolerance
+    from lvvit_opt.passes import ApplyValidationFailed, apply_file
 
     guard_outputs({"-o": output, "--report": report_path, "--json": json_file(json_out)},
                   {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
@@ -98,8 +98,8 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
 @handle_errors
 def passes_command(json_out):
     """List the graph passes `apply --passes` accepts, one line each (-v: with descriptions)."""
-    from ..fileio import guard_outputs
-    from ..passes import available_passes
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.passes import available_passes
 
     guard_outputs({"--json": json_out})
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import click
 
-from ._base import cann_home_option, handle_errors, main, parse_int_list
-from .output import echo, emit_result, json_file, json_option
-from .types import MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION, THREADS
-from ._tolerances import tolerance_from, tolerance_options
+from lvvit_opt.cli._base import cann_home_option, handle_errors, main, parse_int_list
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.types import MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION, THREADS
+from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 
 
 @main.command("run")
@@ -48,8 +48,8 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
     Example:
       lvvit-opt run --checkpoint lvvit_s-26M-224-83.3.pth.tar --out runs/lvvit_s --patch-whitelist
     """
-    from ..fileio import guard_outputs
-    from ..pipeline import RunOptions, run, run_files
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.pipeline.run import RunOptions, run, run_files
 
     guard_outputs({"--json": json_file(json_out), **run_files(out)}, {"--checkpoint": checkpoint, "--whitelist-file": whitelist_file},
                   output_dirs={"--out": out})
@@ -68,14 +68,14 @@ def _explicit_tolerance(metrics: dict):
     """The rewritten-graph tolerance when a tolerance option was given, else None (the default)."""
     if all(value is None for value in metrics.values()):
         return None
-    from ..golden import Tolerance
+    from lvvit_opt.verify.golden import Tolerance
 
     return tolerance_from(None, base=Tolerance.onnx(), **metrics)
 
 
 def _summary_text(summary) -> str:
     """What the run found, in a few lines (report.md has everything)."""
-    from ..report import merged_bench
+    from lvvit_opt.measure.report import merged_bench
 
     lines = []
     for batch, applied in summary.applies.items():

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from ._base import cann_home_option, handle_errors, main
-from ._inputs import INPUTS_HELP, InputsParam
-from .output import echo, emit_result, json_file, json_option
-from .types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, SOC_VERSION, WARMUP, Count, ModelFile
+from lvvit_opt.cli._base import cann_home_option, handle_errors, main
+from lvvit_opt.cli._inputs import INPUTS_HELP, InputsParam
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, SOC_VERSION, WARMUP, Count, ModelFile
 
 
 @main.command("tune")
@@ -64,9 +64,9 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
       lvvit-opt tune --model lvvit_t --inputs images/ --out tune_t/ --space space.yaml
       lvvit-opt tune model.onnx --inputs prep/ --target ascend --out tune_npu/
     """
-    from ..errors import UserError
-    from ..fileio import guard_outputs
-    from ..tune import TuneOptions, load_space, parse_budget, tune, tune_files
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.tune.search import TuneOptions, load_space, parse_budget, tune, tune_files
 
     if (model is None) == (model_name is None):
         raise UserError("give MODEL.onnx or --model NAME (one of them)")
@@ -79,7 +79,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
                   output_dirs={"--out": out})
     per_batch = None
     if model_name is not None:
-        from ..tune import default_space
+        from lvvit_opt.tune.search import default_space
 
         batches = (space or default_space(target)).batch_sizes
         per_batch = {b: str(_export(model_name, checkpoint, Path(out), b)) for b in batches}
@@ -111,7 +111,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
 def _export(model_name: str, checkpoint: str | None, out: Path, batch: int) -> Path:
     """--model NAME: one static-batch export per batch size, as the seed does (passes that need
     static shapes match at every batch), kept in --out/models so a rerun reuses them and resumes."""
-    from ..export import export_onnx
+    from lvvit_opt.export import export_onnx
 
     path = out / "models" / f"{model_name}_bs{batch}.onnx"
     if not path.is_file():

@@ -26,14 +26,14 @@ KNOWN_SOC_VERSIONS = (
 def backend_names() -> list[str]:
     """What `bench --backend` accepts: `auto`, every runner registered in
     lvvit_opt.runtime.registry (names, aliases, suffix names like `om`), and trtexec."""
-    from ..bench import BACKENDS
+    from lvvit_opt.measure.bench import BACKENDS
 
     return list(BACKENDS)
 
 
 def model_suffixes() -> tuple[str, ...]:
     """File suffixes some registered runner opens (lvvit_opt.runtime.registry)."""
-    from ..runtime import registry
+    from lvvit_opt.runtime import registry
 
     return tuple(registry.suffixes())
 
@@ -51,7 +51,7 @@ class SocVersion(click.ParamType):
         return "auto|AscendXXX"
 
     def convert(self, value, param, ctx):
-        from ..ascend.atc import SOC_NAME  # the one definition of the form atc accepts
+        from lvvit_opt.ascend.atc import SOC_NAME  # the one definition of the form atc accepts
 
         text = str(value).strip()
         if text == "auto" or SOC_NAME.match(text):
@@ -75,8 +75,8 @@ class PassList(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, (list, tuple)):
             return list(value)
-        from ..errors import UserError
-        from ..passes import parse_pass_list
+        from lvvit_opt.core.errors import UserError
+        from lvvit_opt.passes import parse_pass_list
 
         try:
             return parse_pass_list(str(value))
@@ -84,7 +84,7 @@ class PassList(click.ParamType):
             self.fail(str(exc), param, ctx)
 
     def shell_complete(self, ctx, param, incomplete):
-        from ..passes import available_passes
+        from lvvit_opt.passes import available_passes
 
         done, _, last = incomplete.rpartition(",")
         prefix = f"{done}," if done else ""
@@ -104,7 +104,7 @@ class ModelName(click.ParamType):
         return text
 
     def shell_complete(self, ctx, param, incomplete):
-        from ..zoo import CONFIGS, committed_timm_models  # no torch: the committed timm name list
+        from lvvit_opt.models.zoo import CONFIGS, committed_timm_models  # no torch: the committed timm name list
 
         return _complete(list(CONFIGS) + sorted(committed_timm_models()[1]), incomplete)
 
@@ -121,9 +121,17 @@ class RunnerBackend(click.Choice):
     suffix name (`om`: the best .om runner here)."""
 
     def __init__(self) -> None:
-        from ..runtime import registry
+        from lvvit_opt.runtime import registry
 
         super().__init__(registry.backend_choices())
+
+
+def runner_backend_option(what: str, tail: str):
+    """--backend for a verb that runs `what` (MODEL, CANDIDATE) on one runner of the registry;
+    `tail` ends the help text."""
+    return click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
+                        help=f"How to run {what}: auto (.onnx on onnxruntime, .om on ais_bench or the legacy "
+                             f"benchmark binary) or a registered runner{tail}")
 
 
 class ModelFile(click.Path):

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from ._base import handle_errors, main
-from ._inputs import inputs_option
-from .output import echo, emit_result, json_option
-from ._tolerances import tolerance_from, tolerance_options
-from .types import BATCH_SIZE, SEED, ModelFile, RunnerBackend
+from lvvit_opt.cli._base import handle_errors, main
+from lvvit_opt.cli._inputs import inputs_option
+from lvvit_opt.cli.output import echo, emit_result, json_option
+from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
+from lvvit_opt.cli.types import BATCH_SIZE, SEED, ModelFile, runner_backend_option
 
 
 def _emit(result) -> None:
@@ -26,9 +26,7 @@ def _emit(result) -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for models whose batch is symbolic (default 1).")
-@click.option("--backend", type=RunnerBackend(), default="auto", show_default=True,
-              help="How to run CANDIDATE: auto (.onnx on onnxruntime, .om on ais_bench or the legacy benchmark "
-                   "binary) or a registered runner, e.g. onnx_reference to rule out onnxruntime itself.")
+@runner_backend_option("CANDIDATE", ", e.g. onnx_reference to rule out onnxruntime itself.")
 @tolerance_options
 @json_option
 @handle_errors
@@ -39,12 +37,14 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, bac
 
     Exit 0 when every output passes, 1 on a mismatch, 2 on bad input.
     """
-    from ..fileio import guard_outputs
-    from ..golden import validate_models
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.verify.golden import validate_models
 
     guard_outputs({"--json": json_out}, {"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
                                          "--inputs": inputs})
-    from ..random_ops import warn_random_ops; warn_random_ops(reference, candidate)  # noqa: E702
+    from lvvit_opt.verify.random_ops import warn_random_ops
+
+    warn_random_ops(reference, candidate)
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
                              tolerance=tolerance_from(candidate, **metrics),
                              candidate_options={"backend": backend})
@@ -72,9 +72,9 @@ def golden_group():
 @handle_errors
 def golden_make_command(model, output, inputs, seed, batch_size, json_out):
     """Run MODEL on --inputs (seeded random by default) and save the inputs and outputs to -o."""
-    from ..fileio import guard_outputs
-    from ..golden import make_golden
-    from ..inputs import parse_inputs_arg
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.verify.golden import make_golden
+    from lvvit_opt.verify.inputs import parse_inputs_arg
 
     guard_outputs({"-o": output, "--json": json_out}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
@@ -90,8 +90,8 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
 @handle_errors
 def golden_check_command(model, golden, json_out, **metrics):
     """Run MODEL on GOLDEN's inputs and compare with its stored outputs (exit 0 pass, 1 mismatch, 2 bad input)."""
-    from ..fileio import guard_outputs
-    from ..golden import check_golden
+    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.verify.golden import check_golden
 
     guard_outputs({"--json": json_out}, {"MODEL": model, "GOLDEN": golden})
     _emit(check_golden(model, golden, tolerance=tolerance_from(model, **metrics)))

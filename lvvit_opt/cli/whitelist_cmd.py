@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError, ValidationFailed
-from ._base import handle_errors, main, parse_int_list
-from .output import echo, emit_result, json_option
+from lvvit_opt.core.errors import UserError, ValidationFailed
+from lvvit_opt.cli._base import handle_errors, main, parse_int_list
+from lvvit_opt.cli.output import echo, emit_result, json_option
 
 FILE_HELP = ("transpose.py to use. Default: found from $ASCEND_OPP_PATH, $ASCEND_TOOLKIT_HOME, $install_path "
              "or /usr/local/Ascend/ascend-toolkit/latest (both opp layouts, {x86_64,aarch64,arm64}-linux).")
@@ -81,13 +81,13 @@ def shapes_command(model, json_out) -> None:
 
     A Transpose whose input shape is not static is listed as such (atc needs a fixed batch).
     """
-    from lvvit_opt.fileio import guard_outputs
+    from lvvit_opt.core.fileio import guard_outputs
     from lvvit_opt.whitelist import transpose_shapes
     from lvvit_opt.whitelist.graph import symbolic_input_dims
 
     guard_outputs({"--json": json_out}, {"MODEL": model, **_own_inputs(None)})
 
-    from ..table import format_table
+    from lvvit_opt.core.table import format_table
 
     uses = transpose_shapes(model)
     emit_result({"model": model, "transposes": [u.to_dict() for u in uses]})
@@ -120,7 +120,7 @@ def check_command(file, shape_values, from_model, require_fast, json_out) -> Non
 
     The file is read as text with Python's ast; it is never imported or executed.
     """
-    from lvvit_opt.fileio import guard_outputs
+    from lvvit_opt.core.fileio import guard_outputs
     from lvvit_opt.whitelist import check_shapes
 
     guard_outputs({"--json": json_out}, {"--file": file, "--from-model": from_model, **_own_inputs(file)})
@@ -161,7 +161,7 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
     Patching twice adds nothing. Undo with `lvvit-opt whitelist restore`.
     Exit 1 when a shape stays on TransposeD (black-listed in a black-list-era file).
     """
-    from lvvit_opt.fileio import guard_outputs
+    from lvvit_opt.core.fileio import guard_outputs
     from lvvit_opt.whitelist import patch_file
 
     copy = Path(output) / (Path(file).name if file else "transpose.py") if output and Path(output).is_dir() else output
@@ -198,7 +198,7 @@ def restore_command(file, force, json_out) -> None:
     An interrupted patch is restored too; a backup or record that does not check out is
     refused (exit 2, naming the file and what does not match) unless --force.
     """
-    from lvvit_opt.fileio import guard_outputs
+    from lvvit_opt.core.fileio import guard_outputs
     from lvvit_opt.whitelist import restore_file
 
     guard_outputs({"--json": json_out}, {"--file": file, **_own_inputs(file)})

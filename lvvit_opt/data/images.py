@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import UserError
-from .transform import EvalTransform
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.data.transform import EvalTransform
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"})
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from ..errors import UserError
-from ..fileio import write_text_atomic
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.fileio import write_text_atomic
 
 
 def info_lines(bin_paths: Iterable[str | os.PathLike], width: int = 224, height: int = 224) -> list[str]:

@@ -19,10 +19,10 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import UserError, shown
-from ..fileio import require_regular_file
-from .images import image_stem
-from .scoring import EXAMPLES, AccuracyResult, score_predictions, top_k
+from lvvit_opt.core.errors import UserError, shown
+from lvvit_opt.core.fileio import require_regular_file
+from lvvit_opt.data.images import image_stem
+from lvvit_opt.data.scoring import EXAMPLES, AccuracyResult, score_predictions, top_k
 
 RESULT_FILE = re.compile(r"^(?P<stem>.+)_(?P<index>\d+)\.(?P<ext>txt|bin|npy)$")
 
@@ -180,7 +180,7 @@ def postprocess(result_dir: str | os.PathLike, labels: str | os.PathLike | Mappi
     result.source = str(result_dir)
     result.notes = notes
     if shard is not None:
-        from .shard import shard_payload
+        from lvvit_opt.data.shard import shard_payload
 
         result.shard = shard_payload(shard, "postprocess", predictions, label_map, all_labels, listed)
     return result

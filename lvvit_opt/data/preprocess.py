@@ -15,14 +15,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import UserError
-from .. import fileio
-from ..fileio import pid_alive, sweep_stale_temps, write_text_atomic
-from ..resources import require_memory
-from . import images
-from .images import default_workers, describe_error, image_stem, init_worker, list_images, worker_pool
-from .info import write_info_file
-from .transform import EvalTransform
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core import fileio
+from lvvit_opt.core.fileio import pid_alive, sweep_stale_temps, write_text_atomic
+from lvvit_opt.core.resources import require_memory
+from lvvit_opt.data import images
+from lvvit_opt.data.images import default_workers, describe_error, image_stem, init_worker, list_images, worker_pool
+from lvvit_opt.data.info import write_info_file
+from lvvit_opt.data.transform import EvalTransform
 
 PARTIAL_MARK = ".partial-"
 SETTINGS_FILE = ".lvvit-preprocess.json"

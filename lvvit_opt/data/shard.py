@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence, TypeVar
 
-from ..errors import UserError, shown
-from ..fileio import require_regular_file
-from .images import image_stem
-from .scoring import AccuracyResult, score_predictions
+from lvvit_opt.core.errors import UserError, shown
+from lvvit_opt.core.fileio import require_regular_file
+from lvvit_opt.data.images import image_stem
+from lvvit_opt.data.scoring import AccuracyResult, score_predictions
 
 SPLIT_METHOD = "sha256(stem)[:8] mod N"
 _SHARD_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..fileio import write_text_atomic
+from lvvit_opt.core.fileio import write_text_atomic
 
 # typical ImageNet val sizes (width, height)
 TYPICAL_SIZES = ((500, 375), (375, 500), (500, 333), (500, 400), (333, 500), (640, 480))

@@ -176,9 +176,9 @@ def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_p
     has no preprocessing keys (exported elsewhere, or by an older lvvit-opt). Explicit
     arguments win over the recorded values: pass the user's flags, None when not given.
     Raises UserError when a recorded value is malformed or asks for a crop mode other than
-    center. The keys are described in lvvit_opt.metadata.
+    center. The keys are described in lvvit_opt.models.metadata.
 
-    For `validate --inputs IMAGES` (lvvit_opt/inputs.py `_read_images`, which today builds
+    For `validate --inputs IMAGES` (lvvit_opt/verify/inputs.py `_read_images`, which today builds
     `EvalTransform(img_size=spec.shape[-1])`) and any verb that decodes images for a model:
         transform = transform_from_onnx(model_path, img_size=spec.shape[-1]) or EvalTransform(img_size=...)
         batch = np.stack([transform(image) for image in images])
@@ -186,8 +186,8 @@ def transform_from_onnx(path: str | Path, *, img_size: int | None = None, crop_p
     """
     if Path(path).suffix.lower() != ".onnx":
         return None
-    from ..errors import UserError, shown
-    from ..metadata import Preprocessing, read_props
+    from lvvit_opt.core.errors import UserError, shown
+    from lvvit_opt.models.metadata import Preprocessing, read_props
 
     recorded = Preprocessing.from_props(read_props(path), origin=str(path))
     if recorded is None:
@@ -226,7 +226,7 @@ def eval_transform_for(model: str | Path | None, *, img_size: int | None = None,
                                   crop_pct=crop_pct if crop_pct is not None else defaults.crop_pct,
                                   interpolation=interpolation or defaults.interpolation)
     except ValueError as exc:
-        from ..errors import UserError
+        from lvvit_opt.core.errors import UserError
 
         raise UserError(str(exc)) from None
     return transform, "defaults (LV-ViT-S)"

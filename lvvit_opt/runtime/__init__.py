@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserError, shown
-from ..tensor_spec import TensorSpec
-from .base import Runner
-from .registry import backend_choices, names, register_runner, runner_for
+from lvvit_opt.core.errors import UserError, shown
+from lvvit_opt.core.tensor_spec import TensorSpec
+from lvvit_opt.runtime.base import Runner
+from lvvit_opt.runtime.registry import backend_choices, names, register_runner, runner_for
 
 __all__ = ["Runner", "TensorSpec", "open_runner", "register_runner", "runner_for", "names", "backend_choices"]
 
@@ -25,7 +25,7 @@ def open_runner(path: str | os.PathLike, *, backend: str = "auto", shared: Mappi
     shared: settings a caller has for every backend (bench's threads and device_id); the
     chosen runner takes those it declares, the others are ignored.
     """
-    from ..fileio import require_regular_file
+    from lvvit_opt.core.fileio import require_regular_file
 
     if not require_regular_file(path).is_file():  # a FIFO or device: "not a regular file", never opened
         raise UserError(f"{shown(path)}: no such file")

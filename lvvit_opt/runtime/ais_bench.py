@@ -11,11 +11,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ToolFailed
-from ..tensor_spec import TensorSpec, runtime_spec
-from .ais_bench_summary import exec_time_ms
-from .base import Runner
-from .registry import register_runner
+from lvvit_opt.core.errors import ToolFailed
+from lvvit_opt.core.tensor_spec import TensorSpec, runtime_spec
+from lvvit_opt.runtime.ais_bench_summary import exec_time_ms
+from lvvit_opt.runtime.base import Runner
+from lvvit_opt.runtime.registry import register_runner
 
 
 @register_runner
@@ -46,7 +46,7 @@ class AisBenchRunner(Runner):
         try:
             from ais_bench.infer.interface import InferSession
         except ImportError as exc:
-            from ..ascend.cann import ToolNotFound
+            from lvvit_opt.core.cann import ToolNotFound
 
             raise ToolNotFound(f"ais_bench is not importable ({exc}); install its aclruntime and ais_bench "
                                "wheels on the Ascend host, or use --backend benchmark") from None

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UserError
+from lvvit_opt.core.errors import UserError
 
 _NUM = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 _STATS = re.compile(rf"(H2D_latency|NPU_compute_time|D2H_latency)\s*\(ms\)\s*:\s*min\s*=\s*{_NUM},\s*max\s*=\s*{_NUM},"

@@ -25,9 +25,9 @@ from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..tensor_spec import TensorSpec
-from .feeds import infer_in_model_batches, order_feeds
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.tensor_spec import TensorSpec
+from lvvit_opt.runtime.feeds import infer_in_model_batches, order_feeds
 
 __all__ = ["Runner", "TensorSpec"]
 

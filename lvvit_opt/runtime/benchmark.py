@@ -30,11 +30,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import ToolFailed, UserError, shown
-from ..tensor_spec import TensorSpec, read_specs
-from .base import Runner
-from .om import sidecar_onnx
-from .registry import register_runner
+from lvvit_opt.core.errors import ToolFailed, UserError, shown
+from lvvit_opt.core.tensor_spec import TensorSpec, read_specs
+from lvvit_opt.runtime.base import Runner
+from lvvit_opt.runtime.om import sidecar_onnx
+from lvvit_opt.runtime.registry import register_runner
 
 CHIPS_PER_CARD_310 = 4
 _STAGE_LINE = re.compile(r"^\s*\[([A-Za-z][A-Za-z0-9 ]*)\]\s*(.*)$")
@@ -146,7 +146,7 @@ class BenchmarkRunner(Runner):
 
     @classmethod
     def unavailable_reason(cls, options: Mapping[str, Any]) -> str | None:
-        from ..ascend.cann import find_tool
+        from lvvit_opt.core.cann import find_tool
 
         if options.get("executable") or find_tool(benchmark_binary_name(), options.get("env"),
                                                   extra_dirs=[os.getcwd()]) is not None:
@@ -155,7 +155,7 @@ class BenchmarkRunner(Runner):
                 "directory); .om files only run on Ascend NPUs")
 
     def __post_init__(self):
-        from ..ascend.cann import cann_environment, require_tool
+        from lvvit_opt.core.cann import cann_environment, require_tool
 
         self.env = dict(self.env) if self.env is not None else cann_environment(self.cann_home)
         self.binary = Path(self.executable) if self.executable else require_tool(

@@ -8,8 +8,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..tensor_spec import TensorSpec
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.tensor_spec import TensorSpec
 
 
 def order_feeds(feeds: Mapping[str, Any], specs: Sequence[TensorSpec], label: str = "model",

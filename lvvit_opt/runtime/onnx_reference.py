@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tensor_spec import read_specs
-from .base import Runner
-from .registry import register_runner
+from lvvit_opt.core.tensor_spec import read_specs
+from lvvit_opt.runtime.base import Runner
+from lvvit_opt.runtime.registry import register_runner
 
 
 @register_runner
@@ -34,7 +34,7 @@ class OnnxReferenceRunner(Runner):
     def __post_init__(self) -> None:
         from onnx.reference import ReferenceEvaluator
 
-        from lvvit_opt.onnx_files import load_onnx
+        from lvvit_opt.core.onnx_files import load_onnx
 
         model = load_onnx(self.model_path)
         self.inputs, self.outputs = read_specs(model)

@@ -9,10 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError, reason_of, shown
-from ..tensor_spec import runtime_spec
-from .base import Runner
-from .registry import register_runner
+from lvvit_opt.core.errors import UserError, reason_of, shown
+from lvvit_opt.core.tensor_spec import runtime_spec
+from lvvit_opt.runtime.base import Runner
+from lvvit_opt.runtime.registry import register_runner
 
 
 @register_runner
@@ -47,7 +47,7 @@ class OrtRunner(Runner):
         self._spill_dir = None
         checked = None
         if self.model is None:  # the checked bytes run; external data: onnxruntime opens the path itself
-            from lvvit_opt.onnx_files import gate_model_file
+            from lvvit_opt.core.onnx_files import gate_model_file
 
             checked = gate_model_file(self.model_path)
         options = ort.SessionOptions()
@@ -87,7 +87,7 @@ class OrtRunner(Runner):
         """onnxruntime refused the run (InvalidArgument, Fail, RuntimeException, ...): one line
         naming the inputs and their shapes. The user's model and feeds (exit 2), or, for an
         in-memory model that our passes built, our own failure (exit 1)."""
-        from ..errors import LvvitOptError
+        from lvvit_opt.core.errors import LvvitOptError
 
         if type(exc).__module__.split(".")[0] != "onnxruntime":
             return exc  # not onnxruntime's: a bug of ours, left with its traceback
@@ -101,8 +101,8 @@ class OrtRunner(Runner):
         return UserError(text) if self.model is None else LvvitOptError(text)
 
     def _in_memory_source(self):
-        from lvvit_opt.onnx_proto import needs_external_data
-        from lvvit_opt.onnx_files import save_onnx
+        from lvvit_opt.core.onnx_proto import needs_external_data
+        from lvvit_opt.core.onnx_files import save_onnx
 
         if not needs_external_data(self.model):
             return self.model.SerializeToString()

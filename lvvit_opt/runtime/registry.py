@@ -24,8 +24,8 @@ import pkgutil
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserError, shown
-from .base import Runner
+from lvvit_opt.core.errors import UserError, shown
+from lvvit_opt.runtime.base import Runner
 
 _RUNNERS: dict[str, type[Runner]] = {}
 _discovered = False
@@ -153,6 +153,6 @@ def _pick_available(suffix: str, path, options: Mapping[str, Any]) -> type[Runne
         reasons.append(reason)
     if len(candidates) == 1 and set(options) - set(candidates[0].option_names()):
         candidates[0].check_options(options)  # the usual unknown-option error
-    from ..ascend.cann import ToolNotFound
+    from lvvit_opt.core.cann import ToolNotFound
 
     raise ToolNotFound(f"no way to run an {suffix} here: {'; '.join(reasons)}")

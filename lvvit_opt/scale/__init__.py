@@ -12,23 +12,23 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from ..errors import UserError
-from .devices import parse_devices
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.scale.devices import parse_devices
 
 if TYPE_CHECKING:
-    from ..bench import BenchReport
-    from ..data.evaluate import EvalJob, EvalResult
+    from lvvit_opt.measure.bench import BenchReport
+    from lvvit_opt.measure.evaluate import EvalJob, EvalResult
 
 __all__ = ["bench_any", "evaluate_any", "parse_devices"]
 
 
 def bench_any(models: Sequence[str], batch_sizes: Sequence[int] | None = None, *,
               devices: Sequence[int] | None = None, **options: Any) -> BenchReport:
-    """`lvvit_opt.bench.bench_models(models, batch_sizes, **options)` in this process, or, with
+    """`lvvit_opt.measure.bench.bench_models(models, batch_sizes, **options)` in this process, or, with
     `devices`, every batch size on all of them at once (one process and runner each; each
     result's fps is then the measured card total, with every device in its details)."""
-    from .. import bench  # looked up at call time, like the CLI always did
-    from .devices import DeviceBench
+    from lvvit_opt.measure import bench  # looked up at call time, like the CLI always did
+    from lvvit_opt.scale.devices import DeviceBench
 
     return bench.bench_models(models, batch_sizes, scale_out=DeviceBench(devices) if devices else None, **options)
 
@@ -37,11 +37,11 @@ def evaluate_any(model: str | os.PathLike, data_dir: str | os.PathLike,
                  labels: str | os.PathLike | Mapping[str, int], *,
                  devices: Sequence[int] | None = None, engine: str = "local", ray_address: str | None = None,
                  ray_workers: int | None = None, **options: Any) -> EvalResult:
-    """`lvvit_opt.data.evaluate(model, data_dir, labels, **options)` in this process, or spread out:
+    """`lvvit_opt.measure.evaluate(model, data_dir, labels, **options)` in this process, or spread out:
     `devices`: one process and runner per device id (the images split evenly across them),
     predictions merged; `engine="ray"`: Ray actors at `ray_address` (None: a local Ray),
     `ray_workers` of them (default: as many as the cluster's CPUs, or NPUs for an .om, allow)."""
-    from ..data import evaluate
+    from lvvit_opt.measure.evaluate import evaluate
 
     scale_out = None
     if engine != "local" or devices:
@@ -55,13 +55,13 @@ def _scale_out_eval(devices: Sequence[int] | None, engine: str, address: str | N
     if engine not in ("local", "ray"):
         raise UserError(f"unknown engine {engine!r} (local or ray)")
     if engine == "local":
-        from .devices import run_eval_on_devices
+        from lvvit_opt.scale.devices import run_eval_on_devices
 
         return run_eval_on_devices(job, devices)
     if devices:
         raise UserError("--device runs local processes; with --engine ray, Ray picks the chips (NPU resource)")
     if job.runner is not None:
         raise UserError("--engine ray opens its runners in the Ray workers; do not pass an open runner")
-    from .ray_engine import run_eval_on_ray
+    from lvvit_opt.scale.ray_engine import run_eval_on_ray
 
     return run_eval_on_ray(job, address, workers)

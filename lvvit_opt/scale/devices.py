@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..data.images import signals_held, worker_signals
-from ..errors import LvvitOptError, ToolFailed, UserError
-from ..resources import threads_per_process
+from lvvit_opt.data.images import signals_held, worker_signals
+from lvvit_opt.core.errors import LvvitOptError, ToolFailed, UserError
+from lvvit_opt.core.resources import threads_per_process
 
 if TYPE_CHECKING:
-    from ..data.evaluate import EvalJob, EvalResult
+    from lvvit_opt.measure.evaluate import EvalJob, EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
     model whose fps is the measured card total (the sum of what each device measured in the
     same window) and whose details list every device.
     """
-    from ..bench import with_ratios
+    from lvvit_opt.measure.bench import with_ratios
 
     slot = duration / max(1, rounds * len(entries))
     log_fn(f"batch {batch}: {len(entries)} model(s) on devices {','.join(map(str, devices))} at once: "
@@ -194,7 +194,7 @@ class DeviceBench:
 
 def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers,
                  barrier, messages) -> None:
-    from ..bench import BenchWorker
+    from lvvit_opt.measure.bench import BenchWorker
 
     worker = None
     try:
@@ -226,7 +226,7 @@ def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, thr
 
 
 def _card_result(index: int, entry, batch: int, devices: Sequence[int], per_device: dict):
-    from ..bench import BenchResult
+    from lvvit_opt.measure.bench import BenchResult
 
     name, _, kind, position = entry
     device_rows, latencies = [], []
@@ -302,7 +302,7 @@ def evaluate_on_devices(model: str, paths: list[Path], devices: Sequence[int], *
 
 def run_eval_on_devices(job: EvalJob, devices: Sequence[int]) -> EvalResult:
     """evaluate's scale_out for `eval --device`: the job's images over `devices`, merged as one result."""
-    from ..data.evaluate import combine_eval_parts
+    from lvvit_opt.measure.evaluate import combine_eval_parts
 
     parts = evaluate_on_devices(job.model, job.paths, devices, batch_size=job.batch_size, workers=job.workers,
                                 crop_pct=job.crop_pct, interpolation=job.interpolation,
@@ -313,8 +313,8 @@ def run_eval_on_devices(job: EvalJob, devices: Sequence[int]) -> EvalResult:
 
 def _eval_child(device, model, groups, batch_size, workers, crop_pct, interpolation, runner_options, labels,
                 barrier, messages) -> None:
-    from ..data.evaluate import evaluate_part
-    from ..runtime import open_runner
+    from lvvit_opt.measure.evaluate import evaluate_part
+    from lvvit_opt.runtime import open_runner
 
     runner = None
     try:

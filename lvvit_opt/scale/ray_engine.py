@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..errors import LvvitOptError, Terminated, ToolFailed, UserError, reason_of, sigterm_received
+from lvvit_opt.core.errors import LvvitOptError, Terminated, ToolFailed, UserError, reason_of, sigterm_received
 
 if TYPE_CHECKING:
-    from ..data.evaluate import EvalJob, EvalResult
+    from lvvit_opt.measure.evaluate import EvalJob, EvalResult
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _restore_sigterm_handler(handler) -> None:
 def run_eval_on_ray(job: EvalJob, address: str | None, workers: int | None) -> EvalResult:
     """evaluate's scale_out for `eval --engine ray`: the job's images on Ray actors at `address`
     (None: a local Ray), `workers` of them, merged as one result."""
-    from ..data.evaluate import combine_eval_parts
+    from lvvit_opt.measure.evaluate import combine_eval_parts
 
     parts, names, info = evaluate_with_ray(job.model, job.paths, address=address, workers=workers,
                                            threads=job.runner_options.get("threads"), batch_size=job.batch_size,
@@ -213,7 +213,7 @@ class EvalWorker:
     """A Ray actor: one runner for the whole run, evaluating the chunks it is given."""
 
     def __init__(self, model: str, options: dict, index: int, labels: dict[str, int]):
-        from ..runtime import open_runner
+        from lvvit_opt.runtime import open_runner
 
         self.model = model
         self.index = index
@@ -237,7 +237,7 @@ class EvalWorker:
 
     def run(self, paths: list[str], batch_size: int, crop_pct: float, interpolation: str):
         """(this worker's index, EvalResult of `paths`; decoded here, no extra process)."""
-        from ..data.evaluate import evaluate_part
+        from lvvit_opt.measure.evaluate import evaluate_part
 
         result = evaluate_part(self.runner, self.model, paths, self.labels, batch_size=batch_size, workers=1,
                                crop_pct=crop_pct, interpolation=interpolation)
@@ -266,7 +266,7 @@ def _chunks(paths: list[str], workers: int, batch: int) -> list[list[str]]:
 
 def _join(parts: list, description: dict):
     """One actor's chunk results as one EvalResult."""
-    from ..data.evaluate import EvalResult
+    from lvvit_opt.measure.evaluate import EvalResult
     from lvvit_opt.data.scoring import score_predictions
 
     predictions, failed = {}, {}

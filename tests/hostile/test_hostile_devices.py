@@ -290,7 +290,7 @@ def test_the_log_file_is_never_a_file_the_tool_keeps(ws, name):
 
 
 def test_every_file_the_whitelist_journal_keeps_is_known_to_the_guard(tmp_path):
-    from lvvit_opt.fileio import owned_file_kind
+    from lvvit_opt.core.fileio import owned_file_kind
     from lvvit_opt.whitelist.journal import own_files, replaced_path
 
     target = tmp_path / "transpose.py"

@@ -140,7 +140,7 @@ def test_shapes_json_on_the_located_backup_is_refused(ws, monkeypatch):
 
 
 def test_patch_file_api_refuses_an_output_on_the_backup(ws):
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.core.errors import UserError
     from lvvit_opt.whitelist import patch_file
 
     _patched(ws)
@@ -269,7 +269,7 @@ def test_a_second_forced_restore_keeps_the_first_kept_copy(ws):
 def _failing_write(monkeypatch, name: str, nth: int = 1, exc=None, also: tuple[str, int] | None = None):
     """Make the nth atomic write to a file called `name` (and the write `also` = (name, nth))
     fail inside atomic_path, as a full disk (or a folder made read-only in between) would."""
-    from lvvit_opt.fileio import atomic_path
+    from lvvit_opt.core.fileio import atomic_path
     from lvvit_opt.whitelist import patch as patch_module
 
     real, seen, failing = patch_module._write_atomic, {}, {(name, nth)} | ({also} if also else set())

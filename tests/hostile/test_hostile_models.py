@@ -330,7 +330,7 @@ def test_an_in_memory_model_ort_cannot_run_is_our_failure_exit_1(ws):
     """A model our passes built (in memory) that onnxruntime refuses is our bug, not the user's."""
     import onnx
 
-    from lvvit_opt.errors import LvvitOptError, UserError
+    from lvvit_opt.core.errors import LvvitOptError, UserError
     from lvvit_opt.runtime.ort import OrtRunner
 
     _reshape_fails(ws)
@@ -344,7 +344,7 @@ def test_an_in_memory_model_ort_cannot_run_is_our_failure_exit_1(ws):
 def test_a_python_error_in_run_batch_is_not_disguised_as_the_users(ws):
     from lvvit_opt.runtime.ort import OrtRunner
 
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     runner = OrtRunner(str(ws / "m.onnx"))
     with pytest.raises(RuntimeError) as caught:  # pybind's builtin RuntimeError: a feed we built wrong
@@ -355,7 +355,7 @@ def test_a_python_error_in_run_batch_is_not_disguised_as_the_users(ws):
 def test_bench_refuses_a_huge_batch_before_allocating(ws, ws_before, monkeypatch):
     import onnx
 
-    import lvvit_opt.resources as resources
+    import lvvit_opt.core.resources as resources
 
     monkeypatch.setattr(resources, "available_memory", lambda: 8 * 1024**3)  # the same on every machine
 
@@ -375,7 +375,7 @@ def test_bench_refuses_a_huge_batch_before_allocating(ws, ws_before, monkeypatch
 def test_the_gate_accepts_the_golden_and_an_external_data_model_and_loads_its_weights(ws):
     import onnx
 
-    from lvvit_opt.onnx_files import load_onnx
+    from lvvit_opt.core.onnx_files import load_onnx
 
     assert load_onnx(ws / "m.onnx").graph.node
     model = _add_model()
@@ -389,9 +389,9 @@ def test_the_gate_accepts_the_golden_and_an_external_data_model_and_loads_its_we
 @pytest.mark.parametrize("defect", ["cycle", "undefined-input", "opset-99", "no-outputs"])
 def test_the_skeleton_check_of_big_models_refuses_the_same_defects(ws, monkeypatch, defect):
     """Above SKELETON_ABOVE the checker sees initializers as typed inputs: same verdicts."""
-    from lvvit_opt import model_gate
-    from lvvit_opt.errors import UserError
-    from lvvit_opt.onnx_files import load_onnx
+    from lvvit_opt.core import model_gate
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.onnx_files import load_onnx
 
     monkeypatch.setattr(model_gate, "SKELETON_ABOVE", 0)
     monkeypatch.setattr(model_gate, "_BIG_TENSOR", 0)
@@ -405,7 +405,7 @@ def test_the_skeleton_check_of_big_models_refuses_the_same_defects(ws, monkeypat
 def test_the_skeleton_keeps_no_big_weights(ws, monkeypatch):
     import onnx
 
-    from lvvit_opt import model_gate
+    from lvvit_opt.core import model_gate
 
     monkeypatch.setattr(model_gate, "_BIG_TENSOR", 1024)
     model = onnx.load(ws / "m.onnx")
@@ -417,8 +417,8 @@ def test_the_skeleton_keeps_no_big_weights(ws, monkeypatch):
 
 def test_an_edited_file_is_gated_again(ws):
     """The pass cache is keyed by inode, size and mtime: a model rewritten in place is checked anew."""
-    from lvvit_opt.errors import UserError
-    from lvvit_opt.onnx_files import load_onnx
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.onnx_files import load_onnx
 
     _save_raw(_add_model(), ws / "bad.onnx")
     load_onnx(ws / "bad.onnx")
@@ -429,8 +429,8 @@ def test_an_edited_file_is_gated_again(ws):
 
 
 def test_a_cycle_names_its_nodes(ws):
-    from lvvit_opt.errors import UserError
-    from lvvit_opt.onnx_files import load_onnx
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.onnx_files import load_onnx
 
     _cycle(ws)
     with pytest.raises(UserError) as caught:
@@ -455,8 +455,8 @@ def test_a_location_swapped_for_a_symlink_out_after_passing_is_refused(ws):
     a symlink leaving the folder after the model passed is refused on the next use."""
     import onnx
 
-    from lvvit_opt.errors import UserError
-    from lvvit_opt.onnx_files import load_onnx
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.onnx_files import load_onnx
     from lvvit_opt.runtime.ort import OrtRunner
 
     (ws / "ext").mkdir()

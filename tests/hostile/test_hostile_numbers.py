@@ -74,7 +74,7 @@ def test_impossible_requests_are_one_line_exit_2(ws, argv, words):
 
 @pytest.mark.parametrize("value", ["-37.941", "nan", "inf", "0"])
 def test_perf_file_with_impossible_throughput_is_an_error(tmp_path, value):
-    from lvvit_opt.errors import ToolFailed
+    from lvvit_opt.core.errors import ToolFailed
     from lvvit_opt.runtime.benchmark import parse_perf_file
 
     text = SEED_PERF.read_text().replace("Interface throughputRate: 37.941", f"Interface throughputRate: {value}")
@@ -86,7 +86,7 @@ def test_perf_file_with_impossible_throughput_is_an_error(tmp_path, value):
 
 
 def test_perf_file_with_negative_stage_rate_is_an_error(tmp_path):
-    from lvvit_opt.errors import ToolFailed
+    from lvvit_opt.core.errors import ToolFailed
     from lvvit_opt.runtime.benchmark import parse_perf_text
 
     text = SEED_PERF.read_text().replace("[e2e] throughputRate: 35.5884", "[e2e] throughputRate: -35.5884")
@@ -140,7 +140,7 @@ def test_stale_temps_of_dead_runs_are_swept_and_live_ones_kept(ws):
     dead.parent.mkdir()
     for path in (dead, live, foreign):
         path.write_bytes(b"\0" * 1000)
-    from lvvit_opt import fileio
+    from lvvit_opt.core import fileio
 
     fileio._swept_dirs.discard(os.path.abspath(ws / "out"))
     outcome = invoke(["apply", "m.onnx", "-o", "out/o.onnx", "--passes", "cleanup", "-q"], ws)
@@ -159,7 +159,7 @@ def test_output_through_a_symlink_writes_the_target_and_keeps_the_link(ws):
 
 def test_apply_validation_failure_writes_neither_output_nor_temp(ws, monkeypatch):
     """A rewritten graph that does not compute the same function: nothing at -o, no temp."""
-    from lvvit_opt import golden
+    from lvvit_opt.verify import golden
 
     real = golden.compare_outputs
 
@@ -176,8 +176,8 @@ def test_apply_validation_failure_writes_neither_output_nor_temp(ws, monkeypatch
 
 @pytest.mark.parametrize("reported", [-0.01, float("nan"), 0.0])
 def test_bench_refuses_an_impossible_inference_time(reported):
-    from lvvit_opt.bench import _timed_slot
-    from lvvit_opt.errors import ToolFailed
+    from lvvit_opt.measure.bench import _timed_slot
+    from lvvit_opt.core.errors import ToolFailed
 
     class Liar:
         last_infer_s = reported
@@ -209,7 +209,7 @@ def test_external_data_save_failing_midway_leaves_neither_file(ws, monkeypatch):
     pair (or nothing) in place and no temporary folder."""
     import onnx
 
-    from lvvit_opt import onnx_files
+    from lvvit_opt.core import onnx_files
 
     model = onnx.load(ws / "m.onnx")
     monkeypatch.setattr(onnx_files, "needs_external_data", lambda m: True)

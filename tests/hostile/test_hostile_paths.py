@@ -92,7 +92,7 @@ def test_output_aliasing_an_input_is_refused_before_any_work(ws, ws_before, argv
 
 
 def test_guard_accepts_distinct_paths_and_a_fresh_folder(ws):
-    from lvvit_opt.fileio import guard_outputs
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({"-o": ws / "new" / "deeper" / "out.onnx", "--report": ws / "r.json", "--json": None},
                   {"MODEL": ws / "m.onnx", "--checkpoint": None})
@@ -100,7 +100,7 @@ def test_guard_accepts_distinct_paths_and_a_fresh_folder(ws):
 
 
 def test_same_path_sees_symlinked_folders(ws):
-    from lvvit_opt.fileio import same_path
+    from lvvit_opt.core.fileio import same_path
 
     os.symlink("sub", ws / "sublink")
     (ws / "sub" / "x").write_text("x")

@@ -162,13 +162,13 @@ def test_the_pickle_refusal_is_whole_sentences_naming_the_object(ws, tmp_path):
     ("first line\nsecond line", 200, "first line"),
 ])
 def test_reason_of_cuts_at_a_sentence_or_word(text, limit, expected):
-    from lvvit_opt.errors import reason_of
+    from lvvit_opt.core.errors import reason_of
 
     assert reason_of(ValueError(text), limit) == expected
 
 
 def test_shown_quotes_control_characters_only():
-    from lvvit_opt.errors import shown
+    from lvvit_opt.core.errors import shown
 
     assert shown("plain/path.onnx") == "plain/path.onnx"
     assert shown("a\nb") == "'a\\nb'" and shown("tab\there") == "'tab\\there'"

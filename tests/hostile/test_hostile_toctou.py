@@ -13,8 +13,8 @@ from onnx import TensorProto, helper
 
 from hostile_helpers import assert_refused, invoke
 
-import lvvit_opt.fileio as fileio
-import lvvit_opt.onnx_files as onnx_files
+import lvvit_opt.core.fileio as fileio
+import lvvit_opt.core.onnx_files as onnx_files
 
 
 def _invalid_model(path) -> None:
@@ -73,7 +73,7 @@ def test_a_symlink_swapped_to_a_non_file_is_refused_without_blocking(ws, kind):
 
 
 def test_read_regular_file_refuses_a_folder_it_opened(ws):
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     with pytest.raises(UserError, match=r"not a regular file \(a folder\)"):
         fileio.read_regular_file(ws / "sub")
@@ -88,7 +88,7 @@ def test_read_regular_file_reports_the_descriptors_identity(ws):
 
 def test_the_gate_cache_follows_the_bytes_not_the_name(ws):
     """A model that passed, then replaced by an invalid one under the same name, is checked anew."""
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     onnx_files.load_onnx(ws / "c2.onnx")
     _invalid_model(ws / "c2.onnx")

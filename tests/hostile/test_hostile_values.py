@@ -115,7 +115,7 @@ def test_out_of_range_values_are_refused_at_parse_time_with_the_range(vws, argv,
 ], ids=["duration-in-minutes"])
 def test_values_inside_the_range_still_run(vws, argv, monkeypatch):
     """`--duration 1m` is 60 s (units s/m/h), here cut short: the parsed value reaches bench."""
-    from lvvit_opt import bench
+    from lvvit_opt.measure import bench
 
     seen = {}
 
@@ -146,8 +146,8 @@ def test_parse_time_refusals_import_neither_torch_nor_onnx(vws, argv):
 
 
 def test_bench_models_from_python_refuses_non_finite_timing(vws):
-    from lvvit_opt.bench import bench_models
-    from lvvit_opt.errors import UserError
+    from lvvit_opt.measure.bench import bench_models
+    from lvvit_opt.core.errors import UserError
 
     for kwargs, words in [({"duration": float("inf")}, "duration inf"), ({"duration": float("nan")}, "duration nan"),
                           ({"warmup": -1.0}, "warmup -1.0"), ({"rounds": 0}, "rounds 0")]:
@@ -333,7 +333,7 @@ def test_integer_weights_for_float_parameters_are_refused(ws, dtype, strict):
 def test_float64_weights_still_load(ws):
     import torch
 
-    from lvvit_opt.model import create_model
+    from lvvit_opt.models.model import create_model
 
     state = torch.load(ws / "c.pth", map_location="cpu", weights_only=True)
     weights = state.get("state_dict", state)
@@ -349,7 +349,7 @@ def test_float64_weights_still_load(ws):
 
 def _fill_the_disk_at(monkeypatch, marker: str) -> None:
     """In this process: atomic writes to names containing `marker` fail with ENOSPC (the shim)."""
-    from lvvit_opt import fileio
+    from lvvit_opt.core import fileio
 
     monkeypatch.setattr(fileio, "atomic_path", fileio.atomic_path)  # restored after the test
     monkeypatch.setenv("LVVIT_HOSTILE_ENOSPC", marker)

@@ -13,7 +13,7 @@ if os.environ.get("LVVIT_HOSTILE_PAUSE"):
     import time
     from pathlib import Path
 
-    import lvvit_opt.fileio as _fileio
+    import lvvit_opt.core.fileio as _fileio
 
     _pause = float(os.environ["LVVIT_HOSTILE_PAUSE"])
     _at_name, _, _at_count = os.environ.get("LVVIT_HOSTILE_PAUSE_AT", "").partition("#")

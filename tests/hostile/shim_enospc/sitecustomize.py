@@ -8,7 +8,7 @@ if os.environ.get("LVVIT_HOSTILE_ENOSPC"):
     import contextlib
     import errno
 
-    import lvvit_opt.fileio as _fileio
+    import lvvit_opt.core.fileio as _fileio
 
     _marker = os.environ["LVVIT_HOSTILE_ENOSPC"]
     _real_atomic_path = _fileio.atomic_path

@@ -25,16 +25,17 @@ from typing import TYPE_CHECKING, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from ..resources import require_memory
-from .images import decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool, worker_ready
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.resources import require_memory
+from lvvit_opt.data.images import (decode_for_eval, default_workers, image_stem, init_worker, list_images, worker_pool,
+                                   worker_ready)
 from lvvit_opt.data.scoring import AccuracyResult, score_predictions, top_k
 from lvvit_opt.data.postprocess import check_label_range, labels_by_stem, read_labels
-from .shard import Shard, model_digest, shard_payload
-from .transform import EvalTransform, eval_transform_for
+from lvvit_opt.data.shard import Shard, model_digest, shard_payload
+from lvvit_opt.data.transform import EvalTransform, eval_transform_for
 
 if TYPE_CHECKING:
-    from ..runtime.base import Runner
+    from lvvit_opt.runtime.base import Runner
 
 READ_AHEAD_BATCHES = 3
 DECODE_NICENESS = 10  # decoding yields the CPU to a CPU-bound model (onnxruntime)
@@ -131,7 +132,7 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
     carries what `merge` needs. `scale_out`: evaluates the chosen images elsewhere instead of
     in this process (given by lvvit_opt.scale.evaluate_any: one process per device, Ray
     actors), from an EvalJob; this module never imports the scale layer.
-    The transform is the one recorded in the ONNX model's metadata (lvvit_opt.metadata) when
+    The transform is the one recorded in the ONNX model's metadata (lvvit_opt.models.metadata) when
     there is one, else LV-ViT-S's; `crop_pct` / `interpolation` given here override either.
     """
     all_labels = read_labels(labels) if isinstance(labels, (str, os.PathLike)) else labels_by_stem(labels)
@@ -143,7 +144,7 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
         return with_shard(scale_out(job), shard, label_map, all_labels, listed)
     own_runner = runner is None
     if own_runner:
-        from ..runtime import open_runner
+        from lvvit_opt.runtime import open_runner
 
         runner = open_runner(model, **(runner_options or {}))
     try:

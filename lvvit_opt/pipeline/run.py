@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from . import __version__
-from .errors import UserError, ValidationFailed, shown
-from .fileio import write_text_atomic
-from .logs import LogCallback, reporter
+from lvvit_opt import __version__
+from lvvit_opt.core.errors import UserError, ValidationFailed, shown
+from lvvit_opt.core.fileio import write_text_atomic
+from lvvit_opt.core.logs import LogCallback, reporter
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     summary.whitelist = _whitelist_stage(options, [opt for _, opt in models.values()], created, log)
     summary.atc = _atc_stage(options, models, summary.whitelist["shapes"], stages, out, log)
     summary.bench = _bench_stage(options, models, summary.atc, stages, out, log)
-    from .report import write_reports
+    from lvvit_opt.measure.report import write_reports
 
     write_reports(summary, options)
     log(f"report: {out / 'report.md'}")
@@ -203,12 +203,12 @@ def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
 
 
 def _check_options(options: RunOptions) -> None:
-    from .zoo import check_model_name
+    from lvvit_opt.models.zoo import check_model_name
 
     check_model_name(options.model)  # LV-ViT or any timm model; close matches suggested
     if options.checkpoint is not None and not Path(options.checkpoint).is_file():
         raise UserError(f"{shown(options.checkpoint)}: no such checkpoint file")
-    from .passes import parse_pass_list
+    from lvvit_opt.passes import parse_pass_list
 
     parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones
     _check_plan(options)
@@ -221,8 +221,8 @@ def _resolve_soc_early(options: RunOptions) -> RunOptions:
         return options
     from dataclasses import replace
 
-    from .ascend.cann import cann_environment, find_tool
-    from .ascend.npu_smi import detect_soc_version
+    from lvvit_opt.core.cann import cann_environment, find_tool
+    from lvvit_opt.ascend.npu_smi import detect_soc_version
 
     env = cann_environment(options.cann_home)
     if find_tool("atc", env) is None:
@@ -232,8 +232,8 @@ def _resolve_soc_early(options: RunOptions) -> RunOptions:
 
 def _check_plan(options: RunOptions) -> None:
     """Everything else a later stage would find out, found before the first file is written."""
-    from .ascend.atc import check_soc_name
-    from .fileio import guard_outputs
+    from lvvit_opt.ascend.atc import check_soc_name
+    from lvvit_opt.core.fileio import guard_outputs
 
     guard_outputs({}, {"--checkpoint": options.checkpoint, "--whitelist-file": options.whitelist_file},
                   output_dirs={"--out": options.out})
@@ -243,16 +243,16 @@ def _check_plan(options: RunOptions) -> None:
         raise UserError("--whitelist-file is only used with --patch-whitelist; add --patch-whitelist "
                         "(or use `lvvit-opt whitelist check --file ...` to only check it)")
     if options.patch_whitelist and options.whitelist_file is not None:
-        from .whitelist import locate_transpose_py, read_transpose_source
+        from lvvit_opt.whitelist import locate_transpose_py, read_transpose_source
 
         read_transpose_source(locate_transpose_py(options.whitelist_file))  # missing or unparsable -> UserError
-    from .export import export_memory_estimate
-    from .resources import require_memory
+    from lvvit_opt.export import export_memory_estimate
+    from lvvit_opt.core.resources import require_memory
 
     biggest = max(options.batch_sizes)
     require_memory(export_memory_estimate(options.model, biggest, 224), f"exporting {options.model} at batch {biggest}")
     if options.checkpoint is not None:
-        from .model import create_model
+        from lvvit_opt.models.model import create_model
 
         # loads and matches the keys now, not after out/ and the first exports exist
         create_model(options.model, options.checkpoint, ema=options.ema, strict=options.strict,
@@ -260,8 +260,8 @@ def _check_plan(options: RunOptions) -> None:
 
 
 def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary: RunSummary, log) -> tuple[Path, Path]:
-    from .export import export_onnx
-    from .passes import apply_file
+    from lvvit_opt.export import export_onnx
+    from lvvit_opt.passes import apply_file
 
     out = Path(options.out)
     original = out / f"{options.model}_bs{batch}.onnx"
@@ -288,7 +288,7 @@ def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary:
 def _whitelist_stage(options: RunOptions, optimized: list[Path], created: list[tuple], log) -> dict:
     """Report every Transpose input shape of the rewritten graphs; whitelist (and patch)
     the ones the passes created, as the seed recipe does."""
-    from .whitelist import locate_transpose_py, patch_file, transpose_shapes
+    from lvvit_opt.whitelist import locate_transpose_py, patch_file, transpose_shapes
 
     uses = []
     for path in optimized:
@@ -316,8 +316,8 @@ def _whitelist_stage(options: RunOptions, optimized: list[Path], created: list[t
 
 def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitelist_shapes: list, stages: _Stages,
                out: Path, log) -> dict:
-    from .ascend.atc import build_atc_command, compile_onnx, display_command
-    from .ascend.cann import cann_environment, find_tool
+    from lvvit_opt.ascend.atc import build_atc_command, compile_onnx, display_command
+    from lvvit_opt.core.cann import cann_environment, find_tool
 
     env = cann_environment(options.cann_home)
     onnx_files = [p for pair in models.values() for p in pair]
@@ -345,7 +345,7 @@ def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitel
         compiled[path.name] = stages.run(
             f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home}, [path],
             lambda result: [result["om"]], lambda p=path: _compile(p, options, compile_onnx, log))
-    from .ascend.om_graph import compare_om_files  # what atc compiled (atc --mode=1), original vs rewritten
+    from lvvit_opt.ascend.om_graph import compare_om_files  # what atc compiled (atc --mode=1), original vs rewritten
 
     kernels = {str(batch): compare_om_files([compiled[o.name]["om"], compiled[r.name]["om"]], env=env)
                for batch, (o, r) in models.items()}
@@ -356,7 +356,7 @@ def _script_soc_version(requested: str, env: dict) -> tuple[str, str]:
     """The --soc_version for atc_commands.sh and a note on where it came from (npu-smi may exist without atc)."""
     if requested != "auto":
         return requested, ""
-    from .ascend.npu_smi import detect_soc_version
+    from lvvit_opt.ascend.npu_smi import detect_soc_version
 
     try:
         return detect_soc_version(env), " (from npu-smi on this machine)"
@@ -377,7 +377,7 @@ def _compile(path: Path, options: RunOptions, compile_onnx, log) -> dict:
 
 
 def _bench_stage(options: RunOptions, models, atc: dict, stages: _Stages, out: Path, log) -> dict:
-    from .bench import bench_models
+    from lvvit_opt.measure.bench import bench_models
 
     use_om = atc.get("compiled", False)
     reports = {}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UserError
+from lvvit_opt.core.errors import UserError
 
 TIMM_MODELS_FILE = Path(__file__).with_name("timm_models.txt")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -2,9 +2,9 @@
 
 The reference is an ONNX model. The candidate is another ONNX model (matched by tensor name,
 and through the Transposes/Casts a rewrite adds), the reference converted to true fp16 with fp32
-inputs and outputs the way atc's --precision_mode/--keep_dtype run it (lvvit_opt.precision: a
+inputs and outputs the way atc's --precision_mode/--keep_dtype run it (lvvit_opt.debug.precision: a
 CPU preview of what fp16 on the NPU does, constants rounded, never clamped), or an NPU dump
-directory of the compiled .om (lvvit_opt.ascend.dump).
+directory of the compiled .om (lvvit_opt.debug.dump).
 
 Every intermediate tensor is exposed as a graph output of an in-memory copy of each ONNX
 model (what Polygraphy's `--onnx-outputs mark all` and msit's ONNX dump do); both models
@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import UserError, reason_of
-from .golden import OutputComparison, Tolerance, compare_outputs, join_batches
-from .progress import task
+from lvvit_opt.core.errors import UserError, reason_of
+from lvvit_opt.verify.golden import OutputComparison, Tolerance, compare_outputs, join_batches
+from lvvit_opt.core.progress import task
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,8 @@ def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
     """Candidate tensors holding each reference tensor: by name, then through the Transposes
     and Casts a rewrite or the fp16 converter adds, then by producing node name and output
     index. Returns (matches, candidate tensors matched to nothing)."""
-    from .passes.graph_utils import consumers
-    from .passes.softmax_transpose import inverse_perm
+    from lvvit_opt.passes.graph_utils import consumers
+    from lvvit_opt.passes.softmax_transpose import inverse_perm
 
     ref_names = {t.name for t in reference_tensors(reference)}
     cand_nodes = [n for n in candidate.graph.node if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx"))]
@@ -325,11 +325,11 @@ def match_onnx(reference, candidate) -> tuple[list[Match], list[str]]:
 
 
 def match_dump(dump, tensors: Sequence[RefTensor]) -> tuple[list[Match], list[str]]:
-    """Reference tensors found in an NPU dump (lvvit_opt.ascend.dump.DumpCandidate): a dumped
+    """Reference tensors found in an NPU dump (lvvit_opt.debug.dump.DumpCandidate): a dumped
     op's sanitised name and output index, or the original op a fused op stands for (the .om
     graph JSON's renames). Returns (matches, dump files matched to nothing); UserError if
     nothing matches (the dump of another model)."""
-    from .ascend.dump import dump_name
+    from lvvit_opt.debug.dump import dump_name
 
     by_key = {(dump_name(t.node), t.output_index): t for t in tensors}
     matches, used = [], set()
@@ -377,9 +377,9 @@ def expose_outputs(model, names: Iterable[str]) -> None:
 
 def to_fp16(model, keep_fp32: Sequence[str] = (), precision_mode: str = "force_fp16", keep_dtype=None):
     """The model in true fp16 with fp32 inputs and outputs, the way atc's `precision_mode` runs
-    it (lvvit_opt.precision: constants rounded to fp16, never clamped); `keep_fp32` nodes and a
+    it (lvvit_opt.debug.precision: constants rounded to fp16, never clamped); `keep_fp32` nodes and a
     parsed --keep_dtype file (precision.KeepDtype) stay fp32. The caller's model is not modified."""
-    from .precision import to_true_fp16
+    from lvvit_opt.debug.precision import to_true_fp16
 
     return to_true_fp16(model, keep_fp32, precision_mode, keep_dtype)[0]
 
@@ -388,7 +388,7 @@ class ExposedOnnx:
     """An ONNX model run on onnxruntime with any of its tensors fetchable."""
 
     def __init__(self, model, names: Iterable[str], label: str):
-        from .runtime.ort import OrtRunner
+        from lvvit_opt.runtime.ort import OrtRunner
 
         expose_outputs(model, names)
         # no arena: a run materialises every exposed tensor; without it they are freed between runs
@@ -427,11 +427,11 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     `fp16`, with its own true-fp16 conversion, tensor by tensor. See the module docstring.
     `om_json`: the .om's `atc --mode=1` graph JSON, to match fused ops of a dump.
     `keep_fp32`: with `fp16`, nodes the conversion leaves in fp32; `precision_mode` and
-    `keep_dtype` (an atc --keep_dtype file): as atc's flags of those names (lvvit_opt.precision)."""
+    `keep_dtype` (an atc --keep_dtype file): as atc's flags of those names (lvvit_opt.debug.precision)."""
     import os
 
-    from lvvit_opt.onnx_files import load_onnx
-    from .inputs import load_inputs
+    from lvvit_opt.core.onnx_files import load_onnx
+    from lvvit_opt.verify.inputs import load_inputs
 
     if fp16 == (candidate is not None):
         raise UserError("give either a CANDIDATE (.onnx or dump directory) or --fp16, not both" if fp16
@@ -448,7 +448,7 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
         raise UserError("--precision-mode/--keep-dtype shape the fp16 preview: give them without a CANDIDATE")
     keep_file = None
     if keep_dtype:
-        from .precision import read_keep_dtype
+        from lvvit_opt.debug.precision import read_keep_dtype
 
         keep_file = read_keep_dtype(keep_dtype)
     reference = load_onnx(reference_path)
@@ -456,20 +456,20 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     tolerance = tolerance or (Tolerance.onnx() if mode == "onnx" else Tolerance.fp16())
     tensors = reference_tensors(reference)
     sizes = _tensor_bytes(reference_path, tensors)
-    from .resources import require_memory
+    from lvvit_opt.core.resources import require_memory
 
     # a run materialises every exposed tensor of a model; the chunk holds both models' share
     require_memory(sum(sizes.values()) + int(chunk_mb * 1024 * 1024),
                    f"debug layers on {reference_path} (every activation of one run, plus a {chunk_mb:g} MB chunk)")
     precision = None
     if mode == "dump":
-        from .ascend.dump import DumpCandidate
+        from lvvit_opt.debug.dump import DumpCandidate
 
         cand = DumpCandidate(candidate, om_json)
         matches, unmatched_cand = match_dump(cand, tensors)
     else:
         if fp16:
-            from .precision import summary, to_true_fp16
+            from lvvit_opt.debug.precision import summary, to_true_fp16
 
             cand_model, kept = to_true_fp16(reference, keep_fp32, precision_mode, keep_file)
             precision = {"precision_mode": precision_mode, "keep_dtype": keep_dtype, "kept_fp32": kept,
@@ -508,8 +508,8 @@ def mode_is_not_dump(candidate: str | None, fp16: bool) -> bool:
 
 def _tensor_bytes(reference_path: str, tensors: list[RefTensor]) -> dict[str, int]:
     """Estimated bytes of one batch of each tensor (onnx shape inference on the weightless graph)."""
-    from lvvit_opt.onnx_files import load_onnx
-    from .passes.graph_utils import infer_shapes_light
+    from lvvit_opt.core.onnx_files import load_onnx
+    from lvvit_opt.passes.graph_utils import infer_shapes_light
 
     try:
         shapes = infer_shapes_light(load_onnx(reference_path, load_external_data=False))
@@ -597,7 +597,7 @@ def suggest_keep_fp32(report: LayerReport, max_rounds: int = 4, **compare_option
 
 def write_keep_dtype(nodes: Sequence[str], path: str) -> bool:
     """atc's --keep_dtype file (one node name a line); False (nothing written) when there are none."""
-    from .ascend.atc import write_keep_dtype_file
+    from lvvit_opt.ascend.atc import write_keep_dtype_file
 
     if nodes:
         write_keep_dtype_file(path, node_names=nodes)

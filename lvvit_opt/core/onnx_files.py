@@ -6,15 +6,15 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UserError, shown
-from . import fileio  # by attribute: tests and the hostile shims replace fileio.atomic_path & co
-from .model_gate import gate_loaded
-from .onnx_proto import needs_external_data, write_model_streamed
+from lvvit_opt.core.errors import UserError, shown
+from lvvit_opt.core import fileio  # by attribute: tests and the hostile shims replace fileio.atomic_path & co
+from lvvit_opt.core.model_gate import gate_loaded
+from lvvit_opt.core.onnx_proto import needs_external_data, write_model_streamed
 
 
 def load_onnx_bytes(path: str | os.PathLike):
     """(model, bytes): the ONNX file read once and parsed WITHOUT its external data, after the
-    model gate (lvvit_opt.model_gate) passed it. A runner given these bytes runs what was checked."""
+    model gate (lvvit_opt.core.model_gate) passed it. A runner given these bytes runs what was checked."""
     import onnx
 
     path = Path(path)

@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.layers import DropPath, trunc_normal_
 from timm.models import register_model
 
-from .zoo import CONFIGS, LvvitConfig, is_lvvit, lvvit_pretrained_cfg
+from lvvit_opt.models.zoo import CONFIGS, LvvitConfig, is_lvvit, lvvit_pretrained_cfg
 
 
 class ConvStem(nn.Module):
@@ -137,7 +137,7 @@ def default_cfg(name: str) -> dict:
 
 def build_lvvit(name: str, img_size: int = 224, **kwargs) -> LVViT:
     if name not in CONFIGS:
-        from .errors import UserError
+        from lvvit_opt.core.errors import UserError
 
         raise UserError(f"unknown model {name!r} (choose from {', '.join(CONFIGS)})")
     cfg = CONFIGS[name]
@@ -152,7 +152,7 @@ def build_lvvit(name: str, img_size: int = 224, **kwargs) -> LVViT:
 def _timm_entry(name: str) -> Callable[..., LVViT]:
     def create(pretrained: bool = False, **kwargs) -> LVViT:
         if pretrained:
-            from .errors import UserError
+            from lvvit_opt.core.errors import UserError
 
             raise UserError("no download here: pass the official checkpoint with lvvit_opt.load_checkpoint")
         for timm_only in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only"):
@@ -189,7 +189,7 @@ def create_model(
     converter for that architecture (its `checkpoint_filter_fn`, which maps the official
     repositories' layouts to timm's), the converted state dict is loaded strictly instead.
     """
-    from .checkpoint import load_checkpoint
+    from lvvit_opt.models.checkpoint import load_checkpoint
 
     torch.manual_seed(seed)
     if is_lvvit(name):
@@ -207,7 +207,7 @@ def _create_timm(name: str, img_size: int | None) -> tuple[nn.Module, Callable |
 
     import timm
 
-    from .errors import UserError, reason_of
+    from lvvit_opt.core.errors import UserError, reason_of
 
     kwargs = {} if img_size is None else {"img_size": img_size}
     try:

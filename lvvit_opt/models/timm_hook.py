@@ -13,7 +13,7 @@ import sys
 
 
 def _register() -> None:
-    import lvvit_opt.model  # noqa: F401  (registration happens at import)
+    import lvvit_opt.models.model  # noqa: F401  (registration happens at import)
 
 
 class _AfterTimmImport(importlib.abc.MetaPathFinder):

@@ -1,5 +1,5 @@
 """tune's search space (batch sizes, pass sets, precisions, target options), its --space FILE
-reader, --budget, and the candidate records the search fills in. See lvvit_opt.tune."""
+reader, --budget, and the candidate records the search fills in. See lvvit_opt.tune.search."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import UserError
+from lvvit_opt.core.errors import UserError
 
 TARGETS = ("ort-cpu", "ort-cuda", "ort-trt", "ascend")
 PRECISIONS = ("fp32", "fp16", "fp16-keep")
@@ -45,7 +45,7 @@ SPACE_KEYS = ("batch_sizes", "pass_sets", "precisions", "threads", "graph_opt", 
 def default_space(target: str) -> Space:
     """Batch 1..32, no passes and each registered pass alone (fix_shapes sets the batch anyway),
     fp32/fp16/fp16-keep for onnxruntime (atc's precision modes for Ascend), all cores."""
-    from .passes import available_passes
+    from lvvit_opt.passes import available_passes
 
     passes = [[]] + [[name] for name in available_passes() if name != "fix_shapes"]
     cores = os.cpu_count() or 1
@@ -79,7 +79,7 @@ def load_space(path: str | os.PathLike, target: str) -> Space:
 
 def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
     """Check every list of a space mapping; a wrong key, type or value is a one-line UserError."""
-    from .passes import parse_pass_list
+    from lvvit_opt.passes import parse_pass_list
 
     if not isinstance(data, Mapping):
         raise UserError(f"{what}: expected a mapping of {', '.join(SPACE_KEYS)} to lists, got {type(data).__name__}")

@@ -25,14 +25,14 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from .errors import ToolFailed, UserError, ValidationFailed
-from .logs import LogCallback, reporter
-from .progress import task
+from lvvit_opt.core.errors import ToolFailed, UserError, ValidationFailed
+from lvvit_opt.core.logs import LogCallback, reporter
+from lvvit_opt.core.progress import task
 
 logger = logging.getLogger(__name__)
 
 def _backends() -> tuple[str, ...]:
-    from .runtime.registry import backend_choices
+    from lvvit_opt.runtime.registry import backend_choices
 
     return (*backend_choices(), "trtexec")
 
@@ -80,7 +80,7 @@ class BenchReport:
                 "validation": self.validation, "results": [asdict(r) for r in self.results]}
 
     def format_table(self) -> str:
-        from .table import format_table
+        from lvvit_opt.core.table import format_table
 
         rows = []
         for r in self.results:
@@ -152,15 +152,15 @@ def machine_info(extra: dict | None = None) -> dict:
 
 def _model_batch(path: str) -> int | None:
     """The static batch of an ONNX model's first input, or None if symbolic."""
-    from .tensor_spec import input_specs
+    from lvvit_opt.core.tensor_spec import input_specs
 
     return input_specs(path)[0].batch
 
 
 def _refix_batch(path: str, batch: int, workdir: Path) -> str:
     """Write a copy of `path` with its batch fixed to `batch` (through the fix_shapes pass)."""
-    from lvvit_opt.onnx_files import load_onnx, save_onnx
-    from .passes import run_pipeline
+    from lvvit_opt.core.onnx_files import load_onnx, save_onnx
+    from lvvit_opt.passes import run_pipeline
 
     result = run_pipeline(load_onnx(path), ["fix_shapes"], {"fix_shapes": {"batch_size": batch}})
     out = workdir / f"{Path(path).stem}_bs{batch}.onnx"
@@ -177,14 +177,14 @@ def _runner_batch(path: str, kind: str) -> int | None:
 def _resolve_backend(path: str, backend: str) -> str:
     """A registered backend name, or "auto" / a suffix name ("om") left for the registry to
     pick from when the model is opened."""
-    from .runtime import registry
+    from lvvit_opt.runtime import registry
 
     return registry.canonical_name(backend)
 
 
 def _runs_onnx(path: str, kind: str) -> bool:
     """True when `path` runs as ONNX under `kind` (re-fixable; needs no reference to validate)."""
-    from .runtime import registry
+    from lvvit_opt.runtime import registry
 
     if kind == "auto":
         return Path(path).suffix.lower() == ".onnx"
@@ -195,14 +195,14 @@ def _runs_onnx(path: str, kind: str) -> bool:
 
 def _open(path: str, backend: str, threads: int | None, providers: Sequence[str] | None, device_id: int):
     """Open `path`; the chosen runner takes the settings it declares (threads, providers, device_id)."""
-    from .runtime import open_runner
+    from lvvit_opt.runtime import open_runner
 
     settings = {"threads": threads, "providers": providers, "device_id": device_id}
     return open_runner(path, backend=backend, shared=settings)
 
 
 def _feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    from .resources import require_memory, tensor_nbytes
+    from lvvit_opt.core.resources import require_memory, tensor_nbytes
 
     rng = np.random.default_rng(seed)
     shapes = {spec.name: [batch if i == 0 else (d if isinstance(d, int) and d > 0 else 1)
@@ -276,13 +276,13 @@ def bench_models(
     _check_timing(duration, rounds, warmup)
     if not models:
         raise UserError("no model given")
-    from .fileio import require_regular_file
+    from lvvit_opt.core.fileio import require_regular_file
 
     for m in models:
         if not require_regular_file(m).is_file():  # a FIFO or device: "not a regular file"
             raise UserError(f"{m}: no such file")
     if threads is None and (backend == "auto" or _runs_onnx(models[0], _resolve_backend(models[0], backend))):
-        from .resources import threads_per_process
+        from lvvit_opt.core.resources import threads_per_process
 
         threads = threads_per_process(None, scale_out.processes if scale_out is not None else 1)
     providers = check_providers(providers, log) if providers else None
@@ -489,7 +489,7 @@ def _validate_om_models(models, backend, reference, log) -> dict:
         if not Path(ref).is_file():
             raise UserError(f"{model}: cannot validate: no reference ONNX at {ref} (pass --reference MODEL.onnx, "
                             f"or --skip-validate to measure an unvalidated model)")
-        from .golden import validate_models
+        from lvvit_opt.verify.golden import validate_models
 
         outcome = validate_models(ref, model)
         report[model] = outcome.to_dict()
@@ -532,7 +532,7 @@ def trtexec_command(model: str, batch_size: int, input_name: str, input_shape: S
 def _bench_trtexec(models, batch_sizes, log) -> BenchReport:
     import shutil
 
-    from .tensor_spec import input_specs
+    from lvvit_opt.core.tensor_spec import input_specs
 
     if not shutil.which("trtexec"):
         raise UserError("trtexec not found on PATH (install TensorRT, or use --backend ort)")
@@ -572,7 +572,7 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fileio import atomic_path
+    from lvvit_opt.core.fileio import write_figure
 
     batches = sorted({r.batch_size for r in report.results})
     positions = sorted({r.position for r in report.results})
@@ -599,8 +599,4 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
         ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return write_figure(fig, out)

@@ -43,7 +43,7 @@ def warn_random_ops(*models_or_paths, log: logging.Logger | None = None) -> list
         if isinstance(item, (str, os.PathLike)):
             if not str(item).endswith(".onnx") or not os.path.isfile(item):
                 continue
-            from lvvit_opt.onnx_files import load_onnx
+            from lvvit_opt.core.onnx_files import load_onnx
 
             model = load_onnx(item, load_external_data=False)
         found = random_nodes(model)

@@ -1,5 +1,5 @@
 """tune's result: the table, the seed-style before/after table, JSON and the fps-vs-agreement
-plot with its Pareto front. See lvvit_opt.tune."""
+plot with its Pareto front. See lvvit_opt.tune.search."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from .tune_space import Candidate
+from lvvit_opt.tune.space import Candidate
 
 @dataclass
 class TuneReport:
@@ -43,7 +43,7 @@ class TuneReport:
                 "candidates": [c.to_dict() for c in self.candidates]}
 
     def format_table(self) -> str:
-        from .table import format_table
+        from lvvit_opt.core.table import format_table
 
         order = {"measured": 0, "pruned": 1, "passed": 1, "unmeasured": 2, "rejected": 3, "failed": 4,
                  "duplicate": 5, "skipped": 6}
@@ -72,7 +72,7 @@ class TuneReport:
         return "\n".join(lines)
 
     def format_before_after(self) -> str:
-        from .table import format_table
+        from lvvit_opt.core.table import format_table
 
         if not self.before_after:
             return ""
@@ -106,7 +106,7 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fileio import atomic_path
+    from lvvit_opt.core.fileio import write_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=90)
     shown = [c for c in report.candidates if c.fps is not None and c.agreement is not None]
@@ -142,10 +142,6 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return out
+    return write_figure(fig, out)
 
 

@@ -34,11 +34,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import UserError
+from lvvit_opt.core.errors import UserError
 
 log = logging.getLogger(__name__)
 
-from .ascend.atc import PRECISION_MODES  # noqa: E402  (the one list; atc passes them through)
+from lvvit_opt.ascend.atc import PRECISION_MODES  # noqa: E402  (the one list; atc passes them through)
 DEFAULT_PRECISION_MODE = "force_fp16"  # atc's inference default (Ascend310)
 MATRIX_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "Einsum")  # Cube ops
 # inputs that stay as they are whatever the precision (the spec types them float32: scales, roi)
@@ -100,7 +100,7 @@ def to_true_fp16(model, keep_fp32: Iterable[str] = (), precision_mode: str = DEF
     import onnx
     from onnx import helper, numpy_helper
 
-    from .passes.graph_utils import weightless_skeleton
+    from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     mode_keeps_fp32(precision_mode, "")  # validates the name
     keep = KeepDtype(list(keep_fp32), [])

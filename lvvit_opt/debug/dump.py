@@ -1,4 +1,5 @@
-"""Read an NPU dump of a compiled .om (converted to .npy) and match it to ONNX node names.
+"""Read an NPU dump of a compiled .om (converted to .npy): its files by op name and output, and the
+fused-op renames of the .om graph JSON; debug.layers.match_dump pairs them with ONNX node names.
 
 Public facts this follows (no CANN here; the stand-in in tests/fakes writes the same layout):
 
@@ -36,7 +37,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import UserError, reason_of
+from lvvit_opt.core.errors import UserError, reason_of
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def read_om_json(path: str | os.PathLike) -> dict[tuple[str, int], tuple[str, in
     """(dumped op name, output index) -> (original op name, output index) for every op of an
     `atc --mode=1` graph JSON (read by lvvit_opt.ascend.om_graph) whose outputs stand for
     original ops under other names."""
-    from .om_graph import read_om_json as read_graph
+    from lvvit_opt.ascend.om_graph import read_om_json as read_graph
 
     mapping: dict[tuple[str, int], tuple[str, int]] = {}
     for op in read_graph(path).ops:
@@ -110,7 +111,7 @@ class DumpCandidate:
     """An NPU dump as a debug-layers candidate: `files` (dumped op name, output index) -> .npy
     path, `renames` the fused-op names from the .om's graph JSON, `fetch` loads them (a dump is
     one inference: the feeds are not used). Pairing them with reference tensors is
-    lvvit_opt.debug's `match_dump`."""
+    lvvit_opt.debug.layers's `match_dump`."""
 
     def __init__(self, directory: str | os.PathLike, om_json: str | os.PathLike | None = None):
         self.directory = str(directory)

@@ -24,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
-from .onnx_proto import weights_nbytes, without_field
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.onnx_proto import weights_nbytes, without_field
 
 # Above this many bytes of embedded weights the checker sees a skeleton (see module doc).
 SKELETON_ABOVE = 64 * 1024**2

@@ -36,13 +36,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import LvvitOptError, UserError
-from .logs import LogCallback, reporter
-from .progress import task
-from .tune_report import TuneReport, pareto_front, plot_tune  # noqa: F401  (public API)
-from .tune_space import (ASCEND_PRECISION_MODES, DEFAULT_BATCHES, GRAPH_OPT_LEVELS, IMPLMODES,  # noqa: F401
-                         PRECISIONS, SPACE_KEYS, TARGETS, Candidate, Space, default_space, enumerate_candidates,
-                         load_space, parse_budget, space_from_mapping)
+from lvvit_opt.core.errors import LvvitOptError, UserError
+from lvvit_opt.core.logs import LogCallback, reporter
+from lvvit_opt.core.progress import task
+from lvvit_opt.tune.report import TuneReport, pareto_front, plot_tune  # noqa: F401  (public API)
+from lvvit_opt.tune.space import (ASCEND_PRECISION_MODES, DEFAULT_BATCHES, GRAPH_OPT_LEVELS, IMPLMODES, PRECISIONS,
+                                  SPACE_KEYS, TARGETS, Candidate, Space, default_space, enumerate_candidates,
+                                  load_space, parse_budget, space_from_mapping)
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Target:
         raise NotImplementedError
 
     def tolerance(self, cand: Candidate):
-        from .golden import Tolerance
+        from lvvit_opt.verify.golden import Tolerance
 
         return Tolerance.fp16() if cand.precision != "fp32" else Tolerance.onnx()
 
@@ -98,7 +98,7 @@ class OrtTarget(Target):
         return [{"threads": t, "graph_opt": g} for t in space.threads for g in space.graph_opt]
 
     def open(self, path: Path, cand: Candidate):
-        from .runtime import open_runner
+        from lvvit_opt.runtime import open_runner
 
         providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
         return open_runner(str(path), backend="onnxruntime", threads=cand.options["threads"], providers=providers,
@@ -132,8 +132,8 @@ class AscendTarget(Target):
     name = "ascend"
 
     def __init__(self, soc_version: str = "auto", cann_home: str | None = None, device_id: int = 0):
-        from .ascend.atc import resolve_soc_version
-        from .ascend.cann import cann_environment
+        from lvvit_opt.ascend.atc import resolve_soc_version
+        from lvvit_opt.core.cann import cann_environment
 
         self.env = cann_environment(cann_home)
         self.soc_version = resolve_soc_version(soc_version, self.env)
@@ -146,7 +146,7 @@ class AscendTarget(Target):
                 for m in space.op_select_implmodes]
 
     def atc_command(self, onnx_path: Path, cand: Candidate, output: Path) -> list[str]:
-        from .ascend.atc import build_atc_command, write_keep_dtype_file
+        from lvvit_opt.ascend.atc import build_atc_command, write_keep_dtype_file
 
         keep = None
         if cand.precision == "fp16-keep":  # atc's --keep_dtype file: one node name a line
@@ -157,7 +157,7 @@ class AscendTarget(Target):
                                  extra_args=[f"--op_select_implmode={cand.options['op_select_implmode']}"])
 
     def artefact(self, onnx_path: Path, cand: Candidate, workdir: Path) -> Path:
-        from .ascend.atc import run_atc
+        from lvvit_opt.ascend.atc import run_atc
 
         output = workdir / f"{onnx_path.stem}_{_slug(cand.key)}"
         command = self.atc_command(onnx_path, cand, output)
@@ -169,17 +169,17 @@ class AscendTarget(Target):
         return result.om_path
 
     def open(self, path: Path, cand: Candidate):
-        from .runtime import open_runner
+        from lvvit_opt.runtime import open_runner
 
         return open_runner(str(path), backend="om", device_id=self.device_id)
 
     def tolerance(self, cand: Candidate):
-        from .golden import Tolerance
+        from lvvit_opt.verify.golden import Tolerance
 
         return Tolerance.fp16()
 
     def reproduce(self, cand: Candidate, best_path: str) -> list[str]:
-        from .ascend.atc import display_command
+        from lvvit_opt.ascend.atc import display_command
 
         onnx_best = best_path[: -len(".om")] + ".onnx" if best_path.endswith(".om") else best_path
         command = self.atc_command(Path(onnx_best), cand, Path(onnx_best[: -len(".onnx")]))
@@ -207,14 +207,14 @@ def _slug(text: str) -> str:
 def fp16_candidate(model, keep_fp32: Sequence[str] = ()):
     """The one place tune builds an fp16 model (debug's builder: fp16 with fp32 inputs/outputs,
     `keep_fp32` nodes left in fp32). Switch this adapter when debug's builder changes."""
-    from .debug import to_fp16
+    from lvvit_opt.debug.layers import to_fp16
 
     return to_fp16(model, keep_fp32)
 
 
 def suggest_keep_nodes(model_path: str, inputs) -> list[str]:
     """The nodes `debug layers --fp16 --suggest-keep-dtype` would keep in fp32 for this model."""
-    from .debug import compare_layers, suggest_keep_fp32
+    from lvvit_opt.debug.layers import compare_layers, suggest_keep_fp32
 
     report = compare_layers(model_path, fp16=True, inputs=inputs)
     return list(suggest_keep_fp32(report, inputs=inputs).nodes)
@@ -256,7 +256,7 @@ def run_rows(runner, rows: Mapping[str, np.ndarray], batch: int) -> tuple[dict[s
 def gate_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], tolerance,
                  min_agreement: float) -> dict[str, Any]:
     """The gate's verdict: validate's comparison (golden.compare_outputs) plus top-1 agreement."""
-    from .golden import compare_outputs
+    from lvvit_opt.verify.golden import compare_outputs
 
     report = compare_outputs(reference, candidate, tolerance)
     agreements = [o.top1_agreement for o in report.outputs if o.top1_agreement is not None]
@@ -334,7 +334,7 @@ def _per_image_bytes(model) -> int:
 
 def bound_batches(batches: Sequence[int], model, weights: int, log) -> tuple[list[int], list[str]]:
     """Drop batch sizes whose activations (every tensor, twice: two sessions may hold them) do not fit."""
-    from .resources import USABLE_SHARE, available_memory, format_bytes
+    from lvvit_opt.core.resources import USABLE_SHARE, available_memory, format_bytes
 
     per_image = _per_image_bytes(model)
     available = available_memory()
@@ -400,7 +400,7 @@ class _Search:
         return dict(data.get("candidates", {}))
 
     def save_state(self, fingerprint: dict, candidates: list[Candidate], previous: Mapping[str, dict]) -> None:
-        from .fileio import write_text_atomic
+        from lvvit_opt.core.fileio import write_text_atomic
 
         merged = dict(previous)
         merged.update({c.key: c.to_dict() for c in candidates if c.status != "pending"})
@@ -418,13 +418,13 @@ def tune(options: TuneOptions, log: LogCallback = None,
     build_hook(candidate, onnx.ModelProto) -> ModelProto: called on every built ONNX before it
     is written (tests inject a faulty candidate through it).
     """
-    from .bench import machine_info
-    from lvvit_opt.onnx_files import load_onnx, save_onnx
-    from lvvit_opt.fileio import require_writable_dir
-    from lvvit_opt.onnx_proto import weights_nbytes
-    from .inputs import load_inputs
-    from .passes import run_pipeline
-    from .runtime import open_runner
+    from lvvit_opt.measure.bench import machine_info
+    from lvvit_opt.core.onnx_files import load_onnx, save_onnx
+    from lvvit_opt.core.fileio import require_writable_dir
+    from lvvit_opt.core.onnx_proto import weights_nbytes
+    from lvvit_opt.verify.inputs import load_inputs
+    from lvvit_opt.passes import run_pipeline
+    from lvvit_opt.runtime import open_runner
 
     log = reporter(logger, log)
     s = _Search(options, log)
@@ -603,7 +603,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
     plot_tune(report, s.out / PLOT_FILE)
     report.outputs["plot"] = str(s.out / PLOT_FILE)
     report.outputs["report"] = str(s.out / REPORT_FILE)
-    from .fileio import write_text_atomic
+    from lvvit_opt.core.fileio import write_text_atomic
 
     write_text_atomic(s.out / REPORT_FILE, json.dumps(report.to_dict(), indent=1, default=str) + "\n")
     return report
@@ -670,7 +670,7 @@ def _prune(candidates: list[Candidate], baseline: Candidate | None, o: TuneOptio
 
 def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s: _Search) -> None:
     """Round-robin after a warm-up, so machine noise hits every finalist alike."""
-    from .bench import timed_slot, warm_up
+    from lvvit_opt.measure.bench import timed_slot, warm_up
 
     runners, feeds = [], []
     try:
@@ -743,7 +743,7 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
     """OUT/best.onnx (and best.om for Ascend) and reproduce.sh with the exact commands."""
     import shutil
 
-    from .fileio import atomic_path, write_text_atomic
+    from lvvit_opt.core.fileio import atomic_path, write_text_atomic
 
     out = Path(o.out)
     onnx_path = build_onnx(best)
@@ -771,7 +771,7 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
         keep = ""
         if best.precision == "fp16-keep":
             keep = f", keep_fp32={_keep_list(report, best)!r}"
-        lines.append(f"python -c \"import onnx; from lvvit_opt.debug import to_fp16; "
+        lines.append(f"python -c \"import onnx; from lvvit_opt.debug.layers import to_fp16; "
                      f"onnx.save(to_fp16(onnx.load('{apply_out}'){keep}), '{out / 'best.onnx'}')\"")
     lines += target.reproduce(best, best_path)
     report.reproduce = lines[3:]

@@ -8,7 +8,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import UserError
+from lvvit_opt.core.errors import UserError
 
 # Leave this share of the available memory to the rest (runtime, copies, the OS).
 USABLE_SHARE = 0.9

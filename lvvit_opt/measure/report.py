@@ -5,8 +5,8 @@ import json
 import logging
 from pathlib import Path
 
-from .bench import BenchReport, BenchResult, plot_fps
-from .fileio import write_text_atomic
+from lvvit_opt.measure.bench import BenchReport, BenchResult, plot_fps
+from lvvit_opt.core.fileio import write_text_atomic
 
 logger = logging.getLogger(__name__)
 

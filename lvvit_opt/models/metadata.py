@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .errors import UserError
+from lvvit_opt.core.errors import UserError
 
 PREFIX = "lvvit_opt."
 PREPROCESS = PREFIX + "preprocess."
@@ -92,7 +92,7 @@ class Preprocessing:
 def model_props(name: str, random_weights: str, checkpoint: str | os.PathLike | None,
                 preprocessing: Preprocessing) -> dict[str, str]:
     """Every key export writes. `random_weights`: "true", "false" or "partly" (a non-strict load)."""
-    from . import __version__
+    from lvvit_opt import __version__
 
     props = {PREFIX + "model": name, PREFIX + "random_weights": random_weights,
              PREFIX + "version": __version__}
@@ -113,7 +113,7 @@ def set_props(model, props: dict[str, str]) -> None:
 
 def read_props(path: str | os.PathLike) -> dict[str, str]:
     """metadata_props of an ONNX file ({} for a file with none). Weights stay on disk."""
-    from lvvit_opt.onnx_files import load_onnx
+    from lvvit_opt.core.onnx_files import load_onnx
 
     return {p.key: p.value for p in load_onnx(path, load_external_data=False).metadata_props}
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping, Union
 
-from .errors import OutputRefused, UserError, shown
+from lvvit_opt.core.errors import OutputRefused, UserError, shown
 
 
 # Temporary files are `.NAME.lvvit-tmp.PID.RANDOM[SUFFIX]` beside their destination: the
@@ -382,6 +382,18 @@ def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
 def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
+
+
+def write_figure(fig, dest: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG through atomic_path, then close it (pyplot keeps every
+    open figure's memory until it is closed)."""
+    import matplotlib.pyplot as plt
+
+    dest = Path(dest)
+    with atomic_path(dest, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return dest
 
 
 def read_regular_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, int, int]]:

@@ -52,10 +52,10 @@ def check_model(name: str, workdir: str | os.PathLike, batch_size: int = 1, seed
                 checkpoint: str | os.PathLike | None = None,
                 log: Callable[[str], None] = lambda _m: None) -> FamilyRow:
     """Export `name`, apply softmax_transpose (validated), derive the whitelist shapes."""
-    from .export import export_onnx
-    from lvvit_opt.onnx_files import load_onnx
-    from .passes import apply_file
-    from .whitelist import static_shapes, transpose_shapes
+    from lvvit_opt.export import export_onnx
+    from lvvit_opt.core.onnx_files import load_onnx
+    from lvvit_opt.passes import apply_file
+    from lvvit_opt.whitelist import static_shapes, transpose_shapes
 
     workdir = Path(workdir)
     original = workdir / f"{name}_bs{batch_size}.onnx"
@@ -82,7 +82,7 @@ def check_model(name: str, workdir: str | os.PathLike, batch_size: int = 1, seed
 
 
 def _describe(props: dict[str, str]) -> str:
-    from .metadata import Preprocessing
+    from lvvit_opt.models.metadata import Preprocessing
 
     pre = Preprocessing.from_props(props)
     if pre is None:

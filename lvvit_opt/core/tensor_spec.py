@@ -71,7 +71,7 @@ class TensorSpec:
     def concrete_shape(self, batch_size: int | None = None) -> tuple[int, ...]:
         """A runnable shape: a symbolic first dim becomes `batch_size` (default 1); any other
         symbolic dim is a UserError (fix it first with the fix_shapes pass)."""
-        from .errors import UserError
+        from lvvit_opt.core.errors import UserError
 
         if self.shape is None:
             raise UserError(f"input {self.name} has no shape in the model; give it one "
@@ -179,7 +179,7 @@ def graph_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def read_specs(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """(inputs, outputs) of an ONNX path or ModelProto (weights not loaded for paths)."""
     if isinstance(model, (str, os.PathLike)):
-        from lvvit_opt.onnx_files import load_onnx
+        from lvvit_opt.core.onnx_files import load_onnx
 
         model = load_onnx(model, load_external_data=False)
     return graph_specs(model)
@@ -187,7 +187,7 @@ def read_specs(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
 
 def input_specs(model: Any) -> list[TensorSpec]:
     """The real inputs of an ONNX path or ModelProto; UserError if it has none."""
-    from .errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     inputs = read_specs(model)[0]
     if not inputs:

@@ -132,7 +132,7 @@ def compare_outputs(
     elif len(ref_names) == len(cand_names):
         pairs = [(rn, reference[rn], candidate[cn]) for rn, cn in zip(ref_names, cand_names)]
     else:
-        from .errors import UserError
+        from lvvit_opt.core.errors import UserError
 
         raise UserError(f"the models have different outputs: reference {ref_names}, candidate {cand_names}")
     return ComparisonReport([compare_tensor(n, r, c, tolerance) for n, r, c in pairs], tolerance)
@@ -243,7 +243,7 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------
-# In-memory onnxruntime runs, model-vs-model validation and golden files (inputs: lvvit_opt.inputs).
+# In-memory onnxruntime runs, model-vs-model validation and golden files (inputs: lvvit_opt.verify.inputs).
 #
 # Golden .npz format: one array per model input and per model output, stored under the
 # tensor's own name (ONNX names are unique across inputs and outputs), e.g. `image` and
@@ -255,17 +255,17 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
 def open_model_runner(model, **options):
     """A runner for a path (.onnx, .om: via runtime.open_runner) or an in-memory ModelProto."""
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from .runtime import open_runner
+        from lvvit_opt.runtime import open_runner
 
         return open_runner(model, **options)
-    from .runtime.ort import OrtRunner
+    from lvvit_opt.runtime.ort import OrtRunner
 
     return OrtRunner.from_model(model, **options)
 
 
 def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]], desc: str = "inference") -> dict[str, np.ndarray]:
     """Run each feed set (a progress step named `desc`); outputs concatenated along axis 0 (scalars stacked)."""
-    from .progress import task
+    from lvvit_opt.core.progress import task
 
     runs = []
     with task(desc, total=len(feeds), unit="batch") as bar:
@@ -332,7 +332,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     """Run `reference` (ONNX path or ModelProto) and `candidate` (.onnx/.om path or ModelProto)
     on the same seeded inputs (or a golden file's inputs) and compare their outputs.
 
-    `inputs`: a number of seeded random batches, or a file/directory (see lvvit_opt.inputs);
+    `inputs`: a number of seeded random batches, or a file/directory (see lvvit_opt.verify.inputs);
     an image folder follows the preprocessing recorded in `inputs_model` (default: whichever
     of reference and candidate is an .onnx path).
     Inputs follow the candidate's input specs (a compiled or fixed-shape candidate decides
@@ -340,7 +340,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     also compared to the stored outputs. Default tolerance: fp16 for .om, tight otherwise.
     """
     tolerance = tolerance or default_tolerance_for(candidate)
-    from .inputs import load_inputs
+    from lvvit_opt.verify.inputs import load_inputs
 
     ref_runner = open_model_runner(reference)
     cand_runner = open_model_runner(candidate, **dict(candidate_options or {}))
@@ -373,7 +373,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
 def check_same_inputs(reference_specs, candidate_specs) -> None:
     """UserError unless both models take the same inputs: names, ranks and static dims (a
     symbolic dim matches anything). Otherwise one model could not even be fed."""
-    from .errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     def describe(specs) -> str:
         return ", ".join(f"{s.name} {list(s.shape)}" for s in specs)
@@ -401,10 +401,10 @@ def _onnx_path(model) -> str | None:
 def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: int = 0,
                 batch_size: int | None = None) -> dict[str, tuple]:
     """Run `model_path` on `inputs` (a number of seeded random batches, or a file/directory:
-    see lvvit_opt.inputs) and save inputs + outputs to `out_path` (.npz, format above,
+    see lvvit_opt.verify.inputs) and save inputs + outputs to `out_path` (.npz, format above,
     written atomically). Returns name -> shape of what was saved."""
-    from .fileio import atomic_path
-    from .inputs import load_inputs
+    from lvvit_opt.core.fileio import atomic_path
+    from lvvit_opt.verify.inputs import load_inputs
 
     runner = open_model_runner(model_path)
     try:
@@ -421,7 +421,7 @@ def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: 
 
 
 def load_golden(path: str) -> dict[str, np.ndarray]:
-    from .errors import UserError, reason_of, shown
+    from lvvit_opt.core.errors import UserError, reason_of, shown
 
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -434,7 +434,7 @@ def load_golden(path: str) -> dict[str, np.ndarray]:
 
 def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) -> ValidationResult:
     """Run `model` on a golden file's inputs and compare with its stored outputs."""
-    from .errors import UserError
+    from lvvit_opt.core.errors import UserError
 
     tolerance = tolerance or default_tolerance_for(model)
     data = load_golden(golden_path)
@@ -455,6 +455,6 @@ def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) ->
 
 def _golden_feeds(data: Mapping[str, np.ndarray], specs) -> list[dict[str, np.ndarray]]:
     """Split stored inputs into feed sets of the model's static batch (one set if the batch is free)."""
-    from .inputs import split_feeds
+    from lvvit_opt.verify.inputs import split_feeds
 
     return split_feeds(data, specs, what="golden file")

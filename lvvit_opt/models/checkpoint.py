@@ -16,8 +16,8 @@ from typing import Callable, Mapping
 
 import torch
 
-from .errors import UserError, reason_of, shown
-from .logs import LogCallback, reporter
+from lvvit_opt.core.errors import UserError, reason_of, shown
+from lvvit_opt.core.logs import LogCallback, reporter
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _describe(missing: list[str], unexpected: list[str], wrong_shape: list[str])
 def save_checkpoint(model: torch.nn.Module, path: str | os.PathLike, wrapper: str | None = "state_dict",
                     module_prefix: bool = False, ema_copy: bool = False) -> None:
     """Save in the official checkpoint layout (used by tests and the golden generator)."""
-    from .fileio import atomic_path
+    from lvvit_opt.core.fileio import atomic_path
 
     state = model.state_dict()
     if module_prefix:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import ToolFailed, UserError
+from lvvit_opt.core.errors import ToolFailed, UserError
 
 log = logging.getLogger(__name__)
 

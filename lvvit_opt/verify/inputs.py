@@ -21,8 +21,8 @@ from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
-from .errors import UserError, reason_of, shown
-from .tensor_spec import TensorSpec
+from lvvit_opt.core.errors import UserError, reason_of, shown
+from lvvit_opt.core.tensor_spec import TensorSpec
 
 InputsArg = Union[int, str, os.PathLike]
 
@@ -59,7 +59,7 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
     Floats are standard normal (what a normalised image looks like); integers are small
     non-negative values; booleans random.
     """
-    from .resources import require_memory, tensor_nbytes
+    from lvvit_opt.core.resources import require_memory, tensor_nbytes
 
     shapes = [(resolve_input_shape(s, batch_size), s.dtype) for s in specs]
     # inputs, two models' outputs and the float64 draw: three times the inputs at least
@@ -115,7 +115,7 @@ def split_feeds(arrays: Mapping[str, np.ndarray], specs: Sequence, what: str = "
     """Rows of every input, checked and cast against the model's specs (runtime.feeds.check_feed),
     in feed sets of its static batch (one set if the batch is symbolic). A single sample
     without its batch axis is taken as one row. UserError if names, shapes or rows do not fit."""
-    from .runtime.feeds import check_feed
+    from lvvit_opt.runtime.feeds import check_feed
 
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
@@ -223,7 +223,7 @@ def _info_paths(info: Path) -> list[Path]:
 
 
 def _read_preprocessed(paths: list[Path], specs: Sequence, what: str) -> tuple[dict, str, str, dict]:
-    from .data.preprocess import read_bin
+    from lvvit_opt.data.preprocess import read_bin
 
     spec = _single_image_spec(specs, what)
     size = spec.shape[-1]
@@ -245,7 +245,7 @@ def _read_preprocessed(paths: list[Path], specs: Sequence, what: str) -> tuple[d
 def _allocate_rows(count: int, size: int, what: str) -> np.ndarray:
     """(count, 3, size, size) float32, refused up front (one line, exit 2) when memory cannot hold
     it three times over (the inputs and both models' work); pass fewer files then."""
-    from .resources import require_memory, tensor_nbytes
+    from lvvit_opt.core.resources import require_memory, tensor_nbytes
 
     require_memory(3 * tensor_nbytes((count, 3, size, size)), what)
     return np.empty((count, 3, size, size), dtype=np.float32)
@@ -254,8 +254,8 @@ def _allocate_rows(count: int, size: int, what: str) -> np.ndarray:
 def _read_images(folder: Path, specs: Sequence, model=None) -> tuple[dict, str, str, dict]:
     from dataclasses import asdict
 
-    from .data.images import list_images
-    from .data.transform import eval_transform_for
+    from lvvit_opt.data.images import list_images
+    from lvvit_opt.data.transform import eval_transform_for
 
     spec = _single_image_spec(specs, f"{folder}/")
     transform, origin = eval_transform_for(model, img_size=spec.shape[-1])
