@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Run the test suite: sets up .venv (first run), then pytest. Extra args go to pytest.
+# Run the test suite: sets up .venv (first run), checks the architecture (import-linter's
+# contracts in .importlinter, via scripts/lint_imports.py; a broken contract fails the
+# build), then pytest. Extra args go to pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$REPO_ROOT"
+"$VENV/bin/python" scripts/lint_imports.py
 exec "$VENV/bin/python" -m pytest "$@"
