@@ -113,3 +113,32 @@ def test_validate_backend_runs_the_candidate_on_the_named_runner(golden_onnx, cl
     assert 0 < features["max_abs"] < 1e-5  # onnx's evaluator is not onnxruntime: tiny, real differences
     wrong = cli_runner.invoke(main, ["validate", golden_onnx, golden_onnx, "--backend", "ais_bench"])
     assert wrong.exit_code == 2 and "backend ais_bench opens .om files, not .onnx" in wrong.stderr
+
+
+@pytest.mark.parametrize("level, constant", [("all", "ORT_ENABLE_ALL"), ("extended", "ORT_ENABLE_EXTENDED"),
+                                             ("basic", "ORT_ENABLE_BASIC"), ("disabled", "ORT_DISABLE_ALL")])
+def test_onnxruntime_graph_opt_levels_set_the_session_and_keep_the_outputs(golden_onnx, golden_io, level, constant):
+    """tune's graph_opt dimension: each level is the session's level, and the outputs agree."""
+    import onnxruntime as ort
+
+    runner = open_runner(golden_onnx, backend="onnxruntime", graph_opt=level)
+    try:
+        assert runner.session.get_session_options().graph_optimization_level == \
+            getattr(ort.GraphOptimizationLevel, constant)
+        feed = {runner.inputs[0].name: golden_io["image"]}
+        out = runner.infer(feed)
+        reference = OrtRunner(golden_onnx, graph_opt="disabled").infer(feed)
+        for name, value in out.items():
+            np.testing.assert_allclose(value, reference[name], rtol=1e-4, atol=1e-5)
+    finally:
+        runner.close()
+
+
+def test_onnxruntime_unknown_graph_opt_is_one_line(golden_onnx):
+    with pytest.raises(UserError, match=r"graph_opt 'fast': one of all, extended, basic, disabled"):
+        OrtRunner(golden_onnx, graph_opt="fast")
+    # the older switch still wins: optimize=False is no optimisation whatever graph_opt says
+    runner = OrtRunner(golden_onnx, optimize=False, graph_opt="extended")
+    import onnxruntime as ort
+
+    assert runner.session.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL

@@ -331,3 +331,38 @@ def test_ascend_fp16_keep_compiles_with_a_keep_dtype_file(fake_ais_bench, golden
     assert (out / "best.keep_dtype.cfg").read_text() == first_node + "\n"
     script = (out / "reproduce.sh").read_text()
     assert f"--keep_dtype={out / 'best.keep_dtype.cfg'}" in script and "to_fp16" not in script
+
+
+def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, images, tmp_path, monkeypatch):
+    """--space may ask for onnxruntime's four levels (the default tries all and disabled); each
+    candidate's session runs at its own level, and reproduce.sh says which level was tuned."""
+    from lvvit_opt.runtime.ort import OrtRunner
+    from lvvit_opt.tune.space import GRAPH_OPT_LEVELS, default_space
+
+    assert default_space("ort-cpu").graph_opt == ["all", "disabled"]
+    assert GRAPH_OPT_LEVELS == ("all", "extended", "basic", "disabled")
+    with pytest.raises(UserError, match="graph_opt has 'fast'"):
+        _space(graph_opt=["fast"])
+    seen = []
+    real_init = OrtRunner.__post_init__
+
+    def recording(self):
+        real_init(self)
+        seen.append((self.graph_opt, int(self.session.get_session_options().graph_optimization_level)))
+
+    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
+    space = _space(batch_sizes=[2], precisions=["fp32"], graph_opt=["extended", "basic"])
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "o"), budget_s=10, space=space, **QUICK)
+    report = tune(options, log=lambda m: None)
+    levels = {c.options["graph_opt"] for c in report.candidates}
+    assert levels == {"extended", "basic"}
+    import onnxruntime as ort
+
+    expected = {"extended": int(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
+                "basic": int(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)}
+    assert {level for level, _ in seen} >= {"extended", "basic"}
+    assert all(value == expected[level] for level, value in seen if level in expected)
+    best = next(c for c in report.candidates if c.key == report.best)
+    script = (tmp_path / "o" / "reproduce.sh").read_text()
+    constant = {"extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}[best.options["graph_opt"]]
+    assert f"graph optimisation {best.options['graph_opt']} ({constant}); bench uses ALL" in script

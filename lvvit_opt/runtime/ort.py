@@ -27,13 +27,23 @@ class OrtRunner(Runner):
 
     threads: int | None = None
     providers: Sequence[str] | None = None
-    optimize: bool = True
+    optimize: bool = True  # False: no graph optimisation at all (graph_opt "disabled")
+    graph_opt: str = "all"  # onnxruntime's graph optimisation level: all | extended | basic | disabled
     model: Any = None  # an in-memory onnx.ModelProto to run instead of the file (see from_model)
     memory_arena: bool = True  # False: freed activations go back to the system (debug layers' many outputs)
 
     name = "onnxruntime"
     aliases = ("ort",)
     suffixes = (".onnx",)
+
+    def _graph_level(self, ort):
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        if self.graph_opt not in levels:
+            raise UserError(f"onnxruntime graph_opt {self.graph_opt!r}: one of {', '.join(levels)}")
+        return levels["disabled"] if not self.optimize else levels[self.graph_opt]
 
     @classmethod
     def from_model(cls, model, **options) -> "OrtRunner":
@@ -55,8 +65,7 @@ class OrtRunner(Runner):
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
             options.inter_op_num_threads = 1
-        if not self.optimize:
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.graph_optimization_level = self._graph_level(ort)
         if not self.memory_arena:
             options.enable_cpu_mem_arena = False
         available = ort.get_available_providers()

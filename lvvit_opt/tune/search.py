@@ -102,14 +102,16 @@ class OrtTarget(Target):
 
         providers = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
         return open_runner(str(path), backend="onnxruntime", threads=cand.options["threads"], providers=providers,
-                           optimize=cand.options["graph_opt"] == "all")
+                           graph_opt=cand.options["graph_opt"])
 
     def reproduce(self, cand: Candidate, best_path: str) -> list[str]:
         provider = {"ort-cuda": " --providers cuda", "ort-trt": " --providers tensorrt"}.get(self.name, "")
         line = (f"lvvit-opt bench {best_path} --batch-sizes {cand.batch} --threads {cand.options['threads']}"
                 f"{provider}")
         if cand.options["graph_opt"] != "all":
-            line += "   # tuned with onnxruntime graph optimisation disabled (ORT_DISABLE_ALL); bench uses ALL"
+            level = cand.options["graph_opt"]
+            constant = "ORT_DISABLE_ALL" if level == "disabled" else f"ORT_ENABLE_{level.upper()}"
+            line += f"   # tuned with onnxruntime graph optimisation {level} ({constant}); bench uses ALL"
         return [line]
 
 

@@ -13,7 +13,10 @@ from lvvit_opt.core.errors import UserError
 
 TARGETS = ("ort-cpu", "ort-cuda", "ort-trt", "ascend")
 PRECISIONS = ("fp32", "fp16", "fp16-keep")
-GRAPH_OPT_LEVELS = ("all", "disabled")  # OrtRunner's `optimize` option: ORT_ENABLE_ALL or ORT_DISABLE_ALL
+# OrtRunner's `graph_opt`: onnxruntime's ORT_ENABLE_ALL / _EXTENDED / _BASIC / ORT_DISABLE_ALL;
+# the default space tries the two ends, --space may ask for any
+GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")
+DEFAULT_GRAPH_OPT = ("all", "disabled")
 # atc --precision_mode values the stand-in and CANN accept (CANN ATC parameter reference)
 ASCEND_PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "allow_mix_precision", "must_keep_origin_dtype",
                           "force_fp32", "allow_mix_precision_fp16", "cube_fp16in_fp32out")
@@ -52,7 +55,7 @@ def default_space(target: str) -> Space:
     threads = sorted({cores, max(1, cores // 2)}, reverse=True)
     ascend = target == "ascend"
     return Space(list(DEFAULT_BATCHES), passes, ["fp32", "fp16-keep"] if ascend else list(PRECISIONS), threads,
-                 list(GRAPH_OPT_LEVELS), ["force_fp16", "allow_mix_precision"] if ascend else [],
+                 list(DEFAULT_GRAPH_OPT), ["force_fp16", "allow_mix_precision"] if ascend else [],
                  ["high_performance", "high_precision"] if ascend else [])
 
 
