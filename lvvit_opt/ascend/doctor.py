@@ -197,7 +197,7 @@ def find_toolkit(cann_home: str | os.PathLike | None, environ: Mapping[str, str]
 def set_env_fix(toolkit: CannToolkit | None) -> str:
     if toolkit is not None and toolkit.set_env is not None:
         return f"source {shlex.quote(str(toolkit.set_env))}"
-    if toolkit is not None:  # the exports set_env.sh would make (ascend.cann.toolkit_exports), as shell lines
+    if toolkit is not None:  # the exports set_env.sh would make (core.cann.toolkit_exports), as shell lines
         placeholders = {name: f"${name}" for name in ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH")}
         exports = toolkit_exports(toolkit.home, placeholders)
         lines = [f'export {k}="{v}"' for k, v in sorted(exports.items()) if placeholders.get(k) != v]

@@ -1,8 +1,9 @@
-"""ImageNet accuracy pipeline: the seed's eval transform, `.bin` preprocessing, the legacy
-benchmark's info file, postprocessing of benchmark/ais_bench outputs, streaming eval.
+"""ImageNet data: the seed's eval transform, `.bin` preprocessing, the legacy benchmark's info
+file, postprocessing of benchmark/ais_bench outputs, the one scorer and shards. Streaming eval
+(which runs a model) is lvvit_opt.measure.evaluate, above this package.
 
-Importing this package is cheap (numpy only); PIL, onnxruntime and the worker pool are
-loaded by the functions that use them.
+Importing this package is cheap (numpy only); PIL and the worker pool are loaded by the
+functions that use them.
 """
 from lvvit_opt.data.images import IMAGE_SUFFIXES, default_workers, image_stem, list_images
 from lvvit_opt.data.info import info_lines, write_info_file, write_info_for_dir

@@ -31,6 +31,7 @@ from lvvit_opt.core.progress import task
 
 logger = logging.getLogger(__name__)
 
+
 def _backends() -> tuple[str, ...]:
     from lvvit_opt.runtime.registry import backend_choices
 

@@ -3,7 +3,7 @@
 Worker processes decode, resize and crop the next images while the model runs the current
 batch (a bounded read-ahead keeps memory flat on 50 000 images); the main process
 normalises each crop into the batch buffer (a table lookup, byte-identical to
-`preprocess`) and runs the model. Scoring reuses `postprocess.score_predictions`, so eval
+`preprocess`) and runs the model. Scoring reuses `data.scoring.score_predictions`, so eval
 and postprocess agree on the same predictions.
 
 Batch size: a model with a static batch (every .om, fixed-batch ONNX) runs at that batch;

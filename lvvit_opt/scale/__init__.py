@@ -37,7 +37,7 @@ def evaluate_any(model: str | os.PathLike, data_dir: str | os.PathLike,
                  labels: str | os.PathLike | Mapping[str, int], *,
                  devices: Sequence[int] | None = None, engine: str = "local", ray_address: str | None = None,
                  ray_workers: int | None = None, **options: Any) -> EvalResult:
-    """`lvvit_opt.measure.evaluate(model, data_dir, labels, **options)` in this process, or spread out:
+    """`lvvit_opt.measure.evaluate.evaluate(model, data_dir, labels, **options)` in this process, or spread out:
     `devices`: one process and runner per device id (the images split evenly across them),
     predictions merged; `engine="ray"`: Ray actors at `ray_address` (None: a local Ray),
     `ray_workers` of them (default: as many as the cluster's CPUs, or NPUs for an .om, allow)."""
