@@ -293,6 +293,8 @@ class ValidationResult:
     input_sets: int
     seed: int | None
     input_source: dict[str, Any] | None = None  # inputs.InputSet.to_dict(): which inputs were used
+    # side -> {"seeded": [...], "unseeded": [...]}: random nodes validate fixed the seed of, or could not
+    random_nodes: dict[str, dict[str, list[str]]] | None = None
 
     @property
     def passed(self) -> bool:
@@ -300,14 +302,26 @@ class ValidationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "inputs": self.inputs, "input_sets": self.input_sets, "seed": self.seed,
-                "input_source": self.input_source,
+                "input_source": self.input_source, "random_nodes": self.random_nodes,
                 "comparisons": {label: r.to_dict() for label, r in self.comparisons.items()}}
+
+    def random_lines(self) -> list[str]:
+        """What the comparison did about random nodes: seeded alike, or left drawing noise."""
+        lines = []
+        for side, found in (self.random_nodes or {}).items():
+            if found["seeded"]:
+                lines.append(f"random nodes: {len(found['seeded'])} in the {side} seeded alike for this "
+                             f"comparison ({', '.join(found['seeded'][:4])}{' ...' if len(found['seeded']) > 4 else ''})")
+            if found["unseeded"]:
+                lines.append(f"random nodes: {len(found['unseeded'])} in the {side} NOT seeded (its backend draws "
+                             "its own numbers): the comparison judges noise there")
+        return lines
 
     def format(self) -> str:
         head = f"inputs: {', '.join(f'{n} {tuple(s)}' for n, s in self.inputs.items())} x {self.input_sets} set(s)"
         if self.input_source:
             head += f" from {self.input_source['source']}"
-        parts = [head]
+        parts = [head] + self.random_lines()
         for label, report in self.comparisons.items():
             parts.append(f"[{label}]")
             parts.append(report.format())  # ends with its own PASS/FAIL line
@@ -342,8 +356,11 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     tolerance = tolerance or default_tolerance_for(candidate)
     from lvvit_opt.verify.inputs import load_inputs
 
-    ref_runner = open_model_runner(reference)
-    cand_runner = open_model_runner(candidate, **dict(candidate_options or {}))
+    seeded_ref, ref_random = with_seeded_random_nodes(reference)
+    seeded_cand, cand_random = with_seeded_random_nodes(candidate, candidate_options)
+    ref_runner = open_model_runner(seeded_ref)
+    cand_runner = open_model_runner(seeded_cand, **_without_backend_if_copied(candidate_options, seeded_cand,
+                                                                              candidate))
     try:
         check_same_inputs(ref_runner.inputs, cand_runner.inputs)
         stored: dict[str, np.ndarray] = {}
@@ -367,7 +384,52 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         matched = {k: cand_out[k] for k in stored} if set(stored) <= set(cand_out) else cand_out
         comparisons["candidate vs golden"] = compare_outputs(stored, matched, tolerance)
     return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
-                            source.get("seed"), source)
+                            source.get("seed"), source,
+                            random_nodes={"reference": ref_random, "candidate": cand_random})
+
+
+def with_seeded_random_nodes(model, options: Mapping[str, Any] | None = None):
+    """(model to run, {"seeded": labels, "unseeded": labels}): an ONNX model (path or proto)
+    with random nodes comes back as a proto copy whose random nodes carry fixed seeds
+    (lvvit_opt.verify.random_ops.seed_random_nodes, always seed 0 so validate, golden make and
+    golden check agree across processes), so both sides of a comparison draw alike.
+    (Unseeded, onnxruntime draws one seed per process: runs in one process happen to agree,
+    a golden file made by another process does not.)
+    Left as is, and listed "unseeded": a model another backend than onnxruntime runs (an .om,
+    `--backend onnx_reference`), whose random numbers we cannot fix. The input is never modified."""
+    from lvvit_opt.verify.random_ops import random_nodes, seed_random_nodes
+
+    is_path = isinstance(model, (str, bytes)) or hasattr(model, "__fspath__")
+    if is_path and not os.fspath(model).lower().endswith(".onnx"):
+        return model, {"seeded": [], "unseeded": []}
+    if is_path:
+        from lvvit_opt.core.onnx_files import load_onnx
+
+        found = random_nodes(load_onnx(model, load_external_data=False))
+    else:
+        found = random_nodes(model)
+    if not found:
+        return model, {"seeded": [], "unseeded": []}
+    from lvvit_opt.runtime.registry import canonical_name
+
+    if canonical_name(str((options or {}).get("backend", "auto"))) not in ("auto", "onnx", "onnxruntime"):
+        return model, {"seeded": [], "unseeded": found}
+    if is_path:
+        copy = load_onnx(model)
+    else:
+        import onnx
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+    return copy, {"seeded": seed_random_nodes(copy), "unseeded": []}
+
+
+def _without_backend_if_copied(options: Mapping[str, Any] | None, opened, given) -> dict[str, Any]:
+    """A seeded copy runs in onnxruntime from memory: the backend it was chosen by has no say there."""
+    options = dict(options or {})
+    if opened is not given:
+        options.pop("backend", None)
+    return options
 
 
 def check_same_inputs(reference_specs, candidate_specs) -> None:
@@ -406,7 +468,7 @@ def make_golden(model_path: str, out_path: str, *, inputs: int | str = 1, seed: 
     from lvvit_opt.core.fileio import atomic_path
     from lvvit_opt.verify.inputs import load_inputs
 
-    runner = open_model_runner(model_path)
+    runner = open_model_runner(with_seeded_random_nodes(model_path)[0])
     try:
         feeds = load_inputs(inputs, runner.inputs, seed=seed, batch_size=batch_size, model=_onnx_path(model_path)).feeds
         outputs = run_feeds(runner, feeds)
@@ -438,7 +500,8 @@ def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) ->
 
     tolerance = tolerance or default_tolerance_for(model)
     data = load_golden(golden_path)
-    runner = open_model_runner(model)
+    seeded, found = with_seeded_random_nodes(model)
+    runner = open_model_runner(seeded)
     try:
         feeds = _golden_feeds(data, runner.inputs)
         missing = [o.name for o in runner.outputs if o.name not in data]
@@ -450,7 +513,7 @@ def check_golden(model, golden_path: str, tolerance: Tolerance | None = None) ->
     stored = {name: data[name] for name in outputs if name in data}
     report = compare_outputs(stored, {name: outputs[name] for name in stored}, tolerance)
     return ValidationResult({"model vs golden": report}, {n: list(a.shape) for n, a in feeds[0].items()},
-                            len(feeds), None)
+                            len(feeds), None, random_nodes={"model": found})
 
 
 def _golden_feeds(data: Mapping[str, np.ndarray], specs) -> list[dict[str, np.ndarray]]:
