@@ -135,6 +135,15 @@ def export_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("exporter_matrix")
 
 
+@pytest.fixture(scope="session")
+def opp_env(tmp_path_factory):
+    """ASCEND_OPP_PATH of a reconstructed CANN 8.1 tree (tests/fakes/cann_tree.py) for doctor's check."""
+    from fakes.cann_tree import build_cann_tree
+
+    tree = build_cann_tree(tmp_path_factory.mktemp("cann") / "Ascend")
+    return {"ASCEND_OPP_PATH": str(tree.latest / "opp")}
+
+
 def _export(combo, directory):
     """Export one combination (cached by file name in the session directory) -> (path, blocks)."""
     import onnx
@@ -176,7 +185,7 @@ def _recipe(path) -> list[str]:
 
 
 @pytest.mark.parametrize("combo", COMBOS, ids=_label)
-def test_exporter_matrix(combo, export_dir, tmp_path):
+def test_exporter_matrix(combo, export_dir, opp_env, tmp_path):
     path, blocks = _export(combo, export_dir)
     out = tmp_path / "out.onnx"
     if not combo[3]:  # a static export: whitelist shapes reads concrete shapes before any pass (no unk__N)
@@ -200,6 +209,12 @@ def test_exporter_matrix(combo, export_dir, tmp_path):
     cli = CliRunner().invoke(main, ["whitelist", "shapes", str(out), "--json", str(tmp_path / "w.json")])
     assert cli.exit_code == 0, cli.output
     assert json.loads((tmp_path / "w.json").read_text())["ok"] is True
+    # doctor --model reads the same shapes through the same inference (one reader, issue 20 item 5)
+    from lvvit_opt.ascend.doctor import check_transpose
+
+    model_check = check_transpose(None, None, opp_env, out)[-1]
+    assert model_check.key == "model", model_check
+    assert {tuple(s["shape"]) for s in model_check.details["shapes"]} == listed
     # atc --dry-run: the readiness check (CANN 8.0: opset <= 18, documented operator list) passes
     dry = CliRunner().invoke(main, ["atc", str(out), "--dry-run", "--soc-version", "Ascend310", "--cann-version", "8.0"])
     assert dry.exit_code == 0, dry.output
