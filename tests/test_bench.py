@@ -163,3 +163,106 @@ def test_om_without_reference_onnx_is_refused(fake_ais_bench, fake_om, tmp_path)
 def test_plot_of_empty_report_still_writes_a_png(tmp_path):
     out = plot_fps(BenchReport([], {}, {"backend": "ort"}), tmp_path / "empty.png")
     assert Image.open(out).format == "PNG"
+
+
+# ---------------------------------------------------------------- --graph-opt (onnxruntime's optimisation level)
+
+ORT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC",
+              "disabled": "ORT_DISABLE_ALL"}
+QUICK_BENCH = ["--duration", "0.2", "--rounds", "1", "--warmup", "0"]
+
+
+@pytest.fixture
+def opened_levels(monkeypatch) -> list[tuple[str, int]]:
+    """(graph_opt, the session's graph_optimization_level) of every OrtRunner opened in this process."""
+    from lvvit_opt.runtime.ort import OrtRunner
+
+    seen = []
+    real_init = OrtRunner.__post_init__
+
+    def recording(self):
+        real_init(self)
+        seen.append((self.graph_opt, int(self.session.get_session_options().graph_optimization_level)))
+
+    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
+    return seen
+
+
+@pytest.mark.parametrize("level", [None, "all", "extended", "basic", "disabled"])
+def test_graph_opt_is_the_level_of_the_session_bench_opens_and_the_json_names_it(
+        level, tmp_path, cli_runner, golden_onnx, opened_levels):
+    """--graph-opt reaches the onnxruntime session (no option: onnxruntime's default, all), and the
+    report's settings, each result's details and the runtime note name the level used."""
+    import onnxruntime as ort
+
+    json_out = tmp_path / "bench.json"
+    extra = ["--graph-opt", level] if level else []
+    result = cli_runner.invoke(main, ["bench", golden_onnx, *QUICK_BENCH, "--threads", "1", *extra,
+                                      "--json", str(json_out)])
+    assert result.exit_code == 0, result.output
+    used = level or "all"
+    wanted = int(getattr(ort.GraphOptimizationLevel, ORT_LEVELS[used]))
+    assert opened_levels and all(value == wanted for _, value in opened_levels)
+    data = json.loads(json_out.read_text())["result"]
+    assert data["settings"]["graph_opt"] == used
+    assert [r["details"]["graph_opt"] for r in data["results"]] == [used]
+    assert f"graph optimisation {used}" in result.output
+
+
+def test_graph_opt_from_python_and_in_the_bench_worker(golden_onnx, opened_levels):
+    """bench_models(graph_opt=...) and BenchWorker (the per-device worker of scale.devices)."""
+    import onnxruntime as ort
+
+    from lvvit_opt.measure.bench import BenchWorker
+
+    report = bench_models([golden_onnx], duration=0.2, rounds=1, warmup=0, threads=1, graph_opt="basic",
+                          log=lambda m: None)
+    assert report.settings["graph_opt"] == "basic" and report.results[0].details["graph_opt"] == "basic"
+    with BenchWorker([(golden_onnx, golden_onnx, "onnxruntime", 0)], 2, 1, None, 0, "disabled") as worker:
+        assert worker.describe()[0]["graph_opt"] == "disabled"
+    assert opened_levels[-1] == ("disabled", int(ort.GraphOptimizationLevel.ORT_DISABLE_ALL))
+    assert bench_models([golden_onnx], duration=0.2, rounds=1, warmup=0, threads=1,
+                        log=lambda m: None).settings["graph_opt"] == "all"
+    with pytest.raises(UserError, match=r"graph_opt 'fast': one of all, extended, basic, disabled"):
+        bench_models([golden_onnx], duration=0.2, graph_opt="fast")
+
+
+def test_graph_opt_reaches_the_device_worker_processes(tmp_path, cli_runner, golden_onnx):
+    """bench --device on onnxruntime: every spawned worker opens its session at the asked level
+    (each device's own description comes back in the card result)."""
+    json_out = tmp_path / "bench.json"
+    result = cli_runner.invoke(main, ["bench", golden_onnx, "--device", "0,1", *QUICK_BENCH, "--threads", "2",
+                                      "--graph-opt", "extended", "--json", str(json_out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(json_out.read_text())["result"]
+    assert data["settings"]["graph_opt"] == "extended" and data["settings"]["devices"] == [0, 1]
+    (card,) = data["results"]
+    assert card["details"]["graph_opt"] == "extended"
+    assert [row["device"] for row in card["details"]["per_device"]] == [0, 1]
+
+
+def test_graph_opt_bad_value_and_backends_without_one_are_exit_2(cli_runner, golden_onnx, fake_ais_bench, fake_om):
+    """An unknown level is the parser's exit 2; a level for an .om runner (auto or named), the
+    onnx reference runner or trtexec is a one-line refusal, exit 2, not a setting ignored."""
+    result = cli_runner.invoke(main, ["bench", golden_onnx, "--graph-opt", "fast"])
+    assert result.exit_code == 2 and "'fast' is not one of 'all', 'extended', 'basic', 'disabled'" in result.output
+    _, om = fake_om
+    for args in ([om], [om, "--backend", "om"], [om, "--backend", "ais_bench"],
+                 [golden_onnx, "--backend", "onnx_reference"], [golden_onnx, "--backend", "trtexec"],
+                 [golden_onnx, om]):
+        result = cli_runner.invoke(main, ["bench", *args, "--graph-opt", "all", "--skip-validate", *QUICK_BENCH])
+        assert result.exit_code == 2, (args, result.output)
+        message = [line for line in result.output.splitlines() if line.strip()]
+        assert len(message) == 1 and "--graph-opt is onnxruntime's graph optimisation level" in message[0], \
+            (args, result.output)
+    # without --graph-opt an .om benches as before, and its report names no level
+    report = bench_models([om], duration=0.2, rounds=1, warmup=0, validate=False, log=lambda m: None)
+    assert report.results and report.settings["graph_opt"] is None
+
+
+def test_graph_opt_levels_are_spelled_once_for_the_parser_runtime_and_tune():
+    from lvvit_opt.cli.types import GRAPH_OPT_LEVELS as parsed
+    from lvvit_opt.runtime.ort import GRAPH_OPT_LEVELS as runtime
+    from lvvit_opt.tune.space import GRAPH_OPT_LEVELS as tuned
+
+    assert parsed == runtime == tuned == tuple(ORT_LEVELS)

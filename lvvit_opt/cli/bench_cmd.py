@@ -6,7 +6,7 @@ import click
 
 from lvvit_opt.cli._base import handle_errors, main, parse_int_list
 from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
-from lvvit_opt.cli.types import MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS, WARMUP, Backend, ModelFile
+from lvvit_opt.cli.types import GRAPH_OPT_LEVELS, MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS, WARMUP, Backend, ModelFile
 
 
 @main.command("bench")
@@ -26,6 +26,10 @@ from lvvit_opt.cli.types import MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS,
               help="onnxruntime execution providers in order, e.g. tensorrt,cuda,cpu. An unknown name, or none "
                    "available in this build, is an error naming the available ones; unavailable ones are "
                    "dropped with a warning.")
+@click.option("--graph-opt", type=click.Choice(GRAPH_OPT_LEVELS), default=None,
+              help="onnxruntime's graph optimisation level for every session bench opens (--device workers "
+                   "too): all, extended, basic or disabled (default: onnxruntime's own, all). The level used "
+                   "is in the report. Refused for a model that does not run on onnxruntime (.om, trtexec).")
 @click.option("--refix-batch", is_flag=True, help="Re-fix a fixed-batch ONNX to each asked batch size (fix_shapes pass).")
 @click.option("--skip-validate", is_flag=True, help="Measure .om models without first validating them against their ONNX.")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
@@ -37,7 +41,7 @@ from lvvit_opt.cli.types import MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS,
 @json_option
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG bar chart of fps.")
 @handle_errors
-def bench_command(models, batch_sizes, backend, duration, rounds, warmup, threads, providers, refix_batch,
+def bench_command(models, batch_sizes, backend, duration, rounds, warmup, threads, providers, graph_opt, refix_batch,
                   skip_validate, reference, device_id, devices, json_out, plot_out):
     """Measure fps of one or more models, interleaved so machine drift hits all alike.
 
@@ -49,6 +53,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
       lvvit-opt bench model_bs16.onnx model_bs16_opt.onnx --duration 20
       lvvit-opt bench model_bs16.om model_bs16_opt.om        # validates each .om first
       lvvit-opt bench model.onnx --backend trtexec --batch-sizes 1,16
+      lvvit-opt bench model.onnx --graph-opt disabled      # as `tune` measured it
       lvvit-opt bench model_bs16.om --device 0,1,2,3     # the whole card, measured
     """
     from lvvit_opt.measure.bench import plot_fps
@@ -69,7 +74,8 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
         list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None,
         backend=backend,
         duration=duration, rounds=rounds, warmup=warmup, threads=threads,
-        providers=providers.split(",") if providers else None, refix_batch=refix_batch, device_id=device_id,
+        providers=providers.split(",") if providers else None, graph_opt=graph_opt, refix_batch=refix_batch,
+        device_id=device_id,
         validate=not skip_validate, reference=reference, devices=devices,
     )
     echo(report.format_table())

@@ -23,6 +23,11 @@ KNOWN_SOC_VERSIONS = (
     "Ascend910_9382", "Ascend910_9372", "Ascend910_9362",
 )
 
+# onnxruntime's graph optimisation levels (bench --graph-opt): spelled here so the parse needs no
+# runtime import; the same as lvvit_opt.runtime.ort.GRAPH_OPT_LEVELS (tests/test_bench.py holds them equal)
+GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")
+
+
 def backend_names() -> list[str]:
     """What `bench --backend` accepts: `auto`, every runner registered in
     lvvit_opt.runtime.registry (names, aliases, suffix names like `om`), and trtexec."""

@@ -110,7 +110,9 @@ class BenchReport:
             details = next(r.details for r in self.results if r.backend == backend)
             if details.get("providers") is not None:
                 used = ", ".join(details.get("providers") or [])
-                notes.append(f"{backend}: threads {self.settings.get('threads')}; providers used: {used}")
+                level = details.get("graph_opt", self.settings.get("graph_opt"))
+                notes.append(f"{backend}: threads {self.settings.get('threads')}; "
+                             + (f"graph optimisation {level}; " if level else "") + f"providers used: {used}")
             else:
                 extras = [f"{k} {details[k]}" for k in ("device_id", "chips", "timing") if k in details]
                 notes.append(f"{backend}: " + ("; ".join(extras) if extras else "no further details"))
@@ -194,12 +196,49 @@ def _runs_onnx(path: str, kind: str) -> bool:
     return registry.opens_onnx(kind)
 
 
-def _open(path: str, backend: str, threads: int | None, providers: Sequence[str] | None, device_id: int):
-    """Open `path`; the chosen runner takes the settings it declares (threads, providers, device_id)."""
+def _open(path: str, backend: str, threads: int | None, providers: Sequence[str] | None, device_id: int,
+          graph_opt: str | None = None):
+    """Open `path`; the chosen runner takes the settings it declares (threads, providers, device_id,
+    graph_opt). graph_opt None: the runner's own default (onnxruntime's "all")."""
     from lvvit_opt.runtime import open_runner
 
     settings = {"threads": threads, "providers": providers, "device_id": device_id}
+    if graph_opt is not None:  # bench_models refused it already for a runner that does not take it
+        settings["graph_opt"] = graph_opt
     return open_runner(path, backend=backend, shared=settings)
+
+
+GRAPH_OPT_DEFAULT = "all"  # onnxruntime's own default, ORT_ENABLE_ALL (runtime.ort.GRAPH_OPT_LEVELS)
+
+
+def _takes_graph_opt(path: str, kind: str) -> bool:
+    """True when the runner that opens `path` under `kind` takes a graph optimisation level
+    (onnxruntime); an .om runner (or any other) does not, and is never even looked up for it."""
+    from lvvit_opt.runtime import registry
+
+    if not _runs_onnx(path, kind):
+        return False
+    return "graph_opt" in registry.runner_for(path, kind).option_names()
+
+
+def _check_graph_opt(graph_opt: str | None, models: Sequence[str], backend: str) -> None:
+    """An unknown level, or a level asked of a backend that has none (.om runners, trtexec), is a
+    one-line UserError (exit 2), never a setting silently ignored."""
+    if graph_opt is None:
+        return
+    from lvvit_opt.runtime.ort import GRAPH_OPT_LEVELS
+
+    if graph_opt not in GRAPH_OPT_LEVELS:
+        raise UserError(f"graph_opt {graph_opt!r}: one of {', '.join(GRAPH_OPT_LEVELS)}")
+    if backend == "trtexec":
+        raise UserError("--graph-opt is onnxruntime's graph optimisation level; trtexec has none")
+    for model in models:
+        kind = _resolve_backend(model, backend)
+        if not _takes_graph_opt(model, kind):
+            shown_kind = "auto" if kind == "auto" else kind
+            raise UserError(f"--graph-opt is onnxruntime's graph optimisation level; {model} runs on backend "
+                            f"{shown_kind} ({Path(model).suffix or 'no suffix'}), which has none "
+                            f"(drop --graph-opt, or bench the .onnx on onnxruntime)")
 
 
 def _feeds(runner, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -238,7 +277,8 @@ class ScaleOut(Protocol):
     settings: dict  # added to the report's settings
 
     def __call__(self, entries: list[Entry], batch: int, duration: float, rounds: int, warmup: float,
-                 threads: int | None, providers: Sequence[str] | None, log: LogCallback) -> list[BenchResult]:
+                 threads: int | None, providers: Sequence[str] | None, log: LogCallback, *,
+                 graph_opt: str | None = None) -> list[BenchResult]:
         ...
 
 
@@ -257,6 +297,7 @@ def bench_models(
     reference: str | None = None,
     log: LogCallback = None,
     scale_out: ScaleOut | None = None,
+    graph_opt: str | None = None,
 ) -> BenchReport:
     """Measure `models` interleaved at each batch size.
 
@@ -270,6 +311,10 @@ def bench_models(
     scale_out: measures each batch size's models instead of this process (given by
     lvvit_opt.scale.bench_any, e.g. every device at once: each result's fps is then the
     measured card total, with every device in its details); None: this process, on `device_id`.
+    graph_opt: onnxruntime's graph optimisation level (all, extended, basic, disabled) for every
+    session bench opens, workers of scale_out included; None: onnxruntime's default (all). A
+    level given for a model that does not run on onnxruntime (an .om, trtexec) is a UserError.
+    The report's settings name the level used ("graph_opt"; None when no model ran on onnxruntime).
     """
     log = reporter(logger, log)
     if backend not in BACKENDS:
@@ -282,6 +327,7 @@ def bench_models(
     for m in models:
         if not require_regular_file(m).is_file():  # a FIFO or device: "not a regular file"
             raise UserError(f"{m}: no such file")
+    _check_graph_opt(graph_opt, models, backend)
     if threads is None and (backend == "auto" or _runs_onnx(models[0], _resolve_backend(models[0], backend))):
         from lvvit_opt.core.resources import threads_per_process
 
@@ -298,15 +344,29 @@ def bench_models(
         plan = _plan(models, batch_sizes, backend, refix_batch, Path(tmp), skipped)
         for batch, entries in plan.items():
             if scale_out is not None:
-                results += scale_out(entries, batch, duration, rounds, warmup, threads, providers, log)
+                results += scale_out(entries, batch, duration, rounds, warmup, threads, providers, log,
+                                     graph_opt=graph_opt)
             else:
                 results += _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id,
-                                              log)
+                                              log, graph_opt)
     settings = {"models": list(models), "backend": backend, "duration_s": duration, "rounds": rounds, "warmup_s": warmup,
                 "threads": threads, "providers": list(providers) if providers else ["CPUExecutionProvider"],
-                "batch_sizes": sorted({r.batch_size for r in results})}
+                "batch_sizes": sorted({r.batch_size for r in results}),
+                "graph_opt": _graph_opt_used(graph_opt, models, backend)}
     settings.update(scale_out.settings if scale_out is not None else {})
     return BenchReport(results, machine_info(), settings, skipped, validation)
+
+
+def _graph_opt_used(graph_opt: str | None, models: Sequence[str], backend: str) -> str | None:
+    """The level the onnxruntime sessions ran at (the asked one, else onnxruntime's default);
+    None when no model ran on a runner that has one."""
+    if graph_opt is not None:
+        return graph_opt
+    try:
+        ort_models = any(_takes_graph_opt(m, _resolve_backend(m, backend)) for m in models)
+    except UserError:
+        ort_models = False
+    return GRAPH_OPT_DEFAULT if ort_models else None
 
 
 def check_providers(providers: Sequence[str], log=None) -> list[str]:
@@ -361,8 +421,9 @@ def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: lis
     return dict(sorted(plan.items()))
 
 
-def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log) -> list[BenchResult]:
-    with BenchWorker(entries, batch, threads, providers, device_id) as worker:
+def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log,
+                       graph_opt: str | None = None) -> list[BenchResult]:
+    with BenchWorker(entries, batch, threads, providers, device_id, graph_opt) as worker:
         worker.warm_up(warmup)
         slot = duration / max(1, rounds * len(entries))
         latencies: list[list[float]] = [[] for _ in entries]
@@ -383,14 +444,15 @@ def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, provid
 class BenchWorker:
     """One process's part of a measurement: each entry's runner open on one device, with its
     random feed. The per-device entry point of scale.devices (one BenchWorker in each device
-    process); bench_models' own interleaved loop is one too."""
+    process); bench_models' own interleaved loop is one too. graph_opt: onnxruntime's level for
+    every session it opens (None: onnxruntime's default)."""
 
     def __init__(self, entries: Sequence[Entry], batch: int, threads: int | None,
-                 providers: Sequence[str] | None, device_id: int) -> None:
+                 providers: Sequence[str] | None, device_id: int, graph_opt: str | None = None) -> None:
         self.runners: list = []
         try:
             for _, path, kind, _ in entries:
-                self.runners.append(_open(path, kind, threads, providers, device_id))
+                self.runners.append(_open(path, kind, threads, providers, device_id, graph_opt))
             self.feeds = [_feeds(runner, batch) for runner in self.runners]
         except BaseException:
             self.close()

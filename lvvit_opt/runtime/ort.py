@@ -14,6 +14,10 @@ from lvvit_opt.core.tensor_spec import runtime_spec
 from lvvit_opt.runtime.base import Runner
 from lvvit_opt.runtime.registry import register_runner
 
+# onnxruntime's graph optimisation levels, OrtRunner's `graph_opt`: ORT_ENABLE_ALL (its default),
+# ORT_ENABLE_EXTENDED, ORT_ENABLE_BASIC, ORT_DISABLE_ALL (bench --graph-opt, tune's graph_opt)
+GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")
+
 
 @register_runner
 @dataclass
@@ -130,5 +134,6 @@ class OrtRunner(Runner):
             "providers": self.session.get_providers(),
             "missing_providers": self.missing_providers,
             "threads": self.threads or "onnxruntime default",
+            "graph_opt": "disabled" if not self.optimize else self.graph_opt,  # the level the session runs at
         }
 

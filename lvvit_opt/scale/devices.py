@@ -159,14 +159,15 @@ def report_failure(device: int, messages, barrier, exc: BaseException) -> None:
 # -- bench --------------------------------------------------------------------------------
 
 def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration: float, rounds: int,
-                     warmup: float, threads: int | None, providers, log_fn=print) -> list:
+                     warmup: float, threads: int | None, providers, log_fn=print, graph_opt: str | None = None) -> list:
     """Measure each (name, path, kind, position) entry on every device at once.
 
     Per model: the first device alone for one slot (the seed-style estimate: that figure x
     the number of devices), then `rounds` slots with all devices running together (A on all
     devices, then B on all, ... so models stay interleaved). Returns one BenchResult per
     model whose fps is the measured card total (the sum of what each device measured in the
-    same window) and whose details list every device.
+    same window) and whose details list every device. graph_opt: onnxruntime's level for every
+    device process's sessions (None: onnxruntime's default).
     """
     from lvvit_opt.measure.bench import with_ratios
 
@@ -174,7 +175,8 @@ def bench_on_devices(entries: list, batch: int, devices: Sequence[int], duration
     log_fn(f"batch {batch}: {len(entries)} model(s) on devices {','.join(map(str, devices))} at once: "
            f"1 solo slot on device {devices[0]}, then {rounds} rounds x {slot:.2f} s")
     per_device = run_per_device(_bench_child, devices, (devices[0], entries, batch, slot, rounds, warmup,
-                                                       threads_per_process(threads, len(devices)), providers))
+                                                       threads_per_process(threads, len(devices)), providers,
+                                                       graph_opt))
     results = [_card_result(i, entry, batch, devices, per_device) for i, entry in enumerate(entries)]
     return with_ratios(results)
 
@@ -188,17 +190,18 @@ class DeviceBench:
         self.settings = {"devices": list(self.devices)}
 
     def __call__(self, entries: list, batch: int, duration: float, rounds: int, warmup: float,
-                 threads: int | None, providers, log) -> list:
-        return bench_on_devices(entries, batch, self.devices, duration, rounds, warmup, threads, providers, log)
+                 threads: int | None, providers, log, *, graph_opt: str | None = None) -> list:
+        return bench_on_devices(entries, batch, self.devices, duration, rounds, warmup, threads, providers, log,
+                                graph_opt)
 
 
-def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers,
+def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, threads, providers, graph_opt,
                  barrier, messages) -> None:
     from lvvit_opt.measure.bench import BenchWorker
 
     worker = None
     try:
-        worker = BenchWorker(entries, batch, threads, providers, device)
+        worker = BenchWorker(entries, batch, threads, providers, device, graph_opt)
         worker.warm_up(warmup)
         barrier.wait(READY_TIMEOUT_S)
         solo = []
