@@ -364,5 +364,42 @@ def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, im
     assert all(value == expected[level] for level, value in seen if level in expected)
     best = next(c for c in report.candidates if c.key == report.best)
     script = (tmp_path / "o" / "reproduce.sh").read_text()
-    constant = {"extended": "ORT_ENABLE_EXTENDED", "basic": "ORT_ENABLE_BASIC"}[best.options["graph_opt"]]
-    assert f"graph optimisation {best.options['graph_opt']} ({constant}); bench uses ALL" in script
+    assert f"--threads 1 --graph-opt {best.options['graph_opt']}" in script and "bench uses ALL" not in script
+
+
+def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, images, tmp_path, monkeypatch,
+                                                                   cli_runner):
+    """reproduce.sh's bench line carries --graph-opt LEVEL, and that very line (split as the shell
+    would, given to the CLI in this process) measures the best model at the tuned level."""
+    import shlex
+
+    import onnxruntime as ort
+
+    from lvvit_opt.runtime.ort import OrtRunner
+
+    space = _space(batch_sizes=[2], precisions=["fp32"], graph_opt=["disabled"])
+    out = tmp_path / "tuned dir"  # a space in the path: the line quotes it
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(out), budget_s=10, space=space, **QUICK)
+    report = tune(options, log=lambda m: None)
+    assert report.best == "bs2|none|fp32|graph_opt=disabled,threads=1"
+    (line,) = [line for line in (out / "reproduce.sh").read_text().splitlines() if line.startswith("lvvit-opt bench")]
+    argv = shlex.split(line)
+    assert argv[:2] == ["lvvit-opt", "bench"] and argv[2] == str(out / "best.onnx")
+    assert argv[argv.index("--graph-opt") + 1] == "disabled" and "#" not in line
+    assert line in report.reproduce
+    seen = []
+    real_init = OrtRunner.__post_init__
+
+    def recording(self):
+        real_init(self)
+        seen.append(int(self.session.get_session_options().graph_optimization_level))
+
+    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
+    json_out = tmp_path / "bench.json"
+    # the line as written; only the measuring time is shortened after it (the last --duration wins)
+    result = cli_runner.invoke(main, [*argv[1:], "--duration", "0.3", "--rounds", "1", "--warmup", "0",
+                                      "--json", str(json_out)])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {int(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)}
+    settings = json.loads(json_out.read_text())["result"]["settings"]
+    assert (settings["graph_opt"], settings["threads"], settings["batch_sizes"]) == ("disabled", 1, [2])
