@@ -238,3 +238,78 @@ def test_nc1hwc0_dumps_are_read_as_nchw():
     assert np.array_equal(DumpCandidate.align(nc1hwc0, nchw.shape), nchw)
     other = np.zeros((2, 197, 384), np.float32)
     assert DumpCandidate.align(other, (2, 197, 384)) is other
+
+
+# -- the fp16 preview: our conversion failing (exit 1) vs the model being invalid (exit 2) ----
+
+def _one_line_error(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def test_fp16_conversion_that_raises_is_an_internal_failure_exit_1(cli_runner, golden_onnx, monkeypatch):
+    """A converter bug on a valid model: exit 1, one line that says the conversion failed and that
+    the model is not at fault (no traceback, not exit 2)."""
+    from lvvit_opt.debug import precision
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("converter bug")
+
+    monkeypatch.setattr(precision, "to_true_fp16", broken)
+    result = cli_runner.invoke(main, ["debug", "layers", golden_onnx, "--fp16"])
+    assert result.exit_code == 1, result.output
+    line = _one_line_error(result)
+    assert "the fp16 conversion failed (KeyError" in line and "internal failure" in line
+    assert "not a problem of the model" in line
+
+
+def test_fp16_conversion_onnxruntime_refuses_is_an_internal_failure_exit_1(cli_runner, golden_onnx, monkeypatch):
+    """The converter returns a graph onnxruntime cannot load, of a reference it runs: ours, exit 1."""
+    from lvvit_opt.debug import precision
+
+    real = precision.to_true_fp16
+
+    def adds_a_bad_node(model, *args, **kwargs):
+        converted, kept = real(model, *args, **kwargs)
+        converted.graph.node.append(helper.make_node("NoSuchOp", [converted.graph.input[0].name], ["stray"],
+                                                     name="stray"))
+        return converted, kept
+
+    monkeypatch.setattr(precision, "to_true_fp16", adds_a_bad_node)
+    result = cli_runner.invoke(main, ["debug", "layers", golden_onnx, "--fp16"])
+    assert result.exit_code == 1, result.output
+    line = _one_line_error(result)
+    assert f"{golden_onnx}: onnxruntime runs it but not its fp16 conversion" in line and "NoSuchOp" in line
+    assert "internal failure" in line and "<in-memory model>" not in line
+
+
+def _write_model(path, nodes, opsets=(("", 13),)) -> str:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_fp16_preview_of_an_invalid_model_is_bad_input_exit_2(cli_runner, golden_onnx, tmp_path):
+    """A truncated file, bytes that are no ONNX, a dangling input, an unknown op, and a model
+    onnx accepts but onnxruntime cannot load (its fp16 copy fails too): the input's fault, exit 2,
+    one line naming the model, never called an internal failure."""
+    data = open(golden_onnx, "rb").read()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx model")
+    dangling = _write_model(tmp_path / "dangling.onnx", [helper.make_node("Relu", ["missing"], ["y"], name="r")])
+    unknown = _write_model(tmp_path / "unknown.onnx", [helper.make_node("NoSuchOp", ["x"], ["y"], name="r")])
+    custom = _write_model(tmp_path / "custom.onnx",
+                          [helper.make_node("Foo", ["x"], ["y"], name="r", domain="com.example")],
+                          opsets=(("", 13), ("com.example", 1)))
+    for path, says in ((truncated, "not a readable ONNX model"), (garbage, "not a readable ONNX model"),
+                       (dangling, "'missing' is not defined"), (unknown, "NoSuchOp"),
+                       (custom, "onnxruntime cannot load it")):
+        result = cli_runner.invoke(main, ["debug", "layers", str(path), "--fp16"])
+        assert result.exit_code == 2, (path, result.output)
+        line = _one_line_error(result)
+        assert str(path) in line and says in line and "internal" not in line, (path, line)

@@ -469,15 +469,19 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
         matches, unmatched_cand = match_dump(cand, tensors)
     else:
         if fp16:
-            from lvvit_opt.debug.precision import summary, to_true_fp16
+            from lvvit_opt.debug.precision import summary
 
-            cand_model, kept = to_true_fp16(reference, keep_fp32, precision_mode, keep_file)
+            cand_model, kept = _fp16_candidate(reference, reference_path, keep_fp32, precision_mode, keep_file)
             precision = {"precision_mode": precision_mode, "keep_dtype": keep_dtype, "kept_fp32": kept,
                          "description": summary(precision_mode, kept)}
         else:
             cand_model = load_onnx(candidate)
         matches, unmatched_cand = match_onnx(reference, cand_model)
-        cand = ExposedOnnx(cand_model, [m.candidate for m in matches], candidate or f"{reference_path} (fp16)")
+        label = candidate or f"{reference_path} (fp16)"
+        if fp16:
+            cand = _open_fp16_candidate(cand_model, [m.candidate for m in matches], label, reference, reference_path)
+        else:
+            cand = ExposedOnnx(cand_model, [m.candidate for m in matches], label)
         del cand_model
     ref = None
     try:
@@ -498,6 +502,47 @@ def compare_layers(reference_path: str, candidate: str | None = None, *, fp16: b
     return LayerReport(reference_path, label, mode, tolerance, input_set.to_dict(), results,
                        [t.name for t in tensors if t.name not in matched_refs], unmatched_cand, top,
                        precision if mode == "fp16" else None)
+
+
+FP16_INTERNAL = "an internal failure of lvvit-opt's fp16 conversion, not a problem of the model; please report it"
+
+
+def _fp16_candidate(reference, reference_path: str, keep_fp32, precision_mode: str, keep_file):
+    """REFERENCE converted to true fp16 (debug.precision). The reference has passed load_onnx's
+    checks (a bad model is exit 2 before this), so a converter that breaks on it is our failure:
+    LvvitOptError (exit 1), saying so, not a traceback and not the user's bad input. A UserError the
+    converter raises on purpose (an unknown --precision-mode) stays the user's."""
+    from lvvit_opt.core.errors import LvvitOptError
+    from lvvit_opt.debug.precision import to_true_fp16
+
+    try:
+        return to_true_fp16(reference, keep_fp32, precision_mode, keep_file)
+    except LvvitOptError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other exception is a bug of the converter
+        log.debug("fp16 conversion of %s failed", reference_path, exc_info=True)
+        raise LvvitOptError(f"{reference_path}: the fp16 conversion failed ({type(exc).__name__}: "
+                            f"{reason_of(exc, 200)}); {FP16_INTERNAL}") from exc
+
+
+def _open_fp16_candidate(cand_model, names, label: str, reference, reference_path: str) -> "ExposedOnnx":
+    """The fp16 copy on onnxruntime. If onnxruntime refuses it, the reference decides whose fault
+    that is: a reference onnxruntime refuses too is the user's model (UserError, exit 2, naming the
+    reference); one it runs means our conversion made a graph it cannot load (LvvitOptError, exit 1)."""
+    from lvvit_opt.core.errors import LvvitOptError
+    from lvvit_opt.runtime.ort import OrtRunner
+
+    try:
+        return ExposedOnnx(cand_model, names, label)
+    except UserError as exc:
+        refused = exc
+    try:
+        OrtRunner.from_model(reference).close()
+    except UserError as exc:
+        raise UserError(str(exc).replace("<in-memory model>", reference_path, 1)) from None
+    detail = str(refused).split(": ", 1)[-1] if str(refused).startswith("<in-memory model>") else str(refused)
+    raise LvvitOptError(f"{reference_path}: onnxruntime runs it but not its fp16 conversion ({detail}); "
+                        f"{FP16_INTERNAL}")
 
 
 def mode_is_not_dump(candidate: str | None, fp16: bool) -> bool:
