@@ -402,6 +402,14 @@ def read_regular_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, i
     use (a symlink swapped for a FIFO, another model moved in) cannot slip through, and the
     checks that follow judge exactly the bytes that are used. A FIFO or device is refused
     without blocking (O_NONBLOCK)."""
+    with open_regular_file(path) as (handle, identity):
+        return handle.read(), identity
+
+
+@contextlib.contextmanager
+def open_regular_file(path: str | os.PathLike, buffering: int = -1):
+    """(binary handle, identity) of ONE open of a regular file, checked as read_regular_file
+    checks it; for readers that parse as they read instead of holding all the bytes."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -414,10 +422,10 @@ def read_regular_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, i
             kind = "folder" if stat.S_ISDIR(st.st_mode) else (special_kind(f"/proc/self/fd/{fd}") or "special file")
             raise UserError(f"{shown(path)}: not a regular file (a {kind})")
         os.set_blocking(fd, True)
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            data = handle.read()
+        handle = os.fdopen(os.dup(fd), "rb", buffering=buffering)
     finally:
         os.close(fd)
-    return data, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    with handle:
+        yield handle, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 

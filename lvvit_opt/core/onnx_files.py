@@ -9,7 +9,7 @@ from pathlib import Path
 from lvvit_opt.core.errors import UserError, shown
 from lvvit_opt.core import fileio  # by attribute: tests and the hostile shims replace fileio.atomic_path & co
 from lvvit_opt.core.model_gate import gate_loaded
-from lvvit_opt.core.onnx_proto import needs_external_data, write_model_streamed
+from lvvit_opt.core.onnx_proto import needs_external_data, read_model_streamed, write_model_streamed
 
 
 def load_onnx_bytes(path: str | os.PathLike):
@@ -19,30 +19,38 @@ def load_onnx_bytes(path: str | os.PathLike):
 
     path = Path(path)
     data, identity = fileio.read_regular_file(path)
-    try:
-        model = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf DecodeError, ...
-        raise UserError(f"{shown(path)}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
-    if not model.graph.node and not model.graph.output:
-        raise UserError(f"{shown(path)}: not an ONNX model (empty graph)")
+    model = _checked_parse(path, lambda: onnx.load_model_from_string(data))
     gate_loaded(model, path, identity)
     return model, data
 
 
 def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
     """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
-    model gate runs on it before its external data is read."""
+    model gate runs on it before its external data is read. The file is parsed as it is read
+    (onnx_proto.read_model_streamed), so its bytes never sit beside the parsed model."""
     import onnx
 
     path = Path(path)
-    model, data = load_onnx_bytes(path)
-    del data  # the parsed model is what is kept
+    with fileio.open_regular_file(path, buffering=1024**2) as (handle, identity):
+        model = _checked_parse(path, lambda: read_model_streamed(handle))
+    gate_loaded(model, path, identity)
     if load_external_data:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
             raise UserError(f"{shown(path)}: cannot read its external data "
                             f"({type(exc).__name__}: {_first_line(exc)})") from None
+    return model
+
+
+def _checked_parse(path: Path, parse):
+    """parse() -> a ModelProto; a malformed or empty one is a one-line UserError naming `path`."""
+    try:
+        model = parse()
+    except Exception as exc:  # protobuf DecodeError, TruncatedModel, ...
+        raise UserError(f"{shown(path)}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
+    if not model.graph.node and not model.graph.output:
+        raise UserError(f"{shown(path)}: not an ONNX model (empty graph)")
     return model
 
 
