@@ -132,7 +132,9 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
         from lvvit_opt.verify.golden import validate_models
 
         result.validation = validate_models(model, pipeline.model, inputs=validation_inputs, seed=seed,
-                                            batch_size=batch_size, tolerance=tolerance, inputs_model=str(in_path))
+                                            batch_size=batch_size, tolerance=tolerance, inputs_model=str(in_path),
+                                            labels=(str(in_path), f"the rewrite of {in_path} ({', '.join(names)})"),
+                                            built=("candidate",))
     if not missing and (result.validation is None or result.validation.passed):
         save_onnx(pipeline.model, out_path)
         result.written = True

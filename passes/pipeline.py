@@ -94,7 +94,7 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
                                          f"(passes before it: {ran})", graph_pass.name, reports)
         if check_each:
             validation = _check(original, current, check_seed, check_batch_size, tolerance, check_inputs,
-                                check_inputs_model)
+                                check_inputs_model, after=graph_pass.name)
             checks[graph_pass.name] = validation.to_dict()
             if not validation.passed:
                 ran = ", ".join(r.name for r in reports[:-1]) or "nothing"
@@ -120,11 +120,12 @@ def structural_problem(model: onnx.ModelProto) -> str | None:
     return None
 
 
-def _check(reference, candidate, seed, batch_size, tolerance, inputs=1, inputs_model=None):
+def _check(reference, candidate, seed, batch_size, tolerance, inputs=1, inputs_model=None, after: str = "?"):
     from lvvit_opt.verify.golden import validate_models
 
     return validate_models(reference, candidate, inputs=inputs, seed=seed, batch_size=batch_size, tolerance=tolerance,
-                           inputs_model=inputs_model)
+                           inputs_model=inputs_model, labels=(inputs_model, f"the graph after pass {after!r}"),
+                           built=("candidate",))
 
 
 def format_op_table(before: Mapping[str, int], after: Mapping[str, int]) -> str:

@@ -108,3 +108,33 @@ def test_symbolic_batch_inputs_use_batch_1_or_option():
     first, second = make_inputs([spec], count=2, seed=7)
     assert not np.array_equal(first["image"], second["image"])
     np.testing.assert_array_equal(make_inputs([spec], count=2, seed=7)[1]["image"], second["image"])
+
+
+def _custom_op_model(domain_op: bool):
+    """y = Relu(x); with domain_op the Relu is 'com.example.Frobnicate', which onnxruntime refuses."""
+    import onnx
+    from onnx import TensorProto as T, helper
+
+    node = (helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example") if domain_op
+            else helper.make_node("Relu", ["x"], ["y"]))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", T.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 4])])
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.example", 1)] if domain_op else [])
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_a_rewrite_onnxruntime_refuses_is_our_failure_exit_1_and_the_users_model_is_exit_2():
+    """In-memory graphs get the blame right: our rewrite refused -> internal failure (exit 1),
+    naming it; the user's own model refused -> bad input (exit 2), naming its file."""
+    from lvvit_opt.core.errors import LvvitOptError, UserError
+    from lvvit_opt.verify.golden import validate_models
+
+    good, bad = _custom_op_model(False), _custom_op_model(True)
+    with pytest.raises(LvvitOptError) as ours:
+        validate_models(good, bad, labels=("m.onnx", "the rewrite of m.onnx (fix_shapes)"), built=("candidate",))
+    assert not isinstance(ours.value, UserError) and ours.value.exit_code == 1
+    assert str(ours.value).startswith("the rewrite of m.onnx (fix_shapes): onnxruntime cannot load the graph "
+                                      "lvvit-opt built, an internal failure, not your model (")
+    with pytest.raises(UserError, match=r"^m\.onnx: onnxruntime cannot load it \(") as theirs:
+        validate_models(bad, good, labels=("m.onnx", None), built=("candidate",))
+    assert theirs.value.exit_code == 2

@@ -19,6 +19,9 @@ from lvvit_opt.runtime.registry import register_runner
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")
 
 
+IN_MEMORY = "<in-memory model>"  # the model_path of a runner given a ModelProto
+
+
 @register_runner
 @dataclass
 class OrtRunner(Runner):
@@ -53,7 +56,7 @@ class OrtRunner(Runner):
     def from_model(cls, model, **options) -> "OrtRunner":
         """Run an in-memory onnx.ModelProto (passes, --check-each) without writing it first
         unless it is over protobuf's 2 GB limit."""
-        return cls("<in-memory model>", model=model, **options)
+        return cls(IN_MEMORY, model=model, **options)
 
     def __post_init__(self):
         import onnxruntime as ort

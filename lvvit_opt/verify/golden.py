@@ -252,15 +252,29 @@ def _top1_agreement(ref: np.ndarray, cand: np.ndarray) -> float | None:
 # model's input names.
 # ---------------------------------------------------------------------------------------
 
-def open_model_runner(model, **options):
-    """A runner for a path (.onnx, .om: via runtime.open_runner) or an in-memory ModelProto."""
+def open_model_runner(model, *, label: str | None = None, built: bool = False, **options):
+    """A runner for a path (.onnx, .om: via runtime.open_runner) or an in-memory ModelProto.
+
+    For a ModelProto onnxruntime refuses, `label` names it in the error (the file it came from)
+    and `built` says whose fault that is: True (a graph lvvit-opt rewrote) is an internal failure,
+    exit 1; False (the user's model, only loaded or seeded) stays bad input, exit 2."""
     if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         from lvvit_opt.runtime import open_runner
 
         return open_runner(model, **options)
-    from lvvit_opt.runtime.ort import OrtRunner
+    from lvvit_opt.core.errors import LvvitOptError, UserError
+    from lvvit_opt.runtime.ort import IN_MEMORY, OrtRunner
 
-    return OrtRunner.from_model(model, **options)
+    try:
+        return OrtRunner.from_model(model, **options)
+    except UserError as exc:
+        reason = str(exc).removeprefix(f"{IN_MEMORY}: onnxruntime cannot load it ")
+        if built:
+            raise LvvitOptError(f"{label or 'the rewritten graph'}: onnxruntime cannot load the graph lvvit-opt "
+                                f"built, an internal failure, not your model {reason}") from None
+        if label:
+            raise UserError(f"{label}: onnxruntime cannot load it {reason}") from None
+        raise
 
 
 def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]], desc: str = "inference") -> dict[str, np.ndarray]:
@@ -342,7 +356,8 @@ def default_tolerance_for(candidate) -> Tolerance:
 def validate_models(reference, candidate, *, golden: str | None = None, inputs: int | str = 4, seed: int = 0,
                     tolerance: Tolerance | None = None, batch_size: int | None = None,
                     candidate_options: Mapping[str, Any] | None = None,
-                    inputs_model: str | None = None) -> ValidationResult:
+                    inputs_model: str | None = None, labels: tuple[str | None, str | None] = (None, None),
+                    built: tuple[str, ...] = ()) -> ValidationResult:
     """Run `reference` (ONNX path or ModelProto) and `candidate` (.onnx/.om path or ModelProto)
     on the same seeded inputs (or a golden file's inputs) and compare their outputs.
 
@@ -352,15 +367,23 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     Inputs follow the candidate's input specs (a compiled or fixed-shape candidate decides
     the batch); a symbolic batch becomes `batch_size` or 1. With `golden`, the candidate is
     also compared to the stored outputs. Default tolerance: fp16 for .om, tight otherwise.
+    `labels` name in-memory models in errors (reference, candidate); `built` lists the sides
+    lvvit-opt rewrote ("reference", "candidate"): onnxruntime refusing one is our failure.
     """
     tolerance = tolerance or default_tolerance_for(candidate)
     from lvvit_opt.verify.inputs import load_inputs
 
     seeded_ref, ref_random = with_seeded_random_nodes(reference)
     seeded_cand, cand_random = with_seeded_random_nodes(candidate, candidate_options)
-    ref_runner = open_model_runner(seeded_ref)
-    cand_runner = open_model_runner(seeded_cand, **_without_backend_if_copied(candidate_options, seeded_cand,
-                                                                              candidate))
+    ref_label, cand_label = labels
+    ref_runner = open_model_runner(seeded_ref, label=ref_label or _onnx_path(reference), built="reference" in built)
+    try:
+        cand_runner = open_model_runner(seeded_cand, label=cand_label or _onnx_path(candidate),
+                                        built="candidate" in built,
+                                        **_without_backend_if_copied(candidate_options, seeded_cand, candidate))
+    except BaseException:
+        ref_runner.close()
+        raise
     try:
         check_same_inputs(ref_runner.inputs, cand_runner.inputs)
         stored: dict[str, np.ndarray] = {}
