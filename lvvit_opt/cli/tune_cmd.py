@@ -33,7 +33,7 @@ from lvvit_opt.cli.types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, 
 @click.option("--space", "space_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="JSON or YAML mapping replacing any of the default lists: batch_sizes, pass_sets, precisions "
                    "(fp32, fp16, fp16-keep), threads, graph_opt (all, disabled), precision_modes, "
-                   "op_select_implmodes (ascend).")
+                   "op_select_implmodes, whitelist (unpatched, patched) (ascend).")
 @click.option("--min-agreement", type=PERCENT, default=99.5, show_default=True,
               help="Top-1 agreement with the fp32 original (%) a candidate needs, besides validate's tolerance.")
 @click.option("--rounds", type=ROUNDS, default=5, show_default=True,

@@ -22,6 +22,9 @@ ASCEND_PRECISION_MODES = ("force_fp16", "allow_fp32_to_fp16", "allow_mix_precisi
                           "force_fp32", "allow_mix_precision_fp16", "cube_fp16in_fp32out")
 # atc --op_select_implmode: hiascend.com CANN 8.0.0 ATC reference, "--op_select_implmode" (atlasatcparam_16_0072)
 IMPLMODES = ("high_performance", "high_precision", "high_performance_for_all", "high_precision_for_all")
+# ascend: compile with CANN's transpose.py as installed, or with a copy that lvvit-opt's whitelist
+# package patched for the candidate's Transpose shapes (a private opp tree under --out; never in place)
+WHITELIST_CHOICES = ("unpatched", "patched")
 DEFAULT_BATCHES = (1, 4, 8, 16, 32)
 
 # ---------------------------------------------------------------------------------------- space
@@ -35,6 +38,7 @@ class Space:
     graph_opt: list[str]
     precision_modes: list[str]
     op_select_implmodes: list[str]
+    whitelist: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,12 +46,13 @@ class Space:
 
 
 SPACE_KEYS = ("batch_sizes", "pass_sets", "precisions", "threads", "graph_opt", "precision_modes",
-              "op_select_implmodes")
+              "op_select_implmodes", "whitelist")
 
 
 def default_space(target: str) -> Space:
     """Batch 1..32, no passes and each registered pass alone (fix_shapes sets the batch anyway),
-    fp32/fp16/fp16-keep for onnxruntime (atc's precision modes for Ascend), all cores."""
+    fp32/fp16/fp16-keep for onnxruntime (atc's precision modes for Ascend, and transpose.py as
+    installed and whitelist-patched), all cores."""
     from lvvit_opt.passes import available_passes
 
     passes = [[]] + [[name] for name in available_passes() if name != "fix_shapes"]
@@ -56,7 +61,8 @@ def default_space(target: str) -> Space:
     ascend = target == "ascend"
     return Space(list(DEFAULT_BATCHES), passes, ["fp32", "fp16-keep"] if ascend else list(PRECISIONS), threads,
                  list(DEFAULT_GRAPH_OPT), ["force_fp16", "allow_mix_precision"] if ascend else [],
-                 ["high_performance", "high_precision"] if ascend else [])
+                 ["high_performance", "high_precision"] if ascend else [],
+                 list(WHITELIST_CHOICES) if ascend else [])
 
 
 def load_space(path: str | os.PathLike, target: str) -> Space:
@@ -109,7 +115,8 @@ def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
             value = [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
         else:
             allowed = {"precisions": PRECISIONS, "graph_opt": GRAPH_OPT_LEVELS,
-                       "precision_modes": ASCEND_PRECISION_MODES, "op_select_implmodes": IMPLMODES}[key]
+                       "precision_modes": ASCEND_PRECISION_MODES, "op_select_implmodes": IMPLMODES,
+                       "whitelist": WHITELIST_CHOICES}[key]
             bad = [v for v in value if v not in allowed]
             if bad:
                 raise UserError(f"{what}: {key} has {', '.join(map(repr, bad))}; valid: {', '.join(allowed)}")
