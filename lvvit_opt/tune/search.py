@@ -5,7 +5,8 @@ pass sets (the pass registry; the batch is set by the runner or atc's --input_sh
 fix_shapes is not among them), precision (fp32, fp16 as
 `debug layers --fp16` builds it, fp16 with the nodes `debug layers --suggest-keep-dtype`
 keeps in fp32) and target options (onnxruntime: intra-op threads and graph optimisation;
-Ascend: atc --precision_mode and --op_select_implmode). `--space FILE` (JSON or YAML)
+Ascend: atc --precision_mode, --op_select_implmode and CANN's transpose.py as installed or
+whitelist-patched in a private opp tree, see tune.opp). `--space FILE` (JSON or YAML)
 replaces any of these lists.
 
 Every candidate is built, then gated on the user's inputs against the fp32 original: top-1
@@ -87,6 +88,13 @@ class Target:
     def reproduce(self, cand: Candidate, best_path: str) -> list[str]:
         return []
 
+    def prepare(self, space: Space, out: Path) -> None:
+        """Settle the target's own dimensions before the candidates are enumerated (notes in space.notes)."""
+
+    def build_options(self, onnx_path: Path, cand: Candidate) -> tuple[dict[str, Any], str]:
+        """The options that decide the built artefact, and why they differ from cand.options ('' if not)."""
+        return dict(cand.options), ""
+
 
 class OrtTarget(Target):
     def __init__(self, name: str = "ort-cpu"):
@@ -140,10 +148,54 @@ class AscendTarget(Target):
         self.device_id = device_id
         self.commands: dict[str, list[str]] = {}
         self.keep_nodes: dict[tuple, list[str]] = {}  # pass set -> nodes for --keep_dtype (fp16-keep)
+        self.out: Path | None = None
+        self.installed: tuple[Path, Path] | None = None  # (transpose.py, its opp tree) as installed
+        self.opps: dict[tuple, Any] = {}  # (onnx sha256, batch) -> tune.opp.PrivateOpp
+        self.candidate_opp: dict[str, Any] = {}  # candidate key -> the PrivateOpp it compiled against
 
     def option_grid(self, space: Space) -> list[dict[str, Any]]:
-        return [{"precision_mode": p, "op_select_implmode": m} for p in space.precision_modes
-                for m in space.op_select_implmodes]
+        return [{"precision_mode": p, "op_select_implmode": m, "whitelist": w} for p in space.precision_modes
+                for m in space.op_select_implmodes for w in (space.whitelist or ["unpatched"])]
+
+    def prepare(self, space: Space, out: Path) -> None:
+        """`patched` needs the transpose.py atc reads; without one it is left out (a note), or refused
+        when it is all the space asks for."""
+        from lvvit_opt.tune.opp import installed_transpose
+
+        self.out = Path(out)
+        if "patched" not in space.whitelist:
+            return
+        try:
+            self.installed = installed_transpose(self.env)
+        except UserError as exc:
+            why = str(exc).splitlines()[0].replace(" Looked in:", "")
+            if space.whitelist == ["patched"]:
+                raise UserError(f"space whitelist [patched]: {why}") from None
+            space.whitelist = [w for w in space.whitelist if w != "patched"]
+            space.notes.append(f"ascend: whitelist patched left out: {why}")
+
+    def private_opp(self, onnx_path: Path, cand: Candidate):
+        """The PrivateOpp of a `patched` candidate: one per distinct (graph, batch), and one tree per
+        distinct shape set (tune.opp names it by the shapes)."""
+        from lvvit_opt.tune.opp import build_private_opp
+
+        key = (_sha256_file(onnx_path), cand.batch)
+        if key not in self.opps:
+            transpose, opp = self.installed
+            shapes = transpose_shapes_at(onnx_path, cand.batch)
+            built = next((o for o in self.opps.values() if o.shapes == shapes), None)
+            self.opps[key] = built or build_private_opp(transpose, opp, shapes, self.out)
+        return self.opps[key]
+
+    def build_options(self, onnx_path: Path, cand: Candidate) -> tuple[dict[str, Any], str]:
+        """The options that decide the .om, and why they differ from cand's: a patch that adds nothing
+        (the installed transpose.py already selects Transpose for every shape) builds the unpatched .om."""
+        if cand.options.get("whitelist") != "patched":
+            return dict(cand.options), ""
+        private = self.private_opp(onnx_path, cand)
+        if private.root is not None:
+            return dict(cand.options), ""
+        return dict(cand.options, whitelist="unpatched"), f"whitelist patched changes nothing: {private.message}"
 
     def atc_command(self, onnx_path: Path, cand: Candidate, output: Path) -> list[str]:
         from lvvit_opt.ascend.atc import build_atc_command, write_keep_dtype_file
@@ -162,7 +214,12 @@ class AscendTarget(Target):
         output = workdir / f"{onnx_path.stem}_{_slug(cand.key)}"
         command = self.atc_command(onnx_path, cand, output)
         self.commands[cand.key] = command
-        result = run_atc(command, log_path=str(output) + ".atc.log", env=self.env, check=False, cwd=workdir)
+        env = self.env
+        if cand.options.get("whitelist") == "patched":
+            private = self.private_opp(onnx_path, cand)
+            self.candidate_opp[cand.key] = private
+            env = private.env(self.env)  # ASCEND_OPP_PATH: the private tree (as installed when it adds nothing)
+        result = run_atc(command, log_path=str(output) + ".atc.log", env=env, check=False, cwd=workdir)
         if not result.succeeded:
             first = result.errors[0].format() if result.errors else (result.tail[-1] if result.tail else "")
             raise CandidateFailed(f"atc failed (exit {result.returncode}): {first}"[:300])
@@ -183,7 +240,12 @@ class AscendTarget(Target):
 
         onnx_best = best_path[: -len(".om")] + ".onnx" if best_path.endswith(".om") else best_path
         command = self.atc_command(Path(onnx_best), cand, Path(onnx_best[: -len(".onnx")]))
-        return [display_command(command), f"lvvit-opt bench {best_path} --reference {onnx_best}"]
+        private = self.candidate_opp.get(cand.key)
+        opp_lines = private.reproduce(self.env) if private is not None else []
+        if cand.options.get("whitelist") == "patched" and not opp_lines:
+            opp_lines = [f"# whitelist patched: {private.message if private else 'not built'}; atc reads the "
+                         "installed transpose.py"]
+        return opp_lines + [display_command(command), f"lvvit-opt bench {best_path} --reference {onnx_best}"]
 
 
 class CandidateFailed(Exception):
@@ -196,6 +258,21 @@ def make_target(name: str, *, soc_version: str = "auto", cann_home: str | None =
     if name == "ascend":
         return AscendTarget(soc_version, cann_home, device_id)
     return OrtTarget(name)
+
+
+def transpose_shapes_at(onnx_path: str | os.PathLike, batch: int) -> list[tuple[int, ...]]:
+    """The static Transpose input shapes atc sees when it compiles onnx_path at `batch` (its
+    --input_shape fixes a symbolic first dim), as `lvvit-opt whitelist shapes` reports them."""
+    from lvvit_opt.core.onnx_files import load_onnx
+    from lvvit_opt.whitelist import static_shapes, transpose_shapes
+
+    model = load_onnx(onnx_path, load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if value.name not in initializers and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    return static_shapes(transpose_shapes(model))
 
 
 def _slug(text: str) -> str:
@@ -462,6 +539,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
         space.batch_sizes = [static]
     batches, mem_notes = bound_batches(space.batch_sizes, source, weights_nbytes(source), log)
     space.batch_sizes = batches
+    target.prepare(space, s.out)
     s.notes += space.notes + mem_notes
     if "fp16-keep" in space.precisions and options.target != "ascend":
         s.notes.append("fp16-keep is built only where plain fp16 fails the gate (debug layers' keep-dtype search)")
@@ -548,9 +626,15 @@ def tune(options: TuneOptions, log: LogCallback = None,
                 try:
                     path = build_onnx(c)
                     graph = built[variant(c)][1]
-                    twin = hashes.setdefault((c.precision, c.batch, graph, tuple(sorted(c.options.items()))), c.key)
+                    build_opts, why_same = target.build_options(path, c)
+                    twin = hashes.setdefault((c.precision, c.batch, graph, tuple(sorted(build_opts.items()))), c.key)
                     if twin != c.key:
-                        c.status, c.reason = "duplicate", f"same graph as {twin} (its passes changed nothing here)"
+                        c.status = "duplicate"
+                        c.reason = (f"same build as {twin} ({why_same})" if why_same else
+                                    f"same graph as {twin} (its passes changed nothing here)")
+                        if why_same and why_same not in s.notes:
+                            s.notes.append(why_same)
+                            space.notes.append(why_same)
                         continue
                     c.artefact = str(target.artefact(path, c, workdir))
                     _gate_one(c, target, rows, reference, options.min_agreement)
