@@ -22,7 +22,7 @@ FAKE_VARS = ("FAKE_ATC_FAIL", "FAKE_ATC_SLEEP", "FAKE_ATC_PARTIAL", "FAKE_ASCEND
              "FAKE_NPU_COUNT", "FAKE_NPU_SMI_FAIL", "FAKE_NPU_SLOW", "ASCEND_TOOLKIT_HOME", "install_path",
              "ASCEND_OPP_PATH", "LVVIT_FAKE_CANN", "LVVIT_FAKE_ATC_FAIL", "LVVIT_FAKE_NPU_SMI", "LVVIT_FAKE_NPU_BOARD",
              "LVVIT_FAKE_NPU_MAP", "LVVIT_FAKE_ATC_WARN", "FAKE_ATC_FAST_TRANSPOSE_SHAPES", "ASCEND_HOME_PATH",
-             "LVVIT_FAKE_ATC_ARTEFACTS")
+             "LVVIT_FAKE_ATC_ARTEFACTS", "LVVIT_FAKE_ATC_READ_OPP")
 FIXTURES_DIR = FAKES_DIR.parent / "fixtures" / "ascend"  # real public outputs, sources in SOURCES.md
 GOLDEN_ONNX = FAKES_DIR.parent.parent / "golden" / "lvvit_golden.onnx"
 

@@ -14,8 +14,11 @@ dengguojie/vue-element-admin ops/built-in/framework/onnx_plugin/: Softmax -> Sof
 listed keep their ONNX name and no fusion is imitated. A Transpose
 becomes the fast `Transpose` unless FAKE_ATC_FAST_TRANSPOSE_SHAPES (`2,3,197,197;...`)
 is set at compile time and does not list its input shape: then it is `TransposeD`, the
-way a white-list-era transpose.py sends unlisted shapes to the slow kernel. The choice is
-made when the .om is compiled (`compiled_types`) and kept in the .om, like the real one.
+way a white-list-era transpose.py sends unlisted shapes to the slow kernel. With
+LVVIT_FAKE_ATC_READ_OPP=1 (and no FAKE_ATC_FAST_TRANSPOSE_SHAPES) the choice is instead made
+the way real atc makes it: by the transpose.py of the opp tree in $ASCEND_OPP_PATH (read with
+lvvit-opt's whitelist parser, never imported). The choice is made when the .om is compiled
+(`compiled_types`) and kept in the .om, like the real one.
 """
 from __future__ import annotations
 
@@ -57,17 +60,33 @@ def _fast_shapes() -> set | None:
     return {tuple(int(d) for d in item.split(",")) for item in text.split(";") if item.strip()}
 
 
+def _opp_source():
+    """LVVIT_FAKE_ATC_READ_OPP=1: the transpose.py of $ASCEND_OPP_PATH, parsed (None: not asked for)."""
+    if os.environ.get("LVVIT_FAKE_ATC_READ_OPP") != "1" or os.environ.get("FAKE_ATC_FAST_TRANSPOSE_SHAPES"):
+        return None
+    from lvvit_opt.whitelist import locate_transpose_py, read_transpose_source
+
+    opp = {"ASCEND_OPP_PATH": os.environ.get("ASCEND_OPP_PATH", "")}
+    return read_transpose_source(locate_transpose_py(None, opp, default_toolkit=None))
+
+
 def compiled_types(model, input_names, input_shapes, argv) -> dict:
     """What the compile decides and the .om keeps: GE type per node and the atc command line."""
     shapes = _shapes(model, dict(zip(input_names, input_shapes)))
     fast = _fast_shapes()
+    source = _opp_source()
     types = {}
     for index, node in enumerate(model.graph.node):
         name = node.name or f"{node.op_type}_{index}"
         ge_type = GE_TYPES.get(node.op_type, node.op_type)
         if node.op_type == "Transpose":
             shape = tuple(shapes.get(node.input[0], []))
-            ge_type = "Transpose" if fast is None or shape in fast else "TransposeD"
+            if source is not None:
+                from lvvit_opt.whitelist import select_kernel
+
+                ge_type = "Transpose" if select_kernel(source, shape).fast else "TransposeD"
+            else:
+                ge_type = "Transpose" if fast is None or shape in fast else "TransposeD"
         types[name] = ge_type
     return {"ge_types": types, "atc_cmdline": "atc " + " ".join(argv)}
 
