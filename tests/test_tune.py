@@ -403,3 +403,162 @@ def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, i
     assert seen and set(seen) == {int(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)}
     settings = json.loads(json_out.read_text())["result"]["settings"]
     assert (settings["graph_opt"], settings["threads"], settings["batch_sizes"]) == ("disabled", 1, [2])
+
+
+# ------------------------------------------------------------------ ascend: the transpose whitelist dimension
+
+def _sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def whitelist_era_cann(fake_ais_bench, tmp_path, monkeypatch):
+    """A CANN 8.1 tree whose transpose.py is a white-list-era one (golden's shapes not listed), and the
+    stand-in atc choosing Transpose / TransposeD by the transpose.py of $ASCEND_OPP_PATH, as real atc does."""
+    from fakes.cann_tree import build_cann_tree
+
+    tree = build_cann_tree(tmp_path / "Ascend", era="whitelist")
+    monkeypatch.setenv("LVVIT_FAKE_ATC_READ_OPP", "1")
+    return tree
+
+
+def _record_atc(monkeypatch) -> list[dict]:
+    """Every atc run of tune: the ASCEND_OPP_PATH it was given and the kernels the stand-in compiled into the .om."""
+    import lvvit_opt.ascend.atc as atc_mod
+    from fake_ascend import read_om  # the stand-in's own .om reader (fake_ais_bench puts it on sys.path)
+
+    runs = []
+    real_run_atc = atc_mod.run_atc
+
+    def recording(command, **kwargs):
+        result = real_run_atc(command, **kwargs)
+        header, _ = read_om(str(result.om_path))
+        runs.append({"opp": kwargs["env"].get("ASCEND_OPP_PATH"), "command": list(command),
+                     "transpose_kernels": sorted({v for v in header["ge_types"].values() if v.startswith("Transpose")})})
+        return result
+
+    monkeypatch.setattr(atc_mod, "run_atc", recording)
+    return runs
+
+
+def test_ascend_whitelist_patched_compiles_against_a_private_opp_tree(whitelist_era_cann, golden_onnx, images,
+                                                                        tmp_path, monkeypatch):
+    from lvvit_opt.tune.opp import OPP_DIR
+    from lvvit_opt.tune.space import default_space
+    from lvvit_opt.whitelist import check_shapes, shapes_from_model
+
+    assert default_space("ascend").whitelist == ["unpatched", "patched"] and default_space("ort-cpu").whitelist == []
+    tree = whitelist_era_cann
+    installed_sha = _sha256(tree.transpose)
+    installed_listing = sorted(str(p.relative_to(tree.root)) for p in tree.root.rglob("*"))
+    runs = _record_atc(monkeypatch)
+    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"],
+                                "precision_modes": ["force_fp16"], "op_select_implmodes": ["high_performance"]},
+                               "ascend")
+    out = tmp_path / "npu"
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(out), target="ascend", budget_s=12, space=space,
+                          soc_version="Ascend310", cann_home=str(tree.latest), **QUICK)
+    report = tune(options, log=lambda m: None)
+    by_choice = {c.options["whitelist"]: c for c in report.candidates}
+    assert set(by_choice) == {"unpatched", "patched"}
+    assert all(c.status == "measured" for c in by_choice.values()), [(c.status, c.reason) for c in report.candidates]
+    assert "whitelist=patched" in report.format_table()
+    # what the stand-in atc saw: the installed opp tree and the slow kernel, or a private tree inside --out
+    # whose transpose.py sends every Transpose of the model to the fast kernel
+    assert len(runs) == 2
+    unpatched, patched = sorted(runs, key=lambda r: OPP_DIR in (r["opp"] or ""))
+    assert Path(unpatched["opp"]).resolve() == (tree.versioned / "opp").resolve()
+    assert unpatched["transpose_kernels"] == ["TransposeD"]
+    private = Path(patched["opp"])
+    assert private.resolve().is_relative_to(out.resolve()) and private.parent.name == OPP_DIR
+    assert patched["transpose_kernels"] == ["Transpose"]
+    # the private copy is patched for the model's shapes (whitelist's own checker); the rest of the tree is
+    # the installed one, through symlinks
+    copy = private / tree.transpose.relative_to(tree.versioned / "opp")
+    assert copy.is_file() and not copy.is_symlink()
+    assert check_shapes(copy, shapes_from_model(golden_onnx)).all_fast
+    assert not check_shapes(tree.transpose, shapes_from_model(golden_onnx)).all_fast
+    assert (private / "version.info").is_symlink()
+    # the user's CANN install is untouched: same transpose.py bytes, no file added or removed
+    assert _sha256(tree.transpose) == installed_sha
+    assert sorted(str(p.relative_to(tree.root)) for p in tree.root.rglob("*")) == installed_listing
+
+
+def test_ascend_whitelist_patched_best_reproduces_with_the_whitelist_command(whitelist_era_cann, cli_runner,
+                                                                              golden_onnx, images, tmp_path):
+    import subprocess
+
+    from lvvit_opt.whitelist import check_shapes, shapes_from_model
+
+    tree = whitelist_era_cann
+    installed_sha = _sha256(tree.transpose)
+    space = tmp_path / "space.yaml"
+    space.write_text("batch_sizes: [2]\npass_sets: [none]\nprecisions: [fp32]\nprecision_modes: [force_fp16]\n"
+                     "op_select_implmodes: [high_performance]\nwhitelist: [patched]\n")
+    out = tmp_path / "o"
+    result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", images, "--out", str(out), "--space",
+                                      str(space), "--target", "ascend", "--soc-version", "Ascend310",
+                                      "--cann-home", str(tree.latest), "--budget", "10s", "--rounds", "2",
+                                      "--warmup", "0"])
+    assert result.exit_code == 0, result.output
+    assert "whitelist=patched" in result.output
+    script = (out / "reproduce.sh").read_text()
+    lines = script.splitlines()
+    patch_line = next(i for i, line in enumerate(lines) if line.startswith("lvvit-opt whitelist patch "))
+    export_line = next(i for i, line in enumerate(lines) if line.startswith("export ASCEND_OPP_PATH="))
+    atc_line = next(i for i, line in enumerate(lines) if line.startswith("atc "))
+    assert patch_line < export_line < atc_line
+    words = lines[patch_line].split()
+    assert Path(words[words.index("--file") + 1]).resolve() == tree.transpose.resolve()  # the installed file
+    assert "--output" in words
+    for shape in shapes_from_model(golden_onnx):
+        assert f"--shape {','.join(map(str, shape))}" in lines[patch_line]
+    private = lines[export_line].split("=", 1)[1]
+    assert Path(private).resolve().is_relative_to(out.resolve())
+    # the lines up to the export rebuild the tree by hand; whitelist's checker finds the shapes fast there
+    setup = "\n".join(["set -e"] + lines[patch_line - 1:export_line + 1] + ['echo "$ASCEND_OPP_PATH"'])
+    done = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    copy = Path(private) / tree.transpose.relative_to(tree.versioned / "opp")
+    assert check_shapes(copy, shapes_from_model(golden_onnx)).all_fast
+    assert _sha256(tree.transpose) == installed_sha
+
+
+def test_ascend_whitelist_already_listed_or_missing_is_a_note(fake_ais_bench, golden_onnx, images, tmp_path,
+                                                               monkeypatch):
+    """A transpose.py that already selects Transpose (black-list era: every static shape) makes the dimension
+    moot: the patched candidate is a duplicate, said in the notes. No transpose.py at all: patched is left out."""
+    from fakes.cann_tree import build_cann_tree
+
+    tree = build_cann_tree(tmp_path / "Ascend", era="blacklist")
+    space = {"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"], "precision_modes": ["force_fp16"],
+             "op_select_implmodes": ["high_performance"]}
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "a"), target="ascend", budget_s=10,
+                          space=space_from_mapping(space, "ascend"), soc_version="Ascend310",
+                          cann_home=str(tree.latest), **QUICK)
+    report = tune(options, log=lambda m: None)
+    patched = next(c for c in report.candidates if c.options["whitelist"] == "patched")
+    assert patched.status == "duplicate" and "whitelist patched changes nothing" in patched.reason
+    assert any("whitelist patched changes nothing" in n for n in report.notes)
+    assert any("whitelist patched changes nothing" in n for n in report.space["notes"])
+    options = TuneOptions(**{**options.__dict__, "out": str(tmp_path / "b"), "cann_home": None,
+                             "space": space_from_mapping(space, "ascend")})
+    report = tune(options, log=lambda m: None)
+    assert [c.options["whitelist"] for c in report.candidates] == ["unpatched"]
+    assert any("whitelist patched left out: no CANN transpose.py found" in n for n in report.notes)
+
+
+def test_unknown_whitelist_value_in_space_is_refused(cli_runner, tmp_path, golden_onnx):
+    with pytest.raises(UserError, match="whitelist has 'maybe'; valid: unpatched, patched"):
+        space_from_mapping({"whitelist": ["patched", "maybe"]}, "ascend")
+    assert space_from_mapping({"whitelist": ["patched"]}, "ascend").whitelist == ["patched"]
+    space = tmp_path / "s.json"
+    space.write_text('{"whitelist": ["yes"]}')
+    result = cli_runner.invoke(main, ["tune", golden_onnx, "--inputs", "1", "--out", str(tmp_path / "o"),
+                                      "--target", "ascend", "--space", str(space)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "whitelist has 'yes'" in lines[0]
+    assert not (tmp_path / "o").exists()
