@@ -177,10 +177,14 @@ class AscendTarget(Target):
     def private_opp(self, onnx_path: Path, cand: Candidate):
         """The PrivateOpp of a `patched` candidate: one per distinct (graph, batch), and one tree per
         distinct shape set (tune.opp names it by the shapes)."""
-        from lvvit_opt.tune.opp import build_private_opp
+        from lvvit_opt.tune.opp import build_private_opp, installed_transpose
 
         key = (_sha256_file(onnx_path), cand.batch)
         if key not in self.opps:
+            if self.installed is None:  # prepare() locates it; a candidate made by hand may come first
+                self.installed = installed_transpose(self.env)
+            if self.out is None:
+                raise UserError("whitelist patched: no --out to build the private opp tree in")
             transpose, opp = self.installed
             shapes = transpose_shapes_at(onnx_path, cand.batch)
             built = next((o for o in self.opps.values() if o.shapes == shapes), None)
@@ -630,7 +634,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
                     twin = hashes.setdefault((c.precision, c.batch, graph, tuple(sorted(build_opts.items()))), c.key)
                     if twin != c.key:
                         c.status = "duplicate"
-                        c.reason = (f"same build as {twin} ({why_same})" if why_same else
+                        c.reason = (f"same build as {twin} ({why_same})"[:300] if why_same else
                                     f"same graph as {twin} (its passes changed nothing here)")
                         if why_same and why_same not in s.notes:
                             s.notes.append(why_same)
