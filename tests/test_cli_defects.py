@@ -168,7 +168,7 @@ def test_bench_footer_names_the_providers_actually_used(cli_runner, golden_onnx)
     result = cli_runner.invoke(main, ["bench", golden_onnx, "--duration", "0.2", "--rounds", "1", "--warmup", "0",
                                       "--threads", "1"])
     assert result.exit_code == 0, result.output
-    assert "onnxruntime: threads 1; providers used: CPUExecutionProvider" in result.stdout.splitlines()
+    assert "onnxruntime: threads 1; graph optimisation all; providers used: CPUExecutionProvider" in result.stdout.splitlines()
 
 
 def test_bench_of_an_om_shows_no_onnxruntime_providers(cli_runner, fake_ais_bench, fake_om):

@@ -426,8 +426,11 @@ def with_seeded_random_nodes(model, options: Mapping[str, Any] | None = None):
     if is_path and not os.fspath(model).lower().endswith(".onnx"):
         return model, {"seeded": [], "unseeded": []}
     if is_path:
+        from lvvit_opt.core.fileio import require_regular_file
         from lvvit_opt.core.onnx_files import load_onnx
 
+        if not require_regular_file(model).is_file():  # a FIFO or device is refused unopened; absent: the runner says so
+            return model, {"seeded": [], "unseeded": []}
         found = random_nodes(load_onnx(model, load_external_data=False))
     else:
         found = random_nodes(model)
