@@ -180,7 +180,8 @@ def test_a_stopped_bench_stops_every_device_process(tiny_om, tmp_path, signame, 
     import time
 
     env = dict(os.environ, PATH=os.pathsep.join([str(FAKES_DIR), VENV_BIN, os.environ.get("PATH", "")]),
-               PYTHONPATH=str(FAKES_DIR / "python"), FAKE_NPU_COUNT="2", FAKE_NPU_SLOW="0:50,1:50")
+               PYTHONPATH=str(FAKES_DIR / "python"), FAKE_NPU_COUNT="2", FAKE_NPU_SLOW="0:50,1:50",
+               TMPDIR=str(tmp_path))  # kill -9 leaves bench's temporary folder behind: in tmp_path, not /tmp
     proc = subprocess.Popen([sys.executable, "-m", "lvvit_opt", "bench", tiny_om, "--device", "0,1", "--duration", "300",
                              "--warmup", "0", "--skip-validate"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
