@@ -61,3 +61,19 @@ def cli_runner():
     from click.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture
+def opened_levels(monkeypatch) -> list[tuple[str, int]]:
+    """(graph_opt, the session's graph_optimization_level) of every OrtRunner opened in this process."""
+    from lvvit_opt.runtime.ort import OrtRunner
+
+    seen = []
+    real_init = OrtRunner.__post_init__
+
+    def recording(self):
+        real_init(self)
+        seen.append((self.graph_opt, int(self.session.get_session_options().graph_optimization_level)))
+
+    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
+    return seen

@@ -172,22 +172,6 @@ ORT_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED", "basic
 QUICK_BENCH = ["--duration", "0.2", "--rounds", "1", "--warmup", "0"]
 
 
-@pytest.fixture
-def opened_levels(monkeypatch) -> list[tuple[str, int]]:
-    """(graph_opt, the session's graph_optimization_level) of every OrtRunner opened in this process."""
-    from lvvit_opt.runtime.ort import OrtRunner
-
-    seen = []
-    real_init = OrtRunner.__post_init__
-
-    def recording(self):
-        real_init(self)
-        seen.append((self.graph_opt, int(self.session.get_session_options().graph_optimization_level)))
-
-    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
-    return seen
-
-
 @pytest.mark.parametrize("level", [None, "all", "extended", "basic", "disabled"])
 def test_graph_opt_is_the_level_of_the_session_bench_opens_and_the_json_names_it(
         level, tmp_path, cli_runner, golden_onnx, opened_levels):

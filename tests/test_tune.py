@@ -334,24 +334,15 @@ def test_ascend_fp16_keep_compiles_with_a_keep_dtype_file(fake_ais_bench, golden
     assert f"--keep_dtype={out / 'best.keep_dtype.cfg'}" in script and "to_fp16" not in script
 
 
-def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, images, tmp_path, monkeypatch):
+def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, images, tmp_path, opened_levels):
     """--space may ask for onnxruntime's four levels (the default tries all and disabled); each
     candidate's session runs at its own level, and reproduce.sh says which level was tuned."""
-    from lvvit_opt.runtime.ort import OrtRunner
     from lvvit_opt.tune.space import GRAPH_OPT_LEVELS, default_space
 
     assert default_space("ort-cpu").graph_opt == ["all", "disabled"]
     assert GRAPH_OPT_LEVELS == ("all", "extended", "basic", "disabled")
     with pytest.raises(UserError, match="graph_opt has 'fast'"):
         _space(graph_opt=["fast"])
-    seen = []
-    real_init = OrtRunner.__post_init__
-
-    def recording(self):
-        real_init(self)
-        seen.append((self.graph_opt, int(self.session.get_session_options().graph_optimization_level)))
-
-    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
     space = _space(batch_sizes=[2], precisions=["fp32"], graph_opt=["extended", "basic"])
     options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "o"), budget_s=10, space=space, **QUICK)
     report = tune(options, log=lambda m: None)
@@ -361,14 +352,14 @@ def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, im
 
     expected = {"extended": int(ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED),
                 "basic": int(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)}
-    assert {level for level, _ in seen} >= {"extended", "basic"}
-    assert all(value == expected[level] for level, value in seen if level in expected)
+    assert {level for level, _ in opened_levels} >= {"extended", "basic"}
+    assert all(value == expected[level] for level, value in opened_levels if level in expected)
     best = next(c for c in report.candidates if c.key == report.best)
     script = (tmp_path / "o" / "reproduce.sh").read_text()
     assert f"--threads 1 --graph-opt {best.options['graph_opt']}" in script and "bench uses ALL" not in script
 
 
-def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, images, tmp_path, monkeypatch,
+def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, images, tmp_path, opened_levels,
                                                                    cli_runner):
     """reproduce.sh's bench line carries --graph-opt LEVEL, and that very line (split as the shell
     would, given to the CLI in this process) measures the best model at the tuned level."""
@@ -376,7 +367,6 @@ def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, i
 
     import onnxruntime as ort
 
-    from lvvit_opt.runtime.ort import OrtRunner
 
     space = _space(batch_sizes=[2], precisions=["fp32"], graph_opt=["disabled"])
     out = tmp_path / "tuned dir"  # a space in the path: the line quotes it
@@ -388,20 +378,14 @@ def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, i
     assert argv[:2] == ["lvvit-opt", "bench"] and argv[2] == str(out / "best.onnx")
     assert argv[argv.index("--graph-opt") + 1] == "disabled" and "#" not in line
     assert line in report.reproduce
-    seen = []
-    real_init = OrtRunner.__post_init__
-
-    def recording(self):
-        real_init(self)
-        seen.append(int(self.session.get_session_options().graph_optimization_level))
-
-    monkeypatch.setattr(OrtRunner, "__post_init__", recording)
+    tuned = len(opened_levels)  # the sessions tune opened; the bench line's come after
     json_out = tmp_path / "bench.json"
     # the line as written; only the measuring time is shortened after it (the last --duration wins)
     result = cli_runner.invoke(main, [*argv[1:], "--duration", "0.3", "--rounds", "1", "--warmup", "0",
                                       "--json", str(json_out)])
     assert result.exit_code == 0, result.output
-    assert seen and set(seen) == {int(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)}
+    benched = [value for _, value in opened_levels[tuned:]]
+    assert benched and set(benched) == {int(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)}
     settings = json.loads(json_out.read_text())["result"]["settings"]
     assert (settings["graph_opt"], settings["threads"], settings["batch_sizes"]) == ("disabled", 1, [2])
 

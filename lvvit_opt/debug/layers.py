@@ -530,7 +530,7 @@ def _open_fp16_candidate(cand_model, names, label: str, reference, reference_pat
     that is: a reference onnxruntime refuses too is the user's model (UserError, exit 2, naming the
     reference); one it runs means our conversion made a graph it cannot load (LvvitOptError, exit 1)."""
     from lvvit_opt.core.errors import LvvitOptError
-    from lvvit_opt.runtime.ort import OrtRunner
+    from lvvit_opt.runtime.ort import IN_MEMORY, OrtRunner
 
     try:
         return ExposedOnnx(cand_model, names, label)
@@ -539,8 +539,8 @@ def _open_fp16_candidate(cand_model, names, label: str, reference, reference_pat
     try:
         OrtRunner.from_model(reference).close()
     except UserError as exc:
-        raise UserError(str(exc).replace("<in-memory model>", reference_path, 1)) from None
-    detail = str(refused).split(": ", 1)[-1] if str(refused).startswith("<in-memory model>") else str(refused)
+        raise UserError(str(exc).replace(IN_MEMORY, reference_path, 1)) from None
+    detail = str(refused).split(": ", 1)[-1] if str(refused).startswith(IN_MEMORY) else str(refused)
     raise LvvitOptError(f"{reference_path}: onnxruntime runs it but not its fp16 conversion ({detail}); "
                         f"{FP16_INTERNAL}")
 

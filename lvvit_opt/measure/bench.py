@@ -235,9 +235,8 @@ def _check_graph_opt(graph_opt: str | None, models: Sequence[str], backend: str)
     for model in models:
         kind = _resolve_backend(model, backend)
         if not _takes_graph_opt(model, kind):
-            shown_kind = "auto" if kind == "auto" else kind
             raise UserError(f"--graph-opt is onnxruntime's graph optimisation level; {model} runs on backend "
-                            f"{shown_kind} ({Path(model).suffix or 'no suffix'}), which has none "
+                            f"{kind} ({Path(model).suffix or 'no suffix'}), which has none "
                             f"(drop --graph-opt, or bench the .onnx on onnxruntime)")
 
 

@@ -20,6 +20,13 @@ GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")
 
 
 IN_MEMORY = "<in-memory model>"  # the model_path of a runner given a ModelProto
+_CANNOT_LOAD = "onnxruntime cannot load it"
+
+
+def refusal_reason(exc: Exception) -> str:
+    """The '(why)' of OrtRunner's "<in-memory model>: onnxruntime cannot load it (why)", for a
+    caller that knows what the in-memory model is and whose fault its refusal is."""
+    return str(exc).removeprefix(f"{IN_MEMORY}: {_CANNOT_LOAD} ")
 
 
 @register_runner
@@ -86,7 +93,7 @@ class OrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:
-            raise UserError(f"{shown(self.model_path)}: onnxruntime cannot load it ({reason_of(exc, 300)})") from None
+            raise UserError(f"{shown(self.model_path)}: {_CANNOT_LOAD} ({reason_of(exc, 300)})") from None
         self._run_options = ort.RunOptions()
         self._run_options.log_severity_level = 4  # a failed run is reported as one line (run_batch)
         self.inputs = [runtime_spec(i.name, i.shape, i.type) for i in self.session.get_inputs()]

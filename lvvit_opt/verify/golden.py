@@ -263,12 +263,12 @@ def open_model_runner(model, *, label: str | None = None, built: bool = False, *
 
         return open_runner(model, **options)
     from lvvit_opt.core.errors import LvvitOptError, UserError
-    from lvvit_opt.runtime.ort import IN_MEMORY, OrtRunner
+    from lvvit_opt.runtime.ort import OrtRunner, refusal_reason
 
     try:
         return OrtRunner.from_model(model, **options)
     except UserError as exc:
-        reason = str(exc).removeprefix(f"{IN_MEMORY}: onnxruntime cannot load it ")
+        reason = refusal_reason(exc)
         if built:
             raise LvvitOptError(f"{label or 'the rewritten graph'}: onnxruntime cannot load the graph lvvit-opt "
                                 f"built, an internal failure, not your model {reason}") from None
