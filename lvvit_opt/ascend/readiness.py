@@ -87,7 +87,7 @@ def check_readiness(model_path: str | os.PathLike, cann_version: str | None = No
     from lvvit_opt.core.onnx_files import load_onnx
     from lvvit_opt.core.tensor_spec import dims_of
 
-    model = load_onnx(model_path, load_external_data=False)
+    model = load_onnx(model_path, weights=False)
     entry = support_for(cann_version)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     low, high = entry["opset_min"], entry["opset_max"]

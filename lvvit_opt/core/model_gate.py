@@ -52,10 +52,12 @@ def _file_key(path: Path) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def gate_loaded(model, path: str | os.PathLike, identity: tuple[int, int, int, int] | None = None) -> None:
+def gate_loaded(model, path: str | os.PathLike, identity: tuple[int, int, int, int] | None = None,
+                stripped: frozenset[str] = frozenset()) -> None:
     """Check `model` (loaded from `path` WITHOUT its external data); UserError naming the defect.
     `identity`: (st_dev, st_ino, st_size, st_mtime_ns) of the descriptor the model was read
-    from (fileio.read_regular_file); without it, of the path now."""
+    from (fileio.read_regular_file); without it, of the path now. `stripped`: initializers whose
+    data strip_weight already checked and dropped (a structure-only load)."""
     path = Path(path)
     key = identity or _file_key(path)
     if key in _passed:  # the graph checks are done; a location may now be a new symlink
@@ -65,7 +67,7 @@ def gate_loaded(model, path: str | os.PathLike, identity: tuple[int, int, int, i
     check_opset(model, path)
     check_graph_order(model.graph, path)
     check_io(model.graph, path)
-    run_checker(model, path, bool(locations))
+    run_checker(model, path, bool(locations), stripped)
     _passed[key] = locations
 
 
@@ -229,16 +231,17 @@ def check_io(graph, path: Path) -> None:
 
 # -- 4. onnx.checker -----------------------------------------------------------------------
 
-def run_checker(model, path: Path, external: bool) -> None:
+def run_checker(model, path: Path, external: bool, stripped: frozenset[str] = frozenset()) -> None:
     import onnx
 
     try:
         if external:
             onnx.checker.check_model(str(path), full_check=True)
-        elif weights_nbytes(model) > SKELETON_ABOVE:
+        elif stripped or weights_nbytes(model) > SKELETON_ABOVE:
             for tensor in model.graph.initializer:
-                onnx.checker.check_tensor(tensor)
-            onnx.checker.check_model(with_io_shapes(skeleton(model), copied=True), full_check=True)
+                if tensor.name not in stripped:
+                    onnx.checker.check_tensor(tensor)
+            onnx.checker.check_model(with_io_shapes(skeleton(model, stripped), copied=True), full_check=True)
         else:
             onnx.checker.check_model(with_io_shapes(model), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -293,9 +296,27 @@ def _checker_line(exc: BaseException) -> str:
     return text.encode("unicode_escape").decode("ascii")[:300]
 
 
-def skeleton(model):
-    """A copy of `model` whose big initializers are typed graph inputs instead: the checker
-    and shape inference see every name, type and shape, without a copy of the weights."""
+def strip_weight(tensor, path: str | os.PathLike) -> bool:
+    """For a structure-only load: check a big embedded initializer as the gate would
+    (onnx.checker.check_tensor; UserError naming the defect), then drop its data, keeping its
+    name, type and dims. True when it was stripped (small and external ones are kept)."""
+    import onnx
+
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.ByteSize() < _BIG_TENSOR:
+        return False
+    try:
+        onnx.checker.check_tensor(tensor)
+    except onnx.checker.ValidationError as exc:
+        raise invalid(path, _checker_line(exc)) from None
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                  "string_data"):
+        tensor.ClearField(field)
+    return True
+
+
+def skeleton(model, stripped: frozenset[str] = frozenset()):
+    """A copy of `model` whose big (or `stripped`) initializers are typed graph inputs instead:
+    the checker and shape inference see every name, type and shape, without a copy of the weights."""
     from onnx import helper
 
     graph = model.graph
@@ -303,7 +324,7 @@ def skeleton(model):
     skel = without_field(graph, "initializer")
     inputs = {i.name for i in graph.input}
     for init in graph.initializer:
-        if init.ByteSize() < _BIG_TENSOR:
+        if init.ByteSize() < _BIG_TENSOR and init.name not in stripped:
             skel.initializer.append(init)
         elif init.name not in inputs:
             skel.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))

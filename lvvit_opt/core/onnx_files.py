@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lvvit_opt.core.errors import UserError, shown
 from lvvit_opt.core import fileio  # by attribute: tests and the hostile shims replace fileio.atomic_path & co
-from lvvit_opt.core.model_gate import gate_loaded
+from lvvit_opt.core.model_gate import gate_loaded, strip_weight
 from lvvit_opt.core.onnx_proto import needs_external_data, read_model_streamed, write_model_streamed
 
 
@@ -24,17 +24,27 @@ def load_onnx_bytes(path: str | os.PathLike):
     return model, data
 
 
-def load_onnx(path: str | os.PathLike, load_external_data: bool = True):
+def load_onnx(path: str | os.PathLike, load_external_data: bool = True, weights: bool = True):
     """Load an ONNX model, turning every kind of bad file into a one-line UserError. The
     model gate runs on it before its external data is read. The file is parsed as it is read
-    (onnx_proto.read_model_streamed), so its bytes never sit beside the parsed model."""
+    (onnx_proto.read_model_streamed), so its bytes never sit beside the parsed model.
+
+    weights=False: a structure-only load for readers of nodes, inputs, opsets and metadata.
+    Each big embedded initializer is checked as it is parsed and its data dropped (name,
+    type and dims stay); external data is not read. Its peak is one tensor, not the model."""
     import onnx
 
     path = Path(path)
+    stripped: set[str] = set()
+
+    def strip(tensor) -> None:
+        if strip_weight(tensor, path):
+            stripped.add(tensor.name)
+
     with fileio.open_regular_file(path, buffering=1024**2) as (handle, identity):
-        model = _checked_parse(path, lambda: read_model_streamed(handle))
-    gate_loaded(model, path, identity)
-    if load_external_data:
+        model = _checked_parse(path, lambda: read_model_streamed(handle, None if weights else strip))
+    gate_loaded(model, path, identity, frozenset(stripped))
+    if load_external_data and weights:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
@@ -47,6 +57,8 @@ def _checked_parse(path: Path, parse):
     """parse() -> a ModelProto; a malformed or empty one is a one-line UserError naming `path`."""
     try:
         model = parse()
+    except UserError:  # a defect the reader named (model_gate.strip_weight)
+        raise
     except Exception as exc:  # protobuf DecodeError, TruncatedModel, ...
         raise UserError(f"{shown(path)}: not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)})") from None
     if not model.graph.node and not model.graph.output:

@@ -123,19 +123,21 @@ def _read_varint_required(handle) -> int:
 _MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
 
 
-def read_model_streamed(handle):
+def read_model_streamed(handle, on_initializer=None):
     """Parse an ONNX ModelProto from a binary file `handle` (seekable) one initializer at a time:
     the same message onnx.load_model_from_string gives, while the peak holds the parsed model and
     one tensor's bytes, not the parsed model AND the whole file (issue 20: apply's peak RSS was
     2.4x lvvit_s's file, most of it the two side by side). Raises TruncatedModel, or protobuf's
-    DecodeError for a malformed field, like a whole-message parse would."""
+    DecodeError for a malformed field, like a whole-message parse would.
+    `on_initializer(tensor)` is called on each top-level initializer as soon as it is parsed
+    (onnx_files.load_onnx checks it there and may drop its data: a structure-only load)."""
     import onnx
 
     model = onnx.ModelProto()
     rest = bytearray()  # every top-level field but the graph, in file order
     for number, wire, tag, payload in _fields(handle):
         if number == _MODEL_GRAPH and wire == 2:
-            _read_graph(handle, handle.tell() + payload, model.graph)
+            _read_graph(handle, handle.tell() + payload, model.graph, on_initializer)
         elif wire == 2:
             rest += tag + _varint(payload) + _read_exactly(handle, payload)
         else:
@@ -144,7 +146,13 @@ def read_model_streamed(handle):
     return model
 
 
-def _read_graph(handle, end: int, graph) -> None:
+def _tensor_proto():
+    import onnx
+
+    return onnx.TensorProto()
+
+
+def _read_graph(handle, end: int, graph, on_initializer=None) -> None:
     """Merge the GraphProto encoded up to `end` into `graph`: initializers parsed one by one,
     the other fields (nodes, inputs, ...) gathered and merged after them, in their order."""
     rest = bytearray()
@@ -152,7 +160,16 @@ def _read_graph(handle, end: int, graph) -> None:
         if wire == 2:
             data = _read_exactly(handle, payload)
             if number == _GRAPH_INITIALIZER:
-                graph.initializer.add().ParseFromString(data)
+                if on_initializer is None:
+                    graph.initializer.add().ParseFromString(data)
+                    continue
+                # parsed on its own and then appended (copied): what the callback drops is freed
+                # with the standalone message (a field cleared inside the graph keeps its memory
+                # in the graph's protobuf arena)
+                tensor = _tensor_proto()
+                tensor.ParseFromString(data)
+                on_initializer(tensor)
+                graph.initializer.append(tensor)
             else:
                 rest += tag + _varint(payload) + data
         else:

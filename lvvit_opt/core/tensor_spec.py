@@ -181,7 +181,7 @@ def read_specs(model: Any) -> tuple[list[TensorSpec], list[TensorSpec]]:
     if isinstance(model, (str, os.PathLike)):
         from lvvit_opt.core.onnx_files import load_onnx
 
-        model = load_onnx(model, load_external_data=False)
+        model = load_onnx(model, weights=False)
     return graph_specs(model)
 
 

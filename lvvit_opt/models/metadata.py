@@ -115,7 +115,7 @@ def read_props(path: str | os.PathLike) -> dict[str, str]:
     """metadata_props of an ONNX file ({} for a file with none). Weights stay on disk."""
     from lvvit_opt.core.onnx_files import load_onnx
 
-    return {p.key: p.value for p in load_onnx(path, load_external_data=False).metadata_props}
+    return {p.key: p.value for p in load_onnx(path, weights=False).metadata_props}
 
 
 def _join(values) -> str:

@@ -71,7 +71,7 @@ def warn_random_ops(*models_or_paths, log: logging.Logger | None = None) -> list
                 continue
             from lvvit_opt.core.onnx_files import load_onnx
 
-            model = load_onnx(item, load_external_data=False)
+            model = load_onnx(item, weights=False)
         found = random_nodes(model)
         if found:
             name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else "the model"
