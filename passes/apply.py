@@ -117,9 +117,15 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     # --batch-size is also the validation batch, so it may be given without a pass taking it
     options = apply_shortcuts(names, options, {"batch_size": batch_size, "input_shapes": input_shapes or None},
                               optional={"batch_size"})
+    # The reference of the validation is the input file itself, reopened by onnxruntime, so the
+    # passes may rewrite the loaded model in place: apply holds one model, not the original
+    # beside its rewrite (issue 20, memory). A file that changes meanwhile is refused.
+    reference_on_disk = validate and not check_each and in_path.suffix.lower() == ".onnx"
+    identity = _identity(in_path)
     model = load_onnx(in_path)
     ops_before = dict(op_counts(model))
-    pipeline = run_pipeline(model, names, options, check_each=check_each, in_place=not (validate or check_each),
+    in_place = not check_each and (reference_on_disk or not validate)
+    pipeline = run_pipeline(model, names, options, check_each=check_each, in_place=in_place,
                             check_seed=seed, check_batch_size=batch_size, tolerance=tolerance,
                             check_inputs=validation_inputs, check_inputs_model=str(in_path))
     result = ApplyResult(str(in_path), str(out_path), pipeline.reports, ops_before, dict(op_counts(pipeline.model)),
@@ -131,10 +137,13 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     if validate:
         from lvvit_opt.verify.golden import validate_models
 
-        result.validation = validate_models(model, pipeline.model, inputs=validation_inputs, seed=seed,
+        reference = in_path if reference_on_disk else model
+        _check_unchanged(in_path, identity)
+        result.validation = validate_models(reference, pipeline.model, inputs=validation_inputs, seed=seed,
                                             batch_size=batch_size, tolerance=tolerance, inputs_model=str(in_path),
                                             labels=(str(in_path), f"the rewrite of {in_path} ({', '.join(names)})"),
                                             built=("candidate",))
+        _check_unchanged(in_path, identity)
     if not missing and (result.validation is None or result.validation.passed):
         save_onnx(pipeline.model, out_path)
         result.written = True
@@ -151,3 +160,21 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     return result
 
 
+
+
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # load_onnx says why
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _check_unchanged(path: Path, identity) -> None:
+    """UserError when the input file was replaced or rewritten while apply ran: the validation
+    reads the reference from it, so it would prove the rewrite against another model."""
+    from lvvit_opt.core.errors import UserError, shown
+
+    if _identity(path) != identity:
+        raise UserError(f"{shown(path)} changed while apply ran; the rewrite cannot be validated against it, "
+                        "nothing written (run apply again)")

@@ -69,6 +69,7 @@ class OrtRunner(Runner):
         import onnxruntime as ort
 
         self._spill_dir = None
+        self.session, self._providers = None, []
         checked = None
         if self.model is None:  # the checked bytes run; external data: onnxruntime opens the path itself
             from lvvit_opt.core.onnx_files import gate_model_file
@@ -133,6 +134,10 @@ class OrtRunner(Runner):
         return str(save_onnx(self.model, os.path.join(self._spill_dir.name, "model.onnx")))
 
     def close(self) -> None:
+        """Free the session (onnxruntime's copy of the weights) and any spilled model file."""
+        if self.session is not None:
+            self._providers = self.session.get_providers()
+            self.session = None
         if self._spill_dir is not None:
             self._spill_dir.cleanup()
             self._spill_dir = None
@@ -141,7 +146,7 @@ class OrtRunner(Runner):
         return {
             "backend": self.backend,
             "model": self.model_path,
-            "providers": self.session.get_providers(),
+            "providers": self.session.get_providers() if self.session is not None else self._providers,
             "missing_providers": self.missing_providers,
             "threads": self.threads or "onnxruntime default",
             "graph_opt": "disabled" if not self.optimize else self.graph_opt,  # the level the session runs at

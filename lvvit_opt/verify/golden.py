@@ -376,32 +376,60 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     seeded_ref, ref_random = with_seeded_random_nodes(reference)
     seeded_cand, cand_random = with_seeded_random_nodes(candidate, candidate_options)
     ref_label, cand_label = labels
-    ref_runner = open_model_runner(seeded_ref, label=ref_label or _onnx_path(reference), built="reference" in built)
-    try:
-        cand_runner = open_model_runner(seeded_cand, label=cand_label or _onnx_path(candidate),
-                                        built="candidate" in built,
-                                        **_without_backend_if_copied(candidate_options, seeded_cand, candidate))
-    except BaseException:
-        ref_runner.close()
-        raise
-    try:
-        check_same_inputs(ref_runner.inputs, cand_runner.inputs)
-        stored: dict[str, np.ndarray] = {}
-        source = None
+    cand_options = _without_backend_if_copied(candidate_options, seeded_cand, candidate)
+
+    def open_reference():
+        return open_model_runner(seeded_ref, label=ref_label or _onnx_path(reference), built="reference" in built)
+
+    def open_candidate():
+        return open_model_runner(seeded_cand, label=cand_label or _onnx_path(candidate), built="candidate" in built,
+                                 **cand_options)
+
+    def feeds_for(ref_specs, cand_specs, ref_outputs):
+        check_same_inputs(ref_specs, cand_specs)
         if golden:
             data = load_golden(golden)
-            feeds = _golden_feeds(data, cand_runner.inputs)
-            stored = {o.name: data[o.name] for o in ref_runner.outputs if o.name in data}
-            source = {"kind": "golden", "source": f"golden file {golden}", "seed": None, "sets": len(feeds)}
-        else:
-            input_set = load_inputs(inputs, cand_runner.inputs, seed=seed, batch_size=batch_size,
-                                    model=inputs_model or _onnx_path(reference) or _onnx_path(candidate))
-            feeds, source = input_set.feeds, input_set.to_dict()
-        ref_out = run_feeds(ref_runner, feeds, "validate: reference")
-        cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
-    finally:
-        for runner in (ref_runner, cand_runner):
-            runner.close()
+            stored = {o.name: data[o.name] for o in ref_outputs if o.name in data}
+            feeds = _golden_feeds(data, cand_specs)
+            return feeds, {"kind": "golden", "source": f"golden file {golden}", "seed": None, "sets": len(feeds)}, stored
+        input_set = load_inputs(inputs, cand_specs, seed=seed, batch_size=batch_size,
+                                model=inputs_model or _onnx_path(reference) or _onnx_path(candidate))
+        return input_set.feeds, input_set.to_dict(), {}
+
+    planned = _onnxruntime_input_specs(seeded_cand, cand_options)
+    ref_runner = open_reference()
+    if planned is None:  # an .om or another backend: only its runner knows its inputs, both stay open
+        try:
+            cand_runner = open_candidate()
+        except BaseException:
+            ref_runner.close()
+            raise
+        try:
+            feeds, source, stored = feeds_for(ref_runner.inputs, cand_runner.inputs, ref_runner.outputs)
+            ref_out = run_feeds(ref_runner, feeds, "validate: reference")
+            cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
+        finally:
+            for runner in (ref_runner, cand_runner):
+                runner.close()
+    else:
+        # One onnxruntime session at a time: the reference runs and is closed (its copy of the
+        # weights freed) before the candidate's session opens, so the peak holds one model's
+        # session, not two (issue 20: validation was 8.9x the model file on a 22 MB ViT).
+        try:
+            ref_specs, ref_outputs = ref_runner.inputs, ref_runner.outputs
+            feeds, source, stored = feeds_for(ref_specs, planned, ref_outputs)
+            ref_out = run_feeds(ref_runner, feeds, "validate: reference")
+        finally:
+            ref_runner.close()
+        del ref_runner
+        cand_runner = open_candidate()
+        try:
+            if cand_runner.inputs != planned:  # onnxruntime reads the inputs otherwise: feed what it reports
+                feeds, source, stored = feeds_for(ref_specs, cand_runner.inputs, ref_outputs)
+                ref_out = _rerun(open_reference, feeds)
+            cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
+        finally:
+            cand_runner.close()
     comparisons = {"candidate vs reference": compare_outputs(ref_out, cand_out, tolerance)}
     if stored:
         matched = {k: cand_out[k] for k in stored} if set(stored) <= set(cand_out) else cand_out
@@ -409,6 +437,34 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
                             source.get("seed"), source,
                             random_nodes={"reference": ref_random, "candidate": cand_random})
+
+
+def _rerun(open_runner_fn, feeds) -> dict[str, np.ndarray]:
+    runner = open_runner_fn()
+    try:
+        return run_feeds(runner, feeds, "validate: reference")
+    finally:
+        runner.close()
+
+
+def _onnxruntime_input_specs(model, options: Mapping[str, Any]) -> list | None:
+    """The input specs onnxruntime will report for `model` (a ModelProto, or an .onnx path run on
+    onnxruntime), read from the graph without opening a session; None for anything else."""
+    from lvvit_opt.core.tensor_spec import read_specs
+    from lvvit_opt.runtime.registry import canonical_name
+
+    try:
+        if canonical_name(str(options.get("backend", "auto"))) not in ("auto", "onnxruntime"):
+            return None
+    except Exception:  # an unknown backend: the runner opening it says so
+        return None
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        if not os.fspath(model).lower().endswith(".onnx") or not os.path.isfile(model):
+            return None
+    try:
+        return read_specs(model)[0]
+    except Exception:  # unreadable: the runner opening it says why
+        return None
 
 
 def with_seeded_random_nodes(model, options: Mapping[str, Any] | None = None):
@@ -431,7 +487,7 @@ def with_seeded_random_nodes(model, options: Mapping[str, Any] | None = None):
 
         if not require_regular_file(model).is_file():  # a FIFO or device is refused unopened; absent: the runner says so
             return model, {"seeded": [], "unseeded": []}
-        found = random_nodes(load_onnx(model, load_external_data=False))
+        found = random_nodes(load_onnx(model, weights=False))
     else:
         found = random_nodes(model)
     if not found:
