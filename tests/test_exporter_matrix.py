@@ -1,20 +1,25 @@
 """Bring your own ONNX: mainstream exporters' ViT graphs through the seed recipe (issue 20).
 
 Tiny random-weight configs of timm / HuggingFace transformers / torchvision ViTs (and our
-LV-ViT golden export), exported with torch.onnx legacy (opset 13/17/18) and dynamo
-(opset 18/20/23), static or dynamic batch, one with external data. For every graph:
+LV-ViT golden export), each exported with torch.onnx legacy (opset 13/17/18) and dynamo
+(opset 18/20/23), static and dynamic batch: the full product (COMBOS), plus one graph with
+external data. For every graph the exporter produces:
+  * the input's batch dimension is what was asked for (a dim_param, or 2);
   * `apply --passes fix_shapes,fold_constants[,lower_attention],softmax_transpose --batch-size 2`
     wraps exactly one softmax per attention block of the model and validates equal to
     onnxruntime on the original (the classifier head is re-randomised: timm and HF
     zero-init it, which would make any graph look equal);
-  * on opset 23 (ONNX `Attention`), the seed recipe without lower_attention exits 1
-    "matched 0 of N attention blocks" instead of claiming success;
+  * dynamo at opset 23 emits ONNX `Attention` exactly for the SDPA families; there the
+    recipe adds lower_attention, and without it exits 1 "matched 0 of N attention blocks"
+    instead of claiming success;
   * `whitelist shapes` of the result lists every Transpose shape apply reported, all static;
   * opset 20/23 graphs get target_opset (opset=18) too, and `atc --dry-run --cann-version 8.0`
     passes the readiness check (opset range, documented operator list, static inputs);
   * `debug layers --fp16` loads and passes (true fp16 is within the fp16 policy).
-The combinations (a representative subset of family x exporter x batch) are COMBOS below
-and the README's exporter matrix table. Exports are cached per session.
+The combinations the exporter itself cannot export are EXPORTER_REFUSES: each is asserted to
+raise the exporter's own error, so the table is exact (an entry that exports fails the test,
+and so does a refusal outside it). The README's exporter matrix table is this file's result.
+Exports are cached per session.
 """
 from __future__ import annotations
 
@@ -29,9 +34,11 @@ from click.testing import CliRunner  # noqa: E402
 
 from lvvit_opt.cli import main  # noqa: E402
 from lvvit_opt.passes import AttentionNotWrapped, apply_file  # noqa: E402
+from lvvit_opt.passes.graph_utils import fused_attention_nodes  # noqa: E402
 from lvvit_opt.whitelist import transpose_shapes  # noqa: E402
 
 BATCH = 2
+BLOCKS = 2  # attention blocks of every config below
 
 
 def _hf(kind: str, attn: str = "eager"):
@@ -59,7 +66,7 @@ def _hf(kind: str, attn: str = "eager"):
     for module in model.modules():
         if hasattr(module, "config") and module.config is not None:
             module.config._attn_implementation = attn
-    return _TensorOut(model), 2
+    return _TensorOut(model)
 
 
 class _TensorOut(torch.nn.Module):
@@ -79,21 +86,21 @@ def _timm(kind: str):
     if kind == "swin":
         model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=56, window_size=7,
                                   embed_dim=24, depths=(1, 1), num_heads=(1, 2), num_classes=10)
-        return model, 2
+        return model
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
                               num_classes=10)
     if kind == "vit_unfused":
         for module in model.modules():
             if hasattr(module, "fused_attn"):
                 module.fused_attn = False
-    return model, 2
+    return model
 
 
 def _torchvision():
     from torchvision.models import VisionTransformer
 
     return VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
-                             num_classes=10), 2
+                             num_classes=10)
 
 
 FAMILIES = {
@@ -111,18 +118,30 @@ FAMILIES = {
 }
 IMAGE = {"timm_swin": 56}
 
-# (family, exporter, opset, dynamic batch, external data)
-COMBOS = [(family, "legacy", 17, False, False) for family in FAMILIES] + \
-         [(family, "dynamo", 18, True, False) for family in FAMILIES] + [
-    ("timm_vit_unfused", "legacy", 13, True, False),  # sdpa has no opset-13 export
-    ("timm_vit_fused", "legacy", 18, False, False),
-    ("timm_vit_fused", "dynamo", 20, False, False),
-    ("timm_vit_fused", "dynamo", 23, True, False),
-    ("hf_vit_sdpa", "dynamo", 23, False, False),
-    ("hf_swin", "dynamo", 20, True, False),
-    ("hf_vit_eager", "legacy", 13, False, False),
-    ("hf_vit_eager", "legacy", 17, True, True),
-]
+EXPORTERS = [("legacy", 13), ("legacy", 17), ("legacy", 18), ("dynamo", 18), ("dynamo", 20), ("dynamo", 23)]
+# families whose attention is torch's scaled_dot_product_attention (F.sdpa, nn.MultiheadAttention);
+# the others compute MatMul/Softmax/MatMul themselves
+SDPA = {"timm_vit_fused", "hf_vit_sdpa", "hf_vitmodel_sdpa", "torchvision_vit"}
+
+# (family, exporter, opset, dynamic batch, external data): every family x exporter x batch, plus external data
+COMBOS = [(family, exporter, opset, dynamic, False)
+          for family in FAMILIES for exporter, opset in EXPORTERS for dynamic in (False, True)] + \
+         [("hf_vit_eager", "legacy", 17, True, True)]
+
+# (family, exporter, opset) -> (exception, message, reason): combinations the exporter itself refuses,
+# static and dynamic batch alike. test_exporter_refuses proves each refusal and every combination
+# outside this table must export and pass test_exporter_matrix, so the table is exact.
+_NO_SDPA_13 = (torch.onnx.errors.UnsupportedOperatorError,
+               r"operator 'aten::scaled_dot_product_attention' to ONNX opset version 13 is not supported",
+               "no `scaled_dot_product_attention` export before opset 14")
+EXPORTER_REFUSES = {
+    ("timm_vit_fused", "legacy", 13): _NO_SDPA_13,
+    ("hf_vit_sdpa", "legacy", 13): _NO_SDPA_13,
+    ("hf_vitmodel_sdpa", "legacy", 13): _NO_SDPA_13,
+    ("torchvision_vit", "legacy", 13): _NO_SDPA_13,
+}
+EXPORTED = [combo for combo in COMBOS if combo[:3] not in EXPORTER_REFUSES]
+REFUSED = [combo for combo in COMBOS if combo[:3] in EXPORTER_REFUSES]
 
 
 def _label(combo) -> str:
@@ -144,23 +163,22 @@ def opp_env(tmp_path_factory):
     return {"ASCEND_OPP_PATH": str(tree.latest / "opp")}
 
 
-def _export(combo, directory):
-    """Export one combination (cached by file name in the session directory) -> (path, blocks)."""
-    import onnx
-
-    family, exporter, opset, dynamic, external = combo
-    path = directory / f"{_label(combo)}.onnx"
+def _model(family: str):
+    """(model in eval mode, example input) of one family, seeded."""
     torch.manual_seed(0)
-    model, blocks = FAMILIES[family]()
+    model = FAMILIES[family]()
     model.eval()
     with torch.no_grad():  # a zero-init head hides every difference: re-randomise it
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.dim() >= 1 and float(param.abs().max()) == 0.0:
                 param.normal_(0, 0.5)
-    if path.exists():
-        return path, blocks
     size = IMAGE.get(family, 32)
-    x = torch.randn(BATCH, 3, size, size)
+    return model, torch.randn(BATCH, 3, size, size)
+
+
+def _torch_export(combo, path) -> None:
+    family, exporter, opset, dynamic, _ = combo
+    model, x = _model(family)
     if exporter == "legacy":
         torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=opset, input_names=["image"],
                           output_names=["out"], dynamic_axes={"image": {0: "batch"}} if dynamic else None)
@@ -168,43 +186,71 @@ def _export(combo, directory):
         shapes = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic else None
         torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=opset, input_names=["image"],
                           output_names=["out"], dynamic_shapes=shapes, verbose=False)
-    if external:
-        graph = onnx.load(str(path))
-        onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=0)
-    return path, blocks
 
 
-def _recipe(path) -> list[str]:
+def _export(combo, directory):
+    """Export one combination (cached by file name in the session directory)."""
     import onnx
 
-    opset = next(o.version for o in onnx.load(str(path), load_external_data=False).opset_import
-                 if o.domain in ("", "ai.onnx"))
-    return ["fix_shapes", "fold_constants"] + (["lower_attention"] if opset >= 23 else []) + \
+    path = directory / f"{_label(combo)}.onnx"
+    if not path.exists():
+        _torch_export(combo, path)
+        if combo[4]:
+            graph = onnx.load(str(path))
+            onnx.save(graph, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=path.name + ".data", size_threshold=0)
+    return path
+
+
+def _recipe(graph) -> list[str]:
+    """The seed recipe for one export: lower_attention only where the exporter fused attention."""
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    return ["fix_shapes", "fold_constants"] + (["lower_attention"] if fused_attention_nodes(graph.graph) else []) + \
         (["target_opset"] if opset > 18 else []) + ["softmax_transpose"]
 
 
-@pytest.mark.parametrize("combo", COMBOS, ids=_label)
+@pytest.mark.parametrize("combo", REFUSED, ids=_label)
+def test_exporter_refuses(combo, tmp_path):
+    """Every EXPORTER_REFUSES combination: the exporter itself raises, with the recorded message."""
+    error, message, _ = EXPORTER_REFUSES[combo[:3]]
+    with pytest.raises(error, match=message):
+        _torch_export(combo, tmp_path / "refused.onnx")
+
+
+def test_exporter_refusals_are_in_the_product():
+    """No stale refusal: each EXPORTER_REFUSES entry names combinations of COMBOS (so each is tested)."""
+    assert set(EXPORTER_REFUSES) <= {combo[:3] for combo in COMBOS}
+    assert len(EXPORTED) + len(REFUSED) == len(COMBOS) == len(FAMILIES) * len(EXPORTERS) * 2 + 1
+    assert {family for family, _, _ in EXPORTER_REFUSES} == SDPA  # the reason recorded is SDPA's, only
+
+
+@pytest.mark.parametrize("combo", EXPORTED, ids=_label)
 def test_exporter_matrix(combo, export_dir, opp_env, tmp_path):
-    path, blocks = _export(combo, export_dir)
-    out = tmp_path / "out.onnx"
-    # the streamed reader gives every exporter's graph exactly the message onnx parses
     import onnx
 
     from lvvit_opt.core.onnx_files import load_onnx
 
-    assert load_onnx(path, load_external_data=False) == onnx.load(str(path), load_external_data=False)
-    if not combo[3]:  # a static export: whitelist shapes reads concrete shapes before any pass (no unk__N)
+    family, exporter, opset, dynamic, _ = combo
+    path = _export(combo, export_dir)
+    out = tmp_path / "out.onnx"
+    graph = onnx.load(str(path), load_external_data=False)
+    # the streamed reader gives every exporter's graph exactly the message onnx parses
+    assert load_onnx(path, load_external_data=False) == graph
+    batch = graph.graph.input[0].type.tensor_type.shape.dim[0]  # the exporter kept the batch mode asked for
+    assert (batch.dim_param != "", batch.dim_value) == ((True, 0) if dynamic else (False, BATCH)), batch
+    if not dynamic:  # a static export: whitelist shapes reads concrete shapes before any pass (no unk__N)
         assert all(u.static for u in transpose_shapes(path)), [u.to_dict() for u in transpose_shapes(path)][:3]
-    passes = _recipe(path)
+    # dynamo at opset 23 turns SDPA into ONNX Attention; a hand-written attention stays MatMul/Softmax
+    assert bool(fused_attention_nodes(graph.graph)) == (family in SDPA and exporter == "dynamo" and opset >= 23)
+    passes = _recipe(graph)
     if "lower_attention" in passes:  # never silent: the seed recipe alone must refuse
-        with pytest.raises(AttentionNotWrapped, match=rf"matched 0 of {blocks} attention blocks"):
+        with pytest.raises(AttentionNotWrapped, match=rf"matched 0 of {BLOCKS} attention blocks"):
             apply_file(path, tmp_path / "seed_only.onnx", [p for p in passes if p not in ("lower_attention", "target_opset")],
                        batch_size=BATCH, validate=False)
     result = apply_file(path, out, passes, batch_size=BATCH, options={"target_opset": {"opset": 18}}
                         if "target_opset" in passes else None)
     wrap = result.passes[-1]
-    assert wrap.matched == blocks, wrap.to_dict()
+    assert wrap.matched == BLOCKS, wrap.to_dict()
     assert wrap.details["attention_not_wrapped"] == []
     assert result.validation is not None and result.validation.passed, result.validation.format()
     # whitelist shapes lists exactly what apply reported, every one static
