@@ -85,7 +85,6 @@ def check_readiness(model_path: str | os.PathLike, cann_version: str | None = No
                     input_shapes: dict[str, list[int]] | None = None) -> Readiness:
     """Check MODEL against the documented ONNX support of `cann_version` (not raising)."""
     from lvvit_opt.core.onnx_files import load_onnx
-    from lvvit_opt.core.tensor_spec import dims_of
 
     model = load_onnx(model_path, weights=False)
     entry = support_for(cann_version)
@@ -93,27 +92,60 @@ def check_readiness(model_path: str | os.PathLike, cann_version: str | None = No
     low, high = entry["opset_min"], entry["opset_max"]
     report = Readiness(entry["cann"], cann_from, opset, (low, high))
     if not low <= opset <= high:
-        report.problems.append(f"opset {opset} is outside CANN {entry['cann']}'s documented v{low}-v{high}: "
-                               f"run `lvvit-opt apply --passes target_opset -O target_opset.opset={high}`")
+        report.problems.append(_opset_problem(model, entry, opset))
+    _check_operators(model, entry, report)
+    _check_static_inputs(model, input_shapes or {}, report)
+    return report
+
+
+def _is_default_domain(node) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def _atc_keys(model, opset: int, limit: int = 3) -> str:
+    """atc's parser keys of the graph's first op types, e.g. "ai.onnx::23::Div (node model1 div node)"."""
+    first: dict[str, str] = {}
+    for node in model.graph.node:
+        if _is_default_domain(node):
+            first.setdefault(node.op_type, node.name or node.output[0])
+    keys = [f"ai.onnx::{opset}::{op} (node {name})" for op, name in list(first.items())[:limit]]
+    more = f" and {len(first) - limit} more op type(s)" if len(first) > limit else ""
+    return ", ".join(keys) + more
+
+
+def _opset_problem(model, entry: dict, opset: int) -> str:
+    low, high = entry["opset_min"], entry["opset_max"]
+    text = f"opset {opset} is outside CANN {entry['cann']}'s documented v{low}-v{high}"
+    if opset > high and model.graph.node:  # atc looks parsers up as ai.onnx::<opset>::<op>: none for these
+        text += f" (atc E19010: no parser for {_atc_keys(model, opset)})"
+    return text + (f": run `lvvit-opt apply --passes target_opset -O target_opset.opset={high}` "
+                   f"(or re-export with opset <= {high})")
+
+
+def _check_operators(model, entry: dict, report: Readiness) -> None:
     known = {name.lower() for name in entry["operators"]}
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type.lower() not in known:
-            op = f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        if not _is_default_domain(node) or node.op_type.lower() not in known:
+            op = node.op_type if _is_default_domain(node) else f"{node.domain}.{node.op_type}"
             report.unsupported.setdefault(op, []).append(node.name or node.output[0])
     for op, nodes in report.unsupported.items():
         fix = next((f for key, f in FIXES.items() if key in op.lower()), None)
         report.problems.append(f"{op} ({len(nodes)} node(s), e.g. {nodes[0]}) is not in CANN {entry['cann']}'s ONNX "
                                f"operator list" + (f": run the {fix} pass" if fix else ""))
+
+
+def _check_static_inputs(model, input_shapes: dict[str, list[int]], report: Readiness) -> None:
+    from lvvit_opt.core.tensor_spec import dims_of
+
     initializers = {i.name for i in model.graph.initializer}
     for value in model.graph.input:
-        if value.name in initializers or value.name in (input_shapes or {}):
+        if value.name in initializers or value.name in input_shapes:
             continue
         dims = dims_of(value.type) or ()
         if any(not isinstance(d, int) for d in dims):
             report.dynamic_inputs.append(value.name)
             report.problems.append(f"input {value.name} {list(dims)} has symbolic dims that --input_shape does not fix: "
                                    "run `lvvit-opt apply --passes fix_shapes --batch-size N` (or give --batch-size)")
-    return report
 
 
 def require_ready(model_path, cann_version: str | None, cann_from: str,
