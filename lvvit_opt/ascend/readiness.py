@@ -5,15 +5,14 @@ sources: the ONNX opset range of the CANN version (v9-v13 for 5.x/6.0, v9-v18 fo
 ONNX operator list, and static input shapes (atc's --input_shape fixes only what it names).
 A failure names the op or opset at fault and the pass that fixes it (exit 2).
 
-Compared with msit's `analyze` (msit 8.2.0 sdist from PyPI, components/analyze/model_evaluation,
-read, not copied): msit first runs atc itself; on atc's unsupported-op errors (EZ3002/EZ3003,
-E19010, ...) it marks the ops atc named, otherwise it maps each ONNX op by opset
-('ai.onnx::<opset>::<op>', from a map_conf/onnx.yaml that the sdist leaves empty) to Ascend IR
-and looks it up in the installed operator library (ms_fast_query over $ASCEND_OPP_PATH) for the
-SoC. It needs a CANN install and gives per-SoC answers; it has no opset-range or symbolic-dim
-check. Ours needs nothing installed (runs on the user's laptop and in CI), uses the public
-per-CANN-version list only (coarser: no per-SoC attribute limits), adds the documented opset
-range and static inputs, and fails the verb with the pass that fixes it.
+Compared with msit's `analyze` (msit 8.2.0 sdist; the comparison, case by case against real atc
+output, is tests/test_msit_analyze_comparison.py): msit runs atc and marks the ops its coded
+unsupported-op lines name (EZ0501/EZ3002/EZ3003/EZ9010/E19010, node names without spaces only) in
+result.csv, then queries the installed operator library per SoC. What atc refuses for opset or
+operator list, ours says before atc runs, with the fix (an opset above the range names atc's
+ai.onnx::<opset>::<op> key); a kernel missing for one SoC (EZ3003) only atc and the installed
+library know: ours reports the op atc named, as msit would. msit needs a CANN install; ours needs
+nothing installed (a laptop, CI).
 """
 from __future__ import annotations
 
