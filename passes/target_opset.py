@@ -47,13 +47,69 @@ class TargetOpset(GraphPass):
             if lowered:
                 report.details["gelu_lowered"] = lowered
                 report.notes.append(f"lowered {len(lowered)} Gelu (opset 20) to Erf/Tanh primitives")
+        weights = _big_weights(model)
+        shell = _weightless(model, weights)
         try:
-            converted = version_converter.convert_version(model, target)
+            converted = version_converter.convert_version(shell, target)
         except Exception as exc:  # the converter's errors name the op without an adapter
             raise UserError(f"target_opset: onnx cannot convert opset {source} to {target} "
                             f"({' '.join(str(exc).split())[:300]})") from None
         report.matched = 1
-        return converted
+        if _placeholders_intact(converted, weights):
+            return _adopt_conversion(model, converted, weights)
+        report.notes.append("the converter rewrote a weight placeholder: converted with the weights in")
+        return version_converter.convert_version(model, target)
+
+
+# Initializers at least this big are converted as data-less placeholders (name, type, dims):
+# the converter serialises, parses and re-serialises the model it is given (9x a 3.6 MB ViT's
+# file in peak RSS with the weights in), and its adapters rewrite attributes and small constant
+# inputs, not weight tensors; _placeholders_intact checks that on every run.
+_BIG_WEIGHT = 64 * 1024
+
+
+def _big_weights(model: onnx.ModelProto) -> dict[str, tuple[int, list[int]]]:
+    return {t.name: (t.data_type, list(t.dims)) for t in model.graph.initializer if t.ByteSize() >= _BIG_WEIGHT}
+
+
+def _weightless(model: onnx.ModelProto, weights) -> onnx.ModelProto:
+    """A copy of `model` whose big initializers are placeholders without data."""
+    from lvvit_opt.core.onnx_proto import without_field
+
+    shell = without_field(model, "graph")
+    graph = without_field(model.graph, "initializer")
+    for tensor in model.graph.initializer:
+        if tensor.name in weights:
+            graph.initializer.append(onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims))
+        else:
+            graph.initializer.append(tensor)
+    shell.graph.CopyFrom(graph)
+    return shell
+
+
+def _placeholders_intact(converted: onnx.ModelProto, weights) -> bool:
+    """Every placeholder came back once, data-less, with its type and dims."""
+    returned = [t for t in converted.graph.initializer if t.name in weights]
+    return len(returned) == len(weights) and all(
+        (t.data_type, list(t.dims)) == weights[t.name] and t.ByteSize() < _BIG_WEIGHT and not t.raw_data
+        and not t.external_data for t in returned)
+
+
+def _adopt_conversion(model: onnx.ModelProto, converted: onnx.ModelProto, weights) -> onnx.ModelProto:
+    """`model` itself, rewritten as the converter rewrote its weightless copy: the converted
+    graph, with the original weight tensors left in place (not copied)."""
+    for index in reversed(range(len(model.graph.initializer))):
+        if model.graph.initializer[index].name not in weights:
+            del model.graph.initializer[index]
+    model.graph.initializer.extend(t for t in converted.graph.initializer if t.name not in weights)
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        del getattr(model.graph, field)[:]
+        getattr(model.graph, field).extend(getattr(converted.graph, field))
+    for field in ("opset_import", "functions"):
+        del getattr(model, field)[:]
+        getattr(model, field).extend(getattr(converted, field))
+    model.ir_version = converted.ir_version
+    return model
 
 
 def _lower_gelu(model: onnx.ModelProto) -> list[str]:

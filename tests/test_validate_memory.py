@@ -84,7 +84,7 @@ def test_a_wrong_spec_guess_refeeds_and_reruns_the_reference(tmp_path, monkeypat
     from lvvit_opt.core.tensor_spec import TensorSpec
 
     ref, cand = _mlp(tmp_path / "a.onnx", layers=2), _mlp(tmp_path / "b.onnx", layers=2, batch=3)
-    monkeypatch.setattr(golden, "_onnxruntime_input_specs", lambda *_a: [TensorSpec("x", (5, 512), "float32")])
+    monkeypatch.setattr(golden, "planned_input_specs", lambda *_a: [TensorSpec("x", (5, 512), "float32")])
     runs = []
     real_run = golden.run_feeds
     monkeypatch.setattr(golden, "run_feeds", lambda r, feeds, desc="": runs.append((desc, len(feeds))) or
@@ -96,8 +96,8 @@ def test_a_wrong_spec_guess_refeeds_and_reruns_the_reference(tmp_path, monkeypat
 
 def test_the_planned_specs_are_what_onnxruntime_reports(tmp_path, golden_onnx):
     for model in (golden_onnx, _mlp(tmp_path / "m.onnx", layers=1), _mlp(tmp_path / "s.onnx", layers=1, batch=2)):
-        assert golden._onnxruntime_input_specs(model, {}) == OrtRunner(model).inputs
-        assert golden._onnxruntime_input_specs(load_onnx(model), {}) == OrtRunner(model).inputs
+        assert golden.planned_input_specs(model, {}) == OrtRunner(model).inputs
+        assert golden.planned_input_specs(load_onnx(model), {}) == OrtRunner(model).inputs
 
 
 def test_an_input_changed_while_apply_ran_is_refused_and_nothing_written(tmp_path, monkeypatch):

@@ -396,7 +396,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
                                 model=inputs_model or _onnx_path(reference) or _onnx_path(candidate))
         return input_set.feeds, input_set.to_dict(), {}
 
-    planned = _onnxruntime_input_specs(seeded_cand, cand_options)
+    planned = planned_input_specs(seeded_cand, cand_options)
     ref_runner = open_reference()
     if planned is None:  # an .om or another backend: only its runner knows its inputs, both stay open
         try:
@@ -447,7 +447,7 @@ def _rerun(open_runner_fn, feeds) -> dict[str, np.ndarray]:
         runner.close()
 
 
-def _onnxruntime_input_specs(model, options: Mapping[str, Any]) -> list | None:
+def planned_input_specs(model, options: Mapping[str, Any]) -> list | None:
     """The input specs onnxruntime will report for `model` (a ModelProto, or an .onnx path run on
     onnxruntime), read from the graph without opening a session; None for anything else."""
     from lvvit_opt.core.tensor_spec import read_specs
