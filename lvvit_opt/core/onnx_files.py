@@ -2,9 +2,11 @@
 atomic writer (external data beside the file past 2 GB). Imports fileio, model_gate, onnx_proto."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 from lvvit_opt.core.errors import UserError, shown
 from lvvit_opt.core import fileio  # by attribute: tests and the hostile shims replace fileio.atomic_path & co
@@ -35,15 +37,8 @@ def load_onnx(path: str | os.PathLike, load_external_data: bool = True, weights:
     import onnx
 
     path = Path(path)
-    stripped: set[str] = set()
-
-    def strip(tensor) -> None:
-        if strip_weight(tensor, path):
-            stripped.add(tensor.name)
-
     with fileio.open_regular_file(path, buffering=1024**2) as (handle, identity):
-        model = _checked_parse(path, lambda: read_model_streamed(handle, None if weights else strip))
-    gate_loaded(model, path, identity, frozenset(stripped))
+        model = _read_gated(handle, path, identity, weights)
     if load_external_data and weights:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
@@ -51,6 +46,57 @@ def load_onnx(path: str | os.PathLike, load_external_data: bool = True, weights:
             raise UserError(f"{shown(path)}: cannot read its external data "
                             f"({type(exc).__name__}: {_first_line(exc)})") from None
     return model
+
+
+def _read_gated(handle, path: Path, identity, weights: bool):
+    """Parse the open file `handle` as it is read (without its weights' data unless `weights`)
+    and run the model gate on it."""
+    stripped: set[str] = set()
+
+    def strip(tensor) -> None:
+        if strip_weight(tensor, path):
+            stripped.add(tensor.name)
+
+    model = _checked_parse(path, lambda: read_model_streamed(handle, None if weights else strip))
+    gate_loaded(model, path, identity, frozenset(stripped))
+    return model
+
+
+@contextlib.contextmanager
+def checked_model_path(path: str | os.PathLike) -> Iterator[str]:
+    """The model gate run on ONE open of the ONNX file at `path` (parsed without holding its
+    weights), then a path that names that same open file, /proc/self/fd/N, for a reader such as
+    onnxruntime that takes a path: it reads exactly what was checked (a file swapped at `path`
+    meanwhile is not what runs) and we never hold the model's bytes beside its session (issue
+    20: a session opened from bytes peaked at 4x the file). A model with external data gets
+    `path` itself (its reader resolves the .data files beside it; their locations were checked).
+    Where /proc/self/fd is missing, the checked bytes (as gate_model_file). A file rewritten in
+    place while the reader opened it (same inode, new size or mtime) is a UserError after it."""
+    path = Path(path)
+    with fileio.open_regular_file(path, buffering=1024**2) as (handle, identity):
+        model = _read_gated(handle, path, identity, weights=False)
+        if needs_external_data(model):
+            yield str(path)
+            return
+        named = f"/proc/self/fd/{handle.fileno()}"
+        if not os.path.exists(named):
+            handle.seek(0)
+            yield handle.read()
+            return
+        try:
+            yield named
+        except Exception:
+            _refuse_if_rewritten(handle, identity, path)  # the reader's error is about other bytes
+            raise
+        _refuse_if_rewritten(handle, identity, path)
+
+
+def _refuse_if_rewritten(handle, identity, path: Path) -> None:
+    """The same inode, rewritten in place while a reader read it: not the model that was checked."""
+    st = os.fstat(handle.fileno())
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != identity:
+        raise UserError(f"{shown(path)}: changed while it was being opened, so what was read is not the "
+                        "model that was checked; run again once it is written") from None
 
 
 def _checked_parse(path: Path, parse):

@@ -70,11 +70,19 @@ class OrtRunner(Runner):
 
         self._spill_dir = None
         self.session, self._providers = None, []
-        checked = None
-        if self.model is None:  # the checked bytes run; external data: onnxruntime opens the path itself
-            from lvvit_opt.core.onnx_files import gate_model_file
+        if self.model is not None:
+            self.session = self._open_session(ort, self._in_memory_source())
+        else:  # onnxruntime reads the very file the gate checked (external data: it opens the path)
+            from lvvit_opt.core.onnx_files import checked_model_path
 
-            checked = gate_model_file(self.model_path)
+            with checked_model_path(self.model_path) as source:
+                self.session = self._open_session(ort, source)
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4  # a failed run is reported as one line (run_batch)
+        self.inputs = [runtime_spec(i.name, i.shape, i.type) for i in self.session.get_inputs()]
+        self.outputs = [runtime_spec(o.name, o.shape, o.type) for o in self.session.get_outputs()]
+
+    def _open_session(self, ort, source):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self.threads:
@@ -87,18 +95,13 @@ class OrtRunner(Runner):
         wanted = list(self.providers or ["CPUExecutionProvider"])
         self.missing_providers = [p for p in wanted if p not in available]
         chosen = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-        if self.model is not None:
-            source = self._in_memory_source()
-        else:
-            source = checked if checked is not None else self.model_path
         try:
-            self.session = ort.InferenceSession(source, options, providers=chosen)
+            return ort.InferenceSession(source, options, providers=chosen)
         except Exception as exc:
-            raise UserError(f"{shown(self.model_path)}: {_CANNOT_LOAD} ({reason_of(exc, 300)})") from None
-        self._run_options = ort.RunOptions()
-        self._run_options.log_severity_level = 4  # a failed run is reported as one line (run_batch)
-        self.inputs = [runtime_spec(i.name, i.shape, i.type) for i in self.session.get_inputs()]
-        self.outputs = [runtime_spec(o.name, o.shape, o.type) for o in self.session.get_outputs()]
+            reason = reason_of(exc, 300)
+            if isinstance(source, str):  # onnxruntime names /proc/self/fd/N: say the user's path
+                reason = reason.replace(source, str(self.model_path))
+            raise UserError(f"{shown(self.model_path)}: {_CANNOT_LOAD} ({reason})") from None
 
     def run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         feeds = {spec.name: array for spec, array in zip(self.inputs, arrays)}

@@ -27,31 +27,58 @@ def _invalid_model(path) -> None:
 
 @pytest.fixture
 def swap_after_read(monkeypatch):
-    """Replace the file with `replacement(path)` right after fileio read it (once)."""
-    real = fileio.read_regular_file
+    """Replace the file with `replacement(path)` right after it was read and judged (once):
+    after fileio read its bytes, or after the model gate judged a streamed read."""
+    real_read, real_gate = fileio.read_regular_file, onnx_files.gate_loaded
     plan = {}
 
-    def reading(path):
-        result = real(path)
+    def swap_now(path):
         swap = plan.pop(os.fspath(path), None)
         if swap is not None:
             swap(path)
+
+    def reading(path):
+        result = real_read(path)
+        swap_now(path)
         return result
 
+    def gating(model, path, *args, **kwargs):
+        real_gate(model, path, *args, **kwargs)
+        swap_now(path)
+
     monkeypatch.setattr(fileio, "read_regular_file", reading)
+    monkeypatch.setattr(onnx_files, "gate_loaded", gating)
     return plan
 
 
-def test_a_model_swapped_after_the_check_is_not_what_runs(ws, swap_after_read):
+def _replaced(path) -> None:
+    """Another model moved in under the same name (a new inode, as `mv` or an atomic save)."""
+    _invalid_model(str(path) + ".new")
+    os.replace(str(path) + ".new", path)
+
+
+def test_a_model_replaced_after_the_check_is_not_what_runs(ws, swap_after_read):
     from lvvit_opt.runtime import open_runner
 
     model = ws / "m.onnx"
     golden = np.load(ws / "g.npz")
-    swap_after_read[str(model)] = _invalid_model
+    swap_after_read[str(model)] = _replaced
     runner = open_runner(model, backend="onnxruntime")
     (out,) = runner.run_batch([golden["image"]])
     np.testing.assert_allclose(out, golden["features"], rtol=1e-3, atol=1e-4)  # the checked model ran
     with pytest.raises(Exception, match="is not defined"):  # and what lies there now is refused
+        open_runner(model, backend="onnxruntime")
+
+
+def test_a_model_rewritten_in_place_after_the_check_is_refused_not_run(ws, swap_after_read):
+    """The same inode rewritten (onnx.save, cp over it): onnxruntime reads the open file, so
+    what it read may not be what was checked; refused in one line, never run."""
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.runtime import open_runner
+
+    model = ws / "m.onnx"
+    swap_after_read[str(model)] = _invalid_model
+    with pytest.raises(UserError, match=r"m\.onnx: changed while it was being opened"):
         open_runner(model, backend="onnxruntime")
 
 
