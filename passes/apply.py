@@ -134,19 +134,26 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     if missing:
         logger.warning(missing)
         validate = False
-    if validate:
-        from lvvit_opt.verify.golden import validate_models
+    labels = (str(in_path), f"the rewrite of {in_path} ({', '.join(names)})")
+    checks = {"inputs": validation_inputs, "seed": seed, "batch_size": batch_size, "tolerance": tolerance,
+              "inputs_model": str(in_path), "labels": labels, "built": ("candidate",)}
+    if validate and reference_on_disk and _writes_plainly(pipeline.model, out_path):
+        # the rewrite goes to its temporary output first and the model leaves memory: each
+        # onnxruntime session then opens a file (one at a time), and what is validated is
+        # exactly what is written; a failed validation leaves nothing under out_path
+        model = None  # the pipeline's model, rewritten in place: _validate_and_write lets it go
+        result.validation, result.written = _validate_and_write(pipeline, in_path, out_path, identity, checks)
+    else:
+        if validate:
+            from lvvit_opt.verify.golden import validate_models
 
-        reference = in_path if reference_on_disk else model
-        _check_unchanged(in_path, identity)
-        result.validation = validate_models(reference, pipeline.model, inputs=validation_inputs, seed=seed,
-                                            batch_size=batch_size, tolerance=tolerance, inputs_model=str(in_path),
-                                            labels=(str(in_path), f"the rewrite of {in_path} ({', '.join(names)})"),
-                                            built=("candidate",))
-        _check_unchanged(in_path, identity)
-    if not missing and (result.validation is None or result.validation.passed):
-        save_onnx(pipeline.model, out_path)
-        result.written = True
+            reference = in_path if reference_on_disk else model
+            _check_unchanged(in_path, identity)
+            result.validation = validate_models(reference, pipeline.model, **checks)
+            _check_unchanged(in_path, identity)
+        if not missing and (result.validation is None or result.validation.passed):
+            save_onnx(pipeline.model, out_path)
+            result.written = True
     result.seconds = time.perf_counter() - start
     if report_path:
         import json
@@ -178,3 +185,40 @@ def _check_unchanged(path: Path, identity) -> None:
     if _identity(path) != identity:
         raise UserError(f"{shown(path)} changed while apply ran; the rewrite cannot be validated against it, "
                         "nothing written (run apply again)")
+
+
+def _writes_plainly(model, out_path: Path) -> bool:
+    """True when the rewrite is saved as one regular file at out_path (no external data past
+    2 GB, not a device or FIFO), so the temporary output can be validated before it is renamed."""
+    from lvvit_opt.core.fileio import special_kind
+    from lvvit_opt.core.onnx_proto import needs_external_data
+
+    return special_kind(out_path) is None and not needs_external_data(model)
+
+
+class _Rejected(Exception):
+    """The validation failed: leave the atomic write without renaming its temporary file."""
+
+
+def _validate_and_write(pipeline, in_path: Path, out_path: Path, identity, checks: dict) -> tuple[Any, bool]:
+    """Write the pipeline's model to out_path's temporary file, drop it (pipeline.model becomes
+    None), validate that file against in_path, and rename it onto out_path only if the
+    validation passed: (validation, written)."""
+    from lvvit_opt.core import fileio
+    from lvvit_opt.core.onnx_proto import write_model_streamed
+    from lvvit_opt.verify.golden import validate_models
+
+    validation = None
+    try:
+        with fileio.atomic_path(out_path, suffix=".onnx") as tmp:
+            with open(tmp, "wb") as handle:
+                write_model_streamed(pipeline.model, handle)
+            pipeline.model = None
+            _check_unchanged(in_path, identity)
+            validation = validate_models(in_path, tmp, **checks)
+            _check_unchanged(in_path, identity)
+            if not validation.passed:
+                raise _Rejected
+    except _Rejected:
+        return validation, False
+    return validation, True

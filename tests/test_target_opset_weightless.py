@@ -3,7 +3,6 @@ memory): the same graph onnx's version_converter gives with the weights in, equa
 onnxruntime, and a peak of the graph, not several copies of the weights."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx

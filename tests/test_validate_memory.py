@@ -63,13 +63,22 @@ def test_apply_validation_opens_one_session_at_a_time_on_the_file(tmp_path, live
     model = _mlp(tmp_path / "mlp.onnx", layers=3)
     opened = []
     real_open = golden.open_model_runner
-    monkeypatch.setattr(golden, "open_model_runner", lambda m, **k: opened.append(m) or real_open(m, **k))
+
+    def recording(m, **kwargs):
+        opened.append((m, onnx.load(str(m)).SerializeToString()))  # what the file held when opened
+        return real_open(m, **kwargs)
+
+    monkeypatch.setattr(golden, "open_model_runner", recording)
     result = apply_file(model, tmp_path / "out.onnx", RECIPE, batch_size=4)
     assert result.validation.passed and (tmp_path / "out.onnx").exists()
     assert live_sessions[0] == 1
-    # the reference is the input file itself (onnxruntime reopens it), the candidate the rewrite
-    assert opened[0] == tmp_path / "mlp.onnx" and isinstance(opened[1], onnx.ModelProto)
-    assert [list(d.dim_value for d in i.type.tensor_type.shape.dim) for i in opened[1].graph.input] == [[4, 512]]
+    # the reference is the input file itself (onnxruntime reopens it); the candidate is the
+    # rewrite's temporary output beside out.onnx, renamed onto it after passing: exactly what was validated
+    (ref, _), (cand, cand_bytes) = opened
+    assert ref == tmp_path / "mlp.onnx"
+    assert cand.parent == tmp_path and cand.name != "out.onnx" and not cand.exists()
+    assert cand_bytes == onnx.load(str(tmp_path / "out.onnx")).SerializeToString()
+    assert [list(d.dim_value for d in i.type.tensor_type.shape.dim) for i in onnx.load(str(tmp_path / "out.onnx")).graph.input] == [[4, 512]]
 
 
 def test_validate_of_two_files_opens_one_session_at_a_time(tmp_path, live_sessions):
@@ -181,3 +190,49 @@ def test_a_structure_load_peaks_at_a_tensor_not_the_model(tmp_path):
         load_onnx(path)
     size = os.path.getsize(path)
     assert light.rise <= 0.25 * size < full.rise, (light.rise / size, full.rise / size)
+
+
+def test_a_wrong_written_rewrite_fails_keeps_the_previous_output_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """What is validated is the file written: a writer that got one weight wrong is caught."""
+    from lvvit_opt.core import onnx_proto
+    from lvvit_opt.passes import ApplyValidationFailed
+
+    model = _mlp(tmp_path / "mlp.onnx", layers=2)
+    (tmp_path / "out.onnx").write_bytes(b"previous")
+    real = onnx_proto.write_model_streamed
+
+    def off_by_noise(graph_model, handle):
+        weight = numpy_helper.to_array(graph_model.graph.initializer[0])
+        graph_model.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight * 1.01, weight_name(graph_model)))
+        real(graph_model, handle)
+
+    def weight_name(graph_model):
+        return graph_model.graph.initializer[0].name
+
+    monkeypatch.setattr(onnx_proto, "write_model_streamed", off_by_noise)
+    with pytest.raises(ApplyValidationFailed, match="does not compute the same function"):
+        apply_file(model, tmp_path / "out.onnx", RECIPE, batch_size=2)
+    assert (tmp_path / "out.onnx").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx", "out.onnx"]
+
+
+def test_onnxruntime_refusing_the_written_rewrite_is_our_failure_not_the_users(tmp_path, monkeypatch):
+    """The rewrite is validated from its temporary file: a graph onnxruntime (or the gate)
+    refuses there is lvvit-opt's fault, exit 1 naming the rewrite, and nothing is written."""
+    from lvvit_opt.core import onnx_proto
+    from lvvit_opt.core.errors import LvvitOptError
+
+    model = _mlp(tmp_path / "mlp.onnx", layers=2)
+    real = onnx_proto.write_model_streamed
+
+    def broken(graph_model, handle):  # our writer emitting a node that reads an undefined tensor
+        graph_model.graph.node[0].input[0] = "ghost"
+        real(graph_model, handle)
+
+    monkeypatch.setattr(onnx_proto, "write_model_streamed", broken)
+    with pytest.raises(LvvitOptError) as failure:
+        apply_file(model, tmp_path / "out.onnx", RECIPE, batch_size=2)
+    assert not isinstance(failure.value, UserError)
+    assert str(failure.value).startswith(f"the rewrite of {model} (fix_shapes, fold_constants): onnxruntime cannot "
+                                         "load the graph lvvit-opt built, an internal failure")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.onnx"]

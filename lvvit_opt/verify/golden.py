@@ -258,13 +258,18 @@ def open_model_runner(model, *, label: str | None = None, built: bool = False, *
     For a ModelProto onnxruntime refuses, `label` names it in the error (the file it came from)
     and `built` says whose fault that is: True (a graph lvvit-opt rewrote) is an internal failure,
     exit 1; False (the user's model, only loaded or seeded) stays bad input, exit 2."""
-    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
-        from lvvit_opt.runtime import open_runner
-
-        return open_runner(model, **options)
     from lvvit_opt.core.errors import LvvitOptError, UserError
     from lvvit_opt.runtime.ort import OrtRunner, refusal_reason
 
+    if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        from lvvit_opt.runtime import open_runner
+
+        try:
+            return open_runner(model, **options)
+        except UserError as exc:
+            if not built:  # the user's file: their input, as the runner said
+                raise
+            raise _built_refusal(label, exc) from None
     try:
         return OrtRunner.from_model(model, **options)
     except UserError as exc:
@@ -373,9 +378,9 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     tolerance = tolerance or default_tolerance_for(candidate)
     from lvvit_opt.verify.inputs import load_inputs
 
-    seeded_ref, ref_random = with_seeded_random_nodes(reference)
-    seeded_cand, cand_random = with_seeded_random_nodes(candidate, candidate_options)
     ref_label, cand_label = labels
+    seeded_ref, ref_random = _seeded(reference, None, "reference" in built, ref_label)
+    seeded_cand, cand_random = _seeded(candidate, candidate_options, "candidate" in built, cand_label)
     cand_options = _without_backend_if_copied(candidate_options, seeded_cand, candidate)
 
     def open_reference():
@@ -437,6 +442,25 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
                             source.get("seed"), source,
                             random_nodes={"reference": ref_random, "candidate": cand_random})
+
+
+def _seeded(model, options, built: bool, label: str | None):
+    """with_seeded_random_nodes; a graph lvvit-opt built that the gate refuses is our failure."""
+    from lvvit_opt.core.errors import UserError
+
+    try:
+        return with_seeded_random_nodes(model, options)
+    except UserError as exc:
+        if not built:
+            raise
+        raise _built_refusal(label, exc) from None
+
+
+def _built_refusal(label: str | None, exc: Exception) -> Exception:
+    from lvvit_opt.core.errors import LvvitOptError
+
+    return LvvitOptError(f"{label or 'the rewritten graph'}: onnxruntime cannot load the graph lvvit-opt built, "
+                         f"an internal failure, not your model ({exc})")
 
 
 def _rerun(open_runner_fn, feeds) -> dict[str, np.ndarray]:
