@@ -94,12 +94,14 @@ def test_opset23_div_refused_before_atc_naming_atcs_op_and_the_pass(tmp_path, cl
 
 
 def test_opset23_div_for_cann5_the_pass_refuses_and_re_export_is_the_fix(tmp_path):
-    # CANN 5.x/6.0 document v9-v13; onnx's version_converter has no Div adapter below opset 14, so there
-    # target_opset says so (exit 2) and the readiness message's other fix, re-exporting, is the one left
+    # CANN 5.x/6.0 document v9-v13; onnx's version_converter has no Div adapter below opset 14: readiness
+    # tries the conversion on the graph's structure and names re-exporting (with the converter's reason),
+    # not the pass, which indeed refuses it (exit 2)
     src = tmp_path / "div.onnx"
     onnx.save(_model("Div", 23, "model1 div node"), src)
     (problem,) = check_readiness(src, "5.0.4").problems
-    assert "target_opset.opset=13` (or re-export with opset <= 13)" in problem
+    assert "re-export with opset <= 13 (onnx cannot convert opset 23 to 13" in problem and "for Div" in problem
+    assert "target_opset" not in problem  # never the pass that would refuse it
     assert "no parser for ai.onnx::23::Div (node model1 div node)" in problem
     with pytest.raises(UserError) as refused:
         run_pipeline(onnx.load(src), ["target_opset"], {"target_opset": {"opset": 13}})

@@ -117,8 +117,30 @@ def _opset_problem(model, entry: dict, opset: int) -> str:
     text = f"opset {opset} is outside CANN {entry['cann']}'s documented v{low}-v{high}"
     if opset > high and model.graph.node:  # atc looks parsers up as ai.onnx::<opset>::<op>: none for these
         text += f" (atc E19010: no parser for {_atc_keys(model, opset)})"
-    return text + (f": run `lvvit-opt apply --passes target_opset -O target_opset.opset={high}` "
-                   f"(or re-export with opset <= {high})")
+    target, bound = (high, f"<= {high}") if opset > high else (low, f">= {low}")
+    cannot = _conversion_refusal(model, target)
+    if cannot:  # never point at a pass that would refuse this graph
+        return text + f": re-export with opset {bound} ({cannot})"
+    return text + (f": run `lvvit-opt apply --passes target_opset -O target_opset.opset={target}` "
+                   f"(or re-export with opset {bound})")
+
+
+def _conversion_refusal(model, opset: int) -> str | None:
+    """Why target_opset (opset) would refuse `model`, tried on a copy of its structure (the
+    weights are not needed: the conversion of a weightless copy is what the pass runs); None
+    when it would convert."""
+    import onnx
+
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.passes.pipeline import run_pipeline
+
+    try:
+        run_pipeline(model, ["target_opset"], {"target_opset": {"opset": opset}})
+    except UserError as exc:
+        return str(exc).removeprefix("target_opset: ")
+    except (ValueError, onnx.checker.ValidationError):  # an opset the pass cannot target: say nothing more
+        return None
+    return None
 
 
 def _check_operators(model, entry: dict, report: Readiness) -> None:
