@@ -51,6 +51,12 @@ def lvvit_s_bs16_onnx(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def lvvit_m_bs16_onnx(tmp_path_factory) -> str:
+    """Full-size random-init lvvit_m, batch 16, simplified, 213 MB (slow)."""
+    return _export_cached(tmp_path_factory, "lvvit_m_bs16.onnx", model="lvvit_m", batch_size=16)
+
+
+@pytest.fixture(scope="session")
 def lvvit_s_bs1_onnx(tmp_path_factory) -> str:
     """Full-size random-init lvvit_s, batch 1, simplified (slow)."""
     return _export_cached(tmp_path_factory, "lvvit_s_bs1.onnx", model="lvvit_s", batch_size=1)
