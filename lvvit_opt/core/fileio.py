@@ -194,14 +194,14 @@ def require_writable_dir(directory: str | os.PathLike, what: str) -> None:
         raise UserError(f"{what}: cannot write to {existing} (permission denied)")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         probe = existing / f".probe{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}"
-        try:
-            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except OSError as exc:
-            raise UserError(f"{what}: cannot write to {existing} ({exc.strerror})") from None
-        try:
-            os.close(fd)
-        finally:  # also on Ctrl-C/SIGTERM (and a probe of a killed run is swept later: its pid is dead)
-            os.unlink(probe)
+        try:  # created inside the try: a SIGTERM right after the creation still removes it
+            try:
+                os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise UserError(f"{what}: cannot write to {existing} ({exc.strerror})") from None
+        finally:  # also on Ctrl-C/SIGTERM (a probe of a killed run is swept later: its pid is dead)
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
 
 
 def require_regular_file(path: str | os.PathLike) -> Path:
