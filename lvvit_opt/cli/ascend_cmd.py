@@ -68,15 +68,14 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     """
     from lvvit_opt.ascend import atc as atc_lib
     from lvvit_opt.core.cann import cann_environment
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
     if keep_dtype and keep_dtype_ops:
         raise click.UsageError("use either --keep-dtype FILE or --keep-dtype-op, not both")
     prefix = output if output is not None else atc_lib.default_output_prefix(model)
-    guard_outputs({"--output": f"{prefix}.om", "--log-file": log_file or f"{prefix}.atc.log",
+    start_plan(reads={"MODEL": model, "--keep-dtype": keep_dtype, "--fusion-switch": fusion_switch}, writes={"--output": f"{prefix}.om", "--log-file": log_file or f"{prefix}.atc.log",
                    "--keep-dtype-op": f"{prefix}.keep_dtype.cfg" if keep_dtype_ops else None,
-                   "--json": json_file(json_out)},
-                  {"MODEL": model, "--keep-dtype": keep_dtype, "--fusion-switch": fusion_switch})
+                   "--json": json_file(json_out)})
     env = cann_environment(cann_home)
     soc = atc_lib.resolve_soc_version(soc_version, env)
     def build(keep):

@@ -58,7 +58,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     """
     from lvvit_opt.measure.bench import plot_fps
     from lvvit_opt.core.errors import UserError
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.scale import bench_any, parse_devices
 
     if devices is not None:
@@ -68,8 +68,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
         if backend == "trtexec":
             raise UserError("--device runs ais_bench, the benchmark binary or onnxruntime; not trtexec")
 
-    guard_outputs({"--json": json_file(json_out), "--plot": plot_out},
-                  {**{f"MODEL {m}": m for m in models}, "--reference": reference})
+    start_plan(reads={**{f"MODEL {m}": m for m in models}, "--reference": reference}, writes={"--json": json_file(json_out), "--plot": plot_out})
     report = bench_any(
         list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None,
         backend=backend,

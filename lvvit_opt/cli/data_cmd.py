@@ -151,10 +151,9 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
     """
     from lvvit_opt.data import preprocess_dir
     from lvvit_opt.data.transform import eval_transform_for
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
-    guard_outputs({"--info": info_file, "--json": json_file(json_out)}, {"SRC_DIR": src_dir, "--model": model_file},
-                  output_dirs={"OUT_DIR": out_dir})
+    start_plan(reads={"SRC_DIR": src_dir, "--model": model_file}, writes={"--info": info_file, "--json": json_file(json_out)}, folders={"OUT_DIR": out_dir})
     if model_name is not None or model_file is not None:
         crop_pct, interpolation, _ = resolve_transform(crop_pct, interpolation, model_name, model_file)
     transform, source = eval_transform_for(model_file, img_size=img_size, crop_pct=crop_pct,
@@ -194,9 +193,9 @@ def postprocess_command(result_dir, labels, dtype, shard, json_out):
       lvvit-opt postprocess result/dumpOutput_device0 --labels val.txt
     """
     from lvvit_opt.data import postprocess
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
-    guard_outputs({"--json": json_file(json_out)}, {"RESULT_DIR": result_dir, "--labels": labels})
+    start_plan(reads={"RESULT_DIR": result_dir, "--labels": labels}, writes={"--json": json_file(json_out)})
     _warn_unkept_shard(shard, json_out)
     result = postprocess(result_dir, labels, dtype=dtype, shard=shard)
     echo(result.summary())
@@ -246,11 +245,11 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
       lvvit-opt eval model_bs16.om --data val --labels val.txt --device 0,1,2,3
       lvvit-opt eval model_bs16.onnx --data val --labels val.txt --engine ray --address auto
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.core.resources import threads_per_process
     from lvvit_opt.scale import evaluate_any, parse_devices
 
-    guard_outputs({"--json": json_file(json_out)}, {"MODEL": model, "--data": data_dir, "--labels": labels})
+    start_plan(reads={"MODEL": model, "--data": data_dir, "--labels": labels}, writes={"--json": json_file(json_out)})
     crop_pct, interpolation, origin = resolve_transform(crop_pct, interpolation, model_name, model)
     devices = parse_devices(devices) if devices is not None else None
     if devices and str(model).lower().endswith(".onnx"):
@@ -291,9 +290,9 @@ def merge_command(results, with_predictions, json_out):
       lvvit-opt merge s1.json s2.json s3.json s4.json --json merged.json
     """
     from lvvit_opt.data.shard import merge_results
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
-    guard_outputs({"--json": json_file(json_out)}, {f"RESULT {r}": r for r in results})
+    start_plan(reads={f"RESULT {r}": r for r in results}, writes={"--json": json_file(json_out)})
     merged = merge_results(list(results))
     for warning in merged.warnings:
         log.warning(warning)

@@ -74,7 +74,7 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
       lvvit-opt debug layers model_bs1.onnx out/dump/20240101120000_npy --inputs image.npy
     """
     from lvvit_opt.debug.layers import compare_layers, suggest_keep_fp32, write_keep_dtype
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.golden import Tolerance
     from lvvit_opt.verify.inputs import parse_inputs_arg
     if (precision_mode or keep_dtype_file) and candidate is not None:
@@ -84,8 +84,7 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
     onnx_candidate = candidate is not None and not fp16 and candidate.lower().endswith(".onnx")
     if keep_dtype_path and (onnx_candidate or (candidate is None and not fp16)):
         raise click.UsageError("--suggest-keep-dtype is for fp16 candidates: --fp16 or an NPU dump directory")
-    guard_outputs({"--suggest-keep-dtype": keep_dtype_path, "--json": None if json_out == "-" else json_out},
-                  {"REFERENCE": reference, "CANDIDATE": candidate, "--inputs": parse_inputs_arg(inputs)})
+    start_plan(reads={"REFERENCE": reference, "CANDIDATE": candidate, "--inputs": parse_inputs_arg(inputs)}, writes={"--suggest-keep-dtype": keep_dtype_path, "--json": None if json_out == "-" else json_out})
     from lvvit_opt.verify.random_ops import warn_random_ops
 
     warn_random_ops(reference, candidate)

@@ -40,10 +40,9 @@ def doctor_command(model, cann_home, transpose_file, workdir, min_free_gb, json_
     Exit 0 when nothing failed (warnings allowed), 1 otherwise. Changes nothing.
     """
     from lvvit_opt.ascend.doctor import run_doctor
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
-    guard_outputs({"--json": json_out if json_out != "-" else None},
-                  {"--model": model, "--transpose-file": transpose_file})
+    start_plan(reads={"--model": model, "--transpose-file": transpose_file}, writes={"--json": json_out if json_out != "-" else None})
     if model is not None and os.path.lexists(model):  # the gate, even with no transpose.py to check against
         from lvvit_opt.core.onnx_files import gate_model_file
 

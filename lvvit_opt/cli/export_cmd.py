@@ -49,9 +49,9 @@ def export_command(checkpoint, model_name, batch_size, dynamic_batch, img_size, 
       lvvit-opt export --model deit_tiny_patch16_224 --checkpoint deit_tiny.pth --batch-size 16 -o deit_bs16.onnx
     """
     from lvvit_opt.export import export_onnx
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
-    guard_outputs({"-o": output, "--json": json_file(json_out)}, {"--checkpoint": checkpoint})
+    start_plan(reads={"--checkpoint": checkpoint}, writes={"-o": output, "--json": json_file(json_out)})
     result = export_onnx(output, model=model_name, checkpoint=checkpoint, batch_size=batch_size or 1,
                          dynamic_batch=dynamic_batch, img_size=img_size, opset=opset, simplify=not no_simplify,
                          seed=seed, ema=ema, strict=not non_strict)

@@ -31,12 +31,11 @@ def inspect_command(models, keep_json, top, cann_home, json_out) -> None:
       lvvit-opt inspect model_bs16.om model_bs16_opt.om --top 10 --json inspect.json
     """
     from lvvit_opt.ascend.om_graph import format_comparison, format_model, inspect_om
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
 
     if keep_json and len(models) > 1:
         raise click.UsageError("--keep-json takes one model")
-    guard_outputs({"--keep-json": keep_json, "--json": json_out if json_out != "-" else None},
-                  {f"MODEL {i + 1}": m for i, m in enumerate(models)})
+    start_plan(reads={f"MODEL {i + 1}": m for i, m in enumerate(models)}, writes={"--keep-json": keep_json, "--json": json_out if json_out != "-" else None})
     _refuse_onnx(models)
     results = [inspect_om(m, keep_json=keep_json, cann_home=cann_home) for m in models]
     for i, result in enumerate(results):

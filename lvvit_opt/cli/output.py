@@ -362,3 +362,25 @@ def _tqdm_factory(desc: str, total: int | None, unit: str):
     if not progress_enabled():
         return progress._NullBar()
     return _TqdmBar(desc, total, unit)
+
+
+# ---------------------------------------------------------------- the verb's plan
+
+def start_plan(*, reads=None, writes=None, folders=None, owned=None, edits=None, compatible: tuple[str, ...] = ()):
+    """Declare and start this verb's plan (lvvit_opt.core.plan): every file and folder it reads
+    (`reads`), writes (`writes`), writes into (`folders`), owns alone (`owned`) and changes in place
+    as its job (`edits`: whitelist patch's transpose.py), each a dict
+    label -> path. --json and --log-file are added here. Checked before anything is written
+    (exit 2 on a collision), owned folders locked until the command ends."""
+    from lvvit_opt.core.plan import Plan
+
+    st = state()
+    plan = Plan.of(command_name() or "lvvit-opt", reads=reads, writes={**(writes or {}), "--json": json_file(st.json_target)},
+                   folders=folders, owned=owned, edits=edits, compatible=compatible)
+    if st.log_file:
+        plan.read("--log-file", st.log_file)
+    plan.start()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(plan.release)
+    return plan

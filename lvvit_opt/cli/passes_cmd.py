@@ -69,13 +69,12 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
       lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --passes fix_shapes,softmax_transpose,cleanup --batch-size 16
       lvvit-opt apply swin.onnx -o swin_opt.onnx -O softmax_transpose.style=swin
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.inputs import parse_inputs_arg
     from lvvit_opt.verify.golden import Tolerance
     from lvvit_opt.passes import ApplyValidationFailed, apply_file
 
-    guard_outputs({"-o": output, "--report": report_path, "--json": json_file(json_out)},
-                  {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
+    start_plan(reads={"MODEL": model, "--inputs": parse_inputs_arg(inputs)}, writes={"-o": output, "--report": report_path, "--json": json_file(json_out)})
     if report_path:
         logger.warning("--report is deprecated; use --json PATH (same result, inside the common envelope)")
     try:
@@ -98,10 +97,10 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
 @handle_errors
 def passes_command(json_out):
     """List the graph passes `apply --passes` accepts, one line each (-v: with descriptions)."""
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.passes import available_passes
 
-    guard_outputs({"--json": json_out})
+    start_plan(writes={"--json": json_out})
 
     registry = available_passes()
     width = max(len(name) for name in registry)

@@ -48,11 +48,10 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
     Example:
       lvvit-opt run --checkpoint lvvit_s-26M-224-83.3.pth.tar --out runs/lvvit_s --patch-whitelist
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.pipeline.run import RunOptions, run, run_files
 
-    guard_outputs({"--json": json_file(json_out), **run_files(out)}, {"--checkpoint": checkpoint, "--whitelist-file": whitelist_file},
-                  output_dirs={"--out": out})
+    start_plan(reads={"--checkpoint": checkpoint, "--whitelist-file": whitelist_file}, writes={"--json": json_file(json_out), **run_files(out)}, owned={"--out": out})
     options = RunOptions(out=out, checkpoint=checkpoint, model=model_name,
                          batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH)),
                          passes=tuple(passes), seed=seed, ema=ema, strict=not non_strict,

@@ -65,7 +65,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
       lvvit-opt tune model.onnx --inputs prep/ --target ascend --out tune_npu/
     """
     from lvvit_opt.core.errors import UserError
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.tune.search import TuneOptions, load_space, parse_budget, tune, tune_files
 
     if (model is None) == (model_name is None):
@@ -74,9 +74,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
         raise UserError("--checkpoint goes with --model NAME")
     budget_s = parse_budget(budget)
     space = load_space(space_file, target) if space_file else None
-    guard_outputs({"--json": json_file(json_out), **tune_files(out)},
-                  {"MODEL": model, "--inputs": inputs, "--space": space_file},
-                  output_dirs={"--out": out})
+    start_plan(reads={"MODEL": model, "--inputs": inputs, "--space": space_file}, writes={"--json": json_file(json_out), **tune_files(out)}, owned={"--out": out})
     per_batch = None
     if model_name is not None:
         from lvvit_opt.tune.search import default_space

@@ -37,11 +37,11 @@ def validate_command(reference, candidate, golden, inputs, seed, batch_size, bac
 
     Exit 0 when every output passes, 1 on a mismatch, 2 on bad input.
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.golden import validate_models
 
-    guard_outputs({"--json": json_out}, {"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
-                                         "--inputs": inputs})
+    start_plan(reads={"REFERENCE": reference, "CANDIDATE": candidate, "--golden": golden,
+                                         "--inputs": inputs}, writes={"--json": json_out})
     from lvvit_opt.verify.random_ops import warn_random_ops
 
     warn_random_ops(reference, candidate)
@@ -72,11 +72,11 @@ def golden_group():
 @handle_errors
 def golden_make_command(model, output, inputs, seed, batch_size, json_out):
     """Run MODEL on --inputs (seeded random by default) and save the inputs and outputs to -o."""
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.golden import make_golden
     from lvvit_opt.verify.inputs import parse_inputs_arg
 
-    guard_outputs({"-o": output, "--json": json_out}, {"MODEL": model, "--inputs": parse_inputs_arg(inputs)})
+    start_plan(reads={"MODEL": model, "--inputs": parse_inputs_arg(inputs)}, writes={"-o": output, "--json": json_out})
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
     echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
     emit_result({"output": str(output), "arrays": {name: list(shape) for name, shape in saved.items()}})
@@ -90,8 +90,8 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
 @handle_errors
 def golden_check_command(model, golden, json_out, **metrics):
     """Run MODEL on GOLDEN's inputs and compare with its stored outputs (exit 0 pass, 1 mismatch, 2 bad input)."""
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.golden import check_golden
 
-    guard_outputs({"--json": json_out}, {"MODEL": model, "GOLDEN": golden})
+    start_plan(reads={"MODEL": model, "GOLDEN": golden}, writes={"--json": json_out})
     _emit(check_golden(model, golden, tolerance=tolerance_from(model, **metrics)))

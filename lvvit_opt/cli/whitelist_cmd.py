@@ -52,6 +52,18 @@ def _own_inputs(file) -> dict[str, Path]:
     return own_files(real_file(located))
 
 
+def _edited(file) -> dict[str, Path]:
+    """transpose.py as the verb will locate it: patch changes it, and check, patch and restore
+    finish or undo an interrupted patch there (the plan's `edits`)."""
+    from lvvit_opt.whitelist.journal import real_file
+    from lvvit_opt.whitelist.locate import locate_transpose_py
+
+    try:
+        return {"transpose.py": real_file(locate_transpose_py(file))}
+    except UserError:
+        return {}
+
+
 def _fmt(shape) -> str:
     return ",".join(str(d) for d in shape) if shape is not None else "rank unknown"
 
@@ -81,11 +93,11 @@ def shapes_command(model, json_out) -> None:
 
     A Transpose whose input shape is not static is listed as such (atc needs a fixed batch).
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.whitelist import transpose_shapes
     from lvvit_opt.whitelist.graph import symbolic_input_dims
 
-    guard_outputs({"--json": json_out}, {"MODEL": model, **_own_inputs(None)})
+    start_plan(reads={"MODEL": model, **_own_inputs(None)}, writes={"--json": json_out})
 
     from lvvit_opt.core.table import format_table
 
@@ -120,10 +132,11 @@ def check_command(file, shape_values, from_model, require_fast, json_out) -> Non
 
     The file is read as text with Python's ast; it is never imported or executed.
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.whitelist import check_shapes
 
-    guard_outputs({"--json": json_out}, {"--file": file, "--from-model": from_model, **_own_inputs(file)})
+    start_plan(reads={"--file": file, "--from-model": from_model, **_own_inputs(file)}, writes={"--json": json_out},
+               edits=_edited(file))
 
     report = check_shapes(file, _requested_shapes(shape_values, from_model))
     emit_result(report.to_dict(), ok=report.all_fast or not require_fast)
@@ -161,12 +174,12 @@ def patch_command(file, shape_values, from_model, fuzzy, dry_run, output, json_o
     Patching twice adds nothing. Undo with `lvvit-opt whitelist restore`.
     Exit 1 when a shape stays on TransposeD (black-listed in a black-list-era file).
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.whitelist import patch_file
 
     copy = Path(output) / (Path(file).name if file else "transpose.py") if output and Path(output).is_dir() else output
-    guard_outputs({"--output": copy, "--json": json_out},
-                  {"--file": file, "--from-model": from_model, **_own_inputs(file)})
+    start_plan(reads={"--file": file, "--from-model": from_model, **_own_inputs(file)},
+               writes={"--output": copy, "--json": json_out}, edits=_edited(file))
     result = patch_file(file, _requested_shapes(shape_values, from_model), fuzzy=fuzzy, dry_run=dry_run,
                         output=output)
     emit_result(result.to_dict(), ok=not result.blocked)
@@ -198,10 +211,11 @@ def restore_command(file, force, json_out) -> None:
     An interrupted patch is restored too; a backup or record that does not check out is
     refused (exit 2, naming the file and what does not match) unless --force.
     """
-    from lvvit_opt.core.fileio import guard_outputs
+    from lvvit_opt.cli.output import start_plan
     from lvvit_opt.whitelist import restore_file
 
-    guard_outputs({"--json": json_out}, {"--file": file, **_own_inputs(file)})
+    start_plan(reads={"--file": file, **_own_inputs(file)}, writes={"--json": json_out},
+               edits=_edited(file))
 
     result = restore_file(file, force=force)
     echo(result.message)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.plan import refuse_symlinked_components
 
 OPP_DIR = "whitelist_opp"   # under --out: one private opp tree per distinct shape set
 
@@ -104,6 +105,7 @@ def build_private_opp(installed: Path, installed_opp: Path, shapes: Sequence[Seq
     layout = layout_relative_path(installed)
     digest = hashlib.sha256(repr((str(installed), sorted(shapes))).encode()).hexdigest()[:12]
     root = Path(out) / OPP_DIR / digest
+    refuse_symlinked_components("--out", out, root)  # a symlinked OUT/whitelist_opp must not lead the rmtree out
     if root.is_symlink() or root.is_file():
         root.unlink()
     elif root.exists():

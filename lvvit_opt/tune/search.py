@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -38,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from lvvit_opt.core.errors import LvvitOptError, UserError
+from lvvit_opt.core.fileio import TEMP_MARKER
 from lvvit_opt.core.logs import LogCallback, reporter
 from lvvit_opt.core.progress import task
 from lvvit_opt.tune.report import TuneReport, pareto_front, plot_tune  # noqa: F401  (public API)
@@ -564,7 +566,9 @@ def tune(options: TuneOptions, log: LogCallback = None,
     log(f"tune {options.target}: {len(candidates)} candidate(s) ({reused} reused from {s.out / STATE_FILE}), "
         f"budget {options.budget_s:.0f} s")
 
-    workdir_handle = tempfile.TemporaryDirectory(prefix="lvvit-tune-")
+    # inside --out, named as our temporaries: a killed tune's folder is swept by the next run
+    workdir_handle = tempfile.TemporaryDirectory(prefix=f".work{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}",
+                                                 dir=s.out)
     workdir = Path(workdir_handle.name)
     built: dict[tuple, tuple[Path, str]] = {}  # variant -> (onnx path, graph hash)
     hashes: dict[tuple, str] = {}  # (precision, batch, graph hash) -> first candidate key with that graph

@@ -1,0 +1,272 @@
+"""A verb's plan: every file and folder it reads, writes or owns, declared before it writes anything.
+
+Every verb builds one `Plan` and starts it before its first write. Starting it
+
+- checks the whole plan with the output guard (`fileio.guard_outputs`): no output is an input,
+  one of the tool's own files (a backup, a patch record, a stage cache, a lock), another
+  output, a folder, a socket; outputs on devices and FIFOs are written through;
+- refuses a symlink in any component of a path the verb writes under a folder it owns (a
+  symlinked `OUT/whitelist_opp` would otherwise lead a delete or a write out of `--out`);
+- refuses an owned folder that already holds files some other program wrote: an owned folder
+  is new, empty, or marked by an earlier run of the same verb (`.lvvit-opt-owner`);
+- locks every owned folder (`fcntl.flock` on `.lvvit-opt.lock` inside it): a second process on
+  the same folder is refused in one line instead of interleaving its writes;
+- sweeps temporary files and folders of killed runs inside the owned folders.
+
+A started plan is recorded (`started_plans`), so a test that walks every verb can check
+that nothing outside the plan was written (`Plan.covers`). The CLI layer starts plans
+through `lvvit_opt.cli.output.start_plan`, which adds --json and --log-file.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Union
+
+from lvvit_opt.core.errors import OutputRefused, UserError, shown
+from lvvit_opt.core.fileio import (
+    OWNED_NAMES, TEMP_MARKER, guard_outputs, owned_file_kind, special_kind, sweep_stale_temps)
+
+PathArg = Union[str, os.PathLike, None]
+LOCK_NAME = ".lvvit-opt.lock"
+OWNER_NAME = ".lvvit-opt-owner"
+OWNED_NAMES.setdefault(LOCK_NAME, "the lock of a running lvvit-opt")
+OWNED_NAMES.setdefault(OWNER_NAME, "the record of which lvvit-opt verb owns this folder")
+
+_started: list["Plan"] = []
+
+
+def _paths(mapping: Mapping[str, PathArg] | None) -> dict[str, Path]:
+    """label -> Path for the given paths; None, "", "-" (stdout) and numbers are not paths."""
+    return {label: Path(os.fspath(p)) for label, p in (mapping or {}).items()
+            if p is not None and not isinstance(p, (int, float)) and os.fspath(p) not in ("", "-")}
+
+
+@dataclass
+class Plan:
+    """What one verb reads, writes and owns; labels name the option or argument (`MODEL`, `-o`)."""
+
+    verb: str
+    reads: dict[str, Path] = field(default_factory=dict)
+    writes: dict[str, Path] = field(default_factory=dict)
+    folders: dict[str, Path] = field(default_factory=dict)   # written into; everything inside is the verb's
+    owned: dict[str, Path] = field(default_factory=dict)     # folders locked for the verb alone
+    edits: dict[str, Path] = field(default_factory=dict)     # inputs changed in place (the verb's job), with
+                                                              # the records kept beside them (OWNED_SUFFIXES)
+    compatible: tuple[str, ...] = ()                          # other owner marks an owned folder may carry
+    _locks: list[int] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def of(cls, verb: str, *, reads: Mapping[str, PathArg] | None = None, writes: Mapping[str, PathArg] | None = None,
+           folders: Mapping[str, PathArg] | None = None, owned: Mapping[str, PathArg] | None = None,
+           edits: Mapping[str, PathArg] | None = None, compatible: tuple[str, ...] = ()) -> "Plan":
+        return cls(verb, _paths(reads), _paths(writes), _paths(folders), _paths(owned), _paths(edits), compatible)
+
+    # -- declaring -------------------------------------------------------------------------
+
+    def read(self, label: str, path: PathArg) -> "Plan":
+        self.reads.update(_paths({label: path}))
+        return self
+
+    def write(self, label: str, path: PathArg) -> "Plan":
+        self.writes.update(_paths({label: path}))
+        return self
+
+    def folder(self, label: str, path: PathArg, *, owned: bool = False) -> "Plan":
+        target = self.owned if owned else self.folders
+        target.update(_paths({label: path}))
+        return self
+
+    # -- checking --------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Refuse (exit 2, nothing written) a plan whose outputs would hit an input, each other,
+        the tool's own files, or leave their folder through a symlink."""
+        dirs = {**self.folders, **self.owned}
+        guard_outputs(self.writes, self.reads, output_dirs=dirs)
+        for label, folder in self.owned.items():
+            _refuse_foreign_folder(label, folder, self.verb, self.compatible)
+            for in_label, source in self.reads.items():
+                if os.path.lexists(source) and _inside(source, folder):
+                    raise OutputRefused(f"{in_label} {shown(source)} lies inside {label} {shown(folder)}, which "
+                                        f"{self.verb} writes and may replace; move it out or give another "
+                                        f"folder (nothing written)", [folder])
+        for label, path in self.writes.items():
+            for folder_label, folder in dirs.items():
+                if _inside(path, folder):
+                    refuse_symlinked_components(label, folder, path)
+
+    def covers(self, path: str | os.PathLike) -> bool:
+        """True when writing `path` is in this plan: a declared output, or inside a declared folder."""
+        path = os.path.abspath(path)
+        for edited in self.edits.values():
+            if os.path.realpath(path) == os.path.realpath(edited) or _is_record_of(path, edited):
+                return True
+        for declared in self.writes.values():
+            if os.path.abspath(declared) == path or os.path.realpath(declared) == os.path.realpath(path):
+                return True
+        return any(_inside(path, folder, resolve=False) or _inside(path, folder)
+                   for folder in {**self.folders, **self.owned}.values())
+
+    # -- running ---------------------------------------------------------------------------
+
+    def start(self) -> "Plan":
+        """check(), then lock the owned folders, mark them, sweep their stale temporaries, record."""
+        self.check()
+        try:
+            for label, folder in self.owned.items():
+                self._lock(label, folder)
+        except BaseException:
+            self.release()
+            raise
+        _started.append(self)
+        return self
+
+    def release(self) -> None:
+        """Unlock the owned folders (the lock file stays: removing it would race a waiting run)."""
+        while self._locks:
+            with contextlib.suppress(OSError):
+                os.close(self._locks.pop())
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator["Plan"]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.release()
+
+    def inside(self, label: str, relative: str | os.PathLike) -> Path:
+        """The path `relative` under the declared folder `label`, refused (UserError) when one of
+        its components below the folder is a symlink, a device or a FIFO: a write or a delete
+        there must stay inside the folder."""
+        folders = {**self.folders, **self.owned}
+        if label not in folders:
+            raise ValueError(f"{label} is not a folder of the {self.verb} plan")
+        path = folders[label] / relative
+        refuse_symlinked_components(label, folders[label], path)
+        return path
+
+    def temp_dir(self, label: str, name: str = "work") -> Path:
+        """A new temporary folder inside the declared folder `label`, named as our temporaries are
+        (`.NAME.lvvit-tmp.PID.RANDOM`): a later run sweeps it when this process was killed."""
+        folders = {**self.folders, **self.owned}
+        folder = folders[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f".{name}{TEMP_MARKER}{os.getpid()}.{secrets.token_hex(4)}"
+        path.mkdir()
+        return path
+
+    def _lock(self, label: str, folder: Path) -> None:
+        import fcntl
+
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{label} {shown(folder)}: cannot create it ({exc.strerror})") from None
+        lock_path = folder / LOCK_NAME
+        if lock_path.is_symlink() or special_kind(lock_path) is not None:
+            raise OutputRefused(f"{label} {shown(folder)}: {LOCK_NAME} there is not a regular file; remove it",
+                                [lock_path])
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
+                         0o644)
+        except OSError as exc:
+            raise UserError(f"{label} {shown(folder)}: cannot lock it ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"{label} {shown(folder)} is in use by another lvvit-opt (its lock "
+                                f"{LOCK_NAME} is held); wait for it or give another folder") from None
+            raise UserError(f"{label} {shown(folder)}: cannot lock it ({exc.strerror})") from None
+        self._locks.append(fd)
+        _mark_owner(folder, self.verb)
+        sweep_stale_temps(folder)
+
+
+def started_plans() -> list[Plan]:
+    """The plans started in this process, oldest first (for the every-verb test)."""
+    return list(_started)
+
+
+def forget_started_plans() -> None:
+    _started.clear()
+
+
+def _is_record_of(path: str, edited: Path) -> bool:
+    """A backup or patch record the tool keeps beside an edited file (`transpose.py.lvvit-opt.orig`)."""
+    for candidate in {os.path.abspath(edited), os.path.realpath(edited)}:
+        head = candidate + "."
+        if path.startswith(head) and owned_file_kind(path) is not None:
+            return True
+    return False
+
+
+def _inside(path: str | os.PathLike, folder: str | os.PathLike, *, resolve: bool = True) -> bool:
+    norm = os.path.realpath if resolve else os.path.abspath
+    return norm(path).startswith(norm(folder).rstrip(os.sep) + os.sep)
+
+
+def refuse_symlinked_components(label: str, folder: str | os.PathLike, path: str | os.PathLike) -> None:
+    """OutputRefused (exit 2) when a component of `path` below `folder` is a symlink: a write or
+    a delete there would leave the folder (a symlinked OUT/whitelist_opp leading into CANN)."""
+    try:
+        relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+    except ValueError:
+        return
+    current = Path(os.path.abspath(folder))
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise OutputRefused(f"{label}: {shown(current)} is a symlink; lvvit-opt writes only inside "
+                                f"{shown(folder)}, remove the link or give another folder", [current])
+
+
+def _refuse_foreign_folder(label: str, folder: Path, verb: str, compatible: tuple[str, ...]) -> None:
+    """An owned folder is new, empty, or was written by an earlier run of this verb: a verb that
+    replaces files by name must not replace a user's unrelated files there."""
+    if not folder.is_dir():
+        return
+    try:
+        entries = [e for e in os.listdir(folder) if e not in (LOCK_NAME,) and TEMP_MARKER not in e]
+    except OSError as exc:
+        raise UserError(f"{label} {shown(folder)}: cannot list it ({exc.strerror})") from None
+    if not entries:
+        return
+    owner = read_owner(folder)
+    if owner == verb or (owner is not None and owner in compatible):
+        return
+    if owner is None and any(name in OWNED_NAMES and name not in (LOCK_NAME, OWNER_NAME) for name in entries):
+        return  # an earlier version's cache file (.stages.json) marks its folder
+    who = f"`lvvit-opt {owner}`" if owner else "something other than lvvit-opt"
+    raise OutputRefused(f"{label} {shown(folder)} already holds files written by {who}; "
+                        f"give a new or empty folder (nothing written)", [folder])
+
+
+def read_owner(folder: Path) -> str | None:
+    """The verb recorded in `folder`'s owner mark, or None (no mark, or not ours)."""
+    mark = folder / OWNER_NAME
+    if mark.is_symlink() or not mark.is_file():
+        return None
+    try:
+        with open(mark, "rb") as handle:
+            data = json.loads(handle.read(4096).decode("utf-8"))
+        return str(data["verb"]) if isinstance(data, dict) and isinstance(data.get("verb"), str) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _mark_owner(folder: Path, verb: str) -> None:
+    mark = folder / OWNER_NAME
+    if read_owner(folder) is not None:
+        return
+    from lvvit_opt.core.fileio import write_text_atomic
+
+    write_text_atomic(mark, json.dumps({"verb": verb}) + "\n")
