@@ -110,7 +110,7 @@ class Plan:
         for declared in self.writes.values():
             if os.path.abspath(declared) == path or os.path.realpath(declared) == os.path.realpath(path):
                 return True
-        return any(_inside(path, folder, resolve=False) or _inside(path, folder)
+        return any(os.path.abspath(folder) == path or _inside(path, folder, resolve=False) or _inside(path, folder)
                    for folder in {**self.folders, **self.owned}.values())
 
     # -- running ---------------------------------------------------------------------------
