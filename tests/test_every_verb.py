@@ -334,3 +334,38 @@ def test_a_killed_runs_temporary_folder_is_swept_when_the_folder_is_owned_again(
     (stale / "candidate.onnx").write_bytes(b"x")
     Plan.of("tune", owned={"--out": out}).start().release()
     assert not stale.exists()
+
+
+def _file_option_cases():
+    """Every file-valued option of every verb that the fixture does not use as an output."""
+    for verb in VERBS:
+        fixture = VERB_FIXTURES.get(verb)
+        if fixture is None:
+            continue
+        command = main
+        for part in verb.split():
+            command = command.commands[part]
+        for param in command.params:
+            opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+            if not opts or opts[0] in fixture.outputs + fixture.folders + ("--log-file",):
+                continue
+            kind = param.type
+            if (isinstance(kind, click.Path) and kind.file_okay) or type(kind).__name__ in ("ModelFile", "InputsParam"):
+                marks = [pytest.mark.slow] if fixture.slow else []
+                yield pytest.param(verb, opts[0], marks=marks, id=f"{verb}|{opts[0]}")
+
+
+@pytest.mark.parametrize("verb, option", list(_file_option_cases()))
+def test_json_onto_any_file_option_is_refused(workspace, verb, option):
+    """`--json F` with F given to any other file option of the verb (declared by the verb or not:
+    start_plan adds every file-valued option it was not told about as an input) is refused."""
+    ws = workspace
+    args = VERB_FIXTURES[verb].args(ws)
+    if option in args:
+        args = _replace_option(args, option, "keep.cfg")
+    else:
+        args = args + [option, "keep.cfg"]
+    before = snapshot(ws)
+    outcome = invoke(_replace_option(args, "--json", "keep.cfg"), ws)
+    assert_refused(outcome, 2)
+    assert diff_snapshots(before, snapshot(ws)) == [], f"{verb} {option} keep.cfg --json keep.cfg changed the workspace"

@@ -379,8 +379,43 @@ def start_plan(*, reads=None, writes=None, folders=None, owned=None, edits=None,
                    folders=folders, owned=owned, edits=edits, compatible=compatible)
     if st.log_file:
         plan.read("--log-file", st.log_file)
+    for label, path in _undeclared_file_options(plan).items():
+        plan.read(label, path)
     plan.start()
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(plan.release)
     return plan
+
+
+def _undeclared_file_options(plan) -> dict[str, str]:
+    """Every file-valued option of the running command that the verb did not declare as an
+    output is an input of its plan: a verb (or an option added later) cannot forget one, so
+    `--suggest-keep-dtype F --keep-dtype F` is refused like `-o MODEL`. Folder-only options
+    (--workdir, --cann-home) are left to the verb: outputs may live inside them."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    declared = {*plan.writes, *plan.folders, *plan.owned, *plan.edits, *plan.reads}
+    found: dict[str, str] = {}
+    for param in ctx.command.params:
+        if not _file_valued(param):
+            continue
+        values = ctx.params.get(param.name)
+        values = values if isinstance(values, (list, tuple)) else [values]
+        for i, value in enumerate(values):
+            if not isinstance(value, (str, os.PathLike)) or os.fspath(value) in ("", "-", ".") or str(value).isdigit():
+                continue
+            label = (param.opts[0] if getattr(param, "opts", None) and param.opts[0].startswith("-")
+                     else param.name.upper())
+            if label in declared:
+                continue  # the verb declared this option itself (as an output, a folder or an input)
+            found[label if len(values) == 1 else f"{label} {i + 1}"] = os.fspath(value)
+    return found
+
+
+def _file_valued(param: click.Parameter) -> bool:
+    kind = param.type
+    if isinstance(kind, click.Path):
+        return bool(kind.file_okay)
+    return type(kind).__name__ in ("ModelFile", "InputsParam")

@@ -100,6 +100,11 @@ class Plan:
             for folder_label, folder in dirs.items():
                 if _inside(path, folder):
                     refuse_symlinked_components(label, folder, path)
+            for folder_label, folder in self.owned.items():  # its subfolders hold files the verb names itself
+                if _inside(path, folder) and os.path.realpath(path.parent) != os.path.realpath(folder):
+                    raise OutputRefused(f"{label} {shown(path)} lies in a subfolder of {folder_label} "
+                                        f"{shown(folder)}, whose files {self.verb} writes; put it elsewhere "
+                                        f"(nothing written)", [path])
 
     def covers(self, path: str | os.PathLike) -> bool:
         """True when writing `path` is in this plan: a declared output, or inside a declared folder."""

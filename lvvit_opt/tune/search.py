@@ -53,7 +53,8 @@ STATE_FILE = "tune_state.json"
 REPORT_FILE = "tune.json"
 PLOT_FILE = "tune.png"
 REPRODUCE_FILE = "reproduce.sh"
-TUNE_FILES = (STATE_FILE, REPORT_FILE, PLOT_FILE, REPRODUCE_FILE)
+BEST_FILES = ("best.onnx", "best.om", "best_fp32.onnx")
+TUNE_FILES = (STATE_FILE, REPORT_FILE, PLOT_FILE, REPRODUCE_FILE, *BEST_FILES)
 
 
 def tune_files(out: str | os.PathLike) -> dict[str, Path]:
