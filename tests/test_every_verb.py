@@ -169,6 +169,9 @@ def test_verb_writes_only_what_its_plan_declares(workspace, verb):
     finally:
         os.chdir(old_cwd)
     assert not undeclared, f"{verb} wrote paths outside its plan: {undeclared}"
+    first_start = min(p.started_ns for p in plans)
+    early = [path for path in changed if os.lstat(ws / path).st_mtime_ns < first_start]
+    assert not early, f"{verb} wrote {early} before it started its plan"
     assert temp_leftovers(ws) == [] or all(".lvvit-opt" in t for t in temp_leftovers(ws))
     # ours only: torch and onnxruntime keep caches of their own there (torchinductor_root, .ses)
     left = [p.name for p in Path(os.environ["TMPDIR"]).iterdir() if "lvvit" in p.name]

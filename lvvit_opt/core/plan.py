@@ -24,6 +24,7 @@ import errno
 import json
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Union
@@ -59,6 +60,7 @@ class Plan:
     edits: dict[str, Path] = field(default_factory=dict)     # inputs changed in place (the verb's job), with
                                                               # the records kept beside them (OWNED_SUFFIXES)
     compatible: tuple[str, ...] = ()                          # other owner marks an owned folder may carry
+    started_ns: int | None = None                            # time.time_ns() when start() checked it
     _locks: list[int] = field(default_factory=list, repr=False)
 
     @classmethod
@@ -122,6 +124,7 @@ class Plan:
 
     def start(self) -> "Plan":
         """check(), then lock the owned folders, mark them, sweep their stale temporaries, record."""
+        self.started_ns = time.time_ns()
         self.check()
         try:
             for label, folder in self.owned.items():
