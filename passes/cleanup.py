@@ -1,4 +1,4 @@
-"""cleanup: dead nodes, unused initializers and inputs out; nodes in topological order."""
+"""cleanup: dead nodes and unused initializers out; nodes in topological order; graph inputs kept."""
 from __future__ import annotations
 
 from collections import deque
@@ -14,17 +14,20 @@ from lvvit_opt.passes.registry import register_pass
 
 @register_pass
 class Cleanup(GraphPass):
-    """Remove nodes whose outputs nothing uses, unused initializers and inputs, then toposort.
+    """Remove nodes whose outputs nothing uses and unused initializers, then toposort.
 
-    Graph outputs are always kept. `keep_unused_inputs=true` keeps graph inputs that no node
-    reads (some runtimes expect a fixed input list).
+    Graph inputs and outputs are the model's interface and are always kept, read or not
+    (a caller feeds them; validation feeds both graphs alike). `keep_unused_inputs=false`
+    drops graph inputs no node reads: the rewrite then takes fewer inputs, which `apply`'s
+    validation refuses to compare. An initializer listed among the graph inputs (IR < 4) is
+    removed from both lists together, so it never turns into a required input.
     """
 
     name = "cleanup"
 
     @dataclass
     class Options:
-        keep_unused_inputs: bool = False
+        keep_unused_inputs: bool = True
 
     def rewrite(self, model: onnx.ModelProto, report: PassReport) -> None:
         graph = model.graph
@@ -35,6 +38,8 @@ class Cleanup(GraphPass):
             replace_nodes(graph, ordered)
         used = set().union(*(node_reads(n) for n in graph.node)) | {o.name for o in graph.output}
         removed_inits = _delete_where(graph.initializer, lambda t: t.name not in used)
+        dropped = set(removed_inits)
+        _delete_where(graph.input, lambda v: v.name in dropped)  # IR < 4: the initializer's input entry
         removed_inputs = [] if self.options.keep_unused_inputs else _delete_where(graph.input, lambda v: v.name not in used)
         known = used | {o for n in graph.node for o in n.output}
         removed_vi = _delete_where(graph.value_info, lambda v: v.name not in known)

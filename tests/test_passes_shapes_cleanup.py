@@ -109,13 +109,26 @@ def test_cleanup_removes_dead_code_and_toposorts():
     graph = result.model.graph
     assert [n.name for n in graph.node] == ["add", "relu"]
     assert [i.name for i in graph.initializer] == ["bias"]
-    assert [i.name for i in graph.input] == ["x"]
+    assert [i.name for i in graph.input] == ["x", "unused_in"]  # the interface is kept
     assert list(graph.value_info) == []
     details = result.reports[0].details
-    assert details == {"dead_nodes": 2, "unused_initializers": ["unused_w"], "unused_inputs": ["unused_in"],
+    assert details == {"dead_nodes": 2, "unused_initializers": ["unused_w"], "unused_inputs": [],
                        "stale_value_infos": 1}
 
 
-def test_cleanup_can_keep_unused_inputs():
-    result = check_pass(_messy_model(), ["cleanup"], {"cleanup": {"keep_unused_inputs": "true"}}, ops=["Add", "Relu"])
-    assert [i.name for i in result.model.graph.input] == ["x", "unused_in"]
+def test_cleanup_can_drop_unused_inputs_when_asked():
+    result = check_pass(_messy_model(), ["cleanup"], {"cleanup": {"keep_unused_inputs": "false"}}, ops=["Add", "Relu"])
+    assert [i.name for i in result.model.graph.input] == ["x"]
+    assert result.reports[0].details["unused_inputs"] == ["unused_in"]
+
+
+def test_cleanup_removes_an_unused_ir3_initializer_from_the_inputs_too():
+    """IR < 4 lists initializers among the inputs: dropping only the initializer would leave a
+    required input nobody feeds."""
+    model = _messy_model()
+    model.ir_version = 3
+    model.opset_import[0].version = 8
+    model.graph.input.extend([helper.make_tensor_value_info("bias", TensorProto.FLOAT, [3]),
+                              helper.make_tensor_value_info("unused_w", TensorProto.FLOAT, [2])])
+    result = check_pass(model, ["cleanup"], ops=["Add", "Relu"])
+    assert [i.name for i in result.model.graph.input] == ["x", "unused_in", "bias"]
