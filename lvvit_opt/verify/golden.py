@@ -30,7 +30,8 @@ class Tolerance:
     Elementwise: |a-b| <= atol + rtol*|ref|. Per tensor: cosine >= min_cosine (direction),
     range_rel = max|a-b| / max|ref| <= max_range_rel (scale-aware: sees a scale error, an
     offset, a sign flip or a permutation, which cosine alone is blind to in part), and the
-    optional caps on max_rel, mean_rel and rmse. Any NaN/Inf on either side always fails.
+    optional caps on max_rel, mean_rel and rmse. NaN, or the same Inf, at the same place on both
+    sides is agreement (counted and reported); a NaN/Inf on one side only always fails.
     """
 
     atol: float | None = 1e-4
@@ -82,6 +83,7 @@ class OutputComparison:
     nonfinite_candidate: int = 0
     overflow: int = 0  # candidate Inf where the reference is finite (fp16 overflows past 65504)
     underflow: int = 0  # candidate 0 where the reference is a non-zero below fp16's smallest normal
+    nonfinite_matched: int = 0  # NaN, or the same Inf, at the same place on both sides: agreement
 
 
 @dataclass
@@ -112,6 +114,9 @@ class ComparisonReport:
                 f"cosine={o.cosine:.8f} range_rel={o.range_rel:.3g} mean_rel={o.mean_rel:.3g} rmse={o.rmse:.3g} "
                 f"top1_agree={top1} -> {'PASS' if o.passed else 'FAIL'}"
             )
+            if o.nonfinite_matched:
+                lines.append(f"  {o.nonfinite_matched} NaN/Inf value(s) at the same places on both sides, "
+                             "counted as agreement; the metrics above judge the other values")
             for failure in o.failures:
                 lines.append(f"  {failure}")
         lines.append(f"{'PASS' if self.passed else 'FAIL'} ({self.tolerance.enforced()})")
@@ -138,23 +143,42 @@ def compare_outputs(
     return ComparisonReport([compare_tensor(n, r, c, tolerance) for n, r, c in pairs], tolerance)
 
 
-def compare_tensor(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance) -> OutputComparison:
-    """One tensor's metrics and verdict: the comparison every check in the tool makes."""
+def compare_tensor(name: str, ref, cand, tol: Tolerance) -> OutputComparison:
+    """One output's metrics and verdict: the comparison every check in the tool makes.
+
+    NaN at the same place on both sides, or the same Inf (same sign), is agreement: it is
+    counted (`nonfinite_matched`) and said in the report, and the metrics are computed on the
+    rest. A NaN/Inf on one side only, or Inf of the other sign, always fails.
+    Non-tensor values (sequences, maps such as a ZipMap classifier's, optionals) are compared
+    leaf by leaf: the same structure, then the numbers as one tensor; strings and non-numeric
+    leaves must be equal exactly."""
+    flat_ref, flat_cand = _leaves(ref), _leaves(cand)
+    if flat_ref is not None or flat_cand is not None:
+        return _compare_structured(name, flat_ref, flat_cand, ref, cand, tol)
     ref = np.asarray(ref)
     cand = np.asarray(cand)
     if ref.shape != cand.shape:
         if ref.size == cand.size:
             cand = cand.reshape(ref.shape)  # e.g. a runner that returns flat buffers
         else:
-            inf = float("inf")
-            return OutputComparison(name, ref.shape, inf, (), inf, inf, inf, 0.0, None, inf, False,
-                                    [f"shape mismatch: reference {ref.shape}, candidate {cand.shape}"],
-                                    range_rel=inf, mean_rel=inf, rmse=inf)
+            return _mismatch(name, ref.shape, f"shape mismatch: reference {ref.shape}, candidate {cand.shape}")
     if ref.size == 0:
         return OutputComparison(name, ref.shape, 0.0, (), 0.0, 0.0, 0.0, 1.0, None, 0.0, True)
-    r = ref.astype(np.float64)
-    c = cand.astype(np.float64)
+    if not (_numeric(ref) and _numeric(cand)):  # strings, objects: equal or not
+        equal = ref.dtype.kind == cand.dtype.kind and bool(np.all(ref == cand))
+        different = 0 if equal else int(np.count_nonzero(ref != cand)) if ref.dtype.kind == cand.dtype.kind \
+            else ref.size
+        return _exact(name, ref.shape, equal, f"{different} of {ref.size} {ref.dtype.kind!r}-kind values differ "
+                                              "(compared exactly)")
+    r = _as_float64(ref)
+    c = _as_float64(cand)
     r_finite, c_finite = np.isfinite(r), np.isfinite(c)
+    with np.errstate(invalid="ignore"):
+        alike = (np.isnan(r) & np.isnan(c)) | (np.isinf(r) & (r == c))  # the same NaN/Inf on both sides
+    matched = int(np.count_nonzero(alike))
+    if matched:  # agreement there: both sides 0 in every metric below
+        r, c = np.where(alike, 0.0, r), np.where(alike, 0.0, c)
+        r_finite, c_finite = r_finite | alike, c_finite | alike
     bad_ref, bad_cand = int(r.size - np.count_nonzero(r_finite)), int(c.size - np.count_nonzero(c_finite))
     finite = bad_ref == 0 and bad_cand == 0
     overflow = int(np.count_nonzero(np.isinf(c) & r_finite))
@@ -173,13 +197,14 @@ def compare_tensor(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance)
         rmse = float(np.sqrt(np.mean(diff * diff))) if finite else float("inf")
     cosine = _cosine(r, c) if finite else 0.0
     rtol_used = tol.rtol or 0.0
-    atol_needed = float(np.max(diff - rtol_used * abs_r)) if finite else float("inf")
+    with np.errstate(invalid="ignore", over="ignore"):
+        atol_needed = float(np.max(diff - rtol_used * abs_r)) if finite else float("inf")
     metrics = {"max_rel": float(np.max(rel)), "mean_rel": float(np.mean(rel)), "rmse": rmse, "range_rel": range_rel}
     failures = []
     if not finite:  # the one failure that matters: every other metric is meaningless with a NaN/Inf
-        failures.append(f"non-finite values (NaN/Inf) in an output: {bad_ref} in the reference, {bad_cand} in the "
-                        f"candidate ({overflow} overflow(s) to Inf); no tolerance passes this")
-    elif tol.atol is not None and atol_needed > tol.atol:
+        failures.append(f"non-finite values (NaN/Inf) on one side only: {bad_ref} in the reference, {bad_cand} in "
+                        f"the candidate ({overflow} overflow(s) to Inf); no tolerance passes this")
+    elif tol.atol is not None and not atol_needed <= tol.atol:
         failures.append(f"|a-b| exceeds atol + rtol*|ref|: would pass with atol >= {atol_needed:.3g} at rtol={rtol_used}")
     if finite and tol.min_cosine is not None and not cosine >= tol.min_cosine:
         failures.append(f"cosine {cosine:.8f} < {tol.min_cosine}: would pass with --min-cosine <= {cosine:.8f}")
@@ -210,7 +235,93 @@ def compare_tensor(name: str, ref: np.ndarray, cand: np.ndarray, tol: Tolerance)
         nonfinite_candidate=bad_cand,
         overflow=overflow,
         underflow=underflow,
+        nonfinite_matched=matched,
     )
+
+
+def _numeric(array: np.ndarray) -> bool:
+    return array.dtype.kind in "fiub" or array.dtype.name in _LOW_PRECISION
+
+
+# numpy dtypes of ml_dtypes (bfloat16, float8, int4 ...) that onnxruntime may hand back
+_LOW_PRECISION = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                  "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2")
+
+
+def _as_float64(array: np.ndarray) -> np.ndarray:
+    if array.dtype.kind == "V" or array.dtype.name in _LOW_PRECISION and array.dtype.kind not in "fiub":
+        return array.astype(np.float32).astype(np.float64)
+    return array.astype(np.float64)
+
+
+def _leaves(value):
+    """A non-tensor output as (structure, [leaf arrays]): a sequence (list), a map (dict, as
+    onnxruntime returns a ZipMap's), an empty optional (None). None for a plain tensor."""
+    if isinstance(value, np.ndarray) or np.isscalar(value):
+        return None
+    if value is None:
+        return ("none",), []
+    if isinstance(value, dict):
+        keys = sorted(value, key=repr)
+        leaves = []
+        structure = ["map", tuple(repr(k) for k in keys)]
+        for key in keys:
+            inner = _leaves(value[key])
+            structure.append(inner[0] if inner else ("tensor", np.shape(value[key])))
+            leaves += inner[1] if inner else [np.asarray(value[key])]
+        return tuple(structure), leaves
+    if isinstance(value, (list, tuple)):
+        structure, leaves = ["seq", len(value)], []
+        for item in value:
+            inner = _leaves(item)
+            structure.append(inner[0] if inner else ("tensor", np.shape(item)))
+            leaves += inner[1] if inner else [np.asarray(item)]
+        return tuple(structure), leaves
+    return None
+
+
+def _compare_structured(name: str, flat_ref, flat_cand, ref, cand, tol: Tolerance) -> OutputComparison:
+    """Sequences, maps and optionals: the same structure, numeric leaves as one tensor, the rest exactly."""
+    kind = lambda v: "a tensor" if isinstance(v, np.ndarray) else "nothing (empty optional)" if v is None \
+        else type(v).__name__  # noqa: E731
+    if flat_ref is None or flat_cand is None or flat_ref[0] != flat_cand[0]:
+        return _mismatch(name, (), f"structure differs: reference {kind(ref)} {_brief(flat_ref)}, "
+                                   f"candidate {kind(cand)} {_brief(flat_cand)}")
+    leaves = list(zip(flat_ref[1], flat_cand[1]))
+    numeric = [(a, b) for a, b in leaves if _numeric(a) and _numeric(b)]
+    other = [(a, b) for a, b in leaves if not (_numeric(a) and _numeric(b))]
+    different = sum(1 for a, b in other if a.dtype.kind != b.dtype.kind or not np.array_equal(a, b))
+    if different:
+        return _exact(name, (len(leaves),), False, f"{different} of {len(other)} non-numeric element(s) differ "
+                                                     "(compared exactly)")
+    if not numeric:
+        return _exact(name, (len(leaves),), True, "")
+    joined_ref = np.concatenate([_as_float64(a).ravel() for a, _ in numeric])
+    joined_cand = np.concatenate([_as_float64(b).ravel() for _, b in numeric])
+    result = compare_tensor(name, joined_ref, joined_cand, tol)
+    result.top1_agreement = None
+    result.failures = [f"{f} (over the {len(numeric)} numeric element(s) of a {flat_ref[0][0]}, flattened)"
+                       for f in result.failures]
+    return result
+
+
+def _brief(flat) -> str:
+    if flat is None:
+        return ""
+    text = repr(flat[0])
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _mismatch(name: str, shape: tuple, why: str) -> OutputComparison:
+    inf = float("inf")
+    return OutputComparison(name, tuple(shape), inf, (), inf, inf, inf, 0.0, None, inf, False, [why],
+                            range_rel=inf, mean_rel=inf, rmse=inf)
+
+
+def _exact(name: str, shape: tuple, equal: bool, why: str) -> OutputComparison:
+    if not equal:
+        return _mismatch(name, shape, why)
+    return OutputComparison(name, tuple(shape), 0.0, (), 0.0, 0.0, 0.0, 1.0, None, 0.0, True)
 
 
 def _round_up(value: float) -> str:
@@ -295,7 +406,10 @@ def run_feeds(runner, feeds: list[Mapping[str, np.ndarray]], desc: str = "infere
 
 
 def join_batches(arrays: list[np.ndarray]) -> np.ndarray:
-    """Per-batch outputs as one array: concatenated along axis 0, scalars stacked."""
+    """Per-batch outputs as one array: concatenated along axis 0, scalars stacked. Non-tensor
+    outputs (sequences, maps, optionals) stay as onnxruntime gave them: one, or a list per batch."""
+    if any(not isinstance(a, np.ndarray) and not np.isscalar(a) for a in arrays):
+        return arrays[0] if len(arrays) == 1 else list(arrays)
     if len(arrays) == 1:
         return np.asarray(arrays[0])
     if all(np.ndim(a) >= 1 for a in arrays):
