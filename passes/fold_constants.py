@@ -107,7 +107,7 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
     gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
     import onnxruntime
 
-    onnxruntime.set_default_logger_severity(3)  # graphsurgeon's sessions otherwise warn per node
+    onnxruntime.set_default_logger_severity(4)  # graphsurgeon's sessions otherwise log per node (errors too)
     from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     # Fold on the weight-free skeleton: large weights are graph inputs there, so neither shape

@@ -165,8 +165,31 @@ def dims_of(type_proto) -> tuple[Dim, ...] | None:
 
 
 def value_spec(value) -> TensorSpec:
-    """TensorSpec of an ONNX ValueInfoProto (graph input, output or value_info)."""
+    """TensorSpec of an ONNX ValueInfoProto (graph input, output or value_info). A value that is
+    not a tensor (sequence, map, optional) has shape None and a dtype that says so, as
+    onnxruntime writes it ("seq(tensor(float))", "map(int64,tensor(float))", ...)."""
+    kind = value.type.WhichOneof("value")
+    if kind not in (None, "tensor_type"):
+        return TensorSpec(value.name, None, type_text(value.type))
     return TensorSpec(value.name, dims_of(value.type), elem_type_to_dtype(value.type.tensor_type.elem_type))
+
+
+def type_text(type_proto) -> str:
+    """onnxruntime's spelling of an ONNX type: tensor(float), seq(tensor(int64)), map(string,tensor(float))."""
+    import onnx
+
+    kind = type_proto.WhichOneof("value")
+    if kind == "sequence_type":
+        return f"seq({type_text(type_proto.sequence_type.elem_type)})"
+    if kind == "optional_type":
+        return f"optional({type_text(type_proto.optional_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.TensorProto.DataType.Name(type_proto.map_type.key_type).lower()
+        return f"map({key},{type_text(type_proto.map_type.value_type)})"
+    if kind == "sparse_tensor_type":
+        return f"sparse_tensor({elem_type_to_dtype(type_proto.sparse_tensor_type.elem_type)})"
+    name = elem_type_to_dtype(type_proto.tensor_type.elem_type)
+    return f"tensor({ {v: k for k, v in _ORT_TYPES.items()}.get(name, name)})"
 
 
 def graph_specs(model) -> tuple[list[TensorSpec], list[TensorSpec]]:

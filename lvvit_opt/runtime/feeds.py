@@ -43,10 +43,12 @@ def order_feeds(feeds: Mapping[str, Any], specs: Sequence[TensorSpec], label: st
 def check_feed(spec: TensorSpec, array: Any, label: str = "model", free_batch: bool = False) -> np.ndarray:
     """One feed as a contiguous array of the spec's dtype and shape (see order_feeds)."""
     array = np.asarray(array)
-    try:
-        want = np.dtype(spec.dtype)
-    except TypeError:  # a dtype numpy lacks (bfloat16, string): the runtime checks it
+    if str(spec.dtype).lower() in ("str", "string"):  # onnxruntime takes str/object arrays of words
+        if array.dtype.kind not in "USO":
+            raise UserError(f"input {spec.name!r}: the {label} takes strings, got {array.dtype.name}")
         want = None
+    else:
+        want = _numpy_dtype(spec.dtype)
     if want is not None and array.dtype != want:
         if not np.can_cast(array.dtype, want, casting="same_kind"):
             raise UserError(f"input {spec.name!r}: the {label} takes {want.name}, got {array.dtype.name}")
@@ -60,7 +62,14 @@ def check_feed(spec: TensorSpec, array: Any, label: str = "model", free_batch: b
             raise UserError(f"input {spec.name!r}: the {label} expects {expected}, got {tuple(array.shape)}")
         if free_batch and array.shape[0] == 0:
             raise UserError(f"input {spec.name!r}: no rows to run")
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # not ascontiguousarray: it makes a rank-0 feed shape [1]
+
+
+def _numpy_dtype(name: str):
+    try:
+        return np.dtype(name)
+    except TypeError:  # a dtype numpy lacks (bfloat16, sequences): the runtime checks it
+        return None
 
 
 RunBatch = Callable[[list], "tuple[list[np.ndarray], float]"]

@@ -83,8 +83,11 @@ class OrtRunner(Runner):
         self.outputs = [runtime_spec(o.name, o.shape, o.type) for o in self.session.get_outputs()]
 
     def _open_session(self, ort, source):
+        # Fatal only: a session that cannot load is reported as our one line (its reason
+        # included), not after onnxruntime's own colored log line on stderr
+        ort.set_default_logger_severity(4)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
             options.inter_op_num_threads = 1
@@ -116,13 +119,18 @@ class OrtRunner(Runner):
         in-memory model that our passes built, our own failure (exit 1)."""
         from lvvit_opt.core.errors import LvvitOptError
 
-        if type(exc).__module__.split(".")[0] != "onnxruntime":
-            return exc  # not onnxruntime's: a bug of ours, left with its traceback
+        if type(exc).__module__.split(".")[0] != "onnxruntime" and type(exc) is not RuntimeError:
+            return exc  # not onnxruntime's (its C++ errors reach Python as RuntimeError): a bug of ours
         given = ", ".join(f"{name!r} {arr.dtype}{list(arr.shape)}" for name, arr in feeds.items())
         expected = ", ".join(f"{spec.name!r} {list(spec.shape or ())}" for spec in self.inputs)
         detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(exc).split()))
         # drop onnxruntime's source location ("/onnxruntime_src/...h:91 Func(args) cond was false.")
         detail = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\)\s+(\S+ \S+ \S+ was false\.\s*)?", "", detail)[:300]
+        if "numpy" in detail.lower():  # a type the Python API cannot hand over (int4, float8 outputs ...)
+            kinds = ", ".join(f"{o.name!r} {o.dtype}" for o in self.outputs)
+            return UserError(f"{self.model_path}: onnxruntime runs it but its Python API cannot hand over its "
+                             f"outputs ({kinds}) as numpy arrays ({detail}); it cannot be run or validated "
+                             "from here (apply: --no-validate)")
         text = (f"{self.model_path}: onnxruntime cannot run it on {given} (the model takes {expected}): "
                 f"{type(exc).__name__}: {detail}")
         return UserError(text) if self.model is None else LvvitOptError(text)

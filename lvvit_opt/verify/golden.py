@@ -525,7 +525,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
             raise
         try:
             feeds, source, stored = feeds_for(ref_runner.inputs, cand_runner.inputs, ref_runner.outputs)
-            ref_out = run_feeds(ref_runner, feeds, "validate: reference")
+            ref_out = _run_reference(ref_runner, feeds, source)
             cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
         finally:
             for runner in (ref_runner, cand_runner):
@@ -537,7 +537,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         try:
             ref_specs, ref_outputs = ref_runner.inputs, ref_runner.outputs
             feeds, source, stored = feeds_for(ref_specs, planned, ref_outputs)
-            ref_out = run_feeds(ref_runner, feeds, "validate: reference")
+            ref_out = _run_reference(ref_runner, feeds, source)
         finally:
             ref_runner.close()
         del ref_runner
@@ -556,6 +556,26 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
     return ValidationResult(comparisons, {n: list(a.shape) for n, a in feeds[0].items()}, len(feeds),
                             source.get("seed"), source,
                             random_nodes={"reference": ref_random, "candidate": cand_random})
+
+
+def _run_reference(runner, feeds, source: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The reference's outputs. When the reference cannot run on seeded random inputs, the
+    inputs are at fault, not the model: random values cannot stand for an input that carries a
+    shape, indices, axes, a count or scales. The one-line error says so, names the likely
+    inputs and the way out (--inputs with real values)."""
+    from lvvit_opt.core.errors import UserError
+
+    try:
+        return run_feeds(runner, feeds, "validate: reference")
+    except UserError as exc:
+        if source.get("kind") != "random":
+            raise
+        suspects = [f"{name!r} {array.dtype}{list(array.shape)}" for name, array in feeds[0].items()
+                    if array.dtype.kind in "iub" or array.size <= 8]
+        named = (f"likely {', '.join(suspects[:6])}{' ...' if len(suspects) > 6 else ''}; " if suspects else "")
+        raise UserError(f"the original model does not run on validation's random inputs, which cannot stand "
+                        f"for inputs that carry shapes, indices, axes, counts or scales ({named}give --inputs "
+                        f"FILE.npz with real values, or --no-validate); onnxruntime said: {exc}") from None
 
 
 def _seeded(model, options, built: bool, label: str | None):
@@ -658,7 +678,7 @@ def check_same_inputs(reference_specs, candidate_specs) -> None:
     from lvvit_opt.core.errors import UserError
 
     def describe(specs) -> str:
-        return ", ".join(f"{s.name} {list(s.shape)}" for s in specs)
+        return ", ".join(f"{s.name} {list(s.shape) if s.shape is not None else '(rank unknown)'}" for s in specs)
 
     ref = {s.name: s for s in reference_specs}
     cand = {s.name: s for s in candidate_specs}
@@ -666,6 +686,8 @@ def check_same_inputs(reference_specs, candidate_specs) -> None:
         raise UserError(f"the models take different inputs: reference {describe(reference_specs)}, "
                         f"candidate {describe(candidate_specs)}; they cannot run on the same feeds")
     for name, spec in ref.items():
+        if spec.shape is None or cand[name].shape is None:  # rank unknown (or not a tensor) on a side
+            continue
         a, b = list(spec.shape), list(cand[name].shape)
         static = lambda d: isinstance(d, int) and d > 0  # noqa: E731
         if len(a) != len(b) or any(static(x) and static(y) and x != y for x, y in zip(a, b)):

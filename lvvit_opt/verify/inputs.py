@@ -57,13 +57,22 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
     """`count` seeded feed dicts for the given input specs (runtime.TensorSpec-like objects).
 
     Floats are standard normal (what a normalised image looks like); integers are small
-    non-negative values; booleans random.
+    non-negative values; booleans random; strings short random words; a rank-0 input is a
+    rank-0 array. An input random values cannot stand for (a sequence, map or optional, a
+    type numpy cannot hand to onnxruntime) is refused, named, with the way out.
     """
     from lvvit_opt.core.resources import require_memory, tensor_nbytes
 
+    for spec in specs:
+        problem = unfeedable(spec.dtype)
+        if problem:
+            tensor = not problem.startswith(("a sequence", "a map", "an optional"))
+            raise UserError(f"input {spec.name!r} is {problem}: validation cannot make random values for it; "
+                            + ("give --inputs with real values, or --no-validate" if tensor else
+                               "run without validation (--no-validate)"))
     shapes = [(resolve_input_shape(s, batch_size), s.dtype) for s in specs]
     # inputs, two models' outputs and the float64 draw: three times the inputs at least
-    require_memory(3 * count * sum(tensor_nbytes(shape, dtype) for shape, dtype in shapes),
+    require_memory(3 * count * sum(tensor_nbytes(shape, _sized(dtype)) for shape, dtype in shapes),
                    f"{count} input batch(es) of " + ", ".join(f"{s.name} {list(shape)}" for s, (shape, _) in
                                                            zip(specs, shapes)))
     rng = np.random.default_rng(seed)
@@ -72,15 +81,47 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
         feed = {}
         for spec in specs:
             shape = resolve_input_shape(spec, batch_size)
+            if _is_string(spec.dtype):
+                words = np.array(["alpha", "beta", "gamma", "delta", "", "x y"], dtype=object)
+                feed[spec.name] = words[rng.integers(0, len(words), size=shape)]
+                continue
             dtype = np.dtype(spec.dtype)
             if dtype.kind == "f":
-                feed[spec.name] = rng.standard_normal(shape).astype(dtype)
+                feed[spec.name] = np.asarray(rng.standard_normal(shape).astype(dtype))
             elif dtype.kind == "b":
-                feed[spec.name] = rng.random(shape) < 0.5
+                feed[spec.name] = np.asarray(rng.random(shape) < 0.5)
             else:
-                feed[spec.name] = rng.integers(0, 2, size=shape).astype(dtype)
+                feed[spec.name] = np.asarray(rng.integers(0, 2, size=shape).astype(dtype))
         feeds.append(feed)
     return feeds
+
+
+# Tensor types onnxruntime's Python API cannot exchange as numpy arrays
+NUMPY_UNFEEDABLE = ("bfloat16", "float8", "float4", "int4", "uint4", "int2", "uint2")
+
+
+def unfeedable(dtype: str) -> str | None:
+    """Why an input of this (tensor_spec) dtype cannot be fed from numpy, or None when it can."""
+    text = str(dtype).lower()
+    for kind, words in (("seq(", "a sequence"), ("map(", "a map"), ("optional(", "an optional")):
+        if text.startswith(kind):
+            return f"{words} ({text})"
+    if any(text.startswith(name) for name in NUMPY_UNFEEDABLE):
+        return f"a {text} tensor (onnxruntime's Python API takes no {text} arrays)"
+    if not _is_string(text):
+        try:
+            np.dtype(text)
+        except TypeError:
+            return f"of type {text}"
+    return None
+
+
+def _is_string(dtype) -> bool:
+    return str(dtype).lower() in ("str", "string", "object")
+
+
+def _sized(dtype: str) -> str:
+    return "int64" if _is_string(dtype) else dtype  # an object pointer per string, plus the word
 
 
 def parse_inputs_arg(value: InputsArg) -> int | Path:
