@@ -86,9 +86,15 @@ def unwrapped_attention(reports: list[PassReport]) -> str | None:
     report = runs[-1]
     missing = report.details["attention_not_wrapped"]
     done = report.details["attention_blocks"] - len(missing)
+    lowered = [r for r in reports if r.name == "lower_attention"]
+    left = lowered[-1].details.get("left", []) if lowered else []
+    if left:  # lower_attention ran: say why it left each node, not to add it
+        why = "; ".join(f"lower_attention left {entry['node']}: {entry['reason']}" for entry in left[:4])
+        hint = f"({why}{' ...' if len(left) > 4 else ''})"
+    else:
+        hint = "(fused attention: add lower_attention before softmax_transpose; unknown rank: fix_shapes first)"
     return (f"softmax_transpose matched {done} of {report.details['attention_blocks']} attention blocks; "
-            f"not wrapped: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} "
-            "(fused attention: add lower_attention before softmax_transpose; unknown rank: fix_shapes first)")
+            f"not wrapped: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} {hint}")
 
 
 def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: list[str] | str, *,
@@ -131,8 +137,7 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     result = ApplyResult(str(in_path), str(out_path), pipeline.reports, ops_before, dict(op_counts(pipeline.model)),
                          checks=pipeline.checks)
     missing = unwrapped_attention(pipeline.reports)
-    if missing:
-        logger.warning(missing)
+    if missing:  # said once, by the error raised below
         validate = False
     labels = (str(in_path), f"the rewrite of {in_path} ({', '.join(names)})")
     checks = {"inputs": validation_inputs, "seed": seed, "batch_size": batch_size, "tolerance": tolerance,
@@ -162,8 +167,8 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     if missing:
         raise AttentionNotWrapped(f"{missing}; nothing written to {out_path}", result)
     if not result.written:
-        raise ApplyValidationFailed(f"the rewritten graph does not compute the same function; nothing written "
-                                    f"to {out_path}\n{result.validation.format()}", result)
+        raise ApplyValidationFailed(f"the rewritten graph does not compute the same function "
+                                    f"({result.validation.summary()}); nothing written to {out_path}", result)
     return result
 
 

@@ -29,8 +29,19 @@ class FoldConstants(GraphPass):
         before = op_counts(model)
         budget = int(self.options.size_threshold_mb * 1024**2) or fold_budget(model)
         skipped: list[str] = []
-        folded = fold_graph(model, fold_shapes=self.options.fold_shapes, size_threshold=budget, skipped=skipped,
-                            in_place=True)
+        reason = unfoldable(model)
+        if reason:  # left exactly as it is, and said so: never a broken graph
+            report.details["not_folded"] = reason
+            report.notes.append(f"folded nothing: {reason}")
+            return model
+        try:
+            folded = fold_graph(model, fold_shapes=self.options.fold_shapes, size_threshold=budget, skipped=skipped,
+                                in_place=True, checked=True)
+        except FoldBrokeGraph as exc:
+            why = f"onnx-graphsurgeon's folding left an invalid graph ({exc}); the graph is kept as it was"
+            report.details["not_folded"] = why
+            report.notes.append(f"folded nothing: {why}")
+            return model
         note_skipped(report, skipped, budget)
         after = op_counts(folded)
         report.matched = sum(before.values()) - sum(after.values())
@@ -39,6 +50,25 @@ class FoldConstants(GraphPass):
 
 
 MIN_FOLD_BUDGET = 256 * 1024**2
+
+
+def unfoldable(model: onnx.ModelProto) -> str | None:
+    """Why onnx-graphsurgeon cannot fold this graph safely, or None: it loses values that are
+    not tensors (sequences, maps such as a ZipMap's, optionals) and the outer-scope names
+    subgraphs (If/Loop/Scan bodies) read."""
+    graph = model.graph
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        kind = value.type.WhichOneof("value")
+        if kind not in (None, "tensor_type"):
+            return f"{value.name!r} is a {kind.replace('_type', '')}, not a tensor (onnx-graphsurgeon cannot fold such graphs)"
+    for node in graph.node:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            return (f"node {node.name or node.output[0]!r} ({node.op_type}) has a subgraph (onnx-graphsurgeon's "
+                    "folding does not keep the names a subgraph reads from outside)")
+        if node.op_type.startswith(("Sequence", "Optional", "SplitToSequence", "ConcatFromSequence")) \
+                or node.op_type in ("ZipMap", "CastMap", "DictVectorizer"):
+            return f"node {node.name or node.output[0]!r} ({node.op_type}) makes or reads a non-tensor value"
+    return None
 
 
 def fold_budget(model: onnx.ModelProto) -> int:
@@ -93,12 +123,18 @@ def split_sliced_shapes(model: onnx.ModelProto) -> None:
     model.graph.node.extend(nodes)
 
 
+class FoldBrokeGraph(Exception):
+    """onnx-graphsurgeon's folded graph fails the structural check; `model` was not touched."""
+
+
 def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None,
-               skipped: list[str] | None = None, in_place: bool = False) -> onnx.ModelProto:
+               skipped: list[str] | None = None, in_place: bool = False, checked: bool = False) -> onnx.ModelProto:
     """Constant-fold `model` (a copy of it, or `model` itself with in_place) and return it cleaned up.
 
     size_threshold: tensors of known size above it are not folded; their names are appended
-    to `skipped`."""
+    to `skipped`. checked: the folded skeleton goes through the pass manager's structural check
+    before `model` is touched; FoldBrokeGraph (model unchanged) when it fails where the
+    original passed."""
     import logging
 
     import onnx_graphsurgeon as gs
@@ -126,6 +162,13 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
         graph.inputs.remove(stand_in)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     folded = gs.export_onnx(graph, do_type_check=False)
+    if checked:
+        from lvvit_opt.passes.pipeline import structural_problem
+
+        folded.ir_version = max(model.ir_version, 4)  # _adopt lists IR < 4's initializers among the inputs
+        problem = structural_problem(folded)
+        if problem and not structural_problem(model):
+            raise FoldBrokeGraph(problem[:200])
     target = model if in_place else copy_model(model)
     _adopt(target, folded)
     return target
@@ -152,6 +195,12 @@ def _adopt(model: onnx.ModelProto, folded: onnx.ModelProto) -> None:
     inputs = {i.name for i in folded.graph.input} | weights
     for index in reversed([k for k, value in enumerate(graph.input) if value.name not in inputs]):
         del graph.input[index]
+    if model.ir_version < 4:  # IR < 4: every initializer must also be listed among the graph inputs
+        from onnx import helper
+
+        listed = {i.name for i in graph.input}
+        graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                           for i in graph.initializer if i.name not in listed)
 
 
 def _hold_over_budget(graph, size_threshold: int) -> list[tuple]:

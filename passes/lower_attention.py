@@ -22,11 +22,13 @@ class LowerAttention(GraphPass):
     """Lower ONNX Attention (opset 23) to Transpose/MatMul/Mul/Softmax/MatMul primitives.
 
     Handles 4-D (batch, heads, seq, head_dim) and 3-D (batch, seq, heads*head_dim, with
-    q_num_heads) inputs, an optional additive (float) or boolean mask, and the `scale`
-    attribute (default 1/sqrt(head_dim)). Nodes it cannot lower exactly (is_causal, softcap,
-    past key/value, grouped heads, extra outputs in use, com.microsoft contrib attention)
-    are left alone and listed in the notes; softmax_transpose then refuses to call the graph
-    wrapped.
+    q_num_heads) inputs, an optional additive (float) or boolean mask (one shorter than the
+    keys is padded with -inf, a fully masked row gives zeros), softmax_precision, and the
+    `scale` attribute (default 1/sqrt(head_dim)). Nodes it cannot lower exactly (is_causal,
+    softcap, sliding windows, past key/value, nonpad_kv_seqlen, grouped heads, extra outputs
+    (present key/value, qk_matmul_output) that a node or the graph's outputs use, com.microsoft
+    contrib attention) are left alone and listed in the notes; softmax_transpose then refuses
+    to call the graph wrapped.
     """
 
     name = "lower_attention"
@@ -39,6 +41,7 @@ class LowerAttention(GraphPass):
         graph = model.graph
         shapes = infer_shapes_light(model)
         readers = consumers(graph)
+        graph_outputs = {o.name for o in graph.output}
         types = _elem_types(model)
         names = NameAllocator(graph)
         new_nodes, lowered, left = [], [], []
@@ -48,7 +51,7 @@ class LowerAttention(GraphPass):
                     left.append((node_label(node), "contrib attention op: not lowered (re-export without fusion)"))
                 new_nodes.append(node)
                 continue
-            reason = _unsupported(node, shapes, readers)
+            reason = _unsupported(node, shapes, readers, graph_outputs)
             if reason:
                 left.append((node_label(node), reason))
                 new_nodes.append(node)
@@ -79,16 +82,21 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def _unsupported(node: onnx.NodeProto, shapes, readers) -> str | None:
-    inputs = list(node.input) + [""] * (6 - len(node.input))
+def _unsupported(node: onnx.NodeProto, shapes, readers, graph_outputs=frozenset()) -> str | None:
+    inputs = list(node.input) + [""] * (7 - len(node.input))
     if _attr(node, "is_causal", 0):
         return "is_causal=1 not lowered"
     if _attr(node, "softcap", 0.0):
         return "softcap not lowered"
     if inputs[4] or inputs[5]:
         return "past key/value not lowered"
-    if any(out and readers.get(out) for out in node.output[1:]):
-        return "present key/value or qk output in use"
+    if inputs[6]:
+        return "nonpad_kv_seqlen not lowered"
+    if _attr(node, "left_window_size", -1) != -1 or _attr(node, "right_window_size", -1) != -1:
+        return "sliding window not lowered"
+    extra = [out for out in node.output[1:] if out and (readers.get(out) or out in graph_outputs)]
+    if extra:  # a graph output or a node reads it: dropping it would leave an invalid graph
+        return f"present key/value or qk_matmul_output in use ({', '.join(extra)})"
     q_dims = shapes.get(inputs[0])
     if q_dims is None or len(q_dims) not in (3, 4):
         return "query rank unknown (run fix_shapes or onnxsim first)"
@@ -96,6 +104,14 @@ def _unsupported(node: onnx.NodeProto, shapes, readers) -> str | None:
         dims = shapes.get(other)
         if dims is None or len(dims) != len(q_dims):
             return "key/value rank unknown or differs from the query's"
+    mask_dims = shapes.get(inputs[3]) if inputs[3] else ()
+    if inputs[3] and mask_dims is None:
+        return "mask rank unknown"
+    kv_len = shapes[inputs[1]][-2]
+    if mask_dims and mask_dims[-1] != kv_len and not (isinstance(mask_dims[-1], int) and isinstance(kv_len, int)):
+        return "mask length or key/value length unknown (a shorter mask is padded: both must be known)"
+    if mask_dims and isinstance(kv_len, int) and isinstance(mask_dims[-1], int) and mask_dims[-1] > kv_len:
+        return f"mask longer ({mask_dims[-1]}) than the keys ({kv_len})"
     if len(q_dims) == 4:
         heads_q, heads_kv = q_dims[1], shapes[inputs[1]][1]
         if not (isinstance(heads_q, int) and heads_q == heads_kv):
@@ -145,10 +161,24 @@ def _lower(node, shapes, types, names: NameAllocator, graph: onnx.GraphProto) ->
     scores = add("Mul", [scores, const(np.array(scale, dtype=dtype), "scale")])
     if mask:
         if types.get(mask) == onnx.TensorProto.BOOL:
-            scores = add("Where", [mask, scores, const(np.array(-np.inf, dtype=dtype), "masked")])
-        else:
-            scores = add("Add", [scores, mask])
+            mask = add("Where", [mask, const(np.array(0, dtype=dtype), "kept"), const(np.array(-np.inf, dtype=dtype),
+                                                                                       "masked")])
+        mask_dims, kv_len = shapes.get(node.input[3]), shapes[node.input[1]][-2]
+        if mask_dims and mask_dims[-1] != kv_len:  # a shorter mask: padded with -inf up to the key length
+            rank = len(mask_dims)
+            pads = np.zeros(2 * rank, dtype=np.int64)
+            pads[2 * rank - 1] = kv_len - mask_dims[-1]
+            mask = add("Pad", [mask, const(pads, "mask_pads"), const(np.array(-np.inf, dtype=dtype), "mask_fill")])
+        scores = add("Add", [scores, mask])
+    precision = _attr(node, "softmax_precision")
+    native = types.get(node.input[0]) or onnx.TensorProto.FLOAT
+    if precision and precision != native:  # softmax in the precision the node asks for, then back
+        scores = add("Cast", [scores], to=int(precision))
     probs = add("Softmax", [scores], axis=-1)
+    if precision and precision != native:
+        probs = add("Cast", [probs], to=int(native))
+    if mask:  # a fully masked row (all -inf) is a zero row, as Attention defines it, not Softmax's NaN
+        probs = add("Where", [add("IsNaN", [probs]), const(np.array(0, dtype=dtype), "masked_row"), probs])
     out = node.output[0]
     if three_d:
         merged = add("Transpose", [add("MatMul", [probs, v])], perm=[0, 2, 1, 3])

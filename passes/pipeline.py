@@ -71,6 +71,10 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
     if stray:
         raise UserError(f"options given for pass(es) not in the pipeline: {', '.join(sorted(stray))}")
     passes = [get_pass(name)(**dict(options.get(name, {}))) for name in names]  # option errors before any work
+    # Whose fault a failure is: a pass that fails on a graph onnx's checker already rejects
+    # was given an invalid model (exit 2), and a graph invalid before the passes cannot
+    # prove a pass broke it
+    input_problem = structural_problem(model) if check_structure else None
     original = model
     current = model if in_place else copy_model(model)
     reports: list[PassReport] = []
@@ -82,11 +86,17 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
             raise
         except Exception as exc:
             ran = ", ".join(r.name for r in reports) or "nothing"
+            if input_problem:
+                raise UserError(f"the model is not a valid ONNX graph ({input_problem}); pass {graph_pass.name!r} "
+                                f"failed on it ({type(exc).__name__}: {reason_of(exc, 200)})") from exc
             raise PassFailed(f"pass {graph_pass.name!r} failed ({type(exc).__name__}: {reason_of(exc, 300)}); "
                              f"ran before it: {ran}") from exc
         current = result.model
         reports.append(result.report)
-        if check_structure:
+        if input_problem:
+            result.report.notes.append(f"not checked structurally: the input already fails onnx's check "
+                                       f"({input_problem[:160]})")
+        if check_structure and not input_problem:
             problem = structural_problem(current)
             if problem:
                 ran = ", ".join(r.name for r in reports[:-1]) or "nothing"
@@ -99,8 +109,8 @@ def run_pipeline(model: onnx.ModelProto, names: list[str] | str, options: Mappin
             if not validation.passed:
                 ran = ", ".join(r.name for r in reports[:-1]) or "nothing"
                 raise PassBrokeEquivalence(
-                    f"pass {graph_pass.name!r} broke equivalence (passes before it, which kept it: {ran})\n"
-                    f"{validation.format()}", graph_pass.name, validation, reports)
+                    f"pass {graph_pass.name!r} broke equivalence ({validation.summary()}; passes before it, "
+                    f"which kept it: {ran})", graph_pass.name, validation, reports)
     return PipelineResult(current, reports, checks)
 
 

@@ -15,7 +15,7 @@ import threading
 import click
 
 from lvvit_opt import __version__
-from lvvit_opt.core.errors import LvvitOptError, Terminated, note_sigterm, sigterm_received
+from lvvit_opt.core.errors import LvvitOptError, Terminated, note_sigterm, one_line, sigterm_received
 from lvvit_opt.cli.output import configure_logging, emit_error, set_verbosity, state
 
 VERBOSE_HELP = "Say what is being done on stderr (-vv: debug messages, with the logger names)."
@@ -140,8 +140,9 @@ def handle_errors(fn):
             if sigterm_received():  # a failure that followed the SIGTERM (a worker killed by it) is its echo
                 click.echo("terminated", err=True)
                 sys.exit(143)
-            emit_error(str(exc), exc.exit_code, getattr(exc, "paths", ()))
-            click.echo(f"error: {exc}", err=True)
+            message = one_line(str(exc))  # an error is one line, whoever raised it
+            emit_error(message, exc.exit_code, getattr(exc, "paths", ()))
+            click.echo(f"error: {message}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt as exc:
             if isinstance(exc, Terminated) or sigterm_received():

@@ -72,7 +72,7 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
     from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.inputs import parse_inputs_arg
     from lvvit_opt.verify.golden import Tolerance
-    from lvvit_opt.passes import ApplyValidationFailed, apply_file
+    from lvvit_opt.passes import ApplyValidationFailed, PassBrokeEquivalence, apply_file
 
     start_plan(reads={"MODEL": model, "--inputs": parse_inputs_arg(inputs)}, writes={"-o": output, "--report": report_path, "--json": json_file(json_out)})
     if report_path:
@@ -85,6 +85,9 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
     except ApplyValidationFailed as failure:
         echo(failure.result.format())
         emit_result(failure.result.to_dict(), ok=False)
+        raise
+    except PassBrokeEquivalence as failure:  # the comparison on stdout; the error stays one line
+        echo(failure.validation.format())
         raise
     echo(result.format())
     validated = "validated" if result.validation is not None else "NOT validated (--no-validate)"

@@ -22,6 +22,14 @@ def reason_of(exc: BaseException, limit: int = 200) -> str:
     return (head[:cut] if cut > limit // 3 else head) + " ..."
 
 
+def one_line(message: str) -> str:
+    """A message as the one line an error is: its lines joined with '; ' (a tool's multi-line
+    hint, a list of problems), and any other control character escaped."""
+    parts = [" ".join(line.split()) for line in str(message).splitlines()]
+    text = "; ".join(p for p in parts if p)
+    return "".join(ch if ord(ch) >= 0x20 and ord(ch) != 0x7F else repr(ch)[1:-1] for ch in text)
+
+
 def shown(path) -> str:
     """A path as messages show it: as is, or quoted with escapes when it holds a newline or
     another control character, so a hostile file name cannot break a one-line message."""

@@ -558,7 +558,7 @@ def _validate_om_models(models, backend, reference, log) -> dict:
         log(f"validation of {model} against {ref}: {'PASS' if outcome.passed else 'FAIL'}")
         if not outcome.passed:
             raise ValidationFailed(f"{model} disagrees with {ref}; refusing to report its fps "
-                                   f"(--skip-validate to measure anyway)\n{outcome.format()}")
+                                   f"({outcome.summary()}; --skip-validate to measure anyway)")
     return report
 
 

@@ -23,6 +23,10 @@ FP16_MIN_COSINE = 0.999
 FP16_MAX_RANGE_REL = 0.01
 
 
+# Machine epsilon of the float types an ONNX graph may compute in below float32
+LOW_PRECISION_EPS = {"float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """Pass criteria. A criterion set to None is reported but not enforced.
@@ -54,6 +58,17 @@ class Tolerance:
         and the README's "fp16 tolerance" table (worst honest fp16 tensor of three ViTs, with margin)."""
         return cls(atol=None, rtol=None, min_cosine=FP16_MIN_COSINE, max_range_rel=FP16_MAX_RANGE_REL)
 
+    def at_precision(self, dtype) -> "Tolerance":
+        """The tolerance for an output of this dtype: the default ONNX one judges float16 and
+        bfloat16 outputs at their own precision (a few units in the last place: float16's
+        epsilon is 9.8e-4, bfloat16's 7.8e-3), not at float32's; any other (given) tolerance
+        is kept as it is."""
+        name = getattr(dtype, "name", str(dtype))
+        if self != Tolerance.onnx() or name not in LOW_PRECISION_EPS:
+            return self
+        eps = LOW_PRECISION_EPS[name]
+        return Tolerance(atol=eps, rtol=4 * eps, min_cosine=1 - eps / 10)
+
     def enforced(self) -> str:
         """`atol=..., rtol=..., min_cosine=...` plus the optional criteria that are set."""
         parts = [f"atol={self.atol}", f"rtol={self.rtol}", f"min_cosine={self.min_cosine}"]
@@ -84,6 +99,7 @@ class OutputComparison:
     overflow: int = 0  # candidate Inf where the reference is finite (fp16 overflows past 65504)
     underflow: int = 0  # candidate 0 where the reference is a non-zero below fp16's smallest normal
     nonfinite_matched: int = 0  # NaN, or the same Inf, at the same place on both sides: agreement
+    judged_at: str = ""  # set when a low-precision output was judged at its own precision (Tolerance.at_precision)
 
 
 @dataclass
@@ -114,6 +130,8 @@ class ComparisonReport:
                 f"cosine={o.cosine:.8f} range_rel={o.range_rel:.3g} mean_rel={o.mean_rel:.3g} rmse={o.rmse:.3g} "
                 f"top1_agree={top1} -> {'PASS' if o.passed else 'FAIL'}"
             )
+            if o.judged_at:
+                lines.append(f"  judged at {o.judged_at}")
             if o.nonfinite_matched:
                 lines.append(f"  {o.nonfinite_matched} NaN/Inf value(s) at the same places on both sides, "
                              "counted as agreement; the metrics above judge the other values")
@@ -170,6 +188,8 @@ def compare_tensor(name: str, ref, cand, tol: Tolerance) -> OutputComparison:
             else ref.size
         return _exact(name, ref.shape, equal, f"{different} of {ref.size} {ref.dtype.kind!r}-kind values differ "
                                               "(compared exactly)")
+    given, tol = tol, tol.at_precision(ref.dtype)
+    judged_at = "" if tol is given else f"{ref.dtype.name} precision ({tol.enforced()})"
     r = _as_float64(ref)
     c = _as_float64(cand)
     r_finite, c_finite = np.isfinite(r), np.isfinite(c)
@@ -236,6 +256,7 @@ def compare_tensor(name: str, ref, cand, tol: Tolerance) -> OutputComparison:
         overflow=overflow,
         underflow=underflow,
         nonfinite_matched=matched,
+        judged_at=judged_at,
     )
 
 
@@ -450,6 +471,17 @@ class ValidationResult:
                              "its own numbers): the comparison judges noise there")
         return lines
 
+    def summary(self) -> str:
+        """One line: the verdict and the first failing output's first failure, for an error message."""
+        for label, report in self.comparisons.items():
+            for output in report.outputs:
+                if not output.passed:
+                    others = sum(1 for r in self.comparisons.values() for o in r.outputs if not o.passed) - 1
+                    more = f", and {others} more output(s) failing" if others > 0 else ""
+                    return (f"{label}: output {output.name} {list(output.shape)} max_abs={output.max_abs:.3g}: "
+                            f"{output.failures[0] if output.failures else 'FAIL'}{more}")
+        return f"PASS ({next(iter(self.comparisons.values())).tolerance.enforced()})" if self.comparisons else "PASS"
+
     def format(self) -> str:
         head = f"inputs: {', '.join(f'{n} {tuple(s)}' for n, s in self.inputs.items())} x {self.input_sets} set(s)"
         if self.input_source:
@@ -525,7 +557,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
             raise
         try:
             feeds, source, stored = feeds_for(ref_runner.inputs, cand_runner.inputs, ref_runner.outputs)
-            ref_out = _run_reference(ref_runner, feeds, source)
+            ref_out = _run_reference(ref_runner, feeds, source, ref_label or _onnx_path(reference), "reference" in built)
             cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
         finally:
             for runner in (ref_runner, cand_runner):
@@ -537,7 +569,7 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         try:
             ref_specs, ref_outputs = ref_runner.inputs, ref_runner.outputs
             feeds, source, stored = feeds_for(ref_specs, planned, ref_outputs)
-            ref_out = _run_reference(ref_runner, feeds, source)
+            ref_out = _run_reference(ref_runner, feeds, source, ref_label or _onnx_path(reference), "reference" in built)
         finally:
             ref_runner.close()
         del ref_runner
@@ -558,18 +590,23 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
                             random_nodes={"reference": ref_random, "candidate": cand_random})
 
 
-def _run_reference(runner, feeds, source: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _run_reference(runner, feeds, source: Mapping[str, Any], label: str | None = None,
+                   built: bool = False) -> dict[str, np.ndarray]:
     """The reference's outputs. When the reference cannot run on seeded random inputs, the
     inputs are at fault, not the model: random values cannot stand for an input that carries a
     shape, indices, axes, a count or scales. The one-line error says so, names the likely
     inputs and the way out (--inputs with real values)."""
-    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.core.errors import LvvitOptError, UserError
+    from lvvit_opt.runtime.ort import IN_MEMORY
 
     try:
         return run_feeds(runner, feeds, "validate: reference")
-    except UserError as exc:
-        if source.get("kind") != "random":
+    except LvvitOptError as exc:
+        if built:
             raise
+        if source.get("kind") != "random":  # the user's model on the user's inputs (a seeded in-memory copy too)
+            raise UserError(str(exc).replace(IN_MEMORY, label or "the model")) from None
+        exc = str(exc).replace(IN_MEMORY, label or "the model")
         suspects = [f"{name!r} {array.dtype}{list(array.shape)}" for name, array in feeds[0].items()
                     if array.dtype.kind in "iub" or array.size <= 8]
         named = (f"likely {', '.join(suspects[:6])}{' ...' if len(suspects) > 6 else ''}; " if suspects else "")
