@@ -42,6 +42,7 @@ class TargetOpset(GraphPass):
         if fused and target < 23:
             raise UserError(f"target_opset: {', '.join(fused[:4])} has no opset-{target} form; "
                             "run lower_attention before target_opset")
+        off_last = _softmax_axes(model) if source >= 13 > target else {}
         if target < 20:
             lowered = _lower_gelu(model)
             if lowered:
@@ -56,9 +57,16 @@ class TargetOpset(GraphPass):
                             f"({' '.join(str(exc).split())[:300]})") from None
         report.matched = 1
         if _placeholders_intact(converted, weights):
-            return _adopt_conversion(model, converted, weights)
-        report.notes.append("the converter rewrote a weight placeholder: converted with the weights in")
-        return version_converter.convert_version(model, target)
+            converted = _adopt_conversion(model, converted, weights)
+        else:
+            report.notes.append("the converter rewrote a weight placeholder: converted with the weights in")
+            converted = version_converter.convert_version(model, target)
+        if off_last:
+            moved = _wrap_axis_last(converted, off_last)
+            report.details["softmax_axis_moved"] = moved
+            report.notes.append(f"{len(moved)} Softmax/LogSoftmax over a non-last axis wrapped in Transposes: below "
+                                "opset 13 they flatten from the axis on, which would change the result")
+        return converted
 
 
 # Initializers at least this big are converted as data-less placeholders (name, type, dims):
@@ -110,6 +118,70 @@ def _adopt_conversion(model: onnx.ModelProto, converted: onnx.ModelProto, weight
         getattr(model, field).extend(getattr(converted, field))
     model.ir_version = converted.ir_version
     return model
+
+
+_SOFTMAX_LIKE = ("Softmax", "LogSoftmax", "Hardmax")
+
+
+def _softmax_axes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
+    """Before converting below opset 13, in place: every Softmax/LogSoftmax/Hardmax gets an
+    explicit, non-negative axis. From opset 13 these ops normalise along one axis (default
+    -1); before it they flatten the input to 2-D at `axis` (default 1) and normalise the whole
+    trailing block, so only the last axis means the same in both. Returns first output ->
+    (axis, rank) of the nodes over another axis (see _wrap_axis_last). A node whose input
+    rank is unknown is refused, named."""
+    from onnx import helper
+
+    from lvvit_opt.passes.graph_utils import infer_shapes_light
+
+    graph = model.graph
+    nodes = [n for n in graph.node if n.op_type in _SOFTMAX_LIKE and n.domain in ("", "ai.onnx")]
+    if not nodes:
+        return {}
+    shapes = infer_shapes_light(model)
+    off_last = {}
+    for node in nodes:
+        dims = shapes.get(node.input[0])
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+        if dims is None:
+            raise UserError(f"target_opset: {node_label(node)} normalises along axis {axis} of an input of unknown "
+                            "rank, and below opset 13 that op means something else; give the input shapes "
+                            "(fix_shapes first) or target opset 13 or later")
+        rank = len(dims)
+        axis = axis + rank if axis < 0 else axis
+        for index in reversed([k for k, a in enumerate(node.attribute) if a.name == "axis"]):
+            del node.attribute[index]
+        node.attribute.append(helper.make_attribute("axis", axis))
+        if rank and axis != rank - 1:
+            off_last[node.output[0]] = (axis, rank)
+    return off_last
+
+
+def _wrap_axis_last(model: onnx.ModelProto, off_last: dict[str, tuple[int, int]]) -> list[str]:
+    """After the conversion, in place: each node of `off_last` becomes Transpose -> op over
+    the last axis -> Transpose, which computes what the op computed from opset 13 on."""
+    from onnx import helper
+
+    graph = model.graph
+    names = NameAllocator(graph)
+    out, moved = [], []
+    for node in graph.node:
+        if node.op_type not in _SOFTMAX_LIKE or not node.output or node.output[0] not in off_last:
+            out.append(node)
+            continue
+        axis, rank = off_last[node.output[0]]
+        perm = list(range(rank))
+        perm[axis], perm[rank - 1] = rank - 1, axis
+        base = node.name or node.output[0]
+        before, after = names.fresh(f"{base}/axis_last_in"), names.fresh(f"{base}/axis_last_out")
+        out.append(helper.make_node("Transpose", [node.input[0]], [before], name=names.fresh(f"{base}/to_last"),
+                                    perm=perm))
+        out.append(helper.make_node(node.op_type, [before], [after], name=node.name, axis=rank - 1))
+        out.append(helper.make_node("Transpose", [after], list(node.output), name=names.fresh(f"{base}/from_last"),
+                                    perm=perm))
+        moved.append(base)
+    replace_nodes(graph, out)
+    return moved
 
 
 def _lower_gelu(model: onnx.ModelProto) -> list[str]:
