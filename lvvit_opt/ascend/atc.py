@@ -191,8 +191,8 @@ def build_atc_command(
 
 
 def keep_dtype_lines(op_types: Iterable[str] = (), node_names: Iterable[str] = ()) -> str:
-    """Contents of a --keep_dtype file: node names as-is, op types as `OpType::Softmax`."""
-    lines = [str(n) for n in node_names] + [f"OpType::{t}" for t in op_types]
+    """Contents of a --keep_dtype file: node names as-is, op types as `OpType::Softmax`; each once."""
+    lines = list(dict.fromkeys([str(n) for n in node_names] + [f"OpType::{t}" for t in op_types]))
     return "".join(line + "\n" for line in lines)
 
 

@@ -118,10 +118,14 @@ class LayerReport:
         return before[-1] if before else None
 
     def worst(self, n: int | None = None) -> list[TensorResult]:
-        """Failing tensors first, then by lowest cosine, then by largest atol needed."""
+        """Failing tensors first, then by lowest cosine, then by largest atol needed; each
+        reference tensor once (its worst comparison: a tensor matched through a cast or a
+        second candidate tensor is still one tensor)."""
         ranked = sorted(self.results, key=lambda r: (r.passed, _sortable(r.comparison.cosine),
                                                      -_sortable(r.comparison.atol_needed, inf=True)))
-        return ranked[: self.top if n is None else n]
+        seen: set[str] = set()
+        unique = [r for r in ranked if not (r.tensor.name in seen or seen.add(r.tensor.name))]
+        return unique[: self.top if n is None else n]
 
     def op_types(self) -> dict[str, dict[str, Any]]:
         summary: dict[str, dict[str, Any]] = {}
@@ -215,8 +219,9 @@ class LayerReport:
         if self.mode == "fp16" or flows is not None:
             lines.append("first overflow/underflow: " + (f"{flows.line()}" if flows else "none (no Inf or 0 from "
                                                                                         "fp16's range)"))
-        lines.append(f"worst {min(self.top, len(self.results))} tensor(s):")
-        lines += [f"  {r.line()}" for r in self.worst()]
+        worst = self.worst()
+        lines.append(f"worst {len(worst)} tensor(s):")
+        lines += [f"  {r.line()}" for r in worst]
         lines.append("per op type:")
         lines.append(f"  {'op_type':<22}{'tensors':>8}{'failed':>8}{'min_cosine':>14}{'max_abs':>12}")
         for op_type, s in self.op_types().items():
@@ -625,7 +630,7 @@ def suggest_keep_fp32(report: LayerReport, max_rounds: int = 4, **compare_option
     re-run with them kept in fp32 and add where an error still starts, or the readers a kept
     node's fp16 cast breaks (an overflowing MatMul needs its Softmax in fp32 as well), until
     everything agrees or `max_rounds` re-runs. `compare_options` are compare_layers' (inputs, ...)."""
-    nodes = list(report.broken_nodes())
+    nodes = list(dict.fromkeys(report.broken_nodes()))
     if report.mode != "fp16" or not nodes:
         return KeepDtypeSuggestion(nodes, 0, None if report.mode != "fp16" else report.passed,
                                    report.first_divergence)
@@ -633,7 +638,7 @@ def suggest_keep_fp32(report: LayerReport, max_rounds: int = 4, **compare_option
     while rounds < max_rounds:
         last = compare_layers(report.reference, fp16=True, keep_fp32=nodes, **compare_options)
         rounds += 1
-        new = [n for n in last.broken_nodes() + last.readers_broken_by_casts() if n not in nodes]
+        new = [n for n in dict.fromkeys(last.broken_nodes() + last.readers_broken_by_casts()) if n not in nodes]
         if last.passed or not new:
             break
         nodes += new

@@ -134,8 +134,12 @@ def parse_inputs_arg(value: InputsArg) -> int | Path:
     if text.strip().isdigit():
         return parse_inputs_arg(int(text.strip()))
     path = Path(text)
-    if not path.exists():
-        raise UserError(f"--inputs {text}: neither a number of random batches nor an existing file or directory")
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as exc:  # a name over NAME_MAX (255 bytes), a NUL byte ...
+        raise UserError(f"--inputs {shown(text)}: not a usable path ({getattr(exc, 'strerror', None) or exc})") from None
+    if not exists:
+        raise UserError(f"--inputs {shown(text)}: neither a number of random batches nor an existing file or directory")
     return path
 
 
