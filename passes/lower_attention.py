@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from lvvit_opt.core.errors import UserError
 from lvvit_opt.passes.base import GraphPass, PassReport
 from lvvit_opt.passes.graph_utils import (FUSED_ATTENTION_OPS, NameAllocator, consumers, fused_attention_nodes,
                                           infer_shapes_light, node_label, replace_nodes)
@@ -51,6 +52,9 @@ class LowerAttention(GraphPass):
                     left.append((node_label(node), "contrib attention op: not lowered (re-export without fusion)"))
                 new_nodes.append(node)
                 continue
+            invalid = _invalid(node, shapes)
+            if invalid:  # the model's fault, not the pass's: exit 2, naming the node
+                raise UserError(f"{node_label(node)} is not a valid Attention: {invalid}")
             reason = _unsupported(node, shapes, readers, graph_outputs)
             if reason:
                 left.append((node_label(node), reason))
@@ -80,6 +84,33 @@ def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
              list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)}
     types.update({i.name: i.data_type for i in model.graph.initializer})
     return types
+
+
+def _invalid(node: onnx.NodeProto, shapes) -> str | None:
+    """Why the node breaks Attention's own shape rules (known dims only), or None."""
+    if len(node.input) < 3 or not all(node.input[:3]):
+        return "query, key and value are required"
+    q, k, v = (shapes.get(name) for name in node.input[:3])
+    if q is None or k is None or v is None or not (len(q) == len(k) == len(v)):
+        return None  # unknown or mixed ranks: _unsupported leaves the node
+    known = lambda a, b: isinstance(a, int) and isinstance(b, int) and a != b  # noqa: E731
+    if len(q) == 4:
+        if known(q[3], k[3]):
+            return f"query head size {q[3]} differs from the key's {k[3]}"
+        if known(k[2], v[2]):
+            return f"key length {k[2]} differs from the value's {v[2]}"
+        if known(q[0], k[0]) or known(k[0], v[0]):
+            return f"batch sizes differ (query {q[0]}, key {k[0]}, value {v[0]})"
+        if isinstance(q[1], int) and isinstance(k[1], int) and k[1] and q[1] % k[1]:
+            return f"{q[1]} query heads are not a multiple of {k[1]} key heads"
+    elif len(q) == 3:
+        heads_q, heads_kv = _attr(node, "q_num_heads"), _attr(node, "kv_num_heads")
+        for what, hidden, heads in (("query", q[2], heads_q), ("key", k[2], heads_kv), ("value", v[2], heads_kv)):
+            if heads and isinstance(hidden, int) and hidden % heads:
+                return f"{what} hidden size {hidden} is not a multiple of {heads} heads"
+        if known(k[1], v[1]):
+            return f"key length {k[1]} differs from the value's {v[1]}"
+    return None
 
 
 def _unsupported(node: onnx.NodeProto, shapes, readers, graph_outputs=frozenset()) -> str | None:

@@ -375,8 +375,10 @@ def _umask() -> int:
 
 
 def write_text_atomic(dest: str | os.PathLike, text: str) -> None:
+    """UTF-8; a path that is not UTF-8 (its undecodable bytes are surrogates in Python's
+    str) is written back as its own bytes, so a generated script names the real file."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:

@@ -63,11 +63,15 @@ def _apply(tmp_path: Path, model_path: Path, passes: str, *extra: str):
 
 
 def _assert_same_function(original: Path, rewritten: Path, feeds: dict) -> None:
+    from lvvit_opt.verify.golden import Tolerance, compare_tensor
+
     for got, want in zip(_run(rewritten, feeds), _run(original, feeds)):
-        if isinstance(want, np.ndarray):
+        if isinstance(want, np.ndarray) and want.dtype.kind in "fc":
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
-        else:
-            assert got == want
+        elif isinstance(want, np.ndarray):
+            np.testing.assert_array_equal(got, want)
+        else:  # a sequence or map: the comparison's own structured check (tested below)
+            assert compare_tensor("out", want, got, Tolerance(atol=1e-6, rtol=1e-5)).passed
 
 
 # -- types numpy and onnxruntime's Python API cannot exchange --------------------------------
@@ -84,7 +88,7 @@ def test_low_precision_input_is_refused_naming_it(tmp_path, passes, elem):
 
 
 @pytest.mark.parametrize("passes", PASS_SETS)
-@pytest.mark.parametrize("elem", [TensorProto.INT4, TensorProto.UINT4, TensorProto.FLOAT8E4M3FN])
+@pytest.mark.parametrize("elem", [TensorProto.INT4, TensorProto.UINT4])
 def test_output_numpy_cannot_hold_is_one_line(tmp_path, passes, elem):
     model = _model([helper.make_node("Cast", ["x"], ["y"], to=elem)],
                    [_vi("x", TensorProto.FLOAT, [2, 4])], [_vi("y", elem, [2, 4])], opset=21, ir=10)
@@ -182,15 +186,15 @@ def test_scalar_input_is_fed_as_a_scalar(tmp_path, passes):
 @pytest.mark.parametrize("passes", PASS_SETS)
 def test_an_input_that_carries_a_shape_blames_the_random_inputs(tmp_path, passes):
     model = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                   [_vi("x", TensorProto.FLOAT, [2, 3, 4]), _vi("shape", TensorProto.INT64, [3])],
+                   [_vi("x", TensorProto.FLOAT, [3, 2, 4]), _vi("shape", TensorProto.INT64, [3])],
                    [_vi("y", TensorProto.FLOAT, None)])
     path = _save(tmp_path, model)
     outcome, out = _apply(tmp_path, path, passes)
     line = _one_line_error(outcome, 2)
     assert "validation's random inputs" in line and "'shape' int64[3]" in line and "give --inputs" in line
     assert not out.exists()
-    # with the real values, the same graph goes through
-    np.savez(tmp_path / "real.npz", x=np.ones((2, 3, 4), np.float32), shape=np.array([4, 3, 2], np.int64))
+    # with the real values, the same graph goes through (3 rows each: --inputs splits .npz arrays into rows)
+    np.savez(tmp_path / "real.npz", x=np.ones((3, 2, 4), np.float32), shape=np.array([4, 3, 2], np.int64))
     outcome, out = _apply(tmp_path, path, passes, "--inputs", tmp_path / "real.npz")
     assert outcome.exit_code == 0, outcome.stderr
 
@@ -412,8 +416,12 @@ def test_lower_attention_keeps_a_node_whose_qk_output_is_a_graph_output(tmp_path
 
 
 def test_lower_attention_pads_a_shorter_mask(tmp_path):
+    """A mask shorter than the keys is padded with -inf (Attention's definition). onnxruntime's
+    own Attention kernel refuses such a mask, so onnx's reference implementation is the judge."""
+    from onnx.reference import ReferenceEvaluator
+
     path = _save(tmp_path, _attention(mask_len=4))  # 6 keys, a mask over the first 4
-    outcome, out = _apply(tmp_path, path, "lower_attention,softmax_transpose")
+    outcome, out = _apply(tmp_path, path, "lower_attention,softmax_transpose", "--no-validate")
     assert outcome.exit_code == 0, outcome.stderr
     ops = [n.op_type for n in onnx.load(out).graph.node]
     assert "Attention" not in ops and "Pad" in ops
@@ -421,7 +429,10 @@ def test_lower_attention_pads_a_shorter_mask(tmp_path):
     feeds = {name: rng.standard_normal(shape).astype(np.float32)
              for name, shape in (("Q", (1, 2, 4, 8)), ("K", (1, 2, 6, 8)), ("V", (1, 2, 6, 8)))}
     feeds["M"] = np.array([[1, 0, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0]], dtype=bool)  # row 1 fully masked
-    _assert_same_function(path, out, feeds)
+    expected = ReferenceEvaluator(str(path)).run(None, feeds)[0]
+    got = _run(out, feeds)[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    assert not np.isnan(got).any() and np.all(got[0, :, 1] == 0)  # the fully masked row: zeros, as defined
 
 
 def test_lower_attention_on_fp16_is_judged_at_fp16_precision(tmp_path):
