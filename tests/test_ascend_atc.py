@@ -163,8 +163,8 @@ def test_missing_atc_prints_the_command_for_an_ascend_host(seed_dir, cli_runner,
                                       "--log", "debug"])
     assert result.exit_code == 2
     assert result.stderr == ("error: atc not found (no CANN toolkit on this machine). On an Ascend host with CANN "
-                             "installed, run:\n  source /usr/local/Ascend/ascend-toolkit/set_env.sh\n"
-                             f"  {SEED_BS16}\n")
+                             "installed, run: source /usr/local/Ascend/ascend-toolkit/set_env.sh; "
+                             f"{SEED_BS16}\n")  # one line, and a shell command line as it stands
     with pytest.raises(ToolNotFound):
         run_atc(SEED_BS16.split())
 

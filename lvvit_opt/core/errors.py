@@ -25,18 +25,28 @@ def reason_of(exc: BaseException, limit: int = 200) -> str:
 def one_line(message: str) -> str:
     """A message as the one line an error is: its lines joined with '; ' (a tool's multi-line
     hint, a list of problems), and any other control character escaped."""
-    parts = [" ".join(line.split()) for line in str(message).splitlines()]
-    text = "; ".join(p for p in parts if p)
+    parts = [p for p in (" ".join(line.split()) for line in str(message).splitlines()) if p]
+    text = parts[0] if parts else ""
+    for part in parts[1:]:  # 'run:' then commands reads as 'run: a; b'
+        text += (" " if text.endswith(":") else "; ") + part
     return "".join(ch if ord(ch) >= 0x20 and ord(ch) != 0x7F else repr(ch)[1:-1] for ch in text)
 
 
 def shown(path) -> str:
     """A path as messages show it: as is, or quoted with escapes when it holds a newline or
     another control character, so a hostile file name cannot break a one-line message."""
-    text = str(path)
+    text = printable(str(path))
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
         return repr(text)
     return text
+
+
+def printable(text: str) -> str:
+    """`text` with the bytes of a non-UTF-8 file name (surrogates in Python's str, which
+    neither a terminal, a UTF-8 file nor a plot font takes) shown as \\xNN escapes."""
+    if not any("\udc80" <= ch <= "\udcff" for ch in text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class Terminated(KeyboardInterrupt):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from lvvit_opt.core.errors import printable
 from lvvit_opt.tune.space import Candidate
 
 @dataclass
@@ -137,7 +138,7 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     ax.set_xlim(lowest - max(0.5, (100 - lowest) * 0.1), 100 + max(0.5, (100 - lowest) * 0.35))
     ax.set_xlabel("top-1 agreement with the fp32 original (%)")
     ax.set_ylabel("images / s (higher is better)")
-    ax.set_title(f"tune {report.target}: {len(shown)} candidates ({report.settings.get('model_name', '')})",
+    ax.set_title(printable(f"tune {report.target}: {len(shown)} candidates ({report.settings.get('model_name', '')})"),
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left")

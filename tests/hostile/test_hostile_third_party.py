@@ -365,7 +365,7 @@ def test_onnxruntime_prints_nothing_but_our_line(tmp_path):
 def test_an_error_is_one_line_whoever_raised_it():
     from lvvit_opt.core.errors import one_line
 
-    assert one_line("not ready:\n  problem one\n  problem two") == "not ready:; problem one; problem two"
+    assert one_line("not ready:\n  problem one\n  problem two") == "not ready: problem one; problem two"
     assert "\n" not in one_line("a\r\nb\x1b[31m")
 
 
