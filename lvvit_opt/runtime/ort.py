@@ -23,6 +23,11 @@ IN_MEMORY = "<in-memory model>"  # the model_path of a runner given a ModelProto
 _CANNOT_LOAD = "onnxruntime cannot load it"
 
 
+class OutputsNotExchangeable(UserError):
+    """onnxruntime ran the model but its Python API cannot hand an output over as a numpy
+    array (int4, float8 ...): whatever the inputs, it cannot be run from here."""
+
+
 def refusal_reason(exc: Exception) -> str:
     """The '(why)' of OrtRunner's "<in-memory model>: onnxruntime cannot load it (why)", for a
     caller that knows what the in-memory model is and whose fault its refusal is."""
@@ -128,7 +133,7 @@ class OrtRunner(Runner):
         detail = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\)\s+(\S+ \S+ \S+ was false\.\s*)?", "", detail)[:300]
         if "numpy" in detail.lower():  # a type the Python API cannot hand over (int4, float8 outputs ...)
             kinds = ", ".join(f"{o.name!r} {o.dtype}" for o in self.outputs)
-            return UserError(f"{self.model_path}: onnxruntime runs it but its Python API cannot hand over its "
+            return OutputsNotExchangeable(f"{self.model_path}: onnxruntime runs it but its Python API cannot hand over its "
                              f"outputs ({kinds}) as numpy arrays ({detail}); it cannot be run or validated "
                              "from here (apply: --no-validate)")
         text = (f"{self.model_path}: onnxruntime cannot run it on {given} (the model takes {expected}): "

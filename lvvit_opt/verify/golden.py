@@ -597,13 +597,15 @@ def _run_reference(runner, feeds, source: Mapping[str, Any], label: str | None =
     shape, indices, axes, a count or scales. The one-line error says so, names the likely
     inputs and the way out (--inputs with real values)."""
     from lvvit_opt.core.errors import LvvitOptError, UserError
-    from lvvit_opt.runtime.ort import IN_MEMORY
+    from lvvit_opt.runtime.ort import IN_MEMORY, OutputsNotExchangeable
 
     try:
         return run_feeds(runner, feeds, "validate: reference")
     except LvvitOptError as exc:
         if built:
             raise
+        if isinstance(exc, OutputsNotExchangeable):  # no input would run it: not the inputs' fault
+            raise UserError(str(exc).replace(IN_MEMORY, label or "the model")) from None
         if source.get("kind") != "random":  # the user's model on the user's inputs (a seeded in-memory copy too)
             raise UserError(str(exc).replace(IN_MEMORY, label or "the model")) from None
         exc = str(exc).replace(IN_MEMORY, label or "the model")

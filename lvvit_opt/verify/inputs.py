@@ -83,7 +83,7 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
             shape = resolve_input_shape(spec, batch_size)
             if _is_string(spec.dtype):
                 words = np.array(["alpha", "beta", "gamma", "delta", "", "x y"], dtype=object)
-                feed[spec.name] = words[rng.integers(0, len(words), size=shape)]
+                feed[spec.name] = np.asarray(words[rng.integers(0, len(words), size=shape)], dtype=object)
                 continue
             dtype = np.dtype(spec.dtype)
             if dtype.kind == "f":
