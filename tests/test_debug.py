@@ -73,7 +73,7 @@ def test_fp16_overflow_is_named_and_kept_in_fp32(cli_runner, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())["result"]
     assert report["mode"] == "fp16" and report["first_divergence"]["node"] == "scores"
     assert report["last_passing_before"]["node"] == "embed"
-    assert report["first_divergence"]["failures"][0].startswith("non-finite values (NaN/Inf) in an output: "
+    assert report["first_divergence"]["failures"][0].startswith("non-finite values (NaN/Inf) on one side only: "
                                                                 "0 in the reference, 32 in the candidate (32 overflow")
     assert list(dict.fromkeys(t["node"] for t in report["tensors"] if not t["passed"])) == ["scores", "softmax"]
     assert report["broken_nodes"] == ["scores"]  # the error starts there; softmax only inherits it
