@@ -557,7 +557,8 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
             raise
         try:
             feeds, source, stored = feeds_for(ref_runner.inputs, cand_runner.inputs, ref_runner.outputs)
-            ref_out = _run_reference(ref_runner, feeds, source, ref_label or _onnx_path(reference), "reference" in built)
+            ref_out, feeds, source = _run_reference(ref_runner, feeds, source, ref_label or _onnx_path(reference),
+                                                    "reference" in built)
             cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
         finally:
             for runner in (ref_runner, cand_runner):
@@ -569,7 +570,8 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         try:
             ref_specs, ref_outputs = ref_runner.inputs, ref_runner.outputs
             feeds, source, stored = feeds_for(ref_specs, planned, ref_outputs)
-            ref_out = _run_reference(ref_runner, feeds, source, ref_label or _onnx_path(reference), "reference" in built)
+            ref_out, feeds, source = _run_reference(ref_runner, feeds, source, ref_label or _onnx_path(reference),
+                                                    "reference" in built)
         finally:
             ref_runner.close()
         del ref_runner
@@ -577,7 +579,12 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
         try:
             if cand_runner.inputs != planned:  # onnxruntime reads the inputs otherwise: feed what it reports
                 feeds, source, stored = feeds_for(ref_specs, cand_runner.inputs, ref_outputs)
-                ref_out = _rerun(open_reference, feeds)
+                runner = open_reference()
+                try:
+                    ref_out, feeds, source = _run_reference(runner, feeds, source,
+                                                            ref_label or _onnx_path(reference), "reference" in built)
+                finally:
+                    runner.close()
             cand_out = run_feeds(cand_runner, feeds, "validate: candidate")
         finally:
             cand_runner.close()
@@ -590,17 +597,25 @@ def validate_models(reference, candidate, *, golden: str | None = None, inputs: 
                             random_nodes={"reference": ref_random, "candidate": cand_random})
 
 
+# When the reference cannot run on seeded random inputs, the integer, boolean and small
+# (<= 8 values: scales, ratios) inputs are set to each of these in turn (1: a count, a
+# repeat, a step, a divisor; 0: an index, an offset, a Reshape dim that keeps its size)
+SAFE_FILLS = (1, 0)
+_SMALL_INPUT = 8
+
+
 def _run_reference(runner, feeds, source: Mapping[str, Any], label: str | None = None,
-                   built: bool = False) -> dict[str, np.ndarray]:
-    """The reference's outputs. When the reference cannot run on seeded random inputs, the
-    inputs are at fault, not the model: random values cannot stand for an input that carries a
-    shape, indices, axes, a count or scales. The one-line error says so, names the likely
-    inputs and the way out (--inputs with real values)."""
+                   built: bool = False) -> tuple[dict[str, np.ndarray], list, Mapping[str, Any]]:
+    """(the reference's outputs, the feeds they came from, their source). When the reference
+    cannot run on seeded random inputs, the inputs are at fault, not the model: random values
+    cannot stand for an input that carries a shape, indices, axes, a count or scales. Those
+    inputs are then set to safe values (SAFE_FILLS), and the source says so; when none runs,
+    the one-line error names the likely inputs and the way out (--inputs with real values)."""
     from lvvit_opt.core.errors import LvvitOptError, UserError
     from lvvit_opt.runtime.ort import IN_MEMORY, OutputsNotExchangeable
 
     try:
-        return run_feeds(runner, feeds, "validate: reference")
+        return run_feeds(runner, feeds, "validate: reference"), feeds, source
     except LvvitOptError as exc:
         if built:
             raise
@@ -609,8 +624,23 @@ def _run_reference(runner, feeds, source: Mapping[str, Any], label: str | None =
         if source.get("kind") != "random":  # the user's model on the user's inputs (a seeded in-memory copy too)
             raise UserError(str(exc).replace(IN_MEMORY, label or "the model")) from None
         exc = str(exc).replace(IN_MEMORY, label or "the model")
+        floats = {name: array.size for name, array in feeds[0].items() if array.dtype.kind == "f"}
+        data = max(floats, key=floats.get) if floats else None  # the largest float input stays random
+        filled = [name for name, array in feeds[0].items() if array.dtype.kind in "iub"
+                  or (array.dtype.kind == "f" and array.size <= _SMALL_INPUT and name != data)]
+        for fill in SAFE_FILLS if filled else ():
+            retry = [{name: (np.full_like(array, fill) if name in filled else array) for name, array in feed.items()}
+                     for feed in feeds]
+            try:
+                outputs = run_feeds(runner, retry, "validate: reference")
+            except LvvitOptError:
+                continue
+            note = (f"; {', '.join(filled)} set to {fill} (random values made the original fail; give --inputs "
+                    "with real values to validate on them)")
+            return outputs, retry, {**source, "source": source.get("source", "") + note, "filled": filled,
+                                    "fill": fill}
         suspects = [f"{name!r} {array.dtype}{list(array.shape)}" for name, array in feeds[0].items()
-                    if array.dtype.kind in "iub" or array.size <= 8]
+                    if array.dtype.kind in "iub" or array.size <= _SMALL_INPUT]
         named = (f"likely {', '.join(suspects[:6])}{' ...' if len(suspects) > 6 else ''}; " if suspects else "")
         raise UserError(f"the original model does not run on validation's random inputs, which cannot stand "
                         f"for inputs that carry shapes, indices, axes, counts or scales ({named}give --inputs "
@@ -634,14 +664,6 @@ def _built_refusal(label: str | None, exc: Exception) -> Exception:
 
     return LvvitOptError(f"{label or 'the rewritten graph'}: onnxruntime cannot load the graph lvvit-opt built, "
                          f"an internal failure, not your model ({exc})")
-
-
-def _rerun(open_runner_fn, feeds) -> dict[str, np.ndarray]:
-    runner = open_runner_fn()
-    try:
-        return run_feeds(runner, feeds, "validate: reference")
-    finally:
-        runner.close()
 
 
 def planned_input_specs(model, options: Mapping[str, Any]) -> list | None:

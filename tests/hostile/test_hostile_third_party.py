@@ -186,17 +186,33 @@ def test_scalar_input_is_fed_as_a_scalar(tmp_path, passes):
 @pytest.mark.parametrize("passes", PASS_SETS)
 def test_an_input_that_carries_a_shape_blames_the_random_inputs(tmp_path, passes):
     model = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                   [_vi("x", TensorProto.FLOAT, [3, 2, 4]), _vi("shape", TensorProto.INT64, [3])],
+                   [_vi("x", TensorProto.FLOAT, [2, 3, 4]), _vi("shape", TensorProto.INT64, [2])],
                    [_vi("y", TensorProto.FLOAT, None)])
     path = _save(tmp_path, model)
     outcome, out = _apply(tmp_path, path, passes)
     line = _one_line_error(outcome, 2)
-    assert "validation's random inputs" in line and "'shape' int64[3]" in line and "give --inputs" in line
+    # neither random 0/1 nor the safe fills (all 1: [1, 1], all 0: [2, 3]) reshape 24 values
+    assert "validation's random inputs" in line and "'shape' int64[2]" in line and "give --inputs" in line
     assert not out.exists()
     # with the real values, the same graph goes through (3 rows each: --inputs splits .npz arrays into rows)
-    np.savez(tmp_path / "real.npz", x=np.ones((3, 2, 4), np.float32), shape=np.array([4, 3, 2], np.int64))
+    np.savez(tmp_path / "real.npz", x=np.ones((2, 3, 4), np.float32), shape=np.array([6, 4], np.int64))
     outcome, out = _apply(tmp_path, path, passes, "--inputs", tmp_path / "real.npz")
     assert outcome.exit_code == 0, outcome.stderr
+
+
+@pytest.mark.parametrize("passes", PASS_SETS)
+def test_integer_inputs_random_values_break_are_set_to_safe_values_and_said(tmp_path, passes):
+    """Integer Mod: a random 0 divisor makes onnxruntime refuse the original; validation then
+    sets the integer inputs to 1, runs both graphs on that, and its source says so."""
+    model = _model([helper.make_node("Mod", ["a", "b"], ["m"]), helper.make_node("Add", ["m", "a"], ["y"])],
+                   [_vi("a", TensorProto.INT32, [8]), _vi("b", TensorProto.INT32, [8])],
+                   [_vi("y", TensorProto.INT32, [8])])
+    path = _save(tmp_path, model)
+    outcome, out = _apply(tmp_path, path, passes, "--json", tmp_path / "r.json")
+    assert outcome.exit_code == 0, outcome.stderr
+    source = json.loads((tmp_path / "r.json").read_text())["result"]["validation"]["input_source"]
+    assert source["filled"] == ["a", "b"] and source["fill"] == 1
+    assert "set to 1 (random values made the original fail" in source["source"]
 
 
 @pytest.mark.parametrize("passes", PASS_SETS)
