@@ -546,3 +546,24 @@ def test_onnx_node_graph(tmp_path, name):
 def test_onnx_node_graphs_all(tmp_path):
     """All ~1,900 of onnx's node test graphs (3,800 runs, several minutes on 2 cores)."""
     _check_runs(tmp_path, _node_cases(1))
+
+
+def test_worst_tensors_list_each_tensor_once():
+    """A reference tensor matched twice (its fp32 value and its cast for the next node) is one
+    tensor in the "worst tensors" list, shown by its worst comparison."""
+    from lvvit_opt.debug.layers import LayerReport, Match, RefTensor, TensorResult
+    from lvvit_opt.verify.golden import Tolerance, compare_tensor
+
+    ref = np.linspace(1, 2, 16, dtype=np.float32)
+    tensors = [RefTensor(i, f"t{i}", f"n{i}", "MatMul", 0, ()) for i in range(3)]
+    results = []
+    for tensor, errors in zip(tensors, ((1.0, 1.5), (1.2,), (1.0,))):
+        for k, factor in enumerate(errors):
+            comparison = compare_tensor(tensor.name, ref, ref * factor, Tolerance.onnx())
+            results.append(TensorResult(tensor, Match(tensor.name, f"{tensor.name}_{k}", primary=k == 0), comparison))
+    report = LayerReport("r.onnx", "c.onnx", "fp16", Tolerance.onnx(), {}, results)
+    worst = report.worst()
+    assert sorted(r.tensor.name for r in worst) == ["t0", "t1", "t2"]  # each once (t0 was compared twice)
+    assert next(r for r in worst if r.tensor.name == "t0").match.candidate == "t0_1"  # its worse comparison (x1.5)
+    assert worst[-1].tensor.name == "t2"  # the passing one last
+    assert "worst 3 tensor(s):" in report.format()
