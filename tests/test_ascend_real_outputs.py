@@ -237,11 +237,13 @@ ATC_FAILURES = {
     "fail_E40000_atlas200dk-20.1": [("E40000", None, None)],
     "fail_E10001_input-shape-quoted": [("E10001", None, None), ("E10001", None, None)],
     "fail_E19010_opset-quoted": [("E19010", "model1 div node", "ai.onnx::23::Div")],
+    "fail_E10003_dynamic-batch-size-doc": [("E10003", None, None)],
 }
 ATC_SUCCESSES = {  # fixture -> W11001 ops
     "success_W11001_yolox-310": ["Slice_30", "Slice_10", "Slice_40", "Slice_20"],
     "success_W11001_high-priority-service_icnet": ["PartitionedCall_AvgPool_45_2", "PartitionedCall_AvgPool_52_6"],
     "success_pid-stamped_310B4_2025": ["/model.23/Mod", "/model.23/Div"],
+    "success_aipp_layout-visionsdk": [],
 }
 
 

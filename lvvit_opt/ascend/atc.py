@@ -134,6 +134,44 @@ def resolve_input_shapes(inputs: Sequence[OnnxInput], batch_size: int | None = N
     return resolved
 
 
+# atc --dynamic_batch_size: 2..100 gears (the (1,100] of the ATC docs), each recommended in [1, 2048]
+MIN_GEARS, MAX_GEARS, MAX_GEAR = 2, 100, 2048
+DYNAMIC_BATCH_FIX = "re-export it with `lvvit-opt export --dynamic-batch`"
+
+
+def parse_batch_gears(text: str | Sequence[int]) -> tuple[int, ...]:
+    """'1,4,8,16' -> (1, 4, 8, 16): 2..100 distinct gears in [1, 2048], kept in increasing order."""
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else [str(p) for p in text]
+    if not all(p.isdigit() for p in parts):
+        raise UserError(f"--batch-gears {text!r}: comma-separated positive integers, e.g. 1,4,8,16")
+    gears = [int(p) for p in parts]
+    if len(set(gears)) != len(gears):
+        raise UserError(f"--batch-gears {text!r}: a gear is repeated")
+    if not MIN_GEARS <= len(gears) <= MAX_GEARS:
+        raise UserError(f"--batch-gears {text!r}: atc takes {MIN_GEARS} to {MAX_GEARS} gears, got {len(gears)}")
+    if not all(1 <= g <= MAX_GEAR for g in gears):
+        raise UserError(f"--batch-gears {text!r}: each gear must be in 1..{MAX_GEAR}")
+    return tuple(sorted(gears))
+
+
+def gear_input_shapes(inputs: Sequence[OnnxInput], gears: Sequence[int]) -> list[tuple[str, tuple[int, ...]]]:
+    """--input_shape for --dynamic_batch_size: batch -1, every other dim static; a static-batch ONNX is refused."""
+    resolved = []
+    for item in inputs:
+        if not item.shape:
+            raise UserError(f"input {item.name!r} has no shape in the model; cannot form --input_shape")
+        dims = list(item.shape)
+        if isinstance(dims[0], int):
+            raise UserError(f"--batch-gears: input {item.name!r} has a static batch of {dims[0]}; batch gears need a "
+                            f"dynamic batch axis: {DYNAMIC_BATCH_FIX}")
+        dynamic = [i for i, d in enumerate(dims[1:], 1) if not isinstance(d, int)]
+        if dynamic:
+            raise UserError(f"input {item.name!r} has dynamic dims at {dynamic} ({item.shape}); "
+                            "only the batch dimension may be dynamic")
+        resolved.append((item.name, (-1, *dims[1:])))
+    return resolved
+
+
 def format_input_shape(shapes: Sequence[tuple[str, Sequence[int]]]) -> str:
     """[('image', (16,3,224,224))] -> 'image:16,3,224,224' (several inputs joined by ';')."""
     return ";".join(f"{name}:{','.join(str(d) for d in dims)}" for name, dims in shapes)
@@ -157,10 +195,14 @@ def build_atc_command(
     extra_args: str | Sequence[str] | None = None,
     input_shapes: Sequence[tuple[str, Sequence[int]]] | None = None,
     input_format: str = "NCHW",
+    insert_op_conf: str | os.PathLike | None = None,
+    batch_gears: Sequence[int] | None = None,
 ) -> list[str]:
     """The atc argv, seed order: framework, model, output, input_format, input_shape, log, soc_version, then extras.
 
-    `input_shapes` defaults to the model's own inputs (see resolve_input_shapes).
+    `input_shapes` defaults to the model's own inputs (see resolve_input_shapes; with `batch_gears`, batch -1
+    and `--dynamic_batch_size`). `insert_op_conf`: a static AIPP file (lvvit_opt.ascend.aipp); with ONNX the
+    input format and shape stay the model's NCHW ones (public atc lines, tests/fixtures/ascend/SOURCES.md).
     `soc_version` must be concrete here (resolve "auto" with detect_soc_version first).
     """
     check_soc_name(str(soc_version))
@@ -169,6 +211,10 @@ def build_atc_command(
     for flag, path in (("--keep-dtype", keep_dtype), ("--fusion-switch", fusion_switch)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path}: no such file")
+    if batch_gears is not None:
+        gears = parse_batch_gears(batch_gears)
+        if input_shapes is None:
+            input_shapes = gear_input_shapes(onnx_inputs(model_path), gears)
     if input_shapes is None:
         input_shapes = resolve_input_shapes(onnx_inputs(model_path), batch_size)
     model_text = os.fspath(model_path)
@@ -180,13 +226,17 @@ def build_atc_command(
     if log is not None:
         command.append(f"--log={log}")
     command.append(f"--soc_version={soc_version}")
+    if batch_gears is not None:
+        command.append(f"--dynamic_batch_size={','.join(str(g) for g in gears)}")
+    if insert_op_conf is not None:
+        command.append(f"--insert_op_conf={os.fspath(insert_op_conf)}")
     if precision_mode:
         command.append(f"--precision_mode={precision_mode}")
     if keep_dtype is not None:
         command.append(f"--keep_dtype={os.fspath(keep_dtype)}")
     if fusion_switch is not None:
         command.append(f"--fusion_switch_file={os.fspath(fusion_switch)}")
-    command += _split_extra(extra_args)
+    command += split_extra_args(extra_args)
     return command
 
 
@@ -439,7 +489,7 @@ def compile_onnx(model_path: str | os.PathLike, *, soc_version: str = "auto", ca
     return run_atc(command, log_path=log_file, env=env, progress=progress, cwd=cwd)
 
 
-def _split_extra(extra_args: str | Sequence[str] | None) -> list[str]:
+def split_extra_args(extra_args: str | Sequence[str] | None) -> list[str]:
     if not extra_args:
         return []
     if isinstance(extra_args, str):

@@ -322,3 +322,27 @@ def megabytes(low: float = 1) -> BoundedNumber:
 
 def gigabytes(low: float = 0) -> BoundedNumber:
     return BoundedNumber(low, MAX_GB, what="gigabytes", metavar="GB")
+
+
+class FloatTriple(click.ParamType):
+    """Three finite numbers 'R,G,B' in [low, high] (a Normalize mean or std)."""
+
+    name = "R,G,B"
+
+    def __init__(self, low: float = 0.0, high: float = 1.0) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value, param, ctx):
+        import math
+
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).split(",")
+        try:
+            numbers = tuple(float(p) for p in parts)
+        except ValueError:
+            numbers = ()
+        if len(numbers) != 3 or not all(math.isfinite(n) and self.low <= n <= self.high for n in numbers):
+            self.fail(f"{value!r}: expected three numbers R,G,B in [{_plain(self.low)}, {_plain(self.high)}]",
+                      param, ctx)
+        return numbers

@@ -47,6 +47,7 @@ def parse_args(argv):
     parser.add_argument("--outfmt", default="BIN", choices=["NPY", "BIN", "TXT"])
     parser.add_argument("--device", type=int, default=0)
     parser.add_argument("--loop", type=int, default=1)
+    parser.add_argument("--dymBatch", dest="dym_batch", type=int, default=0)
     parser.add_argument("--dump", type=str2bool, default=False)
     parser.add_argument("--dump_npy", "--dump-npy", dest="dump_npy", type=str2bool, default=False)
     return parser.parse_args(argv)
@@ -54,13 +55,15 @@ def parse_args(argv):
 
 def load_inputs(spec: str | None, model: FakeModel) -> list[tuple[str, list[np.ndarray]]]:
     if spec is None:  # pure inference test: zeros
-        return [("pure_infer_data", [np.zeros(s, np.float32) for s in model.input_shapes])]
+        return [("pure_infer_data", [np.zeros(s, model.input_dtype) for s in model.input_shapes])]
     paths = sorted(Path(spec).iterdir()) if Path(spec).is_dir() else [Path(spec)]
     items = []
     for path in paths:
         shape = model.input_shapes[0]
-        array = np.load(path) if path.suffix == ".npy" else np.fromfile(path, dtype=np.float32)
-        items.append((path.stem, [np.asarray(array, np.float32).reshape(shape)]))
+        array = np.load(path) if path.suffix == ".npy" else np.fromfile(path, dtype=model.input_dtype)
+        if array.size != int(np.prod(shape)):
+            raise SystemExit(f"[ERROR] input {path} holds {array.size} values, the model takes {list(shape)}")
+        items.append((path.stem, [np.asarray(array, model.input_dtype).reshape(shape)]))
     return items
 
 
@@ -111,6 +114,18 @@ def main(argv=None) -> int:
         print(f"[ERROR] model path {args.model} is not a file", file=sys.stderr)
         return 1
     model = FakeModel(args.model)
+    if model.gears and not args.dym_batch:
+        print("[ERROR] the model has dynamic batch gears; pass --dymBatch N", file=sys.stderr)
+        return 1
+    if args.dym_batch:
+        if not model.gears:
+            print("[ERROR] --dymBatch needs a model compiled with --dynamic_batch_size", file=sys.stderr)
+            return 1
+        try:
+            model.set_batch(args.dym_batch)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     stamp = time.strftime("%Y_%m_%d-%H_%M_%S")
     out_dir = Path(args.output or ".") / (args.output_dirname or stamp)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 Same surface as the real one: InferSession(device_id, model_path), get_inputs(),
 get_outputs() (descs with name, datatype, format, shape, size, realsize), infer(feeds,
 mode="static"), free_resource(). Static mode rejects feeds whose byte size differs from the model's.
+An .om with batch gears takes mode="dynbatch" (the feed's batch must be a gear); an AIPP .om takes uint8.
 Timing API by LVVIT_FAKE_CANN generation, as the real releases have it: before 8 (default 6.3) only the
 misspelt `sumary()` whose exec_time_list holds durations in ms (ait 2023: `npu_compute_time_list =
 s.exec_time_list`); from 8 `summary()` whose exec_time_list holds (start_ms, end_ms) pairs (msit:
@@ -64,7 +65,9 @@ class InferSession:
         self._freed = False
 
     def get_inputs(self) -> list[TensorDesc]:
-        return [_desc(n, s) for n, s in zip(self._model.input_names, self._model.input_shapes)]
+        kind = "uint8" if self._model.aipp else "float32"
+        return [_desc(n, s, kind if i == 0 else "float32")
+                for i, (n, s) in enumerate(zip(self._model.input_names, self._model.input_shapes))]
 
     def get_outputs(self) -> list[TensorDesc]:
         return [_desc(n, s) for n, s in zip(self._model.output_names, self._model.output_shapes)]
@@ -72,8 +75,14 @@ class InferSession:
     def infer(self, feeds, mode: str = "static", custom_sizes=100000, out_array: bool = True):
         if self._freed:
             raise RuntimeError("[ERROR] session resource has been freed")
-        if mode != "static":
-            raise RuntimeError(f"[ERROR] fake ais_bench supports mode 'static' only, got {mode!r}")
+        if mode not in ("static", "dynbatch"):
+            raise RuntimeError(f"[ERROR] fake ais_bench supports modes 'static' and 'dynbatch', got {mode!r}")
+        if mode == "dynbatch":  # the batch is the feed's first dim; it must be one of the gears
+            if not self._model.gears:
+                raise RuntimeError("[ERROR] mode 'dynbatch' needs a model compiled with --dynamic_batch_size")
+            self._model.set_batch(int(np.asarray(feeds[0]).shape[0]))
+        elif self._model.gears:
+            raise RuntimeError("[ERROR] the model has dynamic batch gears; infer with mode='dynbatch'")
         descs = self.get_inputs()
         if len(feeds) != len(descs):
             raise RuntimeError(f"[ERROR] inputs count {len(feeds)} does not match model inputs {len(descs)}")
@@ -102,6 +111,6 @@ class InferSession:
         self._freed = True
 
 
-def _desc(name: str, shape) -> TensorDesc:
-    size = int(np.prod(shape)) * 4
-    return TensorDesc(name, dtype("float32"), 0, list(shape), size, size)
+def _desc(name: str, shape, kind: str = "float32") -> TensorDesc:
+    size = int(np.prod(shape)) * np.dtype(kind).itemsize
+    return TensorDesc(name, dtype(kind), 0, list(shape), size, size)

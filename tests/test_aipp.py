@@ -1,0 +1,247 @@
+"""Static AIPP configs and batch gears (issue 35): the config against real public samples key by key,
+atc's command line, the stand-ins, and each refusal."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from fakes.ascend_env import FIXTURES_DIR, fake_ais_bench, fake_tools, write_tiny_onnx  # noqa: F401
+from lvvit_opt.ascend.aipp import (AippConfig, aipp_for_model, aipp_from_normalize, aipp_numpy, check_aipp_shapes,
+                                   parse_aipp_text)
+from lvvit_opt.ascend.atc import build_atc_command, onnx_inputs, parse_atc_errors, parse_batch_gears
+from lvvit_opt.cli import main
+from lvvit_opt.core.errors import UserError
+from lvvit_opt.models.metadata import Preprocessing, model_props, set_props
+
+AIPP = FIXTURES_DIR / "aipp"
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _sample(name: str) -> str:
+    return "\n".join(line for line in (AIPP / name).read_text(encoding="utf-8").splitlines()
+                     if not line.startswith("#"))
+
+
+def _tiny(path, batch="batch", mean=IMAGENET[0], std=IMAGENET[1], crop_pct=0.9, props=True) -> str:
+    write_tiny_onnx(path, batch=batch)
+    if props:
+        model = onnx.load(str(path))
+        prep = Preprocessing(input_size=(3, 224, 224), crop_pct=crop_pct, interpolation="bicubic", mean=mean,
+                             std=std, source="test")
+        set_props(model, model_props("tiny", "true", None, prep))
+        onnx.save(model, str(path))
+    return str(path)
+
+
+# ---- the config against the real samples --------------------------------------------------------------------
+
+def test_every_aipp_sample_is_read_by_a_test():
+    assert sorted(p.name for p in AIPP.iterdir()) == sorted(
+        ["sam_modelzoo.aippconfig", "det_aipp_visionsdk-ocr.cfg", "cls_aipp_visionsdk-ocr.cfg",
+         "msit_07_dynamic_aipp_actual_aipp_conf.config", "ops-cv_aipp_tiling_test_crop256.txt"])
+
+
+@pytest.mark.parametrize("sample", ["sam_modelzoo.aippconfig", "det_aipp_visionsdk-ocr.cfg"])
+def test_imagenet_config_matches_the_real_samples_field_by_field(sample):
+    ours = parse_aipp_text(aipp_from_normalize(*IMAGENET, src_size=(1024, 1024), crop_size=(1024, 1024)).text())
+    theirs = parse_aipp_text(_sample(sample))
+    for key, value in theirs.items():  # every key the sample sets, we set to the same value
+        assert key in ours, key
+        if key.startswith(("min_chn", "var_reci_chn", "mean_chn")):
+            assert float(ours[key]) == pytest.approx(float(value), rel=1e-12, abs=1e-12), key
+        elif key.startswith("src_image_size"):
+            assert ours[key] == value
+        else:
+            assert ours[key] == value, key
+    assert ours["aipp_mode"] == "static" and ours["input_format"] == "RGB888_U8" and ours["crop"] == "false"
+
+
+def test_mean_half_std_half_matches_the_visionsdk_classifier():
+    ours = parse_aipp_text(aipp_from_normalize((0.5,) * 3, (0.5,) * 3, src_size=(192, 48), crop_size=(192, 48)).text())
+    theirs = parse_aipp_text(_sample("cls_aipp_visionsdk-ocr.cfg"))
+    for key in theirs:
+        if key.startswith(("min_chn", "var_reci_chn", "mean_chn")):
+            assert float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-15)
+        else:
+            assert ours[key] == theirs[key], key
+
+
+def test_crop_256_to_224_matches_msit_and_the_ops_cv_kernel_test():
+    ours = parse_aipp_text(aipp_from_normalize(*IMAGENET, src_size=(256, 256), crop_size=(224, 224)).text())
+    msit = {k: v for k, v in (line.split(":", 1) for line in _sample("msit_07_dynamic_aipp_actual_aipp_conf.config")
+                                                                   .splitlines()[1:] if ":" in line)}
+    msit = {k.strip(): v.strip() for k, v in msit.items()}
+    for key in ("src_image_size_w", "src_image_size_h", "load_start_pos_h", "load_start_pos_w", "crop_size_w",
+                "crop_size_h", "input_format"):
+        assert ours[key] == msit[key], key
+    assert msit["crop"] == "1" and ours["crop"] == "true"
+    for key in [f"{p}_{i}" for p in ("min_chn", "var_reci_chn") for i in range(3)]:
+        assert float(ours[key]) == pytest.approx(float(msit[key]), rel=1e-12), key
+    kernel = json.loads(_sample("ops-cv_aipp_tiling_test_crop256.txt").splitlines()[0])
+    for key, value in kernel.items():
+        if isinstance(value, float):  # the kernel holds float32: our values round to the same float32
+            assert np.float32(float(ours[key])) == np.float32(value), key
+        elif isinstance(value, bool):
+            assert ours[key] == ("true" if value else "false")
+        else:
+            assert ours[key] == str(value), key
+
+
+def test_a_wrong_mapping_would_not_match_the_samples():
+    wrong = {f"var_reci_chn_{i}": 1 / s for i, s in enumerate(IMAGENET[1])}  # 1/std without the 255
+    theirs = parse_aipp_text(_sample("sam_modelzoo.aippconfig"))
+    assert all(not math.isclose(wrong[k], float(theirs[k]), rel_tol=1e-3) for k in wrong)
+
+
+def test_parse_refuses_a_repeated_key():
+    with pytest.raises(UserError, match="given twice"):
+        parse_aipp_text("aipp_op {\n min_chn_0 : 1\n min_chn_0 : 2\n}")
+
+
+# ---- from the model's metadata -----------------------------------------------------------------------------
+
+def test_config_from_lvvit_s_metadata(tmp_path):
+    config = aipp_for_model(_tiny(tmp_path / "m.onnx"))
+    assert (config.src_image_size_w, config.src_image_size_h) == (248, 248)  # floor(224 / 0.9)
+    assert (config.crop_size_w, config.load_start_pos_w, config.load_start_pos_h) == (224, 12, 12)
+    assert config.min_chn == pytest.approx((123.675, 116.28, 103.53))
+    assert config.var_reci_chn == pytest.approx(tuple(1 / (255 * s) for s in IMAGENET[1]))
+    assert config.to_dict()["input"] == {"layout": "NHWC", "dtype": "uint8", "shape": [248, 248, 3],
+                                         "channel_order": "RGB"}
+
+
+def test_explicit_values_override_the_metadata(tmp_path):
+    config = aipp_for_model(_tiny(tmp_path / "m.onnx"), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), src_size=256)
+    assert config.min_chn == (127.5,) * 3 and config.src_image_size_w == 256 and config.load_start_pos_w == 16
+
+
+def test_model_without_metadata_is_refused_naming_the_options(tmp_path):
+    with pytest.raises(UserError) as info:
+        aipp_for_model(_tiny(tmp_path / "m.onnx", props=False))
+    assert "--aipp-mean" in str(info.value) and "--aipp-std" in str(info.value) and "\n" not in str(info.value)
+    config = aipp_for_model(tmp_path / "m.onnx", mean=IMAGENET[0], std=IMAGENET[1], crop_size=224)
+    assert config.crop is False and config.src_image_size_w == 224
+
+
+def test_fully_dynamic_shape_is_refused(tmp_path):
+    path = tmp_path / "dyn.onnx"
+    from onnx import TensorProto, helper
+
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 1, 1])
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["image"], ["y"])], "g", [image], [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    config = aipp_from_normalize(*IMAGENET, src_size=(248, 248), crop_size=(224, 224))
+    with pytest.raises(UserError, match="fully dynamic shape"):
+        check_aipp_shapes(config, onnx_inputs(path))
+    with pytest.raises(UserError, match="input_shape_range"):
+        check_aipp_shapes(config, onnx_inputs(_tiny(tmp_path / "m.onnx")), ["--input_shape_range=image:[1~4],3,224,224"])
+
+
+def test_crop_outside_the_source_is_refused():
+    with pytest.raises(UserError, match="does not fit"):
+        AippConfig(224, 224, 224, 224, 12, 12, (0, 0, 0), (1, 1, 1))
+    with pytest.raises(UserError, match=r"\[0, 255\]"):
+        aipp_from_normalize((1.5, 0, 0), (1, 1, 1), src_size=(224, 224), crop_size=(224, 224))
+
+
+def test_aipp_numpy_is_the_float_pipeline_within_fp16():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, 248, 248, 3), dtype=np.uint8)
+    config = aipp_from_normalize(*IMAGENET, src_size=(248, 248), crop_size=(224, 224))
+    got = aipp_numpy(config, images).astype(np.float32)
+    crop = images[:, 12:236, 12:236, :].astype(np.float64).transpose(0, 3, 1, 2)
+    want = (crop - 255 * np.array(IMAGENET[0])[:, None, None]) / (255 * np.array(IMAGENET[1])[:, None, None])
+    assert got.shape == (2, 3, 224, 224) and np.abs(got - want).max() < 2e-2  # fp16: ~3 significant digits
+
+
+# ---- batch gears -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, why", [("1", "2 to 100"), ("1,1", "repeated"), ("0,4", "1..2048"),
+                                       ("1,x", "positive integers"), (",".join(map(str, range(1, 102))), "2 to 100"),
+                                       ("1,4096", "1..2048")])
+def test_gear_lists_are_checked(text, why):
+    with pytest.raises(UserError, match=why):
+        parse_batch_gears(text)
+
+
+def test_gears_command_has_minus_one_batch(tmp_path):
+    model = _tiny(tmp_path / "m.onnx")
+    command = build_atc_command(model, soc_version="Ascend310", batch_gears="16,1,4,8", insert_op_conf="a.cfg")
+    assert "--input_shape=image:-1,3,224,224" in command and "--input_format=NCHW" in command
+    assert "--dynamic_batch_size=1,4,8,16" in command and command[-1] == "--insert_op_conf=a.cfg"
+
+
+def test_static_batch_onnx_is_refused_naming_the_fix(tmp_path):
+    model = _tiny(tmp_path / "m.onnx", batch=16)
+    with pytest.raises(UserError, match="export --dynamic-batch"):
+        build_atc_command(model, soc_version="Ascend310", batch_gears="1,16")
+
+
+# ---- the CLI with the stand-in atc and ais_bench --------------------------------------------------------------
+
+def test_cli_atc_aipp_and_gears(tmp_path, cli_runner, fake_tools):
+    model = _tiny(tmp_path / "m.onnx")
+    result = cli_runner.invoke(main, ["atc", model, "--soc-version", "Ascend310", "--aipp", "--batch-gears",
+                                      "1,4", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())["result"]
+    assert f"--insert_op_conf={tmp_path / 'm.aipp.cfg'}" in report["command"]
+    assert "--dynamic_batch_size=1,4" in report["command"] and "--input_shape=image:-1,3,224,224" in report["command"]
+    assert report["aipp"]["input"] == {"layout": "NHWC", "dtype": "uint8", "shape": [248, 248, 3],
+                                       "channel_order": "RGB"}
+    assert report["batch_gears"] == [1, 4]
+    written = parse_aipp_text((tmp_path / "m.aipp.cfg").read_text())
+    assert written["min_chn_0"] == "123.675" and written["load_start_pos_w"] == "12"
+
+
+def test_cli_atc_aipp_without_metadata_exits_2_in_one_line(tmp_path, cli_runner, fake_tools):
+    model = _tiny(tmp_path / "m.onnx", props=False)
+    result = cli_runner.invoke(main, ["atc", model, "--soc-version", "Ascend310", "--aipp", "--batch-size", "1"])
+    assert result.exit_code == 2 and "--aipp-mean" in result.output
+    assert not (tmp_path / "m.aipp.cfg").exists() and not (tmp_path / "m.om").exists()
+
+
+def test_cli_aipp_override_needs_aipp(tmp_path, cli_runner, fake_tools):
+    result = cli_runner.invoke(main, ["atc", _tiny(tmp_path / "m.onnx"), "--aipp-mean", "0.5,0.5,0.5"])
+    assert result.exit_code == 2 and "needs --aipp" in result.output
+
+
+def test_cli_gears_on_a_static_onnx_exits_2(tmp_path, cli_runner, fake_tools):
+    result = cli_runner.invoke(main, ["atc", _tiny(tmp_path / "m.onnx", batch=4), "--soc-version", "Ascend310",
+                                      "--batch-gears", "1,4"])
+    assert result.exit_code == 2 and "export --dynamic-batch" in result.output
+
+
+def test_stand_in_atc_replays_the_documented_e10003(tmp_path, fake_tools):
+    import subprocess
+
+    model = _tiny(tmp_path / "m.onnx")
+    run = subprocess.run(["atc", "--framework=5", f"--model={model}", f"--output={tmp_path / 'm'}",
+                          "--input_shape=image:-1,3,224,224", "--dynamic_batch_size=1.1,2,4,8",
+                          "--soc_version=Ascend310"], capture_output=True, text=True)
+    assert run.returncode == 1
+    assert [e.code for e in parse_atc_errors(run.stdout)] == ["E10003"]
+
+
+def test_ais_bench_stand_in_runs_gears_on_uint8(tmp_path, fake_ais_bench, cli_runner):
+    model = _tiny(tmp_path / "m.onnx")
+    assert cli_runner.invoke(main, ["atc", model, "--soc-version", "Ascend310", "--aipp",
+                                    "--batch-gears", "1,4"]).exit_code == 0
+    from ais_bench.infer.interface import InferSession
+
+    session = InferSession(0, str(tmp_path / "m.om"))
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(4, 248, 248, 3), dtype=np.uint8)
+    (out,) = session.infer([images], mode="dynbatch")
+    config = aipp_for_model(model)
+    want = aipp_numpy(config, images).astype(np.float32).mean(axis=(2, 3), keepdims=True)
+    assert out.shape == (4, 3, 1, 1) and np.abs(out - want).max() < 1e-2
+    with pytest.raises(RuntimeError, match="gears"):
+        session.infer([images[:3]], mode="dynbatch")
+    with pytest.raises(RuntimeError, match="not equal to model input size"):  # float32 is 4x the bytes
+        session.infer([images.astype(np.float32)], mode="dynbatch")
