@@ -245,3 +245,80 @@ def test_ais_bench_stand_in_runs_gears_on_uint8(tmp_path, fake_ais_bench, cli_ru
         session.infer([images[:3]], mode="dynbatch")
     with pytest.raises(RuntimeError, match="not equal to model input size"):  # float32 is 4x the bytes
         session.infer([images.astype(np.float32)], mode="dynbatch")
+
+
+# ---- the CPU preview ---------------------------------------------------------------------------------------------
+
+def _conv_model(path, batch="batch"):
+    """A small conv net with preprocessing metadata: a model whose output depends on every pixel and channel."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weight = numpy_helper.from_array(rng.normal(0, 0.1, (8, 3, 16, 16)).astype(np.float32), "w")
+    fc = numpy_helper.from_array(rng.normal(0, 0.1, (8, 10)).astype(np.float32), "fc")
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, 224, 224])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])
+    nodes = [helper.make_node("Conv", ["image", "w"], ["c"], strides=[16, 16]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["logits"])]
+    model = helper.make_model(helper.make_graph(nodes, "conv", [image], [logits], [weight, fc]),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    prep = Preprocessing(input_size=(3, 224, 224), crop_pct=0.9, interpolation="bicubic", mean=IMAGENET[0],
+                         std=IMAGENET[1], source="test")
+    set_props(model, model_props("conv", "true", None, prep))
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_preview_prepends_the_documented_ops(tmp_path):
+    from lvvit_opt.debug.aipp_preview import AIPP_INPUT, prepend_aipp
+
+    model = onnx.load(_conv_model(tmp_path / "m.onnx"))
+    aipp = prepend_aipp(model, aipp_for_model(tmp_path / "m.onnx"))
+    assert [n.op_type for n in aipp.graph.node[:6]] == ["Cast", "Slice", "Sub", "Mul", "Cast", "Transpose"]
+    assert aipp.graph.node[0].attribute[0].i == onnx.TensorProto.FLOAT16
+    (new_input,) = aipp.graph.input
+    assert new_input.name == AIPP_INPUT and new_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in new_input.type.tensor_type.shape.dim][1:] == [248, 248, 3]
+    onnx.checker.check_model(aipp)
+
+
+def test_preview_measures_the_error_aipp_adds_and_passes(tmp_path):
+    from lvvit_opt.debug.aipp_preview import preview_aipp
+
+    report = preview_aipp(_conv_model(tmp_path / "m.onnx"), count=3)
+    worst = report.input_error.outputs[0]
+    assert report.passed and 0 < worst.max_abs < 2e-2  # fp16: not zero, and small
+    assert report.outputs.outputs[0].cosine > 0.9999
+
+
+def test_preview_fails_a_planted_wrong_mapping(tmp_path):
+    from lvvit_opt.debug.aipp_preview import preview_aipp
+
+    path = _conv_model(tmp_path / "m.onnx")
+    right = aipp_for_model(path)
+    wrong = AippConfig(248, 248, 224, 224, 12, 12, right.min_chn, tuple(1 / s for s in IMAGENET[1]))  # no 255
+    report = preview_aipp(path, wrong, count=2)
+    assert not report.passed and not report.input_error.passed
+    shifted = AippConfig(248, 248, 224, 224, 11, 12, right.min_chn, right.var_reci_chn)  # crop one pixel off
+    assert not preview_aipp(path, shifted, count=2).input_error.passed
+
+
+def test_preview_on_image_files_matches_the_eval_transform_crop(tmp_path):
+    from PIL import Image
+
+    from lvvit_opt.data.transform import EvalTransform
+    from lvvit_opt.debug.aipp_preview import preview_aipp
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for i, size in enumerate([(300, 240), (240, 333), (251, 251)]):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    transform = EvalTransform()
+    for path in paths:  # the host's source square, cropped by AIPP, is exactly the eval transform's crop
+        source = transform.load_source(path, (248, 248), (12, 12))
+        assert np.array_equal(source[12:236, 12:236], transform.load_crop(path))
+    report = preview_aipp(_conv_model(tmp_path / "m.onnx"), images=paths)
+    assert report.passed and report.batch == 3

@@ -100,6 +100,28 @@ class EvalTransform:
 
     def load_crop(self, path: str | Path) -> np.ndarray:
         """Decode, convert to RGB, resize and crop: uint8 (img_size, img_size, 3)."""
+        rgb = self._load_resized(path)
+        return np.asarray(rgb.crop(self.crop_box(*rgb.size)), dtype=np.uint8)
+
+    def source_box(self, width: int, height: int, src_size: tuple[int, int],
+                   start: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The src_size (w, h) box of a resized image whose crop at `start` (x, y) is exactly crop_box's.
+
+        What the host sends an AIPP model: AIPP crops img_size at `start` from it (lvvit_opt.ascend.aipp)."""
+        left, top, _, _ = self.crop_box(width, height)
+        left, top = left - start[0], top - start[1]
+        if left < 0 or top < 0 or left + src_size[0] > width or top + src_size[1] > height:
+            raise ValueError(f"a {src_size[0]}x{src_size[1]} source with the crop at {start} does not fit the "
+                             f"resized {width}x{height} image")
+        return left, top, left + src_size[0], top + src_size[1]
+
+    def load_source(self, path: str | Path, src_size: tuple[int, int], start: tuple[int, int]) -> np.ndarray:
+        """Decode, resize, cut the AIPP source square: uint8 (src_h, src_w, 3) (see source_box)."""
+        rgb = self._load_resized(path)
+        return np.asarray(rgb.crop(self.source_box(*rgb.size, src_size, start)), dtype=np.uint8)
+
+    def _load_resized(self, path: str | Path):
+        """Decode, convert to RGB and resize the shorter side: a PIL image."""
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
@@ -126,7 +148,7 @@ class EvalTransform:
             rgb = rgb.resize(new_size, _pil_filter(self.interpolation))
         if new_size[0] < self.img_size or new_size[1] < self.img_size:  # only reachable for tiny crops
             raise ValueError(f"image too small after resize: {new_size}")
-        return np.asarray(rgb.crop(self.crop_box(*new_size)), dtype=np.uint8)
+        return rgb
 
     def normalize(self, crop_hwc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """uint8 HWC crop -> float32 CHW, exactly the seed's values. Writes into `out` if given."""
