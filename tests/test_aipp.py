@@ -322,3 +322,17 @@ def test_preview_on_image_files_matches_the_eval_transform_crop(tmp_path):
         assert np.array_equal(source[12:236, 12:236], transform.load_crop(path))
     report = preview_aipp(_conv_model(tmp_path / "m.onnx"), images=paths)
     assert report.passed and report.batch == 3
+
+
+def test_cli_debug_layers_and_validate_aipp(tmp_path, cli_runner):
+    model = _conv_model(tmp_path / "m.onnx")
+    result = cli_runner.invoke(main, ["debug", "layers", model, "--aipp", "--inputs", "2",
+                                      "--json", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    assert "error AIPP adds to the normalised input: max_abs=" in result.output
+    report = json.loads((tmp_path / "p.json").read_text())["result"]
+    assert report["passed"] and 0 < report["input_error"]["outputs"][0]["max_abs"] < 2e-2
+    result = cli_runner.invoke(main, ["validate", model, "--aipp", "--inputs", "2"])
+    assert result.exit_code == 0, result.output
+    assert cli_runner.invoke(main, ["validate", model]).exit_code == 2
+    assert cli_runner.invoke(main, ["debug", "layers", model, model, "--aipp"]).exit_code == 2

@@ -11,6 +11,24 @@ from lvvit_opt.debug.precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 
 
+def run_aipp_preview(model: str, inputs, seed: int, json_out: str | None, metrics: dict) -> None:
+    """`debug layers --aipp` and `validate MODEL.onnx --aipp`: print the preview, exit 1 when it fails."""
+    from lvvit_opt.cli.output import start_plan
+    from lvvit_opt.debug.aipp_preview import preview_aipp, preview_inputs
+    from lvvit_opt.verify.golden import Tolerance
+
+    if not str(model).lower().endswith(".onnx"):
+        raise click.UsageError("--aipp previews an .onnx (for an .om, validate it against the ONNX)")
+    start_plan(reads={"MODEL": model, "--inputs": None if str(inputs).isdigit() else inputs})
+    images, count = preview_inputs(inputs)
+    report = preview_aipp(model, images=images, count=count, seed=seed,
+                          tolerance=tolerance_from(None, base=Tolerance.fp16(), **metrics))
+    echo(report.format())
+    emit_result(report.to_dict(), ok=report.passed)
+    if not report.passed:
+        raise SystemExit(1)
+
+
 @main.group("debug")
 def debug_group():
     """Precision debugging: find where two models start to disagree."""
@@ -29,6 +47,10 @@ def debug_group():
 @click.option("--keep-dtype", "keep_dtype_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="atc's --keep_dtype file (a node name or OpType::Type a line): those ops stay fp32 in the "
                    "preview (implies --fp16; ignored under must_keep_origin_dtype, as atc does).")
+@click.option("--aipp", is_flag=True,
+              help="Candidate: REFERENCE behind a CPU preview of the static AIPP `atc --aipp` writes (uint8 NHWC, "
+                   "crop, (x - min_chn) * var_reci_chn in fp16), against our float pipeline on the same images; "
+                   "reports the error AIPP adds. --inputs: a count of random images, an image directory or file.")
 @inputs_option(1, "Inputs both models run on")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
@@ -46,8 +68,8 @@ def debug_group():
                    "ops atc fused to the original ONNX nodes.")
 @json_option
 @handle_errors
-def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, inputs, seed, batch_size, top, chunk_mb,
-                   keep_dtype_path, om_json, json_out, **metrics):
+def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, aipp, inputs, seed, batch_size, top,
+                   chunk_mb, keep_dtype_path, om_json, json_out, **metrics):
     """Compare REFERENCE (.onnx) with CANDIDATE tensor by tensor, in topological order.
 
     \b
@@ -73,6 +95,11 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
       lvvit-opt debug layers model.onnx --fp16 --inputs prep/ --suggest-keep-dtype keep.cfg
       lvvit-opt debug layers model_bs1.onnx out/dump/20240101120000_npy --inputs image.npy
     """
+    if aipp:
+        if candidate is not None or fp16 or precision_mode or keep_dtype_file or keep_dtype_path or om_json:
+            raise click.UsageError("--aipp previews REFERENCE behind AIPP: give no CANDIDATE and no fp16/dump option")
+        run_aipp_preview(reference, inputs, seed, json_out, metrics)
+        return
     from lvvit_opt.debug.layers import compare_layers, suggest_keep_fp32, write_keep_dtype
     from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.golden import Tolerance

@@ -19,7 +19,10 @@ def _emit(result) -> None:
 
 @main.command("validate")
 @click.argument("reference", type=ModelFile())
-@click.argument("candidate", type=ModelFile())
+@click.argument("candidate", type=ModelFile(), required=False)
+@click.option("--aipp", is_flag=True,
+              help="Instead of a CANDIDATE: REFERENCE (.onnx) behind a CPU preview of the static AIPP `atc --aipp` "
+                   "writes, against our float pipeline on the same images (lvvit-opt debug layers --aipp).")
 @click.option("--golden", type=click.Path(dir_okay=False), default=None,
               help="Use this golden .npz's inputs (and also compare the candidate to its stored outputs).")
 @inputs_option(4, "Inputs both models run on")
@@ -30,13 +33,22 @@ def _emit(result) -> None:
 @tolerance_options
 @json_option
 @handle_errors
-def validate_command(reference, candidate, golden, inputs, seed, batch_size, backend, json_out, **metrics):
+def validate_command(reference, candidate, aipp, golden, inputs, seed, batch_size, backend, json_out, **metrics):
     """Run REFERENCE (.onnx) and CANDIDATE (.onnx, or .om on an Ascend host) on the same inputs
     and compare outputs: max abs error and where, max rel error, mean abs error, cosine
     similarity, top-1 agreement, and the atol that would have passed.
 
     Exit 0 when every output passes, 1 on a mismatch, 2 on bad input.
     """
+    if aipp:
+        if candidate is not None or golden:
+            raise click.UsageError("--aipp compares REFERENCE with its own AIPP preview: give no CANDIDATE or --golden")
+        from lvvit_opt.cli.debug_cmd import run_aipp_preview
+
+        run_aipp_preview(reference, inputs, seed, json_out, metrics)
+        return
+    if candidate is None:
+        raise click.UsageError("Missing argument 'CANDIDATE' (or --aipp).")
     from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.golden import validate_models
 

@@ -162,3 +162,23 @@ def preview_aipp(model_path: str | os.PathLike, config: AippConfig | None = None
     input_error = compare_outputs({input_name: floats}, {input_name: np.concatenate(aipp_inputs)}, tolerance)
     return AippPreview(str(model_path), config.to_dict(), label, len(sources), input_error,
                        compare_outputs(joined_ref, joined_cand, tolerance))
+
+
+def preview_inputs(inputs: int | str | None) -> tuple[list[str] | None, int]:
+    """--inputs for the preview: a count of random images, an image directory, or one image file."""
+    from pathlib import Path
+
+    from lvvit_opt.data.images import IMAGE_SUFFIXES, list_images
+
+    if inputs is None:
+        return None, 4
+    text = str(inputs)
+    if text.isdigit():
+        return None, max(1, int(text))
+    path = Path(text)
+    if path.is_dir():
+        return [str(p) for p in list_images(path)], 0
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        return [str(path)], 0
+    raise UserError(f"--inputs {text}: with --aipp give a number of random images, an image directory or an image "
+                    f"file ({', '.join(sorted(IMAGE_SUFFIXES))})")
