@@ -237,14 +237,49 @@ def test_ais_bench_stand_in_runs_gears_on_uint8(tmp_path, fake_ais_bench, cli_ru
     session = InferSession(0, str(tmp_path / "m.om"))
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(4, 248, 248, 3), dtype=np.uint8)
-    (out,) = session.infer([images], mode="dynbatch")
+    session.set_dynamic_batchsize("4")
+    (out,) = session.infer([images])
     config = aipp_for_model(model)
     want = aipp_numpy(config, images).astype(np.float32).mean(axis=(2, 3), keepdims=True)
     assert out.shape == (4, 3, 1, 1) and np.abs(out - want).max() < 1e-2
     with pytest.raises(RuntimeError, match="gears"):
-        session.infer([images[:3]], mode="dynbatch")
+        session.set_dynamic_batchsize("3")
     with pytest.raises(RuntimeError, match="not equal to model input size"):  # float32 is 4x the bytes
-        session.infer([images.astype(np.float32)], mode="dynbatch")
+        session.infer([images.astype(np.float32)])
+    session.set_dynamic_batchsize("1")
+    assert session.infer([images[:1]])[0].shape == (1, 3, 1, 1)
+
+
+def test_ais_bench_runner_runs_a_gear_of_an_aipp_om(tmp_path, fake_ais_bench, cli_runner):
+    from lvvit_opt.runtime.ais_bench import AisBenchRunner
+
+    model = _tiny(tmp_path / "m.onnx")
+    assert cli_runner.invoke(main, ["atc", model, "--soc-version", "Ascend310", "--aipp",
+                                    "--batch-gears", "1,4"]).exit_code == 0
+    images = np.random.default_rng(2).integers(0, 256, size=(1, 248, 248, 3), dtype=np.uint8)
+    with AisBenchRunner(str(tmp_path / "m.om"), dym_batch=1) as runner:
+        assert runner.inputs[0].dtype == "uint8" and runner.inputs[0].shape == (1, 248, 248, 3)
+        (out,) = runner.infer({runner.inputs[0].name: images}).values()
+    assert out.shape == (1, 3, 1, 1)
+    assert runner.describe()["dym_batch"] == 1
+
+
+def test_ais_bench_cli_stand_in_takes_dymbatch_and_uint8_bins(tmp_path, fake_ais_bench, cli_runner):
+    import subprocess
+    import sys
+
+    model = _tiny(tmp_path / "m.onnx")
+    assert cli_runner.invoke(main, ["atc", model, "--soc-version", "Ascend310", "--aipp",
+                                    "--batch-gears", "1,4"]).exit_code == 0
+    (tmp_path / "in").mkdir()
+    np.random.default_rng(4).integers(0, 256, size=(4, 248, 248, 3), dtype=np.uint8).tofile(tmp_path / "in/a.bin")
+    base = [sys.executable, "-m", "ais_bench", "--model", str(tmp_path / "m.om"), "--input", str(tmp_path / "in"),
+            "--output", str(tmp_path / "out"), "--output_dirname", "r"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(fake_ais_bench)}
+    assert subprocess.run(base + ["--dymBatch", "4"], env=env, capture_output=True).returncode == 0
+    assert np.fromfile(tmp_path / "out/r/a_0.bin", dtype=np.float32).size == 4 * 3
+    missing = subprocess.run(base, env=env, capture_output=True, text=True)
+    assert missing.returncode == 1 and "--dymBatch" in missing.stderr
 
 
 # ---- the CPU preview ---------------------------------------------------------------------------------------------
@@ -336,3 +371,19 @@ def test_cli_debug_layers_and_validate_aipp(tmp_path, cli_runner):
     assert result.exit_code == 0, result.output
     assert cli_runner.invoke(main, ["validate", model]).exit_code == 2
     assert cli_runner.invoke(main, ["debug", "layers", model, model, "--aipp"]).exit_code == 2
+
+
+def test_legacy_benchmark_runner_passes_the_gear(tmp_path, fake_tools, cli_runner):
+    from lvvit_opt.runtime.benchmark import BenchmarkRunner
+
+    model = _tiny(tmp_path / "m.onnx")
+    assert cli_runner.invoke(main, ["atc", model, "--soc-version", "Ascend310", "--batch-gears", "1,4"]).exit_code == 0
+    images = np.random.default_rng(6).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    with BenchmarkRunner(str(tmp_path / "m.om"), dym_batch=4) as runner:
+        assert "-dym_batch=4" in runner.command("x.info", 224, 224)
+        (out,) = runner.infer({"image": images}).values()
+    assert out.shape == (4, 3, 1, 1)
+    np.testing.assert_allclose(out, images.mean(axis=(2, 3), keepdims=True), atol=1e-2)
+    with pytest.raises(Exception, match="dym_batch"):
+        with BenchmarkRunner(str(tmp_path / "m.om"), batch_size=4) as runner:
+            runner.infer({"image": images})

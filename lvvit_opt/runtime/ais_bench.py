@@ -29,6 +29,7 @@ class AisBenchRunner(Runner):
     """
 
     device_id: int = 0
+    dym_batch: int | None = None  # a gear of an .om compiled with --dynamic_batch_size (ais_bench --dymBatch N)
 
     name = "ais_bench"
     suffixes = (".om",)
@@ -55,8 +56,17 @@ class AisBenchRunner(Runner):
         except Exception as exc:
             raise ToolFailed(f"ais_bench cannot load {self.model_path} on device {self.device_id}: "
                              f"{_first_line(exc)}") from None
+        if self.dym_batch:
+            try:  # ait/msit interface: set_dynamic_batchsize(dym_batch: str), then infer in mode 'static'
+                self.session.set_dynamic_batchsize(str(int(self.dym_batch)))
+            except Exception as exc:
+                raise ToolFailed(f"ais_bench cannot pick batch gear {self.dym_batch} of {self.model_path}: "
+                                 f"{_first_line(exc)}") from None
         self.inputs = [desc_to_spec(d) for d in self.session.get_inputs()]
         self.outputs = [desc_to_spec(d) for d in self.session.get_outputs()]
+        if self.dym_batch:  # the descs may report the largest gear: the batch run is the chosen one
+            self.inputs = [self.inputs[0].with_batch(int(self.dym_batch))] + self.inputs[1:]
+            self.outputs = [o.with_batch(int(self.dym_batch)) for o in self.outputs]
         self.batch_size = self.model_batch
         self.calls = 0
 
@@ -89,7 +99,7 @@ class AisBenchRunner(Runner):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model_path, "device_id": int(self.device_id),
-                "batch_size": self.batch_size, "timing": "ais_bench exec_time_list (device)",
+                "batch_size": self.batch_size, "dym_batch": self.dym_batch, "timing": "ais_bench exec_time_list (device)",
                 "inputs": [s.to_list() for s in self.inputs],
                 "outputs": [s.to_list() for s in self.outputs]}
 

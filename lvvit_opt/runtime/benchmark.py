@@ -130,6 +130,7 @@ class BenchmarkRunner(Runner):
     device_id: int = 0
     onnx_path: str | None = None
     batch_size: int | None = None
+    dym_batch: int | None = None  # a gear of an .om compiled with --dynamic_batch_size: -dym_batch=N
     chips: int = CHIPS_PER_CARD_310
     executable: str | None = None
     output_binary: bool = True
@@ -175,6 +176,11 @@ class BenchmarkRunner(Runner):
         if len(inputs) != 1 or inputs[0].shape is None or len(inputs[0].shape) != 4:
             raise UserError(f"{onnx_path}: the legacy benchmark binary runs single-input NCHW vision models; "
                             f"this one has inputs {[(s.name, s.shape) for s in inputs]}")
+        if self.dym_batch:
+            if inputs[0].batch is not None:
+                raise UserError(f"{onnx_path}: dym_batch {self.dym_batch} needs the dynamic-batch ONNX the geared "
+                                f".om was compiled from; this one has a static batch of {inputs[0].batch}")
+            self.batch_size = int(self.dym_batch)
         batch = inputs[0].batch or self.batch_size
         if batch is None:
             raise UserError(f"{onnx_path}: the batch dimension is dynamic; pass batch_size (the .om's batch)")
@@ -218,7 +224,8 @@ class BenchmarkRunner(Runner):
         return [str(self.binary), "-model_type=vision", f"-device_id={int(self.device_id)}",
                 f"-batch_size={self.batch_size}", f"-om_path={os.path.abspath(self.model_path)}",
                 f"-input_text_path={info_file}", f"-input_width={width}", f"-input_height={height}",
-                f"-output_binary={self.output_binary}", "-useDvpp=False"]
+                f"-output_binary={self.output_binary}", "-useDvpp=False"] + (
+                    [f"-dym_batch={int(self.dym_batch)}"] if self.dym_batch else [])
 
     def _run_binary(self, argv: Sequence[str]) -> None:
         log_path = Path(self.workdir) / "benchmark.log"

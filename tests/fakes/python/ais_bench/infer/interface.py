@@ -3,7 +3,8 @@
 Same surface as the real one: InferSession(device_id, model_path), get_inputs(),
 get_outputs() (descs with name, datatype, format, shape, size, realsize), infer(feeds,
 mode="static"), free_resource(). Static mode rejects feeds whose byte size differs from the model's.
-An .om with batch gears takes mode="dynbatch" (the feed's batch must be a gear); an AIPP .om takes uint8.
+An .om with batch gears picks its gear with set_dynamic_batchsize("N") as the real API does (the largest
+until then); an AIPP .om takes uint8 NHWC of its source size.
 Timing API by LVVIT_FAKE_CANN generation, as the real releases have it: before 8 (default 6.3) only the
 misspelt `sumary()` whose exec_time_list holds durations in ms (ait 2023: `npu_compute_time_list =
 s.exec_time_list`); from 8 `summary()` whose exec_time_list holds (start_ms, end_ms) pairs (msit:
@@ -69,20 +70,21 @@ class InferSession:
         return [_desc(n, s, kind if i == 0 else "float32")
                 for i, (n, s) in enumerate(zip(self._model.input_names, self._model.input_shapes))]
 
+    def set_dynamic_batchsize(self, dym_batch: str) -> None:
+        """The real API's way to pick a gear (ait interface.py: `set_dynamic_batchsize(self, dym_batch: str)`);
+        infer then runs in mode 'static'. Until it is called the stand-in runs the largest gear."""
+        if not self._model.gears:
+            raise RuntimeError("[ERROR] the model has no dynamic batch gears (compiled without --dynamic_batch_size)")
+        self._model.set_batch(int(dym_batch))
+
     def get_outputs(self) -> list[TensorDesc]:
         return [_desc(n, s) for n, s in zip(self._model.output_names, self._model.output_shapes)]
 
     def infer(self, feeds, mode: str = "static", custom_sizes=100000, out_array: bool = True):
         if self._freed:
             raise RuntimeError("[ERROR] session resource has been freed")
-        if mode not in ("static", "dynbatch"):
-            raise RuntimeError(f"[ERROR] fake ais_bench supports modes 'static' and 'dynbatch', got {mode!r}")
-        if mode == "dynbatch":  # the batch is the feed's first dim; it must be one of the gears
-            if not self._model.gears:
-                raise RuntimeError("[ERROR] mode 'dynbatch' needs a model compiled with --dynamic_batch_size")
-            self._model.set_batch(int(np.asarray(feeds[0]).shape[0]))
-        elif self._model.gears:
-            raise RuntimeError("[ERROR] the model has dynamic batch gears; infer with mode='dynbatch'")
+        if mode != "static":
+            raise RuntimeError(f"[ERROR] fake ais_bench supports mode 'static' only, got {mode!r}")
         descs = self.get_inputs()
         if len(feeds) != len(descs):
             raise RuntimeError(f"[ERROR] inputs count {len(feeds)} does not match model inputs {len(descs)}")
