@@ -168,3 +168,42 @@ def test_cli_preprocess_json_and_inputs_untouched(tmp_path, cli_runner):
                                  "mean": list(MEAN), "std": list(STD)}
     assert {p.name: p.read_bytes() for p in paths} == before
     assert len((tmp_path / "p.info").read_text().splitlines()) == 3
+
+
+def test_uint8_sources_hold_exactly_the_seed_crop(mixed_images, tmp_path):
+    """preprocess --uint8 (static AIPP): a resized square whose centre crop is the seed's crop, byte for byte,
+    and whose AIPP-style normalisation in float64 is the seed's tensor."""
+    from lvvit_opt.data.transform import AippSource
+
+    source = AippSource(EvalTransform())
+    assert (source.src, source.start, source.output_nbytes) == (248, 12, 248 * 248 * 3)
+    usable = [p for p in mixed_images if min(Image.open(p).size) >= 17]
+    result = preprocess_dir(usable[0].parent, tmp_path / "u8", transform=source, workers=1,
+                            info_file=tmp_path / "u8.info")
+    assert "uint8 NHWC [248, 248, 3]" in result.summary()
+    from lvvit_opt.data.preprocess import read_uint8_bin
+
+    mean = np.array([m * 255 for m in MEAN])
+    std = np.array([s * 255 for s in STD])
+    for out in result.outputs:
+        name = Path(out).stem
+        image = next(p for p in mixed_images if p.stem == name)
+        square = read_uint8_bin(out, 248)
+        assert Path(out).stat().st_size == 248 * 248 * 3
+        crop = square[12:236, 12:236].astype(np.float64).transpose(2, 0, 1)
+        normalised = ((crop - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+        assert normalised.tobytes() == seed_reference(image).tobytes(), name
+    assert all(line.endswith(" 248 248") for line in (tmp_path / "u8.info").read_text().splitlines())
+    settings = (tmp_path / "u8" / SETTINGS_FILE).read_text()
+    assert '"dtype": "uint8"' in settings and '"layout": "NHWC"' in settings
+
+
+def test_cli_preprocess_uint8(tmp_path, cli_runner):
+    src = tmp_path / "val"
+    make_image_dir(src, 2, sizes=((300, 260),))
+    run = cli_runner.invoke(main, ["preprocess", str(src), str(tmp_path / "bins"), "--uint8", "--workers", "1"])
+    assert run.exit_code == 0, run.output
+    assert "uint8 NHWC 248x248x3" in run.output
+    assert sorted(p.stat().st_size for p in (tmp_path / "bins").glob("*.bin")) == [248 * 248 * 3] * 2
+    again = cli_runner.invoke(main, ["preprocess", str(src), str(tmp_path / "bins"), "--workers", "1"])
+    assert again.exit_code == 2 and "other settings" in again.output  # never mixes float32 into a uint8 folder

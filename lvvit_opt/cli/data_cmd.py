@@ -132,12 +132,16 @@ def _chosen(crop_pct: float, interpolation: str, origin: str) -> tuple[float, st
 @click.option("--img-size", type=img_size_type(1), default=None,
               help="Crop size [default: the model's metadata, else 224].")
 @_transform_options
+@click.option("--uint8", "uint8", is_flag=True,
+              help="For an .om compiled with `atc --aipp`: resized, not normalised uint8 NHWC RGB squares of the "
+                   "resize size (floor(img_size/crop_pct)), 4x fewer bytes per pixel; the chip crops and "
+                   "normalises. The info file lists that size.")
 @click.option("--limit", type=IMAGES, default=None, help="Only the first N images (by name).")
 @_shard_option
 @json_option
 @handle_errors
 def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_size, crop_pct, interpolation,
-                       model_name, limit, shard, json_out):
+                       uint8, model_name, limit, shard, json_out):
     """Turn ImageNet val images into float32 NCHW `<stem>.bin` files for the benchmark tools.
 
     Byte-identical to the seed's LV_Vit_preprocess.py (timm eval transform: shorter side to
@@ -160,6 +164,12 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
                                            interpolation=interpolation)
     echo(f"transform from {source}: {transform.img_size} px, crop_pct {transform.crop_pct}, "
          f"{transform.interpolation}, mean {transform.mean}, std {transform.std}")
+    if uint8:
+        from lvvit_opt.data.transform import AippSource
+
+        transform = AippSource(transform)
+        echo(f"--uint8: writing uint8 NHWC {transform.src}x{transform.src}x3 (resized, not normalised); the AIPP "
+             f"config crops {transform.base.img_size} at ({transform.start}, {transform.start})")
     _warn_unkept_shard(shard, json_out)
     with counter("preprocess", unit="img") as progress:
         result = preprocess_dir(src_dir, out_dir, transform=transform, workers=workers, info_file=info_file,

@@ -22,7 +22,7 @@ from lvvit_opt.core.resources import require_memory
 from lvvit_opt.data import images
 from lvvit_opt.data.images import default_workers, describe_error, image_stem, init_worker, list_images, worker_pool
 from lvvit_opt.data.info import write_info_file
-from lvvit_opt.data.transform import EvalTransform
+from lvvit_opt.data.transform import AippSource, EvalTransform
 
 PARTIAL_MARK = ".partial-"
 SETTINGS_FILE = ".lvvit-preprocess.json"
@@ -45,6 +45,7 @@ class PreprocessResult:
     seconds: float = 0.0
     transform: dict = field(default_factory=dict)
     shard: dict | None = None       # with --shard: which shard, how many images were listed before it
+    layout: str = ""                # what each .bin holds: dtype, layout, shape
 
     @property
     def images_per_s(self) -> float:
@@ -60,7 +61,7 @@ class PreprocessResult:
         return data
 
     def summary(self) -> str:
-        lines = [f"preprocessed {self.images} images into {self.out_dir}: {self.written} written, "
+        lines = [f"preprocessed {self.images} images into {self.out_dir} ({self.layout}): {self.written} written, "
                  f"{self.skipped} already complete, {len(self.failed)} failed "
                  f"({self.images_per_s:.1f} images/s with {self.workers} workers)"]
         lines += [f"  failed: {name}: {why}" for name, why in self.failed.items()]
@@ -70,10 +71,10 @@ class PreprocessResult:
 
 
 def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                   transform: EvalTransform | None = None, workers: int | None = None,
+                   transform: EvalTransform | AippSource | None = None, workers: int | None = None,
                    info_file: str | os.PathLike | None = None, limit: int | None = None,
                    progress: ProgressFn | None = None, shard=None) -> PreprocessResult:
-    """Write `<out_dir>/<stem>.bin` (float32, 3×S×S) for every image in `src_dir`.
+    """Write `<out_dir>/<stem>.bin` (float32, 3×S×S; uint8 R×R×3 for an AippSource) for every image in `src_dir`.
 
     Images are processed in name order; outputs that already exist with the right size are
     skipped, so an interrupted run resumes. `progress(done, total)` is called as images
@@ -92,6 +93,10 @@ def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     if out.resolve() == Path(src_dir).resolve():
         raise UserError("the output directory must differ from the image directory")
     require_memory(transform.memory_per_image() * workers, f"--img-size {transform.img_size} with {workers} workers")
+    if isinstance(transform, AippSource):  # the settings file names the dtype and layout (check_settings)
+        result_note = f"uint8 NHWC {list(transform.output_shape)} RGB for static AIPP (crop at {transform.start})"
+    else:
+        result_note = f"float32 NCHW {list(transform.output_shape)}"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -100,7 +105,7 @@ def preprocess_dir(src_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     remove_partial_files(out)
 
     result = PreprocessResult(str(src_dir), str(out), images=len(paths), written=0, skipped=0,
-                              workers=workers, transform=asdict(transform))
+                              workers=workers, transform=asdict(transform), layout=result_note)
     if shard is not None:
         result.shard = {"kind": "preprocess", **shard.to_dict(), "listed_before_sharding": listed}
     targets = [out / f"{image_stem(p.name)}.bin" for p in paths]
@@ -215,6 +220,11 @@ def remove_partial_files(out_dir: Path) -> int:
         leftover.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def read_uint8_bin(path: str | os.PathLike, src: int) -> np.ndarray:
+    """Load one `preprocess --uint8` `.bin` back as uint8 (src, src, 3)."""
+    return np.fromfile(path, dtype=np.uint8).reshape(src, src, 3)
 
 
 def read_bin(path: str | os.PathLike, img_size: int = 224) -> np.ndarray:

@@ -164,6 +164,45 @@ class EvalTransform:
         return self.normalize(self.load_crop(path))
 
 
+@dataclass(frozen=True)
+class AippSource:
+    """The host side of static AIPP: decode, resize (the eval transform's), cut the `src` square whose
+    centre crop AIPP takes; uint8 HWC RGB, not normalised. Its centre-cropped pixels are exactly the eval
+    transform's crop (EvalTransform.source_box), so the chip's normalisation sees the float pipeline's pixels.
+    `dtype`/`layout` are recorded with the preprocessing settings so that the output folder says what it holds."""
+
+    base: EvalTransform
+    dtype: str = "uint8"
+    layout: str = "NHWC"
+
+    @property
+    def src(self) -> int:
+        return self.base.resize_shorter_to
+
+    @property
+    def start(self) -> int:
+        """AIPP's load_start_pos (torchvision CenterCrop's offset inside the square)."""
+        return int(round((self.src - self.base.img_size) / 2.0))
+
+    @property
+    def img_size(self) -> int:  # what the info file's width/height hold: the size of the image sent
+        return self.src
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        return (self.src, self.src, 3)
+
+    @property
+    def output_nbytes(self) -> int:
+        return self.src * self.src * 3
+
+    def memory_per_image(self) -> int:
+        return self.base.memory_per_image()
+
+    def __call__(self, path: str | Path) -> np.ndarray:
+        return self.base.load_source(path, (self.src, self.src), (self.start, self.start))
+
+
 TOO_LARGE = f"over the limit of {MAX_IMAGE_PIXELS} (2**27): a decompression bomb or too large to decode"
 
 
