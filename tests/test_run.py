@@ -133,3 +133,43 @@ def test_run_benches_the_om_atc_really_wrote_with_newer_naming(tmp_path, fake_ai
     statuses = {s["name"]: s["status"] for s in third.stages}
     assert statuses["atc lvvit_golden_bs2_opt.onnx"] == "ran" and statuses["atc lvvit_golden_bs2.onnx"] == "skipped"
     assert written["lvvit_golden_bs2_opt.onnx"].is_file()
+
+
+def test_run_aipp_and_gears_build_one_deployment_om(tmp_path, fake_ais_bench):
+    """run --aipp --batch-gears: one .om command line with both flags, aipp.cfg, uint8 .bin files and the
+    AIPP preview validated against the float pipeline with its measured error."""
+    import numpy as np
+
+    from lvvit_opt.ascend.aipp import parse_aipp_text
+
+    out = tmp_path / "run"
+    summary = run(_options(out, soc_version="Ascend310", aipp=True, batch_gears=(1, 16)), log=lambda m: None)
+    deploy = summary.deploy
+    assert deploy["compiled"] is True and Path(deploy["om"]).is_file()
+    command = deploy["command"]
+    assert "--dynamic_batch_size=1,16" in command and f"--insert_op_conf={(out / 'aipp.cfg').resolve()}" in command
+    assert "--input_shape=image:-1,3,224,224" in command
+    config = parse_aipp_text((out / "aipp.cfg").read_text())
+    assert config["src_image_size_w"] == "248" and config["load_start_pos_w"] == "12"  # lvvit crop_pct 0.9
+    bins = sorted((out / "aipp_bins").glob("*.bin"))
+    assert len(bins) == 4 and {b.stat().st_size for b in bins} == {248 * 248 * 3}
+    preview = deploy["aipp"]["preview"]
+    assert preview["passed"] and 0 < preview["input_max_abs"] < 2e-2
+    assert [r["batch"] for r in deploy["rows"]] == [1, 16]
+    assert [r["bytes_to_device"] for r in deploy["rows"]] == [248 * 248 * 3, 16 * 248 * 248 * 3]
+    markdown = (out / "report.md").read_text()
+    assert "## Deployment .om" in markdown and "| 16 | uint8 NHWC |" in markdown and "not measured" in markdown
+    # the geared .om runs each gear on uint8 input
+    from lvvit_opt.runtime.ais_bench import AisBenchRunner
+
+    image = np.fromfile(bins[0], dtype=np.uint8).reshape(1, 248, 248, 3)
+    with AisBenchRunner(deploy["om"], dym_batch=1) as runner:
+        assert runner.infer({runner.inputs[0].name: image})
+
+
+def test_run_aipp_without_atc_lists_the_command(tmp_path, no_tools):
+    out = tmp_path / "run"
+    summary = run(_options(out, aipp=True, batch_gears=(1, 2)), log=lambda m: None)
+    assert summary.deploy["compiled"] is False
+    script = (out / "atc_commands.sh").read_text()
+    assert "--dynamic_batch_size=1,2" in script and "--insert_op_conf=" in script

@@ -33,11 +33,18 @@ from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
               help="Measured seconds per batch size (before and after share it, interleaved).")
 @click.option("--bench-rounds", type=ROUNDS, default=5, show_default=True)
 @click.option("--threads", type=THREADS, default=None, help="onnxruntime threads (default: all cores).")
+@click.option("--aipp", is_flag=True,
+              help="Also build the deployment .om with static AIPP (OUT/aipp.cfg from the model's preprocessing), "
+                   "write uint8 .bin files of sample images and validate the CPU preview of AIPP.")
+@click.option("--batch-gears", default=None, metavar="N,N,...",
+              help="Also build one deployment .om for all these batch sizes (atc --dynamic_batch_size, 2 to 100 "
+                   "gears) from a dynamic-batch export.")
 @tolerance_options
 @json_option
 @handle_errors
 def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non_strict, cann_home, soc_version,
-                patch_whitelist, whitelist_file, bench_duration, bench_rounds, threads, json_out, **metrics):
+                patch_whitelist, whitelist_file, bench_duration, bench_rounds, threads, aipp, batch_gears, json_out,
+                **metrics):
     """Run the whole pipeline: export (+onnxsim) per batch size -> apply passes ->
     validate -> whitelist shapes (patch with --patch-whitelist) -> atc if found, else
     atc_commands.sh -> bench before/after -> report.md, report.json, fps.png.
@@ -51,13 +58,17 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
     from lvvit_opt.cli.output import start_plan
     from lvvit_opt.pipeline.run import RunOptions, run, run_files
 
+    from lvvit_opt.ascend.atc import parse_batch_gears
+
+    gears = parse_batch_gears(batch_gears) if batch_gears is not None else None
+    # --aipp/--batch-gears write inside the owned --out: aipp.cfg, aipp_images/, aipp_bins/, MODEL_gears.*
     start_plan(reads={"--checkpoint": checkpoint, "--whitelist-file": whitelist_file}, writes={"--json": json_file(json_out), **run_files(out)}, owned={"--out": out})
     options = RunOptions(out=out, checkpoint=checkpoint, model=model_name,
                          batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH)),
                          passes=tuple(passes), seed=seed, ema=ema, strict=not non_strict,
                          cann_home=cann_home, soc_version=soc_version, patch_whitelist=patch_whitelist,
                          whitelist_file=whitelist_file, bench_duration=bench_duration, bench_rounds=bench_rounds,
-                         threads=threads, tolerance=_explicit_tolerance(metrics))
+                         threads=threads, tolerance=_explicit_tolerance(metrics), aipp=aipp, batch_gears=gears)
     summary = run(options)
     echo(_summary_text(summary))
     emit_result(summary.to_dict())
@@ -83,5 +94,12 @@ def _summary_text(summary) -> str:
     bench = merged_bench(summary)
     if bench is not None and bench.results:
         lines.append(bench.format_table())
+    deploy = summary.deploy or {}
+    if deploy:
+        lines.append(f"deployment .om: {deploy.get('om') or deploy.get('command')}")
+        preview = (deploy.get("aipp") or {}).get("preview")
+        if preview:
+            lines.append(f"AIPP preview vs float pipeline: input max_abs {preview['input_max_abs']:.3g} -> "
+                         f"{'PASS' if preview['passed'] else 'FAIL'}")
     lines.append(f"report: {summary.out / 'report.md'}")
     return "\n".join(lines)

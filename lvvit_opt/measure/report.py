@@ -83,6 +83,7 @@ def render_markdown(summary, options, bench: BenchReport | None, plotted: bool =
         lines.append(f"atc not found on this machine; the exact commands are in `{summary.atc.get('commands_file')}`.")
     lines += ["", "## Throughput before / after", ""]
     lines += _fps_table(bench, summary, plotted)
+    lines += _deploy_lines(getattr(summary, "deploy", None) or {})
     return "\n".join(lines) + "\n"
 
 
@@ -121,4 +122,28 @@ def _fps_table(bench: BenchReport | None, summary, plotted: bool = True) -> list
     if summary.bench.get("backend") == "onnxruntime":
         lines += ["", "Note: onnxruntime on this machine's CPU, not an Ascend NPU. The softmax rewrite targets "
                   "Ascend's softmax kernel; on a CPU no gain is expected: this table proves the rewrite costs nothing here, not its NPU speed-up."]
+    return lines
+
+
+def _deploy_lines(deploy: dict) -> list[str]:
+    """`run --aipp` / `--batch-gears`: the deployment .om, its AIPP config and preview, one row per gear."""
+    if not deploy:
+        return []
+    lines = ["", "## Deployment .om (--aipp / --batch-gears)", "", f"atc: `{deploy.get('command')}`"
+             + ("" if deploy.get("compiled") else " (not run: atc not found)")]
+    if deploy.get("note"):
+        lines.append(f"\nNote: {deploy['note']}.")
+    aipp = deploy.get("aipp")
+    if aipp:
+        preview = aipp.get("preview") or {}
+        lines += ["", f"Static AIPP `{aipp['config']}`: the .om takes uint8 NHWC {aipp['input']['shape']} RGB; "
+                  f"min_chn {[aipp[f'min_chn_{i}'] for i in range(3)]}, var_reci_chn "
+                  f"{[round(aipp[f'var_reci_chn_{i}'], 9) for i in range(3)]}.",
+                  f"CPU preview vs the float pipeline ({preview.get('images')}): error AIPP adds to the input "
+                  f"max_abs {preview.get('input_max_abs', float('nan')):.3g}, cosine "
+                  f"{preview.get('input_cosine', float('nan')):.8f}; "
+                  f"{'PASS' if preview.get('passed') else 'FAIL'} ({preview.get('tolerance')})."]
+    lines += ["", "| batch | input | bytes to the device per inference | fps |", "|---:|---|---:|---|"]
+    for row in deploy.get("rows", []):
+        lines.append(f"| {row['batch']} | {row['input']} | {row['bytes_to_device']} | not measured |")
     return lines

@@ -57,6 +57,8 @@ class RunOptions:
     bench_rounds: int = 5
     threads: int | None = None
     tolerance: Any = None  # golden.Tolerance for the rewritten-graph validation (None: the tight ONNX one)
+    aipp: bool = False  # the deployment .om gets static AIPP (aipp.cfg from the model's preprocessing)
+    batch_gears: tuple[int, ...] | None = None  # the deployment .om holds these batch gears
 
 
 @dataclass
@@ -68,13 +70,15 @@ class RunSummary:
     whitelist: dict = field(default_factory=dict)
     atc: dict = field(default_factory=dict)
     bench: dict = field(default_factory=dict)
+    deploy: dict = field(default_factory=dict)  # --aipp / --batch-gears: the one deployment .om
     stages: list[dict] = field(default_factory=list)  # name, status (ran/skipped), seconds
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": __version__, "out": str(self.out), "random_weights": self.random_weights,
                 "exports": {str(k): v for k, v in self.exports.items()},
                 "applies": {str(k): v for k, v in self.applies.items()},
-                "whitelist": self.whitelist, "atc": self.atc, "bench": self.bench, "stages": self.stages}
+                "whitelist": self.whitelist, "atc": self.atc, "bench": self.bench, "deploy": self.deploy,
+                "stages": self.stages}
 
 
 class StageCache:
@@ -190,6 +194,10 @@ def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     summary.whitelist = _whitelist_stage(options, [opt for _, opt in models.values()], created, log)
     summary.atc = _atc_stage(options, models, summary.whitelist["shapes"], stages, out, log)
     summary.bench = _bench_stage(options, models, summary.atc, stages, out, log)
+    if options.aipp or options.batch_gears:
+        from lvvit_opt.pipeline.deploy import deploy_stage
+
+        summary.deploy = deploy_stage(options, models, stages, out, log, summary.atc.get("compiled", False))
     from lvvit_opt.measure.report import write_reports
 
     write_reports(summary, options)
@@ -239,6 +247,10 @@ def _check_plan(options: RunOptions) -> None:
                   output_dirs={"--out": options.out})
     if options.soc_version != "auto":
         check_soc_name(options.soc_version)
+    if options.batch_gears:
+        from lvvit_opt.ascend.atc import parse_batch_gears
+
+        parse_batch_gears(list(options.batch_gears))
     if options.whitelist_file is not None and not options.patch_whitelist:
         raise UserError("--whitelist-file is only used with --patch-whitelist; add --patch-whitelist "
                         "(or use `lvvit-opt whitelist check --file ...` to only check it)")
