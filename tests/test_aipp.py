@@ -58,6 +58,7 @@ def test_imagenet_config_matches_the_real_samples_field_by_field(sample):
         else:
             assert ours[key] == value, key
     assert ours["aipp_mode"] == "static" and ours["input_format"] == "RGB888_U8" and ours["crop"] == "false"
+    assert [ours[f"mean_chn_{i}"] for i in range(3)] == ["0", "0", "0"]  # an integer field, as the samples write it
 
 
 def test_mean_half_std_half_matches_the_visionsdk_classifier():

@@ -48,7 +48,7 @@ class AippConfig:
     load_start_pos_h: int
     min_chn: tuple[float, float, float]
     var_reci_chn: tuple[float, float, float]
-    mean_chn: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    mean_chn: tuple[int, int, int] = (0, 0, 0)  # an integer field (msit reads it with getint); we leave it 0
 
     def __post_init__(self):
         for name in ("src_image_size_w", "src_image_size_h", "crop_size_w", "crop_size_h"):
@@ -63,6 +63,8 @@ class AippConfig:
         values = self.min_chn + self.var_reci_chn + self.mean_chn
         if len(values) != 9 or not all(math.isfinite(v) for v in values):
             raise UserError("AIPP min_chn, var_reci_chn, mean_chn: three finite numbers each")
+        if not all(isinstance(v, int) for v in self.mean_chn):
+            raise UserError(f"AIPP mean_chn {self.mean_chn}: integers (atc's field is an integer)")
         if not all(0 <= v <= 255 for v in self.min_chn + self.mean_chn):
             raise UserError(f"AIPP min_chn {self.min_chn}: each must be in [0, 255] (255 x mean; a mean outside "
                             f"[0, 1] cannot be done by AIPP)")
