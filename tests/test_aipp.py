@@ -311,12 +311,36 @@ def test_preview_prepends_the_documented_ops(tmp_path):
 
     model = onnx.load(_conv_model(tmp_path / "m.onnx"))
     aipp = prepend_aipp(model, aipp_for_model(tmp_path / "m.onnx"))
-    assert [n.op_type for n in aipp.graph.node[:6]] == ["Cast", "Slice", "Sub", "Mul", "Cast", "Transpose"]
-    assert aipp.graph.node[0].attribute[0].i == onnx.TensorProto.FLOAT16
+    ops = [n.op_type for n in aipp.graph.node[:9]]
+    assert ops == ["Cast", "Slice", "Sub", "Cast", "Cast", "Mul", "Cast", "Cast", "Transpose"]
+    assert [aipp.graph.node[i].attribute[0].i for i in (3, 6)] == [onnx.TensorProto.FLOAT16] * 2  # fp16 rounding
     (new_input,) = aipp.graph.input
     assert new_input.name == AIPP_INPUT and new_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert [d.dim_value for d in new_input.type.tensor_type.shape.dim][1:] == [248, 248, 3]
     onnx.checker.check_model(aipp)
+
+
+@pytest.mark.parametrize("mean, std", [IMAGENET, ((0.5,) * 3, (0.5,) * 3)])
+def test_preview_graph_is_fp16_arithmetic_bit_for_bit(mean, std):
+    """onnxruntime lifts fp16 Sub/Mul to fp32 and drops the rounding; the preview's explicit Cast pairs keep it:
+    its AIPP output equals numpy's fp16 arithmetic exactly, and differs from the exact value by fp16 rounding."""
+    from onnx import TensorProto, helper
+
+    from lvvit_opt.debug.aipp_preview import AIPP_INPUT, prepend_aipp
+    from lvvit_opt.runtime.ort import OrtRunner
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, 224, 224])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 224, 224])
+    identity = helper.make_model(helper.make_graph([helper.make_node("Identity", ["image"], ["y"])], "g", [x], [y]),
+                                 opset_imports=[helper.make_opsetid("", 13)])
+    config = aipp_from_normalize(mean, std, src_size=(248, 248), crop_size=(224, 224))
+    sources = np.random.default_rng(0).integers(0, 256, (2, 248, 248, 3), dtype=np.uint8)
+    with OrtRunner.from_model(prepend_aipp(identity, config)) as runner:
+        got = runner.infer({AIPP_INPUT: sources})["y"]
+    assert np.array_equal(got, aipp_numpy(config, sources).astype(np.float32))
+    exact = (sources[:, 12:236, 12:236].astype(np.float64).transpose(0, 3, 1, 2)
+             - 255 * np.array(mean)[:, None, None]) / (255 * np.array(std)[:, None, None])
+    assert 1e-4 < np.abs(got - exact).max() < 4e-3  # fp16: visible, and small
 
 
 def test_preview_measures_the_error_aipp_adds_and_passes(tmp_path):

@@ -1,9 +1,9 @@
 """A CPU preview of static AIPP: the model with AIPP's operations in front, against our float pipeline.
 
 `prepend_aipp` puts in front of the ONNX what the AIPP op computes (lvvit_opt.ascend.aipp says which part is
-documented and which assumed): Cast uint8 -> fp16, the crop as a Slice on H and W, Sub (mean_chn + min_chn),
-Mul var_reci_chn, all in fp16 (assumed: the hardware's precision is fp16; its exact rounding is not
-published), then Cast to fp32 and NHWC -> NCHW into the model's own input. `preview_aipp` feeds it the uint8
+documented and which assumed): Cast of the uint8 pixels, the crop as a Slice on H and W, Sub (mean_chn +
+min_chn), Mul var_reci_chn, each rounded to fp16 (assumed: the hardware computes in fp16; its exact rounding
+is not published), then NHWC -> NCHW into the model's own input. `preview_aipp` feeds it the uint8
 source squares the host sends and feeds the original model our float pipeline's tensors of the same images
 (the seed's float64 normalisation with the model's recorded mean/std), then compares the normalised input
 and every output. The input comparison is the error AIPP adds; a wrong mapping (say var_reci = 1/std without
@@ -41,24 +41,34 @@ def prepend_aipp(model, config: AippConfig):
     name = image.name
     prefix = f"{name}/aipp"
     y, x = config.load_start_pos_h, config.load_start_pos_w
+    # fp16 arithmetic, kept by onnxruntime: its CPU kernels lift fp16 Sub/Mul to fp32 and drop the rounding in
+    # between, so each step runs in fp32 on fp16 values (exact for a difference and a product of two fp16
+    # numbers) and is rounded to fp16 by an explicit Cast pair: IEEE fp16 results, as aipp_numpy computes them.
+    mean16 = (np.asarray(config.mean_chn, np.float16) + np.asarray(config.min_chn, np.float16)).astype(np.float16)
     consts = {
         f"{prefix}/starts": np.array([y, x], np.int64),
         f"{prefix}/ends": np.array([y + config.crop_size_h, x + config.crop_size_w], np.int64),
         f"{prefix}/axes": np.array([1, 2], np.int64),
-        f"{prefix}/mean": (np.asarray(config.mean_chn, np.float16) + np.asarray(config.min_chn, np.float16)
-                           ).astype(np.float16).reshape(1, 1, 1, 3),
-        f"{prefix}/var_reci": np.asarray(config.var_reci_chn, np.float16).reshape(1, 1, 1, 3),
+        f"{prefix}/mean": mean16.astype(np.float32).reshape(1, 1, 1, 3),
+        f"{prefix}/var_reci": np.asarray(config.var_reci_chn, np.float16).astype(np.float32).reshape(1, 1, 1, 3),
     }
+
+    def to_fp16(source: str, step: str) -> list:
+        return [helper.make_node("Cast", [source], [f"{prefix}/{step}16"], to=TensorProto.FLOAT16,
+                                 name=f"{prefix}/{step}_to_fp16"),
+                helper.make_node("Cast", [f"{prefix}/{step}16"], [f"{prefix}/{step}_r"], to=TensorProto.FLOAT,
+                                 name=f"{prefix}/{step}_rounded")]
+
     nodes = [
-        helper.make_node("Cast", [AIPP_INPUT], [f"{prefix}/fp16"], to=TensorProto.FLOAT16, name=f"{prefix}/Cast"),
-        helper.make_node("Slice", [f"{prefix}/fp16", f"{prefix}/starts", f"{prefix}/ends", f"{prefix}/axes"],
+        helper.make_node("Cast", [AIPP_INPUT], [f"{prefix}/pixels"], to=TensorProto.FLOAT, name=f"{prefix}/Cast"),
+        helper.make_node("Slice", [f"{prefix}/pixels", f"{prefix}/starts", f"{prefix}/ends", f"{prefix}/axes"],
                          [f"{prefix}/crop"], name=f"{prefix}/Slice"),
         helper.make_node("Sub", [f"{prefix}/crop", f"{prefix}/mean"], [f"{prefix}/centred"], name=f"{prefix}/Sub"),
-        helper.make_node("Mul", [f"{prefix}/centred", f"{prefix}/var_reci"], [f"{prefix}/scaled"],
+        *to_fp16(f"{prefix}/centred", "centred"),
+        helper.make_node("Mul", [f"{prefix}/centred_r", f"{prefix}/var_reci"], [f"{prefix}/scaled"],
                          name=f"{prefix}/Mul"),
-        helper.make_node("Cast", [f"{prefix}/scaled"], [f"{prefix}/fp32"], to=TensorProto.FLOAT,
-                         name=f"{prefix}/CastFp32"),
-        helper.make_node("Transpose", [f"{prefix}/fp32"], [name], perm=[0, 3, 1, 2], name=f"{prefix}/Transpose"),
+        *to_fp16(f"{prefix}/scaled", "scaled"),
+        helper.make_node("Transpose", [f"{prefix}/scaled_r"], [name], perm=[0, 3, 1, 2], name=f"{prefix}/Transpose"),
     ]
     model.graph.initializer.extend(numpy_helper.from_array(value, key) for key, value in consts.items())
     new_input = helper.make_tensor_value_info(AIPP_INPUT, TensorProto.UINT8,
