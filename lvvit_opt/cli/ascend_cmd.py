@@ -56,7 +56,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
 @click.option("--log-file", type=click.Path(dir_okay=False), default=None,
               help="Where atc's output goes. [default: PREFIX.atc.log]")
 @click.option("--dry-run", is_flag=True, help="Print the atc command line and exit 0 without running it "
-              "(after the readiness check).")
+              "(after the readiness check; with --aipp it still writes PREFIX.aipp.cfg, which the command names).")
 @click.option("--cann-version", default=None, metavar="VERSION",
               help="CANN version whose documented ONNX support the readiness check uses (opset range, operator "
                    "list), e.g. 5.0.4 or 8.0.RC1. [default: read from the install, else the newest documented]")
