@@ -412,3 +412,13 @@ def test_legacy_benchmark_runner_passes_the_gear(tmp_path, fake_tools, cli_runne
     with pytest.raises(Exception, match="dym_batch"):
         with BenchmarkRunner(str(tmp_path / "m.om"), batch_size=4) as runner:
             runner.infer({"image": images})
+
+
+def test_doctor_knows_the_aipp_and_gear_limits(tmp_path, fake_tools):
+    from lvvit_opt.ascend.doctor import check_aipp_and_gears
+
+    check = check_aipp_and_gears(_tiny(tmp_path / "dyn.onnx"))
+    assert check.status == "ok" and "uint8 NHWC [248, 248, 3]" in check.summary
+    assert "batch gears possible" in check.summary and "host" in check.details["resize"]
+    check = check_aipp_and_gears(_tiny(tmp_path / "bare.onnx", batch=4, props=False))
+    assert check.status == "ok" and "--aipp-mean" in check.summary and "export --dynamic-batch" in check.summary

@@ -472,6 +472,34 @@ def _check_model_shapes(source, model, check_source, shapes_from_model, patch_hi
                  f"lvvit-opt whitelist patch --from-model {shlex.quote(os.fspath(model))}" + patch_hint, details)
 
 
+def check_aipp_and_gears(model: str | os.PathLike) -> Check:
+    """What `atc --aipp` and `atc --batch-gears` can do with MODEL, by the documented limits: static AIPP needs
+    recorded preprocessing (or explicit values) and a static C, H, W (no fully dynamic shape); the resize stays on
+    the host (AIPP has none on the 310/310P); gears need a dynamic batch axis. Informational (always ok): both are
+    options of atc, not needs of the host."""
+    from lvvit_opt.ascend.aipp import aipp_for_model, check_aipp_shapes
+    from lvvit_opt.core.tensor_spec import input_specs
+
+    notes, possible = [], True
+    try:
+        config = aipp_for_model(model)
+        check_aipp_shapes(config, input_specs(model))
+        notes.append(f"static AIPP possible (atc --aipp): uint8 NHWC {config.input_shape()[1:]} from the host's resize, "
+                     f"crop {config.crop_size_w} at {config.load_start_pos_w} on the chip")
+    except UserError as exc:
+        possible = False
+        notes.append(f"no static AIPP as is: {exc}")
+    specs = input_specs(model)
+    batch = specs[0].shape[0] if specs and specs[0].shape else None
+    if isinstance(batch, int):
+        notes.append(f"static batch {batch}: batch gears need `lvvit-opt export --dynamic-batch`")
+    else:
+        notes.append("dynamic batch: batch gears possible (atc --batch-gears 1,4,8,16)")
+    return Check("aipp", "AIPP, gears", OK, "; ".join(notes),
+                 fix=None if possible else "give --aipp-mean/--aipp-std/--aipp-crop-size, or re-export with lvvit-opt",
+                 details={"resize": "on the host (AIPP has no resize on the 310/310P)"})
+
+
 def check_disk(workdir: str | os.PathLike, min_free_gb: float) -> Check:
     """atc writes the .om, kernel_meta/ and its logs in the directory it runs from."""
     folder = Path(workdir).absolute()
@@ -514,6 +542,8 @@ def run_doctor(*, cann_home: str | os.PathLike | None = None, model: str | os.Pa
     checks += [npu, check_driver(npu_smi_text, driver_dir), check_runner(toolkit, environ, workdir)]
     checks += check_transpose(transpose_file, toolkit, environ, model)
     checks.append(check_disk(workdir, min_free_gb))
+    if model is not None and str(model).lower().endswith(".onnx"):
+        checks.append(check_aipp_and_gears(model))
     for check in checks:
         log.debug("doctor %s: %s %s", check.key, check.status, check.summary)
     return DoctorReport(checks)
