@@ -15,7 +15,7 @@ from lvvit_opt.passes.registry import (apply_shortcuts, available_passes, get_pa
                                        registered, unregister_pass)
 
 # Importing a pass module registers it; this order is the order `lvvit-opt passes` lists.
-from lvvit_opt.passes import (softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention, target_opset)  # noqa: E402,F401
+from lvvit_opt.passes import (softmax_transpose, fold_constants, fix_shapes, cleanup, lower_attention, target_opset, to_fp16)  # noqa: E402,F401
 from lvvit_opt.passes.pipeline import (PassBrokeEquivalence, PassBrokeStructure, PassFailed, PipelineResult,
                                        format_op_table, run_pipeline, structural_problem)
 from lvvit_opt.passes.apply import ApplyResult, ApplyValidationFailed, AttentionNotWrapped, apply_file  # noqa: E402

@@ -60,6 +60,9 @@ class GraphPass:
     # fix_shapes.batch_size). The flag sets the option of every pass in the pipeline that
     # declares it, exactly as `-O PASS.OPTION=VALUE` would (see registry.apply_shortcuts).
     shortcuts: ClassVar[dict[str, str]] = {}
+    # A pass that lowers numeric precision (to_fp16): `apply` then validates against the fp16
+    # tolerance (golden.Tolerance.fp16) instead of the fp32 one.
+    reduces_precision: ClassVar[bool] = False
 
     @dataclass
     class Options:
@@ -150,9 +153,26 @@ def _convert(value: Any, hint: Any, what: str) -> Any:
             return float(value)
         if origin in (list, tuple) and args and args[0] is int:
             return [int(v) for v in value.replace(" ", "").split(",") if v]
+        if origin in (list, tuple) and args and args[0] is str:
+            return _string_list(value, what)
     except ValueError:
         raise UserError(f"option {what}: cannot read {value!r} as {getattr(hint, '__name__', hint)}") from None
     return value
+
+
+def _string_list(value: str, what: str) -> list[str]:
+    """'a,b' -> ['a', 'b']; a JSON list of strings (names holding commas or spaces) as written."""
+    import json
+
+    if not value.strip().startswith("["):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    try:
+        items = json.loads(value)
+    except ValueError as exc:
+        raise UserError(f"option {what}: not a JSON list of strings ({exc})") from None
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise UserError(f"option {what}: expected a JSON list of strings")
+    return items
 
 
 def _jsonable(value: Any) -> Any:

@@ -26,7 +26,7 @@ def check_pass(model: onnx.ModelProto, passes: Sequence[str] | str,
                options: Mapping[str, Mapping[str, Any]] | None = None, *,
                ops: Sequence[str] | Mapping[str, int] | None = None,
                feeds: Mapping[str, np.ndarray] | None = None, atol: float = 1e-5,
-               reference: Mapping[str, np.ndarray] | None = None) -> PipelineResult:
+               reference: Mapping[str, np.ndarray] | None = None, tolerance=None) -> PipelineResult:
     """Run `passes` on `model` and check what every pass must keep.
 
     ops: the op types of the result, as a list in node order or a dict op -> count (None: not checked).
@@ -34,6 +34,8 @@ def check_pass(model: onnx.ModelProto, passes: Sequence[str] | str,
     each graph is fed the ones it takes.
     atol: allowed max abs difference between onnxruntime outputs of the original and the result.
     reference: expected outputs (e.g. torch's golden outputs), also compared with `atol`.
+    tolerance: a golden.Tolerance judging the result instead of `atol` (an fp16 pass: Tolerance.fp16());
+    outputs are compared as float64 whatever their type. Float feeds are cast for float16 inputs.
     Returns the PipelineResult for the pass's own assertions (reports, details).
     """
     before = model.SerializeToString()
@@ -49,6 +51,14 @@ def check_pass(model: onnx.ModelProto, passes: Sequence[str] | str,
         feeds = make_inputs(read_specs(model)[0], count=1, seed=0, batch_size=1)[0]
     expected, got = _run(model, feeds), _run(result.model, feeds)
     assert got.keys() == expected.keys(), (sorted(got), sorted(expected))
+    if tolerance is not None:
+        from lvvit_opt.verify.golden import compare_outputs
+
+        for against, label in ((expected, "the original"), (reference or {}, "the reference")):
+            mine = {name: got[name].astype(np.float64) for name in against}
+            verdict = compare_outputs({n: np.asarray(v, np.float64) for n, v in against.items()}, mine, tolerance)
+            assert verdict.passed, f"vs {label}:\n{verdict.format()}"
+        return result
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], atol=atol, rtol=0, err_msg=f"output {name}")
     for name, value in (reference or {}).items():
@@ -59,4 +69,10 @@ def check_pass(model: onnx.ModelProto, passes: Sequence[str] | str,
 def _run(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """onnxruntime outputs, fed only the inputs this model takes (a pass may drop unused ones)."""
     with OrtRunner.from_model(model) as runner:
-        return runner.infer({spec.name: feeds[spec.name] for spec in runner.inputs})
+        return runner.infer({spec.name: _as_input(feeds[spec.name], spec.dtype) for spec in runner.inputs})
+
+
+def _as_input(value, dtype: str):
+    """A float feed cast to a float16 input (a graph whose inputs to_fp16 made fp16); others as given."""
+    value = np.asarray(value)
+    return value.astype(np.float16) if dtype == "float16" and value.dtype.kind == "f" else value

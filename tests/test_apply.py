@@ -144,7 +144,7 @@ def test_passes_verb_lists_each_pass(cli_runner):
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert [line.split()[0] for line in lines] == ["softmax_transpose", "fold_constants", "fix_shapes", "cleanup",
-                                                         "lower_attention", "target_opset"]
+                                                         "lower_attention", "target_opset", "to_fp16"]
 
 
 def test_apply_verb_does_not_import_torch(golden_onnx, tmp_path):

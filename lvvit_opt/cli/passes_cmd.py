@@ -68,20 +68,23 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
       lvvit-opt apply model_bs16.onnx -o model_bs16_opt.onnx --passes softmax_transpose
       lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --passes fix_shapes,softmax_transpose,cleanup --batch-size 16
       lvvit-opt apply swin.onnx -o swin_opt.onnx -O softmax_transpose.style=swin
+      lvvit-opt apply model.onnx -o model_fp16.onnx --passes softmax_transpose,to_fp16
     """
     from lvvit_opt.cli.output import start_plan
     from lvvit_opt.verify.inputs import parse_inputs_arg
     from lvvit_opt.verify.golden import Tolerance
-    from lvvit_opt.passes import ApplyValidationFailed, PassBrokeEquivalence, apply_file
+    from lvvit_opt.passes import ApplyValidationFailed, PassBrokeEquivalence, apply_file, get_pass
 
     start_plan(reads={"MODEL": model, "--inputs": parse_inputs_arg(inputs)}, writes={"-o": output, "--report": report_path, "--json": json_file(json_out)})
+    # a pass that lowers precision (to_fp16) is judged by the fp16 tolerance; --atol etc. still override
+    base = Tolerance.fp16() if any(get_pass(name).reduces_precision for name in pass_names) else Tolerance.onnx()
     if report_path:
         logger.warning("--report is deprecated; use --json PATH (same result, inside the common envelope)")
     try:
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
                             options=_parse_pass_options(pass_options), validate=not no_validate,
                             check_each=check_each, report_path=report_path, seed=seed,
-                            validation_inputs=inputs, tolerance=tolerance_from(None, base=Tolerance.onnx(), **metrics))
+                            validation_inputs=inputs, tolerance=tolerance_from(None, base=base, **metrics))
     except ApplyValidationFailed as failure:
         echo(failure.result.format())
         emit_result(failure.result.to_dict(), ok=False)

@@ -16,7 +16,7 @@ hiascend.com/document/detail/zh/canncommercial/601/devtools/auxiliarydevtool/aoe
 - --keep_dtype FILE: one operator a line, an original-model node name or `OpType::TypeName`
   (an Ascend IR op type; matched here against ONNX op types of the same name).
 
-The conversion itself: every float32 tensor a fp16 op reads is fp16; constants are rounded to
+The conversion itself (the `to_fp16` pass, passes/to_fp16.py): every float32 tensor a fp16 op reads is fp16; constants are rounded to
 fp16 (numpy's round-to-nearest-even: values past 65504 become Inf, tiny ones fp16 subnormals
 or 0) and never clamped; an op kept in fp32 reads fp32 (a Cast back where its input was made in
 fp16) and its fp32 output is Cast to fp16 for fp16 readers, as atc inserts them. Graph inputs and
@@ -27,12 +27,9 @@ an NPU op that accumulates in fp32.
 """
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
-
-import numpy as np
 
 from lvvit_opt.core.errors import UserError
 
@@ -41,11 +38,6 @@ log = logging.getLogger(__name__)
 from lvvit_opt.ascend.atc import PRECISION_MODES  # noqa: E402  (the one list; atc passes them through)
 DEFAULT_PRECISION_MODE = "force_fp16"  # atc's inference default (Ascend310)
 MATRIX_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "MatMulInteger", "Einsum")  # Cube ops
-# inputs that stay as they are whatever the precision (the spec types them float32: scales, roi)
-_FIXED_INPUTS = {("Resize", 1), ("Resize", 2), ("Upsample", 1)}
-_SUBGRAPH_OPS = ("If", "Loop", "Scan")
-
-FLOAT, FLOAT16 = 1, 10  # onnx.TensorProto.FLOAT, FLOAT16
 
 
 @dataclass
@@ -95,154 +87,21 @@ def mode_keeps_fp32(mode: str, op_type: str) -> bool:
 def to_true_fp16(model, keep_fp32: Iterable[str] = (), precision_mode: str = DEFAULT_PRECISION_MODE,
                  keep_dtype: KeepDtype | None = None):
     """The model with fp32 inputs/outputs computing in fp16 as `precision_mode` does (module
-    docstring); `keep_fp32` node names (and `keep_dtype`, ignored under must_keep_origin_dtype as
-    atc does) stay fp32. The caller's model is not modified. Returns (model, kept node labels)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    from lvvit_opt.passes.graph_utils import weightless_skeleton
+    docstring; the conversion is the `to_fp16` pass's, passes/to_fp16.py); `keep_fp32` node names
+    (and `keep_dtype`, ignored under must_keep_origin_dtype as atc does) stay fp32. The caller's
+    model is not modified. Returns (model, kept node labels)."""
+    from lvvit_opt.passes.to_fp16 import convert_to_fp16
 
     mode_keeps_fp32(precision_mode, "")  # validates the name
     keep = KeepDtype(list(keep_fp32), [])
     if keep_dtype is not None and precision_mode != "must_keep_origin_dtype":
         keep = KeepDtype(keep.node_names + keep_dtype.node_names, keep_dtype.op_types)
-    model = copy.deepcopy(model)
-    graph = model.graph
-    types = _elem_types(model, weightless_skeleton)
-    inits = {i.name: i for i in graph.initializer}
-    constants = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and n.output}
-    current = {i.name: types.get(i.name) for i in graph.input}  # tensor -> elem type it has now
-    converted: dict[tuple[str, int], str] = {}
-    new_nodes, new_inits, kept = [], [], []
-
-    def as_type(name: str, target: int) -> str:
-        key = (name, target)
-        if key in converted:
-            return converted[key]
-        suffix = "__fp16" if target == FLOAT16 else "__fp32"
-        source = inits.get(name)
-        if source is None and name in constants:
-            source = _constant_tensor(constants[name])
-        if source is not None and target == FLOAT16:  # a constant: rounded, never clamped
-            array = numpy_helper.to_array(source)
-            new_inits.append(numpy_helper.from_array(_round_fp16(array), name + suffix))
-        else:
-            new_nodes.append(helper.make_node("Cast", [name], [name + suffix], name=f"{name}{suffix}_cast", to=target))
-        converted[key] = name + suffix
-        return name + suffix
-
-    for position, node in enumerate(graph.node):
-        label = node.name or f"{node.op_type}_{position}"
-        if node.op_type == "Constant":
-            new_nodes.append(node)
-            for out in node.output:
-                current[out] = types.get(out)
-            continue
-        in_fp32 = (mode_keeps_fp32(precision_mode, node.op_type) or keep.keeps(node, label)
-                   or node.op_type in _SUBGRAPH_OPS or any(a.type in (5, 10) for a in node.attribute))
-        region = FLOAT if in_fp32 else FLOAT16
-        if in_fp32 and precision_mode != "must_keep_origin_dtype":
-            kept.append(label)
-        if node.op_type != "Cast":
-            for k, name in enumerate(node.input):
-                if not name or types.get(name) != FLOAT or (node.op_type, k) in _FIXED_INPUTS:
-                    continue
-                have = current.get(name, FLOAT if name in inits or name in constants else types.get(name))
-                if have != region:
-                    node.input[k] = as_type(name, region)
-        elif region == FLOAT16 and _attr(node, "to") == FLOAT:
-            _set_attr(node, "to", FLOAT16)
-        if node.op_type == "ConstantOfShape" and region == FLOAT16:
-            for attr in node.attribute:
-                if attr.name == "value" and attr.t.data_type == FLOAT:
-                    attr.t.CopyFrom(numpy_helper.from_array(_round_fp16(numpy_helper.to_array(attr.t)), attr.t.name))
-        new_nodes.append(node)
-        for out in node.output:
-            if out:
-                current[out] = region if types.get(out) == FLOAT else types.get(out)
-    # graph outputs stay fp32: an fp16 output's producer writes NAME__fp16out, cast back to NAME
-    renames = {}
-    for output in graph.output:
-        if types.get(output.name) == FLOAT and current.get(output.name) == FLOAT16:
-            renames[output.name] = output.name + "__fp16out"
-    for node in new_nodes:
-        for k, name in enumerate(node.input):
-            if name in renames:
-                node.input[k] = renames[name]
-        for k, name in enumerate(node.output):
-            if name in renames:
-                node.output[k] = renames[name]
-    for original, renamed in renames.items():
-        new_nodes.append(helper.make_node("Cast", [renamed], [original], name=f"{original}__fp32out_cast", to=FLOAT))
-    del graph.node[:]
-    graph.node.extend(new_nodes)
-    graph.initializer.extend(new_inits)
-    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    unread = [n for n in graph.node if n.op_type == "Constant" and not set(n.output) & read]  # now __fp16 copies
-    for node in unread:
-        graph.node.remove(node)
-    survivors = [i for i in graph.initializer if i.name in read]
-    del graph.initializer[:]
-    graph.initializer.extend(survivors)
-    del graph.value_info[:]  # stale fp32 types; onnxruntime infers them
-    onnx.checker.check_model(weightless_skeleton(model))
-    unknown = [t for t in keep.op_types if t not in {n.op_type for n in model.graph.node}]
-    if unknown:
+    done = convert_to_fp16(model, keep_nodes=keep.node_names, keep_op_types=keep.op_types,
+                           keep=lambda node: mode_keeps_fp32(precision_mode, node.op_type))
+    if done.unmatched_op_types:
         log.warning("--keep-dtype: OpType::%s matches no ONNX op type of this model (Ascend IR names can "
-                    "differ from ONNX's)", ", OpType::".join(unknown))
-    return model, kept
-
-
-def _round_fp16(array: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # past 65504: Inf, as the NPU's fp16 has it
-        return array.astype(np.float16)
-
-
-def _elem_types(model, skeleton) -> dict[str, int]:
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(skeleton(model))
-    types = {}
-    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type:
-            types[value.name] = value.type.tensor_type.elem_type
-    for init in model.graph.initializer:
-        types[init.name] = init.data_type
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            tensor = _constant_tensor(node)
-            if tensor is not None:
-                types[node.output[0]] = tensor.data_type
-    return types
-
-
-def _constant_tensor(node):
-    from onnx import helper, numpy_helper
-
-    for attr in node.attribute:
-        if attr.name == "value":
-            return attr.t
-        if attr.name == "value_float":
-            return numpy_helper.from_array(np.array(attr.f, dtype=np.float32))
-        if attr.name == "value_floats":
-            return numpy_helper.from_array(np.array(list(attr.floats), dtype=np.float32))
-    del helper
-    return None
-
-
-def _attr(node, name: str):
-    from onnx import helper
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return None
-
-
-def _set_attr(node, name: str, value: int) -> None:
-    for attr in node.attribute:
-        if attr.name == name:
-            attr.i = value
+                    "differ from ONNX's)", ", OpType::".join(done.unmatched_op_types))
+    return done.model, ([] if precision_mode == "must_keep_origin_dtype" else done.kept)
 
 
 def summary(precision_mode: str, kept: Sequence[str]) -> str:
