@@ -4,6 +4,7 @@ and the ascend target reports per-candidate atc failures (stand-in tools)."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_chosen_config_is_the_fastest_passing_one_of_the_measured_table(first_ru
     best_model = onnx.load(out / "best.onnx")
     assert "injected_error" not in [n.name for n in best_model.graph.node]
     script = (out / "reproduce.sh").read_text()
-    assert f"lvvit-opt bench {out / 'best.onnx'} --batch-sizes {fastest.batch} --threads 1" in script
+    assert f"lvvit-opt bench best.onnx --batch-sizes {fastest.batch} --threads 1" in script  # relative to out
     assert [r["batch"] for r in report.before_after] == sorted({1, fastest.batch})
 
 
@@ -331,7 +332,7 @@ def test_ascend_fp16_keep_compiles_with_a_keep_dtype_file(fake_ais_bench, golden
     out = Path(options.out)
     assert (out / "best.keep_dtype.cfg").read_text() == first_node + "\n"
     script = (out / "reproduce.sh").read_text()
-    assert f"--keep_dtype={out / 'best.keep_dtype.cfg'}" in script and "to_fp16" not in script
+    assert "--keep_dtype=best.keep_dtype.cfg" in script and "to_fp16" not in script
 
 
 def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, images, tmp_path, opened_levels):
@@ -360,7 +361,7 @@ def test_graph_opt_levels_are_a_dimension_each_candidate_runs_at(golden_onnx, im
 
 
 def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, images, tmp_path, opened_levels,
-                                                                   cli_runner):
+                                                                   cli_runner, monkeypatch):
     """reproduce.sh's bench line carries --graph-opt LEVEL, and that very line (split as the shell
     would, given to the CLI in this process) measures the best model at the tuned level."""
     import shlex
@@ -375,12 +376,13 @@ def test_reproduce_bench_line_names_the_level_and_runs_as_written(golden_onnx, i
     assert report.best == "bs2|none|fp32|graph_opt=disabled,threads=1"
     (line,) = [line for line in (out / "reproduce.sh").read_text().splitlines() if line.startswith("lvvit-opt bench")]
     argv = shlex.split(line)
-    assert argv[:2] == ["lvvit-opt", "bench"] and argv[2] == str(out / "best.onnx")
+    assert argv[:2] == ["lvvit-opt", "bench"] and argv[2] == "best.onnx"  # the script runs in its own folder
     assert argv[argv.index("--graph-opt") + 1] == "disabled" and "#" not in line
     assert line in report.reproduce
     tuned = len(opened_levels)  # the sessions tune opened; the bench line's come after
     json_out = tmp_path / "bench.json"
-    # the line as written; only the measuring time is shortened after it (the last --duration wins)
+    # the line as written, in the script's folder; only the measuring time is shortened after it
+    monkeypatch.chdir(out)
     result = cli_runner.invoke(main, [*argv[1:], "--duration", "0.3", "--rounds", "1", "--warmup", "0",
                                       "--json", str(json_out)])
     assert result.exit_code == 0, result.output
@@ -491,21 +493,23 @@ def test_ascend_whitelist_patched_best_reproduces_with_the_whitelist_command(whi
     assert "whitelist=patched" in result.output
     script = (out / "reproduce.sh").read_text()
     lines = script.splitlines()
+    mirror_line = next(i for i, line in enumerate(lines) if line.startswith("rm -rf -- "))
     patch_line = next(i for i, line in enumerate(lines) if line.startswith("lvvit-opt whitelist patch "))
     export_line = next(i for i, line in enumerate(lines) if line.startswith("export ASCEND_OPP_PATH="))
     atc_line = next(i for i, line in enumerate(lines) if line.startswith("atc "))
     assert patch_line < export_line < atc_line
-    words = lines[patch_line].split()
+    words = shlex.split(lines[patch_line])
     assert Path(words[words.index("--file") + 1]).resolve() == tree.transpose.resolve()  # the installed file
     assert "--output" in words
     for shape in shapes_from_model(golden_onnx):
         assert f"--shape {','.join(map(str, shape))}" in lines[patch_line]
-    private = lines[export_line].split("=", 1)[1]
-    assert Path(private).resolve().is_relative_to(out.resolve())
-    # the lines up to the export rebuild the tree by hand; whitelist's checker finds the shapes fast there
-    setup = "\n".join(["set -e"] + lines[patch_line - 1:export_line + 1] + ['echo "$ASCEND_OPP_PATH"'])
-    done = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=120)
+    # the lines up to the export rebuild the tree by hand, in the script's folder; whitelist's checker
+    # finds the shapes fast there
+    setup = "\n".join(["set -e"] + lines[mirror_line:export_line + 1] + ['echo "$ASCEND_OPP_PATH"'])
+    done = subprocess.run(["bash", "-c", setup], capture_output=True, text=True, timeout=120, cwd=out)
     assert done.returncode == 0, done.stdout + done.stderr
+    private = done.stdout.strip().splitlines()[-1]
+    assert Path(private).is_absolute() and Path(private).resolve().is_relative_to(out.resolve())
     copy = Path(private) / tree.transpose.relative_to(tree.versioned / "opp")
     assert check_shapes(copy, shapes_from_model(golden_onnx)).all_fast
     assert _sha256(tree.transpose) == installed_sha

@@ -50,10 +50,9 @@ class ShellScript:
     def __init__(self, path: str | os.PathLike, *, description: str | None = None) -> None:
         self.file = Path(path)
         self.folder = Path(os.path.abspath(self.file.parent))
-        self.lines: list[str] = [SHEBANG]
+        self.lines: list[str] = [SHEBANG, STRICT, CD_HERE + "  # paths below are relative to this script's folder"]
         if description:
             self.lines.append(comment_line(description))
-        self.lines += [STRICT, CD_HERE + "  # paths below are relative to this script's folder"]
         self.body_start = len(self.lines)
 
     # ---------------------------------------------------------------- words
@@ -102,7 +101,7 @@ class ShellScript:
 
     # ---------------------------------------------------------------- output
     def body(self) -> list[str]:
-        """The lines after the header (shebang, strict mode, cd): what the script does."""
+        """The lines after the header (shebang, strict mode, cd, description): what the script does."""
         return self.lines[self.body_start:]
 
     def text(self) -> str:

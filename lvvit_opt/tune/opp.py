@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,25 +56,28 @@ class PrivateOpp:
                 out.append(str(self.root / os.path.relpath(absolute, opp)))
         return out
 
-    def reproduce(self, base: Mapping[str, str]) -> list[str]:
-        """Shell lines that build the same tree by hand and point atc at it."""
+    def reproduce(self, base: Mapping[str, str], script) -> None:
+        """Add to `script` (core.shell.ShellScript) the commands that build the same tree by hand and
+        point atc at it (nothing when there is no tree)."""
         from lvvit_opt.whitelist.locate import layout_relative_path
 
         if self.root is None:
-            return []
+            return
         layout = layout_relative_path(self.transpose) or self.installed.name
-        root, opp = shlex.quote(str(self.root)), shlex.quote(os.path.abspath(self.installed_opp))
-        shapes = " ".join(f"--shape {','.join(map(str, s))}" for s in self.shapes)
-        lines = [f"# whitelist patched: atc reads operators from a copy of {self.installed_opp} (symlinks) whose "
-                 f"transpose.py is patched; {self.installed} is left as it is",
-                 f"rm -rf {root} && mkdir -p {root} && cp -rs {opp}/. {root}/ && rm -f {root}/{layout}",
-                 f"lvvit-opt whitelist patch --file {shlex.quote(str(self.installed))} {shapes} "
-                 f"--output {root}/{layout}",
-                 f"export ASCEND_OPP_PATH={root}"]
+        root, opp = script.path(self.root), os.path.abspath(self.installed_opp)
+        shapes = [word for s in self.shapes for word in ("--shape", ",".join(map(str, s)))]
+        script.comment(f"whitelist patched: atc reads operators from a copy of {self.installed_opp} (symlinks) whose "
+                       f"transpose.py is patched; {self.installed} is left as it is")
+        script.run(["rm", "-rf", "--", root])
+        script.run(["mkdir", "-p", "--", root])
+        script.run(["cp", "-rs", "--", os.path.join(opp, "."), root + "/"])
+        script.run(["rm", "-f", "--", os.path.join(root, layout)])
+        script.run(["lvvit-opt", "whitelist", "patch", "--file", script.path(self.installed), *shapes,
+                    "--output", os.path.join(root, layout)])
+        script.export("ASCEND_OPP_PATH", [self.root])
         twins = self.pythonpath_twins(base)
         if twins:
-            lines.append(f"export PYTHONPATH={':'.join(map(shlex.quote, twins))}:$PYTHONPATH")
-        return lines
+            script.export("PYTHONPATH", twins, append_existing=True)
 
 
 def installed_transpose(env: Mapping[str, str]) -> tuple[Path, Path]:

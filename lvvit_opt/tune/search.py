@@ -88,8 +88,8 @@ class Target:
 
         return Tolerance.fp16() if cand.precision != "fp32" else Tolerance.onnx()
 
-    def reproduce(self, cand: Candidate, best_path: str) -> list[str]:
-        return []
+    def reproduce(self, cand: Candidate, best_path: str, script) -> None:
+        """Add the commands that build and measure the best artefact to `script` (core.shell.ShellScript)."""
 
     def prepare(self, space: Space, out: Path) -> None:
         """Settle the target's own dimensions before the candidates are enumerated (notes in space.notes)."""
@@ -115,13 +115,12 @@ class OrtTarget(Target):
         return open_runner(str(path), backend="onnxruntime", threads=cand.options["threads"], providers=providers,
                            graph_opt=cand.options["graph_opt"])
 
-    def reproduce(self, cand: Candidate, best_path: str) -> list[str]:
-        provider = {"ort-cuda": " --providers cuda", "ort-trt": " --providers tensorrt"}.get(self.name, "")
-        import shlex
-
+    def reproduce(self, cand: Candidate, best_path: str, script) -> None:
+        provider = {"ort-cuda": ["--providers", "cuda"], "ort-trt": ["--providers", "tensorrt"]}.get(self.name, [])
         # the level the candidate was measured at, always spelled out: the line is the measurement
-        return [f"lvvit-opt bench {shlex.quote(best_path)} --batch-sizes {cand.batch} "
-                f"--threads {cand.options['threads']} --graph-opt {cand.options['graph_opt']}{provider}"]
+        script.run(["lvvit-opt", "bench", script.path(best_path), "--batch-sizes", str(cand.batch),
+                    "--threads", str(cand.options["threads"]), "--graph-opt", str(cand.options["graph_opt"]),
+                    *provider])
 
 
 def check_ort_target(name: str) -> None:
@@ -242,17 +241,26 @@ class AscendTarget(Target):
 
         return Tolerance.fp16()
 
-    def reproduce(self, cand: Candidate, best_path: str) -> list[str]:
-        from lvvit_opt.ascend.atc import display_command
-
+    def reproduce(self, cand: Candidate, best_path: str, script) -> None:
         onnx_best = best_path[: -len(".om")] + ".onnx" if best_path.endswith(".om") else best_path
         command = self.atc_command(Path(onnx_best), cand, Path(onnx_best[: -len(".onnx")]))
         private = self.candidate_opp.get(cand.key)
-        opp_lines = private.reproduce(self.env) if private is not None else []
-        if cand.options.get("whitelist") == "patched" and not opp_lines:
-            opp_lines = [f"# whitelist patched: {private.message if private else 'not built'}; atc reads the "
-                         "installed transpose.py"]
-        return opp_lines + [display_command(command), f"lvvit-opt bench {best_path} --reference {onnx_best}"]
+        if private is not None and private.root is not None:
+            private.reproduce(self.env, script)
+        elif cand.options.get("whitelist") == "patched":
+            script.comment(f"whitelist patched: {private.message if private else 'not built'}; atc reads the "
+                           "installed transpose.py")
+        script.run(script_paths(command, script, ("--model=", "--output=", "--keep_dtype=")))
+        script.run(["lvvit-opt", "bench", script.path(best_path), "--reference", script.path(onnx_best)])
+
+
+def script_paths(argv: Sequence[str], script, flags: Sequence[str]) -> list[str]:
+    """argv with the values of `--flag=PATH` words named as `script` names paths (relative to its folder)."""
+    out = []
+    for word in argv:
+        flag = next((f for f in flags if word.startswith(f)), None)
+        out.append(flag + script.path(word[len(flag):]) if flag else word)
+    return out
 
 
 class CandidateFailed(Exception):
@@ -289,11 +297,11 @@ def _slug(text: str) -> str:
 # ---------------------------------------------------------------------------------------- precision adapter
 
 def fp16_candidate(model, keep_fp32: Sequence[str] = ()):
-    """The one place tune builds an fp16 model (debug's builder: fp16 with fp32 inputs/outputs,
-    `keep_fp32` nodes left in fp32). Switch this adapter when debug's builder changes."""
-    from lvvit_opt.debug.layers import to_fp16
+    """The one place tune builds an fp16 model: the `to_fp16` pass's conversion (fp32 inputs/outputs,
+    `keep_fp32` nodes left in fp32), the one `debug layers --fp16` previews and reproduce.sh runs."""
+    from lvvit_opt.passes.to_fp16 import convert_to_fp16
 
-    return to_fp16(model, keep_fp32)
+    return convert_to_fp16(model, keep_nodes=keep_fp32).model
 
 
 def suggest_keep_nodes(model_path: str, inputs) -> list[str]:
@@ -836,7 +844,8 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
     """OUT/best.onnx (and best.om for Ascend) and reproduce.sh with the exact commands."""
     import shutil
 
-    from lvvit_opt.core.fileio import atomic_path, write_text_atomic
+    from lvvit_opt.core.fileio import atomic_path
+    from lvvit_opt.core.shell import ShellScript
 
     out = Path(o.out)
     onnx_path = build_onnx(best)
@@ -852,23 +861,25 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
             shutil.copyfile(artefact, tmp)
         best_path = str(out / "best.om")
         report.outputs["best_om"] = best_path
-    converted = best.precision != "fp32" and not isinstance(target, AscendTarget)  # ascend: atc does fp16
-    apply_out = str(out / "best_fp32.onnx") if converted else str(out / "best.onnx")
-    lines = ["#!/bin/sh", f"# lvvit-opt tune: {best.label()} ({best.timing['fps']:.1f} fps on {o.target})", "set -e"]
+    script = ShellScript(out / REPRODUCE_FILE,
+                         description=f"lvvit-opt tune: {best.label()} ({best.timing['fps']:.1f} fps on {o.target})")
     source = (o.per_batch or {}).get(best.batch, o.model)
-    if best.passes:
-        lines.append(f"lvvit-opt apply {source} -o {apply_out} --passes {','.join(best.passes)}")
+    # ascend: the ONNX stays fp32 and atc does fp16; onnxruntime: the to_fp16 pass builds what was tuned
+    converted = best.precision != "fp32" and not isinstance(target, AscendTarget)
+    passes = list(best.passes) + (["to_fp16"] if converted else [])
+    if passes:
+        argv = ["lvvit-opt", "apply", script.path(source), "-o", script.path(out / "best.onnx"),
+                "--passes", ",".join(passes)]
+        keep = _keep_list(report, best) if converted and best.precision == "fp16-keep" else []
+        if keep:
+            argv += ["-O", "to_fp16.keep_fp32=" + json.dumps(keep)]
+        script.run(argv)
     else:
-        lines.append(f"cp {source} {apply_out}   # no pass: the original graph")
-    if converted:
-        keep = ""
-        if best.precision == "fp16-keep":
-            keep = f", keep_fp32={_keep_list(report, best)!r}"
-        lines.append(f"python -c \"import onnx; from lvvit_opt.debug.layers import to_fp16; "
-                     f"onnx.save(to_fp16(onnx.load('{apply_out}'){keep}), '{out / 'best.onnx'}')\"")
-    lines += target.reproduce(best, best_path)
-    report.reproduce = lines[3:]
-    write_text_atomic(out / REPRODUCE_FILE, "\n".join(lines) + "\n")
+        script.run(["cp", "--", script.path(source), script.path(out / "best.onnx")],
+                   comment="no pass: the original graph")
+    target.reproduce(best, best_path, script)
+    report.reproduce = script.body()
+    script.write()
     report.outputs["reproduce"] = str(out / REPRODUCE_FILE)
 
 

@@ -55,7 +55,9 @@ def default_space(target: str) -> Space:
     installed and whitelist-patched), all cores."""
     from lvvit_opt.passes import available_passes
 
-    passes = [[]] + [[name] for name in available_passes() if name != "fix_shapes"]
+    # precision is its own dimension: a pass that lowers it (to_fp16) is not a pass set
+    passes = [[]] + [[name] for name, cls in available_passes().items()
+                     if name != "fix_shapes" and not cls.reduces_precision]
     cores = os.cpu_count() or 1
     threads = sorted({cores, max(1, cores // 2)}, reverse=True)
     ascend = target == "ascend"
@@ -88,7 +90,7 @@ def load_space(path: str | os.PathLike, target: str) -> Space:
 
 def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
     """Check every list of a space mapping; a wrong key, type or value is a one-line UserError."""
-    from lvvit_opt.passes import parse_pass_list
+    from lvvit_opt.passes import get_pass, parse_pass_list
 
     if not isinstance(data, Mapping):
         raise UserError(f"{what}: expected a mapping of {', '.join(SPACE_KEYS)} to lists, got {type(data).__name__}")
@@ -111,6 +113,10 @@ def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
                 if not isinstance(entry, list) or not all(isinstance(n, str) for n in entry):
                     raise UserError(f"{what}: each pass set is a list of pass names, got {entry!r}")
                 names = [n for n in entry if n != "fix_shapes"]
+                lowering = [n for n in parse_pass_list(names) if get_pass(n).reduces_precision] if names else []
+                if lowering:
+                    raise UserError(f"{what}: pass_sets: {lowering[0]} changes the precision, which is its own "
+                                    "dimension: use precisions: [fp16] instead")
                 sets.append(parse_pass_list(names) if names else [])
             value = [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
         else:
