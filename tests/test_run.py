@@ -15,6 +15,14 @@ from lvvit_opt.pipeline.run import RunOptions, run
 FIXTURES = Path(__file__).parent / "fixtures" / "transpose"
 
 
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _options(out, **kw) -> RunOptions:
     return RunOptions(out=str(out), model="lvvit_golden", batch_sizes=(2,), bench_duration=0.4, bench_rounds=2,
                       **kw)
@@ -29,12 +37,16 @@ def test_run_without_ascend_tools_writes_commands_and_benches_on_onnxruntime(tmp
                  "atc_commands.sh"):
         assert (out / name).is_file(), name
     commands = (out / "atc_commands.sh").read_text().splitlines()
-    assert f"atc --framework=5 --model={out}/lvvit_golden_bs2_opt.onnx --output={out}/lvvit_golden_bs2_opt " \
+    # paths relative to the script's own folder, which it enters first
+    assert commands[:3] == ["#!/usr/bin/env bash", "set -euo pipefail",
+                            'cd -- "$(dirname -- "$0")"  # paths below are relative to this script\'s folder']
+    assert "atc --framework=5 --model=lvvit_golden_bs2_opt.onnx --output=lvvit_golden_bs2_opt " \
            "--input_format=NCHW --input_shape=image:2,3,224,224 --log=error --soc_version=Ascend310" in commands
     assert "lvvit-opt whitelist patch --shape 2,3,197,197 --shape 2,197,197,3" in commands
-    # set_env.sh reads unset variables: it is sourced before strict mode is switched on
-    assert commands.index('source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"') < \
-        commands.index("set -euo pipefail")
+    # set_env.sh reads unset variables: it is sourced with strict mode off
+    source = commands.index('source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"')
+    assert commands[source - 1:source + 2:2] == ["set +eu", "set -eu"]
+    assert (out / "atc_commands.sh").stat().st_mode & 0o777 == 0o755 & ~_umask()
     assert any(line.startswith("# soc version: Ascend310 (assumed") for line in commands)
     import subprocess
 

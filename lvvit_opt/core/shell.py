@@ -65,6 +65,15 @@ class ShellScript:
             return "./" + relative if relative.startswith("-") else relative
         return str(absolute)
 
+    def path_flags(self, argv: Sequence[str], flags: Sequence[str]) -> list[str]:
+        """argv with the value of each `--flag=PATH` word (flags given with their `=`) named as `path()`
+        names it: atc's `--model=...`, `--output=...`."""
+        out = []
+        for word in argv:
+            flag = next((f for f in flags if word.startswith(f)), None)
+            out.append(flag + self.path(word[len(flag):]) if flag else word)
+        return out
+
     # ---------------------------------------------------------------- lines
     def comment(self, text: str) -> "ShellScript":
         self.lines.append(comment_line(text))

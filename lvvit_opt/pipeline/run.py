@@ -328,27 +328,38 @@ def _whitelist_stage(options: RunOptions, optimized: list[Path], created: list[t
 
 def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitelist_shapes: list, stages: _Stages,
                out: Path, log) -> dict:
-    from lvvit_opt.ascend.atc import build_atc_command, compile_onnx, display_command
+    from lvvit_opt.ascend.atc import build_atc_command, compile_onnx
     from lvvit_opt.core.cann import cann_environment, find_tool
 
     env = cann_environment(options.cann_home)
     onnx_files = [p for pair in models.values() for p in pair]
     shapes = [tuple(s) for s in whitelist_shapes]
     if find_tool("atc", env) is None:
+        from lvvit_opt.core.shell import ShellScript, quote_argv
+
         soc, soc_note = _script_soc_version(options.soc_version, env)
-        lines = ["#!/usr/bin/env bash", "# atc was not found here. On an Ascend host with CANN installed run this script.",
-                 "# set_env.sh reads variables that may be unset (LD_LIBRARY_PATH, PYTHONPATH) and can stop early on",
-                 "# some installs, so it is sourced before strict mode. Non-root installs: ASCEND_SET_ENV=$HOME/Ascend/"
-                 "ascend-toolkit/set_env.sh",
-                 'source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"', "set -euo pipefail",
-                 'command -v atc >/dev/null || { echo "atc is not on PATH after sourcing set_env.sh" >&2; exit 1; }',
-                 f"# soc version: {soc}{soc_note}",
-                 "# atc writes PREFIX.om, or PREFIX_linux_<arch>.om for models with host-side kernels."]
-        flags = " ".join(f"--shape {','.join(map(str, s))}" for s in shapes)
-        lines.append(f"lvvit-opt whitelist patch {flags}" if flags else "# no Transpose shapes to whitelist")
-        commands = [display_command(build_atc_command(p, soc_version=soc, log="error")) for p in onnx_files]
-        write_text_atomic(out / "atc_commands.sh", "\n".join(lines + commands) + "\n")
-        os.chmod(out / "atc_commands.sh", 0o755)
+        script = ShellScript(out / "atc_commands.sh",
+                             description="atc was not found here. On an Ascend host with CANN installed run this script.")
+        script.comment("set_env.sh reads variables that may be unset (LD_LIBRARY_PATH, PYTHONPATH) and can stop early "
+                       "on some installs, so it is sourced with strict mode off. Non-root installs: "
+                       "ASCEND_SET_ENV=$HOME/Ascend/ascend-toolkit/set_env.sh")
+        script.literal("set +eu")
+        script.literal('source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"')
+        script.literal("set -eu")
+        script.literal('command -v atc >/dev/null || { echo "atc is not on PATH after sourcing set_env.sh" >&2; exit 1; }')
+        script.comment(f"soc version: {soc}{soc_note}")
+        script.comment("atc writes PREFIX.om, or PREFIX_linux_<arch>.om for models with host-side kernels.")
+        if shapes:
+            script.run(["lvvit-opt", "whitelist", "patch",
+                        *[word for s in shapes for word in ("--shape", ",".join(map(str, s)))]])
+        else:
+            script.comment("no Transpose shapes to whitelist")
+        argvs = [script.path_flags(build_atc_command(p, soc_version=soc, log="error"), ("--model=", "--output="))
+                 for p in onnx_files]
+        for argv in argvs:
+            script.run(argv)
+        script.write()
+        commands = [quote_argv(argv) for argv in argvs]
         log(f"[atc] atc not found: wrote {out / 'atc_commands.sh'}")
         return {"compiled": False, "commands_file": str(out / "atc_commands.sh"), "commands": commands}
     compiled = {}

@@ -250,17 +250,8 @@ class AscendTarget(Target):
         elif cand.options.get("whitelist") == "patched":
             script.comment(f"whitelist patched: {private.message if private else 'not built'}; atc reads the "
                            "installed transpose.py")
-        script.run(script_paths(command, script, ("--model=", "--output=", "--keep_dtype=")))
+        script.run(script.path_flags(command, ("--model=", "--output=", "--keep_dtype=")))
         script.run(["lvvit-opt", "bench", script.path(best_path), "--reference", script.path(onnx_best)])
-
-
-def script_paths(argv: Sequence[str], script, flags: Sequence[str]) -> list[str]:
-    """argv with the values of `--flag=PATH` words named as `script` names paths (relative to its folder)."""
-    out = []
-    for word in argv:
-        flag = next((f for f in flags if word.startswith(f)), None)
-        out.append(flag + script.path(word[len(flag):]) if flag else word)
-    return out
 
 
 class CandidateFailed(Exception):
