@@ -36,7 +36,8 @@ def hostile(tag: str) -> str:
 RECORDER = """#!{python}
 import json, os, sys
 with open(os.environ["RECORD_FILE"], "a", encoding="utf-8") as fh:
-    fh.write(json.dumps({{"tool": {tool!r}, "argv": sys.argv[1:], "cwd": os.getcwd()}}) + "\\n")
+    fh.write(json.dumps({{"tool": {tool!r}, "argv": sys.argv[1:], "cwd": os.getcwd(),
+                          "opp": os.environ.get("ASCEND_OPP_PATH")}}) + "\\n")
 target = {target!r}
 if {always!r} or sys.argv[1:2] == [os.environ.get("RECORD_EXEC")]:
     os.execv(target, [target] + sys.argv[1:])
@@ -172,6 +173,49 @@ def test_tune_reproduce_sh_ascend_compiles_in_the_copy(tmp_path, images, recorde
     assert (copy / "best.om").is_file()  # the stand-in atc compiled the copy's best.onnx, in the copy
     # no pass: the script's `cp` took the source model, outside --out and so named absolute
     assert (copy / "best.onnx").read_bytes() == model.read_bytes()
+    assert_not_injected(tmp_path)
+
+
+def test_tune_reproduce_sh_whitelist_patched_builds_its_private_tree_in_the_copy(tmp_path, images, recorders,
+                                                                                fake_ais_bench, monkeypatch):
+    """The script mirrors the CANN opp tree into the copy, patches the copy's transpose.py with
+    `lvvit-opt whitelist patch` (really run) and points atc at it. (The install itself is under a
+    plain path: CANN's own set_env.sh, as the fake tree replays it, splits its path at a space.)"""
+    from fake_ascend import read_om  # the stand-in's own .om reader (fake_ais_bench puts it on sys.path)
+
+    from fakes.cann_tree import build_cann_tree
+    from lvvit_opt.tune.search import TuneOptions, space_from_mapping, tune
+
+    tree = build_cann_tree(tmp_path / "Ascend", era="whitelist")
+    installed = tree.transpose.read_bytes()
+    monkeypatch.setenv("LVVIT_FAKE_ATC_READ_OPP", "1")  # the stand-in atc picks Transpose by $ASCEND_OPP_PATH
+    model, _ = _hostile_model(tmp_path, "plain")
+    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"],
+                                "precision_modes": ["force_fp16"], "op_select_implmodes": ["high_performance"],
+                                "whitelist": ["patched"]}, "ascend")
+    out = tmp_path / hostile("patched")
+    report = tune(TuneOptions(model=str(model), inputs=images, out=str(out), target="ascend", budget_s=8,
+                              space=space, soc_version="Ascend310", cann_home=str(tree.latest), **QUICK),
+                  log=lambda m: None)
+    assert report.best is not None and report.by_key(report.best).options["whitelist"] == "patched"
+    assert_executable_script(out / "reproduce.sh")
+    copy = copy_out(out, tmp_path)
+    shutil.rmtree(copy / "whitelist_opp")
+    (copy / "best.om").unlink()
+
+    calls = run_script(copy / "reproduce.sh", recorders, tmp_path, RECORD_EXEC="whitelist",
+                       LVVIT_FAKE_ATC_READ_OPP="1")
+    assert [(c["tool"], c["argv"][:2]) for c in calls] == [("lvvit-opt", ["whitelist", "patch"]),
+                                                           ("atc", ["--framework=5", "--model=best.onnx"]),
+                                                           ("lvvit-opt", ["bench", "best.om"])]
+    patch = calls[0]["argv"]
+    assert Path(patch[patch.index("--file") + 1]).resolve() == tree.transpose.resolve()  # the installed file
+    private = Path(calls[1]["opp"])
+    assert private.is_absolute() and private.parent == copy / "whitelist_opp"
+    assert {c["cwd"] for c in calls} == {str(copy)}
+    header, _ = read_om(str(copy / "best.om"))
+    assert "Transpose" in header["ge_types"].values()  # atc read the patched copy: the fast kernel
+    assert tree.transpose.read_bytes() == installed  # the install is only read
     assert_not_injected(tmp_path)
 
 
