@@ -147,17 +147,23 @@ def test_tune_reproduce_sh_fp16_keep_runs_only_its_commands_and_rebuilds_best(tm
     assert_not_injected(tmp_path)
 
 
-def test_tune_reproduce_sh_ascend_compiles_in_the_copy(tmp_path, images, recorders, fake_ais_bench):
+def _tune_ascend(tmp_path: Path, images: str, tag: str, whitelist: str, cann_home: str | None = None):
+    """tune --target ascend of the hostile model into a hostile --out (one fp32 candidate): (model, out, report)."""
     from lvvit_opt.tune.search import TuneOptions, space_from_mapping, tune
 
     model, _ = _hostile_model(tmp_path, "plain")
     space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"],
                                 "precision_modes": ["force_fp16"], "op_select_implmodes": ["high_performance"],
-                                "whitelist": ["unpatched"]}, "ascend")
-    out = tmp_path / hostile("npu")
+                                "whitelist": [whitelist]}, "ascend")
+    out = tmp_path / hostile(tag)
     report = tune(TuneOptions(model=str(model), inputs=images, out=str(out), target="ascend", budget_s=8,
-                              space=space, soc_version="Ascend310", **QUICK), log=lambda m: None)
-    assert report.best is not None
+                              space=space, soc_version="Ascend310", cann_home=cann_home, **QUICK), log=lambda m: None)
+    assert report.best is not None and report.by_key(report.best).options["whitelist"] == whitelist
+    return model, out, report
+
+
+def test_tune_reproduce_sh_ascend_compiles_in_the_copy(tmp_path, images, recorders, fake_ais_bench):
+    model, out, _ = _tune_ascend(tmp_path, images, "npu", "unpatched")
     assert_executable_script(out / "reproduce.sh")
     copy = copy_out(out, tmp_path)
     (copy / "best.om").unlink()
@@ -184,20 +190,11 @@ def test_tune_reproduce_sh_whitelist_patched_builds_its_private_tree_in_the_copy
     from fake_ascend import read_om  # the stand-in's own .om reader (fake_ais_bench puts it on sys.path)
 
     from fakes.cann_tree import build_cann_tree
-    from lvvit_opt.tune.search import TuneOptions, space_from_mapping, tune
 
     tree = build_cann_tree(tmp_path / "Ascend", era="whitelist")
     installed = tree.transpose.read_bytes()
     monkeypatch.setenv("LVVIT_FAKE_ATC_READ_OPP", "1")  # the stand-in atc picks Transpose by $ASCEND_OPP_PATH
-    model, _ = _hostile_model(tmp_path, "plain")
-    space = space_from_mapping({"batch_sizes": [2], "pass_sets": [[]], "precisions": ["fp32"],
-                                "precision_modes": ["force_fp16"], "op_select_implmodes": ["high_performance"],
-                                "whitelist": ["patched"]}, "ascend")
-    out = tmp_path / hostile("patched")
-    report = tune(TuneOptions(model=str(model), inputs=images, out=str(out), target="ascend", budget_s=8,
-                              space=space, soc_version="Ascend310", cann_home=str(tree.latest), **QUICK),
-                  log=lambda m: None)
-    assert report.best is not None and report.by_key(report.best).options["whitelist"] == "patched"
+    _, out, _ = _tune_ascend(tmp_path, images, "patched", "patched", cann_home=str(tree.latest))
     assert_executable_script(out / "reproduce.sh")
     copy = copy_out(out, tmp_path)
     shutil.rmtree(copy / "whitelist_opp")
