@@ -130,6 +130,8 @@ def test_budget_is_respected(lvvit_t_dynamic, images, tmp_path):
 
 
 def test_space_files_json_and_yaml(tmp_path):
+    from lvvit_opt.tune.space import default_space
+
     (tmp_path / "s.yaml").write_text("batch_sizes: [8, 1]\npass_sets: [none, [softmax_transpose]]\n"
                                      "precisions: [fp32]\ngraph_opt: [disabled]\n")
     space = load_space(tmp_path / "s.yaml", "ort-cpu")
@@ -137,6 +139,9 @@ def test_space_files_json_and_yaml(tmp_path):
     assert space.precisions == ["fp32"] and space.graph_opt == ["disabled"]
     (tmp_path / "s.json").write_text(json.dumps({"threads": [1], "op_select_implmodes": ["high_precision"]}))
     assert load_space(tmp_path / "s.json", "ascend").op_select_implmodes == ["high_precision"]
+    # precision is its own dimension: the default pass sets leave the precision-lowering to_fp16 out
+    pass_sets = default_space("ort-cpu").pass_sets
+    assert ["to_fp16"] not in pass_sets and ["softmax_transpose"] in pass_sets
 
 
 @pytest.mark.parametrize("name, text, message", [
@@ -146,6 +151,7 @@ def test_space_files_json_and_yaml(tmp_path):
     ("bad3.json", '{"pass_sets": [["no_such_pass"]]}', "unknown pass 'no_such_pass'"),
     ("bad4.json", '{"batch_sizes": [0]}', "positive integers"),
     ("bad5.json", "[1, 2]", "expected a mapping"),
+    ("bad6.json", '{"pass_sets": [["softmax_transpose", "to_fp16"]]}', "to_fp16 changes the precision"),
 ])
 def test_bad_space_is_refused_in_one_line(cli_runner, tmp_path, golden_onnx, name, text, message):
     space = tmp_path / name
