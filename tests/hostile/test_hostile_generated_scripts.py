@@ -65,8 +65,8 @@ def run_script(script: Path, recorders: Path, tmp_path: Path, **env) -> list[dic
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir(exist_ok=True)
     system = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != FAKES_DIR]
-    environ = dict(os.environ, RECORD_FILE=str(record), PATH=os.pathsep.join([str(recorders), VENV_BIN] + system),
-                   **env)
+    environ = {k: v for k, v in os.environ.items() if k not in ("ASCEND_OPP_PATH", "RECORD_EXEC")}
+    environ.update(RECORD_FILE=str(record), PATH=os.pathsep.join([str(recorders), VENV_BIN] + system), **env)
     done = subprocess.run([str(script)], cwd=elsewhere, env=environ, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return [json.loads(line) for line in record.read_text().splitlines()] if record.exists() else []
@@ -297,3 +297,49 @@ def test_script_is_executable_whatever_was_there_and_honours_the_umask(tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o750
     assert subprocess.run([str(path)], timeout=30).returncode == 0
     assert path.read_text().splitlines()[3:] == ["true"]
+
+
+NAME_CLASSES = {
+    "dollar-paren": "m$(touch PWNED_x).onnx",
+    "backticks": "m`touch PWNED_x`.onnx",
+    "single-quote": "m'; touch PWNED_x; '.onnx",
+    "double-quote": 'm"; touch PWNED_x; ".onnx',
+    "semicolon": "m; touch PWNED_x",
+    "ampersand-pipe": "m & touch PWNED_x | cat",
+    "space": "my model.onnx",
+    "newline": "m\ntouch PWNED_x\n.onnx",
+    "carriage-return": "m\rtouch PWNED_x",
+    "tab": "m\ttouch PWNED_x",
+    "variable": "m$HOME${PATH}",
+    "glob": "m*?[ab].onnx",
+    "backslash": "m\\\\n\\",
+    "leading-dash": "-rf",
+    "tilde": "~",
+    "history-bang": "m!!x!-1",
+    "redirect": "m > PWNED_x < /dev/null",
+    "brace": "m{a,b}",
+    "unicode": "m\u00e9\u4e2d\u200b.onnx",
+    "hash": "#m # touch PWNED_x",
+}
+
+
+@pytest.mark.parametrize("name", list(NAME_CLASSES.values()), ids=list(NAME_CLASSES))
+def test_each_metacharacter_class_is_one_word_in_a_path_an_argument_and_a_comment(tmp_path, recorders, name):
+    """Every class alone, as a folder (the script's own), a file inside it, an outside file, a
+    plain argument, a `--flag=PATH` word and a comment: each arrives as exactly one argv word."""
+    folder = tmp_path / name.replace("/", "_")
+    script = ShellScript(folder / "s.sh", description=name)
+    inside, outside = folder / name, tmp_path / "out" / name
+    argv = ["probe", script.path(inside), script.path(outside), name,
+            *script.path_flags([f"--model={inside}"], ("--model=",))]
+    script.comment(name)
+    script.run(["lvvit-opt", *argv], comment=name)
+    script.write()
+    assert all(line.startswith("#") or line.startswith(("set ", "cd ", "lvvit-opt"))
+               for line in script.text().split("\n")[:5] if line)
+    calls = run_script(script.file, recorders, tmp_path)
+    expected_inside = name if not name.startswith("-") else "./" + name
+    assert calls == [{"tool": "lvvit-opt", "argv": ["probe", expected_inside, str(outside), name,
+                                                    f"--model={expected_inside}"],
+                      "cwd": str(folder), "opp": None}]
+    assert_not_injected(tmp_path)
