@@ -148,6 +148,8 @@ def convert_to_fp16(model: onnx.ModelProto, *, keep_nodes: Iterable[str] = (), k
     del graph.node[:]
     graph.node.extend(new_nodes)
     graph.initializer.extend(new_inits)
+    if model.ir_version < 4:  # IR < 4: every initializer is also a graph input
+        graph.input.extend(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in new_inits)
     read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     unread = [n for n in graph.node if n.op_type == "Constant" and not set(n.output) & read]  # now __fp16 copies
     for node in unread:

@@ -147,3 +147,17 @@ def test_apply_validates_to_fp16_with_the_fp16_tolerance(cli_runner, golden_onnx
     bad = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "y.onnx"), "--passes", "to_fp16",
                                    "-O", "to_fp16.keep_fp32=missing_node"])
     assert bad.exit_code == 2 and "no node named" in bad.output and "Traceback" not in bad.output
+
+
+def test_ir3_model_lists_its_fp16_initializers_among_the_graph_inputs():
+    """IR < 4 requires every initializer to be a graph input: the rounded copies are listed too."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    w_input = helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 8])
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((8, 8)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g", [x, w_input], [y], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)], ir_version=3)
+    result = check_pass(model, ["to_fp16"], feeds={"x": np.ones((1, 8), np.float32)}, tolerance=FP16,
+                        ops=["Cast", "MatMul", "Cast"])
+    inputs = {i.name: _elem(i) for i in result.model.graph.input}
+    assert inputs == {"x": TensorProto.FLOAT, "w": TensorProto.FLOAT, "w__fp16": TensorProto.FLOAT16}
