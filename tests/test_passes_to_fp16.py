@@ -146,7 +146,15 @@ def test_apply_validates_to_fp16_with_the_fp16_tolerance(cli_runner, golden_onnx
     assert again.exit_code == 1 and not (tmp_path / "x.onnx").exists()
     bad = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "y.onnx"), "--passes", "to_fp16",
                                    "-O", "to_fp16.keep_fp32=missing_node"])
-    assert bad.exit_code == 2 and "no node named" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and bad.output.strip().splitlines() == [
+        'error: to_fp16.keep_fp32: no node named "missing_node" in this graph']
+    for value, message in (("[1", "not a JSON list of strings"), ('{"a": 1}', None), ("[1]", "JSON list of strings")):
+        bad = cli_runner.invoke(main, ["apply", golden_onnx, "-o", str(tmp_path / "y.onnx"), "--passes", "to_fp16",
+                                       "-O", f"to_fp16.keep_fp32={value}"])
+        lines = bad.output.strip().splitlines()
+        assert bad.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), bad.output
+        assert message is None or message in lines[0]
+    assert not (tmp_path / "y.onnx").exists()
 
 
 def test_ir3_model_lists_its_fp16_initializers_among_the_graph_inputs():
