@@ -53,7 +53,8 @@ STATE_FILE = "tune_state.json"
 REPORT_FILE = "tune.json"
 PLOT_FILE = "tune.png"
 REPRODUCE_FILE = "reproduce.sh"
-BEST_FILES = ("best.onnx", "best.om", "best_fp32.onnx")
+# best_fp32.onnx: what an earlier reproduce.sh wrote; best.keep_dtype.cfg: atc's --keep_dtype file of an ascend fp16-keep best
+BEST_FILES = ("best.onnx", "best.om", "best_fp32.onnx", "best.keep_dtype.cfg")
 TUNE_FILES = (STATE_FILE, REPORT_FILE, PLOT_FILE, REPRODUCE_FILE, *BEST_FILES)
 
 
