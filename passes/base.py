@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Mapping
 import onnx
 
 from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.graph_walk import walk_nodes
 
 
 @dataclass
@@ -104,11 +105,11 @@ class GraphPass:
         if not in_place:
             model = copy_model(model)
         report = PassReport(self.name, options=_jsonable(dataclasses.asdict(self.options)))
-        before = _node_signatures(model.graph)
+        before = _node_signatures(model)
         start = time.perf_counter()
         model = self.rewrite(model, report) or model
         report.seconds = round(time.perf_counter() - start, 4)
-        after = _node_signatures(model.graph)
+        after = _node_signatures(model)
         report.nodes_before, report.nodes_after = sum(before.values()), sum(after.values())
         report.nodes_added = sum((after - before).values())
         report.nodes_removed = sum((before - after).values())
@@ -125,10 +126,10 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
     return clone
 
 
-def _node_signatures(graph: onnx.GraphProto) -> Counter:
+def _node_signatures(model: onnx.ModelProto) -> Counter:
     """A node is identified by its type, inputs and outputs: a node whose wiring changed
-    counts as removed and added."""
-    return Counter((n.op_type, tuple(n.input), tuple(n.output)) for n in graph.node)
+    counts as removed and added. Every graph counts (subgraphs, local functions)."""
+    return Counter((n.op_type, tuple(n.input), tuple(n.output)) for n, _ in walk_nodes(model))
 
 
 def _convert(value: Any, hint: Any, what: str) -> Any:

@@ -146,9 +146,10 @@ def _concrete(dims) -> bool:
 def _infer_into(model: onnx.ModelProto) -> None:
     """Shape inference on the weight-free skeleton, its value_info and outputs copied into
     `model` (inferring on the model itself copies every weight twice)."""
+    from lvvit_opt.core.shape_inference import infer_shapes_bounded
     from lvvit_opt.passes.graph_utils import weightless_skeleton
 
-    inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True, strict_mode=False)
+    inferred = infer_shapes_bounded(weightless_skeleton(model))
     weights = {i.name for i in model.graph.initializer}
     del model.graph.value_info[:]
     model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in weights)

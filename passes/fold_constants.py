@@ -144,14 +144,15 @@ def fold_graph(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(4)  # graphsurgeon's sessions otherwise log per node (errors too)
+    from lvvit_opt.core.shape_inference import infer_shapes_bounded
     from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     # Fold on the weight-free skeleton: large weights are graph inputs there, so neither shape
     # inference nor graphsurgeon's onnxruntime session copies them (memory stays ~1x the model).
     # Weight-only subgraphs are therefore not folded (exporters fold those already).
-    inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True)
+    inferred = infer_shapes_bounded(weightless_skeleton(model))
     split_sliced_shapes(inferred)
-    inferred = onnx.shape_inference.infer_shapes(inferred, data_prop=True)
+    inferred = infer_shapes_bounded(inferred)
     graph = gs.import_onnx(inferred)
     held = _hold_over_budget(graph, size_threshold) if size_threshold is not None else []
     if skipped is not None:

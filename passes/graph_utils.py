@@ -7,6 +7,8 @@ from typing import Iterable
 import onnx
 from onnx import helper
 
+from lvvit_opt.core.graph_walk import all_names, walk_graphs, walk_nodes
+from lvvit_opt.core.shape_inference import infer_shapes_bounded
 from lvvit_opt.core.tensor_spec import dims_of  # noqa: F401  (the one shape reader; re-exported for passes)
 
 # Initializers larger than this are stood in for by shape-only graph inputs during shape
@@ -48,15 +50,20 @@ def weightless_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def infer_shapes_light(model: onnx.ModelProto) -> dict[str, tuple]:
-    """Tensor name -> dims after onnx shape inference on the weightless skeleton."""
+    """Tensor name -> dims after (bounded) onnx shape inference on the weightless skeleton,
+    over every graph: tensors inside If/Loop/Scan bodies too (function bodies have none)."""
     source = model.graph
     skeleton = weightless_skeleton(model)
-    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    inferred = infer_shapes_bounded(skeleton)
     shapes: dict[str, tuple] = {}
-    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = dims_of(value.type)
-        if dims is not None:
-            shapes[value.name] = dims
+    for scope in walk_graphs(inferred, functions=False):  # subgraph bodies carry their own value_info
+        graph = scope.container
+        for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+            dims = dims_of(value.type)
+            if dims is not None:
+                shapes[value.name] = dims
+        if scope.depth:
+            shapes.update({init.name: tuple(init.dims) for init in graph.initializer})
     for init in source.initializer:
         shapes[init.name] = tuple(init.dims)
     return shapes
@@ -85,16 +92,11 @@ def node_reads(node: onnx.NodeProto) -> set[str]:
 
 
 class NameAllocator:
-    """Hands out node and tensor names that do not collide with anything in the graph."""
+    """Hands out node and tensor names that do not collide with anything in the model (or
+    graph): every scope counts, since a subgraph sees its outer graphs' names."""
 
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self.used: set[str] = {n.name for n in graph.node}
-        for node in graph.node:
-            self.used.update(node.input)
-            self.used.update(node.output)
-        self.used.update(i.name for i in graph.input)
-        self.used.update(o.name for o in graph.output)
-        self.used.update(i.name for i in graph.initializer)
+    def __init__(self, model_or_graph) -> None:
+        self.used: set[str] = all_names(model_or_graph)
 
     def fresh(self, base: str) -> str:
         name, k = base, 1
@@ -105,8 +107,9 @@ class NameAllocator:
 
 
 def op_counts(model: onnx.ModelProto) -> Counter:
-    """Op type -> count over the main graph (what the before/after table shows)."""
-    return Counter(node.op_type for node in model.graph.node)
+    """Op type -> count over every graph of the model, subgraphs and local functions included
+    (what the before/after table shows: a rewrite inside an If branch is seen there)."""
+    return Counter(node.op_type for node, _ in walk_nodes(model))
 
 
 def replace_nodes(graph: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> None:
@@ -130,11 +133,21 @@ FUSED_ATTENTION_OPS = {
 }
 
 
-def fused_attention_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
-    """Nodes of `graph` whose softmax is inside a fused attention op."""
-    return [n for n in graph.node if ((n.domain if n.domain != "ai.onnx" else ""), n.op_type) in FUSED_ATTENTION_OPS]
+def is_fused_attention(node: onnx.NodeProto) -> bool:
+    return ((node.domain if node.domain != "ai.onnx" else ""), node.op_type) in FUSED_ATTENTION_OPS
+
+
+def fused_attention_nodes(model_or_graph) -> list[onnx.NodeProto]:
+    """Nodes whose softmax is inside a fused attention op, in every graph of the model (or
+    graph): If/Loop/Scan bodies at any depth and local functions too."""
+    return [node for node, _ in walk_nodes(model_or_graph) if is_fused_attention(node)]
 
 
 def node_label(node: onnx.NodeProto) -> str:
     domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
     return f"{node.name or node.output[0]} ({domain}{node.op_type})"
+
+
+def scoped_label(node: onnx.NodeProto, scope) -> str:
+    """node_label, plus where the node sits when that is not the main graph."""
+    return node_label(node) if not (scope.depth or scope.is_function) else f"{node_label(node)} in {scope.where}"

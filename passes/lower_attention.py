@@ -13,10 +13,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.graph_walk import walk_graphs
 from lvvit_opt.passes.base import GraphPass, PassReport
-from lvvit_opt.passes.graph_utils import (FUSED_ATTENTION_OPS, NameAllocator, consumers, fused_attention_nodes,
-                                          infer_shapes_light, node_label, replace_nodes)
+from lvvit_opt.passes.graph_utils import (NameAllocator, consumers, infer_shapes_light, is_fused_attention,
+                                          replace_nodes, scoped_label)
 from lvvit_opt.passes.registry import register_pass
+
+_IN_FUNCTION = ("inside a model-local function, where shape inference gives no shapes "
+                "(inline the functions first, e.g. onnx.inliner.inline_local_functions)")
+
 
 @register_pass
 class LowerAttention(GraphPass):
@@ -39,30 +44,37 @@ class LowerAttention(GraphPass):
         pass
 
     def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
-        graph = model.graph
         shapes = infer_shapes_light(model)
-        readers = consumers(graph)
-        graph_outputs = {o.name for o in graph.output}
         types = _elem_types(model)
-        names = NameAllocator(graph)
-        new_nodes, lowered, left = [], [], []
-        for node in graph.node:
-            if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
-                if ((node.domain or ""), node.op_type) in FUSED_ATTENTION_OPS:
-                    left.append((node_label(node), "contrib attention op: not lowered (re-export without fusion)"))
-                new_nodes.append(node)
-                continue
-            invalid = _invalid(node, shapes)
-            if invalid:  # the model's fault, not the pass's: exit 2, naming the node
-                raise UserError(f"{node_label(node)} is not a valid Attention: {invalid}")
-            reason = _unsupported(node, shapes, readers, graph_outputs)
-            if reason:
-                left.append((node_label(node), reason))
-                new_nodes.append(node)
-                continue
-            new_nodes.extend(_lower(node, shapes, types, names, graph))
-            lowered.append(node.name or node.output[0])
-        replace_nodes(graph, new_nodes)
+        names = NameAllocator(model)
+        lowered, left = [], []
+        for scope in walk_graphs(model):  # If/Loop/Scan bodies at any depth, local functions
+            graph = scope.container
+            readers = consumers(graph)
+            graph_outputs = set(graph.output) if scope.is_function else {o.name for o in graph.output}
+            new_nodes = []
+            for node in graph.node:
+                if node.op_type != "Attention" or node.domain not in ("", "ai.onnx"):
+                    if is_fused_attention(node):
+                        left.append((scoped_label(node, scope),
+                                     "contrib attention op: not lowered (re-export without fusion)"))
+                    new_nodes.append(node)
+                    continue
+                if scope.is_function:
+                    left.append((scoped_label(node, scope), _IN_FUNCTION))
+                    new_nodes.append(node)
+                    continue
+                invalid = _invalid(node, shapes)
+                if invalid:  # the model's fault, not the pass's: exit 2, naming the node
+                    raise UserError(f"{scoped_label(node, scope)} is not a valid Attention: {invalid}")
+                reason = _unsupported(node, shapes, readers, graph_outputs)
+                if reason:
+                    left.append((scoped_label(node, scope), reason))
+                    new_nodes.append(node)
+                    continue
+                new_nodes.extend(_lower(node, shapes, types, names, graph))
+                lowered.append((node.name or node.output[0]) + (f" in {scope.where}" if scope.depth else ""))
+            replace_nodes(graph, new_nodes)
         report.matched = len(lowered)
         report.details.update({"lowered": lowered, "left": [{"node": n, "reason": r} for n, r in left]})
         report.notes += [f"left {label}: {reason}" for label, reason in left]
@@ -77,11 +89,16 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
 
 
 def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    from lvvit_opt.core.shape_inference import infer_shapes_bounded
     from lvvit_opt.passes.graph_utils import weightless_skeleton
 
-    inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), data_prop=True)
-    types = {v.name: v.type.tensor_type.elem_type for v in
-             list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output)}
+    inferred = infer_shapes_bounded(weightless_skeleton(model))
+    types = {}
+    for scope in walk_graphs(inferred, functions=False):
+        graph = scope.container
+        types.update({v.name: v.type.tensor_type.elem_type for v in
+                      list(graph.input) + list(graph.value_info) + list(graph.output)})
+        types.update({i.name: i.data_type for i in graph.initializer})
     types.update({i.name: i.data_type for i in model.graph.initializer})
     return types
 

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import onnx
 
 from lvvit_opt.core.errors import LvvitOptError, UserError, ValidationFailed, reason_of
+from lvvit_opt.core.shape_inference import infer_shapes_bounded
 from lvvit_opt.passes.base import PassReport, copy_model
 from lvvit_opt.passes.graph_utils import weightless_skeleton
 from lvvit_opt.passes.registry import get_pass, parse_pass_list
@@ -123,7 +124,7 @@ def structural_problem(model: onnx.ModelProto) -> str | None:
     try:
         skeleton = weightless_skeleton(model)
         onnx.checker.check_model(skeleton)
-        onnx.shape_inference.infer_shapes(skeleton, strict_mode=True, data_prop=True)
+        infer_shapes_bounded(skeleton, strict_mode=True)
     except Exception as exc:  # checker.ValidationError, InferenceError, ...
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text[:400]}"

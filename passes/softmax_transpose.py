@@ -8,13 +8,17 @@ import onnx
 from onnx import helper
 
 from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.graph_walk import walk_graphs, walk_nodes
 from lvvit_opt.passes.base import GraphPass, PassReport
-from lvvit_opt.passes.graph_utils import (NameAllocator, consumers, default_opset, fused_attention_nodes,
-                                          infer_shapes_light, node_label, producers, replace_nodes)
+from lvvit_opt.passes.graph_utils import (NameAllocator, consumers, default_opset, infer_shapes_light,
+                                          is_fused_attention, producers, replace_nodes, scoped_label)
 from lvvit_opt.passes.registry import register_pass
 
 SEED_PERM = [0, 3, 2, 1]  # the seed's attn.transpose(1, -1): self-inverse, softmax on axis 1
 SWIN_PERM = [0, 3, 1, 2]  # channels-first style; its inverse is [0, 2, 3, 1]
+_UNKNOWN_RANK = "input rank unknown (simplify the graph with onnxsim first)"
+_UNKNOWN_IN_FUNCTION = ("inside a model-local function, where shape inference gives no shapes "
+                        "(inline the functions first, e.g. onnx.inliner.inline_local_functions)")
 
 
 def inverse_perm(perm: list[int]) -> list[int]:
@@ -64,39 +68,43 @@ class SoftmaxTranspose(GraphPass):
 
     def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
         model = self._ensure_opset13(model, report)
-        graph = model.graph
         perm, inverse, axis = self.options.perm, inverse_perm(self.options.perm), self.options.axis
         shapes = infer_shapes_light(model)
-        producer_of, readers = producers(graph), consumers(graph)
-        names = NameAllocator(graph)
+        names = NameAllocator(model)
         created_shapes: list[list] = []
         wrapped, already, skipped = [], [], []
-        new_nodes = []
-        for node in graph.node:
-            if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
+        for scope in walk_graphs(model):  # If/Loop/Scan bodies at any depth, local functions
+            graph = scope.container
+            producer_of, readers = producers(graph), consumers(graph)
+            new_nodes = []
+            for node in graph.node:
+                if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
+                    new_nodes.append(node)
+                    continue
+                label = node.name or node.output[0]
+                if scope.depth or scope.is_function:
+                    label += f" in {scope.where}"
+                dims = None if scope.is_function else (
+                    shapes.get(node.input[0]) or _rank_from_reshape(node.input[0], producer_of, shapes))
+                if _is_wrapped(node, producer_of, readers):
+                    already.append(label)
+                elif dims is None or len(dims) != 4:
+                    skipped.append((label, _UNKNOWN_IN_FUNCTION if scope.is_function and dims is None else
+                                    _UNKNOWN_RANK if dims is None else f"input rank {len(dims)}, not 4"))
+                elif _softmax_axis(node) % 4 != 3:
+                    skipped.append((label, f"softmax over axis {_softmax_axis(node)}, not the last"))
+                else:
+                    new_nodes.extend(_wrap(node, perm, inverse, axis, names))
+                    transposed = [dims[p] for p in perm]
+                    created_shapes += [list(dims), transposed]
+                    wrapped.append(label)
+                    continue
                 new_nodes.append(node)
-                continue
-            label = node.name or node.output[0]
-            dims = shapes.get(node.input[0]) or _rank_from_reshape(node.input[0], producer_of, shapes)
-            if _is_wrapped(node, producer_of, readers):
-                already.append(label)
-            elif dims is None or len(dims) != 4:
-                skipped.append((label, "input rank unknown (simplify the graph with onnxsim first)" if dims is None
-                                else f"input rank {len(dims)}, not 4"))
-            elif _softmax_axis(node) % 4 != 3:
-                skipped.append((label, f"softmax over axis {_softmax_axis(node)}, not the last"))
-            else:
-                new_nodes.extend(_wrap(node, perm, inverse, axis, names))
-                transposed = [dims[p] for p in perm]
-                created_shapes += [list(dims), transposed]
-                wrapped.append(label)
-                continue
-            new_nodes.append(node)
-        replace_nodes(graph, new_nodes)
+            replace_nodes(graph, new_nodes)
         report.matched = len(wrapped)
         # attention blocks it could not wrap: softmaxes of unknown rank and fused attention ops
-        unseen = [label for label, reason in skipped if reason.startswith("input rank unknown")]
-        fused = [node_label(n) for n in fused_attention_nodes(graph)]
+        unseen = [label for label, reason in skipped if reason in (_UNKNOWN_RANK, _UNKNOWN_IN_FUNCTION)]
+        fused = [scoped_label(node, scope) for node, scope in walk_nodes(model) if is_fused_attention(node)]
         report.details["attention_blocks"] = len(wrapped) + len(already) + len(unseen) + len(fused)
         report.details["attention_not_wrapped"] = unseen + fused
         if fused:
@@ -118,7 +126,7 @@ class SoftmaxTranspose(GraphPass):
 
     def _ensure_opset13(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
         opset = default_opset(model)
-        if opset >= 13 or not any(n.op_type == "Softmax" for n in model.graph.node):
+        if opset >= 13 or not any(n.op_type == "Softmax" for n, _ in walk_nodes(model)):
             return model
         if not self.options.upgrade_opset:
             raise UserError(

@@ -38,7 +38,7 @@ class TargetOpset(GraphPass):
         if source == target:
             report.notes.append(f"already opset {target}")
             return model
-        fused = [node_label(n) for n in fused_attention_nodes(model.graph) if n.domain in ("", "ai.onnx")]
+        fused = [node_label(n) for n in fused_attention_nodes(model) if n.domain in ("", "ai.onnx")]
         if fused and target < 23:
             raise UserError(f"target_opset: {', '.join(fused[:4])} has no opset-{target} form; "
                             "run lower_attention before target_opset")

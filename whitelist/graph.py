@@ -42,21 +42,19 @@ def transpose_shapes(model_or_path) -> list[TransposeUse]:
 
     Accepts an onnx.ModelProto or a path. Subgraphs (If/Loop/Scan bodies) are included.
     """
-    import onnx
-
+    from lvvit_opt.core.shape_inference import infer_shapes_bounded
     from lvvit_opt.passes.graph_utils import weightless_skeleton
 
     model = _load(model_or_path)
     try:
         # the inference the passes use (apply's report): weight-free skeleton with data
         # propagation, so Reshape targets computed from static shapes resolve (no unk__N)
-        inferred = onnx.shape_inference.infer_shapes(weightless_skeleton(model), check_type=False,
-                                                     strict_mode=False, data_prop=True)
+        inferred = infer_shapes_bounded(weightless_skeleton(model))
     except Exception as exc:  # inference errors are many and varied; report one line
         raise UserError(f"ONNX shape inference failed: {type(exc).__name__}: {reason_of(exc, 200)}") \
             from None
     uses: dict[tuple, TransposeUse] = {}
-    _collect(inferred.graph, {}, uses)
+    _collect(inferred, uses)
     if any(not u.static for u in uses.values()) and _inputs_static(model):
         # shapes computed at run time (Swin's window partition): fold them as fix_shapes does,
         # so these are the shapes `apply` reports (and atc sees); weights are not touched
@@ -65,11 +63,11 @@ def transpose_shapes(model_or_path) -> list[TransposeUse]:
 
         try:
             folded, _ = fold_to_fixed_point(weightless_skeleton(model), fold_budget(model), [])
-            inferred = onnx.shape_inference.infer_shapes(folded, check_type=False, strict_mode=False, data_prop=True)
+            inferred = infer_shapes_bounded(folded)
         except Exception:  # keep the unfolded facts; they say what is not static
             return list(uses.values())
         uses = {}
-        _collect(inferred.graph, {}, uses)
+        _collect(inferred, uses)
     return list(uses.values())
 
 
@@ -124,21 +122,25 @@ def _load(model_or_path):
     return model_or_path
 
 
-def _collect(graph, outer_shapes: dict[str, tuple[Dim, ...] | None], uses: dict[tuple, TransposeUse]) -> None:
-    shapes = dict(outer_shapes)
-    for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
-        shapes[value.name] = _value_shape(value)
-    for node in graph.node:
+def _collect(inferred, uses: dict[tuple, TransposeUse]) -> None:
+    """Transposes of every graph (the one walker: If/Loop/Scan bodies at any depth, local
+    functions, whose tensors have no inferred shape: rank unknown)."""
+    from lvvit_opt.core.graph_walk import node_name, walk_graphs, walk_nodes
+
+    shapes: dict[str, tuple[Dim, ...] | None] = {}
+    for scope in walk_graphs(inferred, functions=False):
+        graph = scope.container
+        for init in graph.initializer:
+            shapes[init.name] = tuple(int(d) for d in init.dims)
+        for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+            shapes[value.name] = _value_shape(value)
+    for node, scope in walk_nodes(inferred):
         if node.op_type == "Transpose" and node.domain in ("", "ai.onnx") and node.input:
-            shape = shapes.get(node.input[0])
+            shape = None if scope.is_function else shapes.get(node.input[0])
             perm = _perm(node, shape)
             key = (shape, perm)
-            uses.setdefault(key, TransposeUse(shape, perm)).nodes.append(node.name or f"<{node.output[0]}>")
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                _collect(sub, shapes, uses)
+            uses.setdefault(key, TransposeUse(shape, perm)).nodes.append(
+                node.name if node.name else f"<{node_name(node)}>")
 
 
 def _value_shape(value) -> tuple[Dim, ...] | None:

@@ -103,8 +103,10 @@ def _is_default_domain(node) -> bool:
 
 def _atc_keys(model, opset: int, limit: int = 3) -> str:
     """atc's parser keys of the graph's first op types, e.g. "ai.onnx::23::Div (node model1 div node)"."""
+    from lvvit_opt.core.graph_walk import walk_nodes
+
     first: dict[str, str] = {}
-    for node in model.graph.node:
+    for node, _ in walk_nodes(model):
         if _is_default_domain(node):
             first.setdefault(node.op_type, node.name or node.output[0])
     keys = [f"ai.onnx::{opset}::{op} (node {name})" for op, name in list(first.items())[:limit]]
@@ -144,15 +146,27 @@ def _conversion_refusal(model, opset: int) -> str | None:
 
 
 def _check_operators(model, entry: dict, report: Readiness) -> None:
+    """Every node of every graph: If/Loop/Scan bodies at any depth and local functions too
+    (atc parses those as well). A function call node itself (its op type is the function's
+    name) is not an operator: its body is checked instead."""
+    from lvvit_opt.core.graph_walk import node_name, walk_nodes
+
     known = {name.lower() for name in entry["operators"]}
-    for node in model.graph.node:
+    functions = {(f.domain, f.name) for f in model.functions}
+    for node, scope in walk_nodes(model):
+        if (node.domain, node.op_type) in functions:
+            continue
         if not _is_default_domain(node) or node.op_type.lower() not in known:
             op = node.op_type if _is_default_domain(node) else f"{node.domain}.{node.op_type}"
-            report.unsupported.setdefault(op, []).append(node.name or node.output[0])
+            where = "" if not (scope.depth or scope.is_function) else f" in {scope.where}"
+            report.unsupported.setdefault(op, []).append(node_name(node) + where)
     for op, nodes in report.unsupported.items():
-        fix = next((f for key, f in FIXES.items() if key in op.lower()), None)
+        # lower_attention lowers the ONNX Attention only: a contrib op's fix is a re-export
+        fix = None if "." in op else next((f for key, f in FIXES.items() if key in op.lower()), None)
         report.problems.append(f"{op} ({len(nodes)} node(s), e.g. {nodes[0]}) is not in CANN {entry['cann']}'s ONNX "
-                               f"operator list" + (f": run the {fix} pass" if fix else ""))
+                               f"operator list" + (f": run the {fix} pass" if fix else
+                                                  ": re-export without onnxruntime's attention fusion"
+                                                  if "attention" in op.lower() else ""))
 
 
 def _check_static_inputs(model, input_shapes: dict[str, list[int]], report: Readiness) -> None:
@@ -171,9 +185,9 @@ def _check_static_inputs(model, input_shapes: dict[str, list[int]], report: Read
 
 def require_ready(model_path, cann_version: str | None, cann_from: str,
                   input_shapes: dict[str, list[int]] | None = None) -> Readiness:
-    """check_readiness, raising UserError (exit 2) with every problem on failure."""
+    """check_readiness, raising UserError (exit 2) with every problem on failure, in one line."""
     report = check_readiness(model_path, cann_version, cann_from, input_shapes)
     if not report.ok:
-        raise UserError(f"{os.fspath(model_path)} is not ready for atc (CANN {report.cann}, {cann_from}):\n  "
-                        + "\n  ".join(report.problems))
+        raise UserError(f"{os.fspath(model_path)} is not ready for atc (CANN {report.cann}, {cann_from}): "
+                        + "; ".join(report.problems))
     return report

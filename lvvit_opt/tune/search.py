@@ -405,7 +405,9 @@ def _per_image_bytes(model) -> int:
         if dims and not dims[0].HasField("dim_value"):
             dims[0].dim_value = 1
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+        from lvvit_opt.core.shape_inference import infer_shapes_bounded
+
+        inferred = infer_shapes_bounded(skeleton)
     except Exception:
         return 0
     total = 0
