@@ -15,7 +15,31 @@ USABLE_SHARE = 0.9
 
 
 def available_memory() -> int | None:
-    """Bytes of memory this process can still get (MemAvailable + free swap), None if unknown."""
+    """Bytes of memory this process can still get (MemAvailable + free swap, and no more than
+    its address-space limit, `ulimit -v`, leaves), None if unknown."""
+    host = _host_available()
+    room = _address_space_left()
+    if room is None:
+        return host
+    return room if host is None else min(host, room)
+
+
+def _address_space_left() -> int | None:
+    """RLIMIT_AS minus the address space already mapped (VmSize), None without a limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/status", encoding="ascii") as fh:
+            size = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize:"))
+    except (ImportError, OSError, ValueError, StopIteration):
+        return None
+    return max(0, soft - size)
+
+
+def _host_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             fields = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:2]}
