@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import onnx
 
 from lvvit_opt.core.errors import UserError
+from lvvit_opt.core.graph_walk import walk_graphs
 from lvvit_opt.passes.base import GraphPass, PassReport
 from lvvit_opt.passes.graph_utils import NameAllocator, default_opset, fused_attention_nodes, node_label, replace_nodes
 from lvvit_opt.passes.registry import register_pass
@@ -190,10 +191,10 @@ def _lower_gelu(model: onnx.ModelProto) -> list[str]:
     import math
 
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
-    graph = model.graph
-    names = NameAllocator(graph)
+    graph = model.graph  # constants go here: every subgraph sees the main graph's initializers
+    names = NameAllocator(model)
     consts: dict[float, str] = {}
 
     def const(value: float) -> str:
@@ -203,8 +204,26 @@ def _lower_gelu(model: onnx.ModelProto) -> list[str]:
             consts[value] = tensor.name
         return consts[value]
 
+    lowered = []
+    for scope in walk_graphs(model):  # If/Loop/Scan bodies at any depth
+        if scope.is_function:
+            hidden = [node_label(n) for n in scope.nodes if n.op_type == "Gelu" and n.domain in ("", "ai.onnx")]
+            if hidden:
+                raise UserError(f"target_opset: {hidden[0]} in {scope.where} has no form below opset 20 and a "
+                                "function body cannot be rewritten here; inline the model's functions first "
+                                "(onnx.inliner.inline_local_functions)")
+            continue
+        lowered += _lower_gelu_in(scope, names, const)
+    return lowered
+
+
+def _lower_gelu_in(scope, names, const) -> list[str]:
+    import math
+
+    from onnx import helper
+
     out, lowered = [], []
-    for node in graph.node:
+    for node in scope.nodes:
         if node.op_type != "Gelu" or node.domain not in ("", "ai.onnx"):
             out.append(node)
             continue
@@ -225,6 +244,6 @@ def _lower_gelu(model: onnx.ModelProto) -> list[str]:
             core = add("Erf", [add("Mul", [x, const(1 / math.sqrt(2))])])
         half_x = add("Mul", [x, const(0.5)])
         out.append(helper.make_node("Mul", [half_x, add("Add", [core, const(1.0)])], [y], name=names.fresh(base)))
-        lowered.append(base)
-    replace_nodes(graph, out)
+        lowered.append(base + (f" in {scope.where}" if scope.depth else ""))
+    replace_nodes(scope.container, out)
     return lowered

@@ -15,14 +15,17 @@ RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNorma
 
 
 def random_nodes(model) -> list[str]:
-    """'name (OpType)' of every random node of the main graph and its subgraphs."""
-    return [label for _, label in _random_node_kinds(model.graph)]
+    """'name (OpType)' of every random node of every graph: the main graph, its subgraphs at
+    any depth and model-local functions (the one walker)."""
+    return [label for _, label in _random_node_kinds(model)]
 
 
-def _random_node_kinds(graph):
-    """(node, label) for every random node of `graph` and its subgraphs, in graph order."""
-    constants = {i.name: i for i in graph.initializer}
-    for node in graph.node:
+def _random_node_kinds(model):
+    """(node, label) for every random node of the model, in walk order."""
+    from lvvit_opt.core.graph_walk import walk_graphs, walk_nodes
+
+    constants = {i.name: i for scope in walk_graphs(model, functions=False) for i in scope.container.initializer}
+    for node, scope in walk_nodes(model):
         label = f"{node.name or node.output[0]} ({node.op_type})"
         if node.domain in ("", "ai.onnx") and node.op_type in RANDOM_OPS:
             yield node, label
@@ -30,9 +33,6 @@ def _random_node_kinds(graph):
             mode = constants.get(node.input[2])
             if mode is None or bool(_scalar(mode)):  # computed or True: training mode
                 yield node, f"{label} training_mode"
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _random_node_kinds(sub)
 
 
 def node_seed(node, seed: int = 0) -> int:
@@ -48,7 +48,7 @@ def seed_random_nodes(model, seed: int = 0) -> list[str]:
     from onnx import helper
 
     seeded = []
-    for node, label in list(_random_node_kinds(model.graph)):
+    for node, label in list(_random_node_kinds(model)):
         value = node_seed(node, seed)
         kept = [a for a in node.attribute if a.name != "seed"]
         del node.attribute[:]

@@ -241,3 +241,30 @@ def test_whitelist_transpose_shapes_inside_a_loop_body():
     wrapped = run_pipeline(softmax_in_loop(nested=True), ["softmax_transpose"]).model
     uses = transpose_shapes(wrapped)
     assert [(u.shape, u.perm) for u in uses] == [(tuple(SHAPE), (0, 3, 2, 1)), ((2, 6, 6, 4), (0, 3, 2, 1))]
+
+
+def gelu_in_if() -> onnx.ModelProto:
+    """Gelu (opset 20) in the then branch: target_opset below 20 must lower it there."""
+    then = helper.make_graph([helper.make_node("Gelu", ["x"], ["then_y"], name="branch_gelu")], "then", [],
+                             [_value("then_y")])
+    node = helper.make_node("If", ["flag"], ["y"], name="choose", then_branch=then,
+                            else_branch=_relu_body("else", "x", "else_y", "e"))
+    graph = helper.make_graph([node], "g", [_value("x"), _value("flag", [], T.BOOL)], [_value("y")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_target_opset_lowers_gelu_inside_a_branch():
+    model = gelu_in_if()
+    result = run_pipeline(model, ["target_opset"], {"target_opset": {"opset": 17}})
+    assert result.reports[0].details["gelu_lowered"] == ["branch_gelu in If node 'choose' attribute then_branch"]
+    assert "Gelu" not in {node.op_type for node, _ in walk_nodes(result.model)}
+    assert_same_on_ort(model, result.model)
+
+
+def test_random_ops_found_in_a_loop_body():
+    from lvvit_opt.verify.random_ops import random_nodes
+
+    model = softmax_in_loop()
+    body = model.graph.node[0].attribute[0].g
+    body.node.append(helper.make_node("RandomNormalLike", ["v_in"], ["noise"], name="noise"))
+    assert random_nodes(model) == ["noise (RandomNormalLike)"]
