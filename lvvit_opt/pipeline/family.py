@@ -63,7 +63,9 @@ def check_model(name: str, workdir: str | os.PathLike, batch_size: int = 1, seed
     start = time.perf_counter()
     exported = export_onnx(original, model=name, checkpoint=checkpoint, batch_size=batch_size, seed=seed, log=log)
     export_s = time.perf_counter() - start
-    softmaxes = sum(n.op_type == "Softmax" for n in load_onnx(original, weights=False).graph.node)
+    from lvvit_opt.core.graph_walk import walk_nodes
+
+    softmaxes = sum(n.op_type == "Softmax" for n, _ in walk_nodes(load_onnx(original, weights=False)))
     start = time.perf_counter()
     applied = apply_file(original, rewritten, ["softmax_transpose"], seed=seed)
     apply_s = time.perf_counter() - start
