@@ -36,18 +36,32 @@ def node_name(node) -> str:
     return node.name or (node.output[0] if node.output else node.op_type)
 
 
+_GRAPH, _GRAPHS = 5, 10  # AttributeProto.GRAPH, AttributeProto.GRAPHS
+# The default domain's ops that hold graphs; onnx.checker (the model gate) refuses a graph
+# attribute on any other of its ops, so only these and other domains' ops are looked into.
+_CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+
+
+def _may_hold_graphs(node) -> bool:
+    return node.op_type in _CONTROL_FLOW or node.domain not in ("", "ai.onnx")
+
+
 def subgraphs(node) -> Iterator[tuple[str, object]]:
     """(attribute name, GraphProto) of every graph a node holds (If, Loop, Scan, custom ops)."""
     for attr in node.attribute:
-        if attr.HasField("g"):
+        kind = attr.type
+        if kind == _GRAPH or (not kind and attr.HasField("g")):  # an untyped attribute (old writers)
             yield attr.name, attr.g
-        for index, graph in enumerate(attr.graphs):
-            yield f"{attr.name}[{index}]", graph
+        elif kind == _GRAPHS or (not kind and len(attr.graphs)):
+            for index, graph in enumerate(attr.graphs):
+                yield f"{attr.name}[{index}]", graph
 
 
 def _walk(container, where: str, owner, depth: int, is_function: bool) -> Iterator[Scope]:
     yield Scope(container, where, owner, depth, is_function)
     for node in container.node:
+        if not _may_hold_graphs(node):
+            continue
         for attr_name, graph in subgraphs(node):
             yield from _walk(graph, f"{node.op_type} node {node_name(node)!r} attribute {attr_name}"
                              + (f" (in {where})" if depth or is_function else ""), node, depth + 1, is_function)

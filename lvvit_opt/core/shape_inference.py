@@ -76,7 +76,7 @@ def infer_shapes_bounded(model, *, data_prop: bool = True, strict_mode: bool = F
         plain = infer(model, check_type=False, strict_mode=False, data_prop=False)
     except Exception:  # the final run reports the defect as the caller asked
         plain = model
-    shapes, producers = _shapes(plain), _producers(plain)
+    shapes, producers, types = _shapes(plain), _producers(plain), _elem_types(plain)
     cut = {name: Hazard(name, producers.get(name, "graph input or initializer"), count)
            for name, count in _large_vectors(shapes, bound).items() if name in _read_names(model)}
     suspects = _value_sized_unknowns(plain, shapes, bound) - set(cut)
@@ -86,8 +86,8 @@ def infer_shapes_bounded(model, *, data_prop: bool = True, strict_mode: bool = F
             settled = True
             break
         try:
-            trial = _shapes(infer(_with_cuts(model, set(cut) | suspects, plain)[0], check_type=False,
-                                  strict_mode=False, data_prop=True))
+            trial = _shapes(infer(_with_cuts(model, set(cut) | suspects, shapes, types)[0], check_type=False,
+                                  strict_mode=False, data_prop=True), only=suspects)
         except Exception:
             break
         resolved = {}
@@ -110,7 +110,7 @@ def infer_shapes_bounded(model, *, data_prop: bool = True, strict_mode: bool = F
         logger.info(f"shape inference: values of {hazard.describe()} are not propagated")
     if not cut:
         return infer(model, check_type=check_type, strict_mode=strict_mode, data_prop=True)
-    cut_model, stand_ins = _with_cuts(model, set(cut), plain)
+    cut_model, stand_ins = _with_cuts(model, set(cut), shapes, types)
     inferred = infer(cut_model, check_type=check_type, strict_mode=strict_mode, data_prop=True)
     return _restore(inferred, stand_ins)
 
@@ -124,11 +124,16 @@ def _dims(type_proto):
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in type_proto.tensor_type.shape.dim)
 
 
-def _shapes(model) -> dict[str, tuple | None]:
-    """Tensor name -> dims over every graph (functions hold no shapes)."""
+def _shapes(model, only: set[str] | None = None) -> dict[str, tuple | None]:
+    """Tensor name -> dims over every graph (functions hold no shapes); `only`: just these names."""
     shapes: dict[str, tuple | None] = {}
     for scope in walk_graphs(model, functions=False):
         graph = scope.container
+        if only is not None:
+            for value in list(graph.value_info) + list(graph.output):
+                if value.name in only:
+                    shapes[value.name] = _dims(value.type)
+            continue
         for init in graph.initializer:
             shapes[init.name] = tuple(int(d) for d in init.dims)
         for value in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -193,7 +198,7 @@ def _value_sized_unknowns(model, shapes, bound: int) -> set[str]:
 _STAND_IN = "__lvvit_unpropagated__"
 
 
-def _with_cuts(model, names: set[str], plain):
+def _with_cuts(model, names: set[str], shapes, elem_types):
     """A copy of `model` whose readers of `names` read opaque stand-in graph inputs, and the
     map tensor name -> its stand-in's name."""
     import onnx
@@ -215,7 +220,6 @@ def _with_cuts(model, names: set[str], plain):
             for index, name in enumerate(node.input):
                 if name in stand_in:
                     node.input[index] = stand_in[name]
-    elem_types, shapes = _elem_types(plain), _shapes(plain)
     for name, fresh in stand_in.items():
         value = copy.graph.input.add()
         value.name = fresh
