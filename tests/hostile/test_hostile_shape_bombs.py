@@ -8,8 +8,6 @@ Each verb runs in its own process (the peak RSS is that process's own), under an
 space limit so a regression fails in seconds instead of taking the machine's memory."""
 from __future__ import annotations
 
-import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -90,35 +88,34 @@ VERBS = {
 }
 
 
-def _limit_address_space():
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_LIMIT, ADDRESS_LIMIT))
+# The verb runs in a fresh interpreter that limits its own address space and, at exit, writes
+# its VmHWM: the peak RSS of its own memory map. (ru_maxrss of a child would also count the
+# test process it was forked from: Linux carries the old map's high-water mark over exec.)
+_LAUNCHER = """
+import atexit, resource, runpy, sys
+resource.setrlimit(resource.RLIMIT_AS, ({limit}, {limit}))
+def report():
+    with open("/proc/self/status") as fh:
+        peak = next(line.split()[1] for line in fh if line.startswith("VmHWM:"))
+    with open({peak_file!r}, "w") as out:
+        out.write(peak)
+atexit.register(report)
+sys.argv = ["lvvit-opt", *sys.argv[1:]]
+runpy.run_module("lvvit_opt", run_name="__main__", alter_sys=True)
+"""
 
 
 def run_measured(args: list, cwd: Path, timeout: float = 300) -> tuple[int, str, str, int]:
-    """(exit code, stdout, stderr, peak RSS in bytes) of `python -m lvvit_opt ARGS` in its own process."""
-    out_path, err_path = cwd / "verb.stdout", cwd / "verb.stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "lvvit_opt", *map(str, args)], cwd=cwd, stdout=out, stderr=err,
-                                preexec_fn=_limit_address_space)
-        try:
-            proc.wait(timeout=0)
-        except subprocess.TimeoutExpired:
-            pass
-        import time
-
-        deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                raise AssertionError(f"{args} did not finish in {timeout} s")
-            time.sleep(0.05)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out_path.read_text(errors="replace"), err_path.read_text(errors="replace"), \
-        usage.ru_maxrss * 1024
+    """(exit code, stdout, stderr, peak RSS in bytes) of `lvvit-opt ARGS` in its own process."""
+    peak_file = cwd / "verb.peak_kb"
+    code = _LAUNCHER.format(limit=ADDRESS_LIMIT, peak_file=str(peak_file))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{args} did not finish in {timeout} s") from None
+    assert peak_file.exists(), f"the verb died before exit: {proc.returncode}\n{proc.stderr}"
+    return proc.returncode, proc.stdout, proc.stderr, int(peak_file.read_text()) * 1024
 
 
 def test_every_bomb_is_under_1kb_and_valid(tmp_path):
