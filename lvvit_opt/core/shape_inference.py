@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from lvvit_opt.core.graph_walk import all_names, node_name, walk_graphs
+from lvvit_opt.core.graph_walk import node_name, walk_graphs
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def infer_shapes_bounded(model, *, data_prop: bool = True, strict_mode: bool = F
             settled = True
             break
         try:
-            trial = _shapes(infer(_with_cuts(model, set(cut) | suspects, shapes, types)[0], check_type=False,
+            trial = _shapes(infer(_with_cuts(model, set(cut) | suspects, shapes, types, producers)[0], check_type=False,
                                   strict_mode=False, data_prop=True), only=suspects)
         except Exception:
             break
@@ -110,7 +110,7 @@ def infer_shapes_bounded(model, *, data_prop: bool = True, strict_mode: bool = F
         logger.info(f"shape inference: values of {hazard.describe()} are not propagated")
     if not cut:
         return infer(model, check_type=check_type, strict_mode=strict_mode, data_prop=True)
-    cut_model, stand_ins = _with_cuts(model, set(cut), shapes, types)
+    cut_model, stand_ins = _with_cuts(model, set(cut), shapes, types, producers)
     inferred = infer(cut_model, check_type=check_type, strict_mode=strict_mode, data_prop=True)
     return _restore(inferred, stand_ins)
 
@@ -121,7 +121,8 @@ def _dims(type_proto):
     """Dims (int, or None for an unknown one) of a tensor type; None when the rank is unknown."""
     if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
         return None
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in type_proto.tensor_type.shape.dim)
+    return tuple(d.dim_value if d.dim_value or d.HasField("dim_value") else None
+                 for d in type_proto.tensor_type.shape.dim)
 
 
 def _shapes(model, only: set[str] | None = None) -> dict[str, tuple | None]:
@@ -186,6 +187,8 @@ def _value_sized_unknowns(model, shapes, bound: int) -> set[str]:
                 size = _elements(shapes.get(node.input[0])) if node.input else None
                 if size is not None and size <= bound:
                     continue
+            if _least_rank(node, shapes) >= 2:  # propagation only spells out 0-D/1-D tensors
+                continue
             for out in node.output:
                 dims = shapes.get(out)
                 if out and (dims is None or (len(dims) <= 1 and _elements(dims) is None)):
@@ -193,19 +196,56 @@ def _value_sized_unknowns(model, shapes, bound: int) -> set[str]:
     return found
 
 
+def _rank(shapes, name: str) -> int | None:
+    dims = shapes.get(name) if name else None
+    return None if dims is None else len(dims)
+
+
+def _vector_length(shapes, name: str) -> int | None:
+    """The length of a 1-D (shape, axes, repeats) input, when inference without values knows it."""
+    dims = shapes.get(name) if name else None
+    return dims[0] if dims is not None and len(dims) == 1 else None
+
+
+def _least_rank(node, shapes) -> int:
+    """A lower bound on the rank of `node`'s first output that needs no values (0: unknown)."""
+    op, inputs = node.op_type, list(node.input) + [""] * 2
+    data = _rank(shapes, inputs[0]) or 0
+    if op == "Range":
+        return 1
+    if op in ("ConstantOfShape",):
+        return _vector_length(shapes, inputs[0]) or 0
+    if op == "Reshape":
+        return _vector_length(shapes, inputs[1]) or 0
+    if op == "Expand":
+        return max(data, _vector_length(shapes, inputs[1]) or 0)
+    if op == "Flatten":
+        return 2
+    if op == "Unsqueeze":
+        return data + 1 if data else 0
+    if op == "OneHot":
+        return (_rank(shapes, inputs[0]) or 0) + 1
+    if op in ("Tile", "Resize", "Upsample", "Pad", "Slice", "Split", "TopK", "CenterCropPad"):
+        return data
+    if op.startswith("Reduce"):
+        keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        return data if keep else 0
+    return 0  # Squeeze, Col2Im, ...: no bound without values
+
+
 # -- cutting and restoring ---------------------------------------------------------------------
 
 _STAND_IN = "__lvvit_unpropagated__"
 
 
-def _with_cuts(model, names: set[str], shapes, elem_types):
+def _with_cuts(model, names: set[str], shapes, elem_types, known):
     """A copy of `model` whose readers of `names` read opaque stand-in graph inputs, and the
     map tensor name -> its stand-in's name."""
     import onnx
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    used = all_names(copy)
+    used = set(shapes) | set(known)  # every tensor name (a stand-in's name must be new)
     stand_in = {}
     for name in sorted(names):
         fresh, k = f"{_STAND_IN}{name}", 1
