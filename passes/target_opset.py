@@ -135,17 +135,21 @@ def _softmax_axes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
 
     from lvvit_opt.passes.graph_utils import infer_shapes_light
 
-    graph = model.graph
-    nodes = [n for n in graph.node if n.op_type in _SOFTMAX_LIKE and n.domain in ("", "ai.onnx")]
+    from lvvit_opt.core.graph_walk import walk_nodes
+    from lvvit_opt.passes.graph_utils import scoped_label
+
+    # every graph: a Softmax in an If branch or a Loop body changes meaning just the same
+    nodes = [(n, scope) for n, scope in walk_nodes(model)
+             if n.op_type in _SOFTMAX_LIKE and n.domain in ("", "ai.onnx")]
     if not nodes:
         return {}
     shapes = infer_shapes_light(model)
     off_last = {}
-    for node in nodes:
-        dims = shapes.get(node.input[0])
+    for node, scope in nodes:
+        dims = None if scope.is_function else shapes.get(node.input[0])
         axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
         if dims is None:
-            raise UserError(f"target_opset: {node_label(node)} normalises along axis {axis} of an input of unknown "
+            raise UserError(f"target_opset: {scoped_label(node, scope)} normalises along axis {axis} of an input of unknown "
                             "rank, and below opset 13 that op means something else; give the input shapes "
                             "(fix_shapes first) or target opset 13 or later")
         rank = len(dims)
@@ -161,12 +165,18 @@ def _softmax_axes(model: onnx.ModelProto) -> dict[str, tuple[int, int]]:
 def _wrap_axis_last(model: onnx.ModelProto, off_last: dict[str, tuple[int, int]]) -> list[str]:
     """After the conversion, in place: each node of `off_last` becomes Transpose -> op over
     the last axis -> Transpose, which computes what the op computed from opset 13 on."""
+    names = NameAllocator(model)
+    moved = []
+    for scope in walk_graphs(model):  # the converted subgraphs too
+        moved += _wrap_in(scope, off_last, names)
+    return moved
+
+
+def _wrap_in(scope, off_last: dict[str, tuple[int, int]], names) -> list[str]:
     from onnx import helper
 
-    graph = model.graph
-    names = NameAllocator(graph)
     out, moved = [], []
-    for node in graph.node:
+    for node in scope.nodes:
         if node.op_type not in _SOFTMAX_LIKE or not node.output or node.output[0] not in off_last:
             out.append(node)
             continue
@@ -180,8 +190,8 @@ def _wrap_axis_last(model: onnx.ModelProto, off_last: dict[str, tuple[int, int]]
         out.append(helper.make_node(node.op_type, [before], [after], name=node.name, axis=rank - 1))
         out.append(helper.make_node("Transpose", [after], list(node.output), name=names.fresh(f"{base}/from_last"),
                                     perm=perm))
-        moved.append(base)
-    replace_nodes(graph, out)
+        moved.append(base + (f" in {scope.where}" if scope.depth else ""))
+    replace_nodes(scope.container, out)
     return moved
 
 

@@ -268,3 +268,20 @@ def test_random_ops_found_in_a_loop_body():
     body = model.graph.node[0].attribute[0].g
     body.node.append(helper.make_node("RandomNormalLike", ["v_in"], ["noise"], name="noise"))
     assert random_nodes(model) == ["noise (RandomNormalLike)"]
+
+
+def test_target_opset_below_13_refuses_a_branch_or_function_softmax_in_one_line():
+    """Below opset 13 Softmax means something else: one in a branch (onnx has no If adapter
+    below 13) or in a local function (no shapes there) is refused, named, never converted."""
+    from lvvit_opt.core.errors import UserError
+
+    branch = softmax_in_if()
+    branch.opset_import[0].version = 13
+    with pytest.raises(UserError, match="cannot convert opset 13 to 12") as info:
+        run_pipeline(branch, ["target_opset"], {"target_opset": {"opset": 12}})
+    assert "\n" not in str(info.value)
+    function = softmax_in_function()
+    function.opset_import[0].version = function.functions[0].opset_import[0].version = 13
+    with pytest.raises(UserError, match=r"fn_softmax \(Softmax\) in function local.ScaledSoftmax normalises") as info:
+        run_pipeline(function, ["target_opset"], {"target_opset": {"opset": 12}})
+    assert "\n" not in str(info.value)
