@@ -34,20 +34,27 @@ def test_ratio_lands_on_the_right_side_and_json_and_plot(tmp_path, cli_runner, g
     envelope = json.loads(json_out.read_text())
     assert (envelope["command"], envelope["ok"]) == ("bench", True)
     data = envelope["result"]
-    assert set(data) == {"machine", "settings", "skipped", "validation", "results"}
+    assert set(data) == {"machine", "settings", "skipped", "validation", "warnings", "load", "rounds", "results"}
+    assert data["rounds"]["2"]["rounds"] >= 3 and data["rounds"]["2"]["stopped"] in ("precise", "time")
+    assert data["load"]["cores"] >= 1 and data["warnings"] == data["load"]["warnings"]
+    assert data["settings"]["weights"].endswith("RANDOM weights")  # both exports have random weights
     assert data["settings"]["threads"] == 2 and data["settings"]["providers"] == ["CPUExecutionProvider"]
     first, second = data["results"]
     assert (first["model"], second["model"]) == (golden_onnx, heavier_onnx)
     for r in (first, second):
         assert r["batch_size"] == 2 and r["backend"] == "onnxruntime"
-        assert len(r["round_fps"]) == 3 and r["iterations"] >= 3
+        assert len(r["round_fps"]) == data["rounds"]["2"]["rounds"] and r["iterations"] >= 3
         assert r["latency_p90_ms"] >= r["latency_median_ms"] > 0
         assert r["fps"] == pytest.approx(2 * 1000 / np.mean([2 * 1000 / f for f in r["round_fps"]]), rel=0.5)
     assert first["ratio_to_first"] == 1.0
     assert second["ratio_to_first"] < 0.8  # the heavier model is clearly slower
     low, high = second["ratio_spread"]
     assert low <= high < 1.0
-    assert "1.000x" in result.output
+    judged = second["comparison"]
+    assert judged["verdict"] == "slower" and judged["low"] < judged["ratio"] < judged["high"] < 1.0
+    assert judged["method"] == "Student t over the paired per-round log-ratios"
+    assert first["comparison"] is None
+    assert "baseline" in result.output and "x slower than" in result.output
     image = Image.open(png_out)
     assert image.format == "PNG" and image.size[0] >= 500 and image.size[1] >= 300
     assert len(np.unique(np.asarray(image.convert("L")))) > 10  # bars, text and axes, not a blank canvas

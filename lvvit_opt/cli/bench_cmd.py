@@ -17,9 +17,12 @@ from lvvit_opt.cli.types import GRAPH_OPT_LEVELS, MAX_BATCH, DEVICE_ID, DURATION
               help="auto: .onnx on onnxruntime, .om on ais_bench or the legacy benchmark binary; "
                    "or a registered runner (lvvit_opt.runtime.registry), or trtexec.")
 @click.option("--duration", type=DURATION, default=10.0, show_default=True,
-              help="Measured seconds per batch size, shared by all models and rounds.")
+              help="Measuring time per batch size, shared by all models and rounds: after --rounds rounds, "
+                   "measuring goes on until every ratio's interval is within +-3% or this time is spent "
+                   "(the output says which).")
 @click.option("--rounds", type=ROUNDS, default=5, show_default=True,
-              help="Interleaving rounds (A B A B ...); the spread is taken over them.")
+              help="The fewest interleaved rounds (A B, then B A, ...); each ratio's interval is computed "
+                   "from the paired rounds.")
 @click.option("--warmup", type=WARMUP, default=1.0, show_default=True, help="Untimed seconds per model first.")
 @click.option("--threads", type=THREADS, default=None, help="onnxruntime intra-op threads (default: all cores).")
 @click.option("--providers", default=None,
@@ -46,7 +49,10 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     """Measure fps of one or more models, interleaved so machine drift hits all alike.
 
     Prints fps, median/p90 latency and the spread over rounds per model and batch size,
-    and with two or more models the ratio of each to the first.
+    and with two or more models the ratio of each to the first with its 95% interval (Student t
+    over the paired per-round log-ratios) and a verdict: faster, slower, or no measurable
+    difference (the interval holds 1.0, or the ratio is within 3% of it). A machine that was not
+    quiet (load average, other processes' CPU time, steal) gives a warning, in --json too.
 
     \b
     Examples:
@@ -78,6 +84,12 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
         validate=not skip_validate, reference=reference, devices=devices,
     )
     echo(report.format_table())
+    for line in report.verdicts():
+        echo(line)
+    for warning in report.warnings:
+        echo(f"warning: {warning}")
+    if report.settings.get("weights"):
+        echo(f"note: {report.settings['weights']}: fps is real, accuracy is not")
     echo(f"machine: {report.machine.get('processor')} x{report.machine.get('cpu_count')}")
     for note in report.runtime_notes():
         echo(note)

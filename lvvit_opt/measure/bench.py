@@ -1,9 +1,12 @@
 """Before/after throughput that a reader can trust.
 
-Several models are measured interleaved (A B A B ...) after a warm-up, so drift of the
-machine (thermal, other load) hits every model alike. Per model and batch size we report
-fps, median and p90 latency and the spread of fps over rounds; with two or more models,
-the ratio of each to the first, computed per round, with its spread.
+Several models are measured in interleaved rounds after a warm-up, the order rotating from
+round to round (A B, B A, ...), so drift of the machine (thermal, other load) hits every model
+alike and none always runs first. Per model and batch size we report fps, median and p90
+latency and the spread of fps over rounds; with two or more models, the ratio of each to the
+first with its confidence interval and verdict (lvvit_opt.measure.stats: paired per-round
+log-ratios; measuring goes on within the duration until the intervals are narrow enough), and
+the machine's load with a warning when it was not quiet.
 
 This module owns the measurement in one process and its per-device worker (BenchWorker); it
 imports the runtime, passes and helpers below it, never lvvit_opt.scale, which composes it
@@ -21,7 +24,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -59,6 +62,13 @@ class BenchResult:
     ratio_spread: tuple[float, float] | None = None  # min and max of the per-round ratios
     details: dict = field(default_factory=dict)
     position: int = 0  # the model's place on the command line (the same file may be given twice)
+    comparison: dict | None = None  # against the first model: stats.Comparison.to_dict() (ratio, interval, verdict)
+
+    def judged(self):
+        """The stats.Comparison with the first model, or None (the first model itself)."""
+        from lvvit_opt.measure.stats import Comparison
+
+        return Comparison.from_dict(self.comparison) if self.comparison else None
 
 
 @dataclass
@@ -68,29 +78,49 @@ class BenchReport:
     settings: dict
     skipped: list[str] = field(default_factory=list)
     validation: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # the machine was not quiet (stats.LoadMonitor)
+    load: dict = field(default_factory=dict)  # the load readings (stats.merge_load)
+    rounds: dict = field(default_factory=dict)  # batch size -> how many rounds and why they stopped
 
     @classmethod
     def from_dict(cls, data: dict) -> "BenchReport":
         results = [BenchResult(**{**r, "ratio_spread": tuple(r["ratio_spread"]) if r.get("ratio_spread") else None})
                    for r in data.get("results", [])]
         return cls(results, data.get("machine", {}), data.get("settings", {}), data.get("skipped", []),
-                   data.get("validation", {}))
+                   data.get("validation", {}), data.get("warnings", []), data.get("load", {}),
+                   data.get("rounds", {}))
 
     def to_dict(self) -> dict:
         return {"machine": self.machine, "settings": self.settings, "skipped": self.skipped,
-                "validation": self.validation, "results": [asdict(r) for r in self.results]}
+                "validation": self.validation, "warnings": self.warnings, "load": self.load,
+                "rounds": self.rounds, "results": [asdict(r) for r in self.results]}
+
+    def verdicts(self) -> list[str]:
+        """One sentence per model after the first at each batch size (stats.Comparison.sentence),
+        then how each batch size's rounds stopped."""
+        lines = []
+        firsts = {}
+        for r in self.results:
+            firsts.setdefault(r.batch_size, r)
+            judged = r.judged()
+            if judged is not None:
+                lines.append(f"batch {r.batch_size}: " + judged.sentence(_short(r.model, 60),
+                                                                       _short(firsts[r.batch_size].model, 60)))
+        for batch, info in self.rounds.items():
+            lines.append(f"batch {batch}: {info.get('text', '')}")
+        return lines
 
     def format_table(self) -> str:
         from lvvit_opt.core.table import format_table
 
         rows = []
         for r in self.results:
-            ratio = "" if r.ratio_to_first is None else (
-                f"{r.ratio_to_first:.3f}x" + (f" [{r.ratio_spread[0]:.2f}-{r.ratio_spread[1]:.2f}]" if r.ratio_spread else ""))
+            judged = r.judged()
+            ratio = "" if r.ratio_to_first is None else (judged.short() if judged else "baseline")
             rows.append([_short(r.model), r.batch_size, r.backend, f"{r.fps:.1f}", f"{r.latency_median_ms:.2f}",
                          f"{r.latency_p90_ms:.2f}", f"{r.fps_spread_pct:.1f}%", ratio])
-        table = format_table(["model", "bs", "backend", "fps", "p50 ms", "p90 ms", "spread", "ratio"], rows,
-                             align="lrlrrrrr").splitlines()
+        table = format_table(["model", "bs", "backend", "fps", "p50 ms", "p90 ms", "spread",
+                              "ratio to the first [95% interval] verdict"], rows, align="lrlrrrrl").splitlines()
         lines = table[:2]
         for row, r in zip(table[2:], self.results):
             lines.append(row)
@@ -338,22 +368,54 @@ def bench_models(
     validation = _validate_om_models(models, backend, reference, log) if validate else {}
     import tempfile
 
-    results, skipped = [], []
+    from lvvit_opt.measure.stats import LoadMonitor, merge_load
+
+    results, skipped, loads, stops = [], [], [], {}
     with tempfile.TemporaryDirectory(prefix="lvvit-bench-") as tmp:
         plan = _plan(models, batch_sizes, backend, refix_batch, Path(tmp), skipped)
         for batch, entries in plan.items():
             if scale_out is not None:
-                results += scale_out(entries, batch, duration, rounds, warmup, threads, providers, log,
-                                     graph_opt=graph_opt)
+                with LoadMonitor() as load:
+                    results += scale_out(entries, batch, duration, rounds, warmup, threads, providers, log,
+                                         graph_opt=graph_opt)
+                loads.append(load.report)
             else:
-                results += _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id,
-                                              log, graph_opt)
+                measured, rounds_done, load = _bench_interleaved(entries, batch, duration, rounds, warmup, threads,
+                                                                 providers, device_id, log, graph_opt)
+                results += measured
+                loads.append(load)
+                stops[str(batch)] = rounds_done.to_dict()
+    load = merge_load(loads)
+    for warning in load.get("warnings", []):
+        log.warning(warning)
     settings = {"models": list(models), "backend": backend, "duration_s": duration, "rounds": rounds, "warmup_s": warmup,
                 "threads": threads, "providers": list(providers) if providers else ["CPUExecutionProvider"],
                 "batch_sizes": sorted({r.batch_size for r in results}),
                 "graph_opt": _graph_opt_used(graph_opt, models, backend)}
     settings.update(scale_out.settings if scale_out is not None else {})
-    return BenchReport(results, machine_info(), settings, skipped, validation)
+    settings["weights"] = weights_note(models)
+    return BenchReport(results, machine_info(), settings, skipped, validation, load.get("warnings", []), load, stops)
+
+
+def weights_note(models: Sequence[str]) -> str | None:
+    """'random weights (...)' when a model's metadata (lvvit_opt.random_weights, written by
+    export) says its weights are random or partly random; None otherwise or when unknown."""
+    from lvvit_opt.models.metadata import PREFIX, read_props
+
+    random = []
+    for model in models:
+        path = Path(model)
+        if path.suffix.lower() != ".onnx":
+            from lvvit_opt.runtime.om import source_onnx
+
+            path = Path(source_onnx(model))
+        try:
+            value = read_props(path).get(PREFIX + "random_weights")
+        except Exception:  # noqa: BLE001  (a missing or unreadable ONNX: no metadata to report)
+            continue
+        if value in ("true", "partly"):
+            random.append(f"{path.name}: {'RANDOM' if value == 'true' else 'partly random'} weights")
+    return "; ".join(random) if random else None
 
 
 def _graph_opt_used(graph_opt: str | None, models: Sequence[str], backend: str) -> str | None:
@@ -421,23 +483,30 @@ def _plan(models, batch_sizes, backend, refix_batch, workdir: Path, skipped: lis
 
 
 def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, providers, device_id, log,
-                       graph_opt: str | None = None) -> list[BenchResult]:
+                       graph_opt: str | None = None) -> tuple[list[BenchResult], Any, Any]:
+    """One batch size's models in rotating interleaved rounds (stats.measure_rounds): at least
+    `rounds`, then more within `duration` until every interval is narrow enough. Returns the
+    results, the stats.Rounds and the stats.LoadReport."""
+    from lvvit_opt.measure.stats import LoadMonitor, measure_rounds, slot_seconds
+
     with BenchWorker(entries, batch, threads, providers, device_id, graph_opt) as worker:
         worker.warm_up(warmup)
-        slot = duration / max(1, rounds * len(entries))
+        slot = slot_seconds(duration, rounds, len(entries))
         latencies: list[list[float]] = [[] for _ in entries]
-        round_fps: list[list[float]] = [[] for _ in entries]
-        log(f"batch {batch}: {len(entries)} model(s) x {rounds} rounds x {slot:.2f} s, interleaved")
-        with task(f"bench batch {batch}", total=rounds * len(entries), unit="slot") as bar:
-            for _round in range(rounds):
-                for i in range(len(entries)):
-                    spent, count = worker.slot(i, slot, latencies[i])
-                    round_fps[i].append(batch * count / spent)
-                    bar.update(1)
+        log(f"batch {batch}: {len(entries)} model(s), at least {rounds} rounds x {slot:.2f} s each, order rotating, "
+            f"more within {duration:g} s until the intervals are narrow enough")
+
+        def one_slot(i: int) -> float:
+            spent, count = worker.slot(i, slot, latencies[i])
+            return batch * count / spent
+
+        with LoadMonitor() as load, task(f"bench batch {batch}", total=None, unit="slot") as bar:
+            measured = measure_rounds(len(entries), one_slot, min_rounds=rounds, seconds=duration,
+                                      on_slot=lambda _r, _i: bar.update(1))
         results = [_summarise(name, kind, batch, lat, fps, details, position)
                    for (name, _, kind, position), details, lat, fps in zip(entries, worker.describe(), latencies,
-                                                                          round_fps)]
-        return with_ratios(results)
+                                                                          measured.rates)]
+        return with_ratios(results), measured, load.report
 
 
 class BenchWorker:
@@ -527,13 +596,18 @@ def _summarise(name, kind, batch, latencies, round_fps, details, position) -> Be
 
 
 def with_ratios(results: list[BenchResult]) -> list[BenchResult]:
-    """Ratio of each model to the first at the same batch size, per round, with spread."""
+    """Each model against the first at the same batch size, from their paired rounds
+    (stats.compare: ratio, interval, verdict), with the min-max spread of the per-round ratios."""
+    from lvvit_opt.measure.stats import compare
+
     if len(results) < 2:
         return results
     base = results[0]
     for r in results[1:]:
         per_round = [a / b for a, b in zip(r.round_fps, base.round_fps) if b > 0]
-        r.ratio_to_first = r.fps / base.fps if base.fps else None
+        judged = compare(r.round_fps, base.round_fps)
+        r.comparison = judged.to_dict()
+        r.ratio_to_first = judged.ratio if judged.rounds else None
         r.ratio_spread = (min(per_round), max(per_round)) if per_round else None
     base.ratio_to_first = 1.0
     return results
@@ -660,5 +734,23 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
     else:
         ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    caveats = plot_caveats(report)
+    fig.text(0.01, 0.01, "\n".join(caveats), fontsize=6.5, color="dimgrey", va="bottom", ha="left")
+    fig.tight_layout(rect=(0, 0.035 * len(caveats), 1, 1))
     return write_figure(fig, out)
+
+
+def plot_caveats(report: BenchReport) -> list[str]:
+    """What a reader of the figure must know: the backend actually used (from the runners'
+    descriptions, not `auto`), the machine and its load, random weights, what the bars are."""
+    used = ", ".join(dict.fromkeys(r.backend for r in report.results)) or report.settings.get("backend", "")
+    machine = report.machine
+    lines = [f"backend used: {used}; machine: {machine.get('host', '?')} ({machine.get('processor', '?')}, "
+             f"{machine.get('cpu_count', '?')} cores)"
+             + (f"; threads {report.settings.get('threads')}" if report.settings.get("threads") else ""),
+             "error bars: min-max of the per-round fps; ratios and their 95% intervals are in the text output/JSON"]
+    if report.settings.get("weights"):
+        lines.append(f"{report.settings['weights']}: fps is real, accuracy is not")
+    if report.warnings:
+        lines.append("measured under load: " + report.warnings[0].replace("machine not quiet: ", ""))
+    return lines
