@@ -83,29 +83,53 @@ def test_gate_rejects_the_faulty_fp16_candidates_and_says_why(first_run):
     assert "rejected: top-1 agreement" in report.format_table()
 
 
-def test_chosen_config_is_the_fastest_passing_one_of_the_measured_table(first_run):
+def test_chosen_config_follows_the_statistics_of_the_measured_table(first_run):
+    """The best is the simplest tie of the fastest that is measurably faster than the baseline,
+    else the baseline itself; ties and the before/after ratio come from measure.stats."""
+    from lvvit_opt.measure.stats import compare
+
     options, report = first_run
     measured = [c for c in report.candidates if c.status == "measured"]
     assert measured and all(c.gate["passed"] for c in measured)
     fastest = max(measured, key=lambda c: c.timing["fps"])
-    assert report.best == fastest.key
+    baseline = report.by_key(report.baseline)
     assert report.baseline == "bs1|none|fp32|graph_opt=all,threads=1"
-    assert report.by_key(report.baseline).status == "measured"  # the default is always measured alongside
+    assert baseline.status == "measured"  # the default is always measured alongside
+    ties = [c for c in measured if c is fastest or compare(c.timing["round_fps"], fastest.timing["round_fps"]).verdict
+            == "no measurable difference"]
+    winners = [c for c in ties if c is not baseline
+               and compare(c.timing["round_fps"], baseline.timing["round_fps"]).verdict == "faster"]
+    expected = min(winners, key=lambda c: (c.batch, c.key)) if winners else baseline  # fp32, no passes: by batch
+    assert report.best == expected.key
+    assert report.verdict["claim"] == bool(winners)
+    if winners:
+        assert " faster than the baseline" in report.verdict["text"]
+    else:
+        assert report.verdict["text"].startswith("no configuration measurably faster than the baseline")
+    rounds = {len(c.timing["round_fps"]) for c in measured}
+    assert len(rounds) == 1 and rounds.pop() >= 3  # one run, paired round for round
+    assert report.rounds["stopped"] in ("precise", "time") and report.rounds["rounds"] >= 3
     for c in measured:
         t = c.timing
-        assert t["rounds"] == 3 and len(t["round_fps"]) == 3
         assert t["fps"] == pytest.approx(t["fps_per_batch"] * c.batch)
         assert t["p50_ms"] <= t["p99_ms"]
-        assert c.tie == (c.key != report.best and max(t["round_fps"]) >= min(fastest.timing["round_fps"]))
+        assert c.tie == (c in ties and c.key != report.best)
+        if c is not baseline:
+            assert t["vs_baseline"]["verdict"] == compare(t["round_fps"], baseline.timing["round_fps"]).verdict
+    best = report.by_key(report.best)
     out = Path(options.out)
     saved = json.loads((out / "tune.json").read_text())
-    assert saved["best"] == report.best
+    assert saved["best"] == report.best and saved["verdict"]["claim"] == report.verdict["claim"]
+    assert saved["load"]["cores"] >= 1 and saved["warnings"] == saved["load"]["warnings"]
     assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best_model = onnx.load(out / "best.onnx")
     assert "injected_error" not in [n.name for n in best_model.graph.node]
     script = (out / "reproduce.sh").read_text()
-    assert f"lvvit-opt bench best.onnx --batch-sizes {fastest.batch} --threads 1" in script  # relative to out
-    assert [r["batch"] for r in report.before_after] == sorted({1, fastest.batch})
+    assert f"lvvit-opt bench best.onnx --batch-sizes {best.batch} --threads 1" in script  # relative to out
+    assert [r["batch"] for r in report.before_after] == sorted({1, best.batch})
+    for row in report.before_after:
+        assert row["comparison"] is None or row["comparison"]["verdict"] in ("faster", "slower",
+                                                                              "no measurable difference")
 
 
 def test_rerun_with_the_same_out_reuses_every_candidate(first_run):
@@ -561,3 +585,64 @@ def test_unknown_whitelist_value_in_space_is_refused(cli_runner, tmp_path, golde
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "whitelist has 'yes'" in lines[0]
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- honest choice (issue 33)
+
+def _timed(batch, passes, precision, rounds, threads=2, graph_opt="all", run="r1"):
+    c = Candidate(batch, list(passes), precision, {"threads": threads, "graph_opt": graph_opt}, status="measured")
+    c.timing = {"fps": sum(rounds) / len(rounds), "round_fps": list(rounds), "run": run}
+    return c
+
+
+DEFAULT_OPTS = {"threads": 2, "graph_opt": "all"}
+
+
+def test_choose_best_keeps_the_baseline_when_nothing_is_measurably_faster():
+    from lvvit_opt.tune.search import choose_best
+
+    base = _timed(1, [], "fp32", [100, 90, 110, 95, 105])
+    fused = _timed(1, ["softmax_transpose"], "fp32", [104, 92, 113, 97, 109])  # +2-3 %: within noise
+    fp16 = _timed(1, [], "fp16", [160, 60, 150, 70, 140])  # fast on average, all over the place
+    best, verdict = choose_best([base, fused, fp16], base, DEFAULT_OPTS)
+    assert best is base and verdict["claim"] is False
+    assert verdict["text"].startswith("no configuration measurably faster than the baseline")
+    assert fused.tie and fp16.tie and not base.tie
+    assert fused.timing["vs_baseline"]["verdict"] == "no measurable difference"
+
+
+def test_choose_best_takes_the_simplest_tie_that_is_measurably_faster():
+    from lvvit_opt.tune.search import choose_best
+
+    base = _timed(1, [], "fp32", [100, 90, 110, 95, 105])
+    plain = _timed(8, [], "fp32", [150, 136, 164, 143, 158])  # +50 %
+    fused = _timed(8, ["softmax_transpose"], "fp32", [152, 137, 166, 145, 159])  # ties with plain
+    fp16 = _timed(8, [], "fp16", [153, 135, 167, 144, 160])  # ties too
+    threads1 = _timed(8, [], "fp32", [151, 137, 165, 142, 160], threads=1)  # a changed option: ties
+    best, verdict = choose_best([base, fused, fp16, threads1, plain], base, DEFAULT_OPTS)
+    assert best is plain and verdict["claim"] is True
+    assert verdict["text"].startswith("bs8 no passes fp32 graph_opt=all threads=2 is 1.50x faster than the baseline")
+    assert fused.tie and fp16.tie and threads1.tie and not plain.tie
+
+
+def test_choose_best_never_pairs_figures_of_different_runs():
+    from lvvit_opt.tune.search import choose_best
+
+    base = _timed(1, [], "fp32", [100, 100, 100], run="r1")
+    old = _timed(8, [], "fp32", [300, 300, 300], run="r0")  # another run's rounds: not paired with these
+    best, verdict = choose_best([base, old], base, DEFAULT_OPTS)
+    assert best is base and verdict["claim"] is False and "vs_baseline" not in old.timing
+
+
+def test_tune_picks_no_pass_when_a_rewrite_and_no_pass_tie(golden_onnx, images, tmp_path):
+    """softmax_transpose on CPU is no faster than the original graph: tune keeps no passes and
+    says that no configuration is measurably faster."""
+    space = _space(batch_sizes=[2], precisions=["fp32"], pass_sets=[[], ["softmax_transpose"]])
+    options = TuneOptions(model=golden_onnx, inputs=images, out=str(tmp_path / "o"), budget_s=12, space=space,
+                          **QUICK)
+    report = tune(options, log=lambda m: None)
+    fused = next(c for c in report.candidates if c.passes)
+    assert fused.status == "measured", (fused.status, fused.reason)
+    assert report.best == report.baseline == "bs2|none|fp32|graph_opt=all,threads=1"
+    assert report.verdict["claim"] is False
+    assert "no configuration measurably faster than the baseline" in report.verdict["text"]

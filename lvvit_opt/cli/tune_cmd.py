@@ -54,9 +54,13 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
     Every candidate (batch size x pass set x precision x target options) is built, gated
     on --inputs against the fp32 original (top-1 agreement and validate's final-output
     tolerance; the reason is shown for every rejection), screened on the gate's own runs,
-    pruned, and the finalists measured interleaved with the baseline (batch 1, fp32, no
-    passes). Prints the table, the before/after table at batch 1 and the best batch, and
-    writes the best model with the commands that reproduce it.
+    pruned, and the finalists measured in rotating interleaved rounds with the baseline
+    (batch 1, fp32, no passes). Candidates with no measurable difference from the fastest
+    are ties, and among ties the simplest wins (fp32 before fp16, fewer passes, default
+    threads and graph level, smaller batch). A win over the baseline is claimed only when
+    the 95% interval says `faster`; otherwise the baseline stays the best. Prints the
+    measured candidates (every candidate with -v and in --json), the before/after table at
+    batch 1 and the best batch, and writes the best model with the commands that reproduce it.
 
     \b
     Examples:
@@ -86,15 +90,21 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
                               min_agreement=min_agreement, rounds=rounds, warmup_s=warmup,
                               max_finalists=max_finalists, soc_version=soc_version, cann_home=cann_home,
                               device_id=device_id, model_name=model_name, per_batch=per_batch))
-    echo(report.format_table())
+    from lvvit_opt.cli.output import state
+
+    echo(report.format_table(full=state().verbosity >= 1))
     before_after = report.format_before_after()
     if before_after:
-        echo("\nbefore / after (fps per image):\n" + before_after)
+        echo("\nbefore / after (images per second):\n" + before_after)
     best = report.by_key(report.best)
     if best is not None:
         echo(f"\nbest: {best.label()}: {best.timing['fps']:.1f} fps, top-1 agreement "
              f"{'n/a' if best.agreement is None else f'{best.agreement * 100:.2f}%'} ({best.gate['metric']})")
+        if report.verdict.get("text"):
+            echo(report.verdict["text"])
         echo("reproduce:\n  " + "\n  ".join(report.reproduce))
+    for warning in report.warnings:
+        echo(f"warning: {warning}")
     for note in report.notes:
         echo(f"note: {note}")
     overhead = report.overhead

@@ -24,6 +24,10 @@ class TuneReport:
     before_after: list[dict[str, Any]] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     reproduce: list[str] = field(default_factory=list)
+    verdict: dict[str, Any] = field(default_factory=dict)  # tune.search.choose_best: claim, text, comparison
+    load: dict[str, Any] = field(default_factory=dict)  # measure.stats.merge_load of the measurement
+    warnings: list[str] = field(default_factory=list)  # the machine was not quiet
+    rounds: dict[str, Any] = field(default_factory=dict)  # how the finalists' rounds went and why they stopped
 
     def by_key(self, key: str | None) -> Candidate | None:
         return next((c for c in self.candidates if c.key == key), None)
@@ -40,16 +44,21 @@ class TuneReport:
         return {"target": self.target, "best": self.best, "baseline": self.baseline, "settings": self.settings,
                 "space": self.space, "machine": self.machine, "wall_s": self.wall_s, "measured_s": self.measured_s,
                 "overhead": self.overhead, "notes": self.notes, "before_after": self.before_after,
-                "outputs": self.outputs, "reproduce": self.reproduce,
+                "outputs": self.outputs, "reproduce": self.reproduce, "verdict": self.verdict,
+                "warnings": self.warnings, "load": self.load, "rounds": self.rounds,
                 "candidates": [c.to_dict() for c in self.candidates]}
 
-    def format_table(self) -> str:
+    def format_table(self, full: bool = True) -> str:
+        """Every candidate with the reason of each that was not measured (full), or only the
+        measured ones with their ratio to the baseline (the console without -v)."""
         from lvvit_opt.core.table import format_table
 
         order = {"measured": 0, "pruned": 1, "passed": 1, "unmeasured": 2, "rejected": 3, "failed": 4,
                  "duplicate": 5, "skipped": 6}
         rows, notes = [], []
         ranked = sorted(self.candidates, key=lambda c: (order.get(c.status, 9), -(c.fps or 0.0)))
+        if not full:
+            ranked = [c for c in ranked if c.status == "measured"]
         for i, c in enumerate(ranked, 1):
             t = c.timing or {}
             mark = "BEST" if c.key == self.best else ("tie" if c.tie else "")
@@ -58,14 +67,24 @@ class TuneReport:
             top1 = "" if c.agreement is None else f"{c.agreement * 100:.1f}%"
             fps = "" if c.fps is None else f"{c.fps:.1f}" + ("" if c.timing else " (screen)")
             opts = " ".join(f"{k}={v}" for k, v in sorted(c.options.items()))
+            versus = t.get("vs_baseline")
+            from lvvit_opt.measure.stats import Comparison
+
+            ratio = Comparison.from_dict(versus).short() if versus else ("" if c.key != self.baseline or not t
+                                                                          else "baseline")
             rows.append([i, c.batch, "+".join(c.passes) or "-", c.precision, opts, top1, c.status + ("*" if c.reused else ""),
-                         fps, f"{t['fps_per_batch']:.2f}" if t else "", f"{t['p50_ms']:.2f}" if t else "",
-                         f"{t['p99_ms']:.2f}" if t else "", f"{t['spread_pct']:.1f}%" if t else "", mark])
+                         fps, f"{t['p50_ms']:.2f}" if t else "", f"{t['spread_pct']:.1f}%" if t else "", ratio, mark])
             if c.reason and c.status not in ("measured",):
                 notes.append(f"  #{i} {c.status}: {c.reason}")
-        table = format_table(["#", "bs", "passes", "prec", "options", "top-1", "status", "fps", "batch/s", "p50 ms",
-                              "p99 ms", "spread", ""], rows, align="rrllllrrrrrrl")
+        table = format_table(["#", "bs", "passes", "prec", "options", "top-1", "status", "fps", "p50 ms",
+                              "spread", "vs baseline [95% interval] verdict", ""], rows, align="rrllllrrrrll")
         lines = [table]
+        if not full:
+            hidden = len(self.candidates) - len(ranked)
+            if hidden:
+                lines.append(f"({hidden} candidate(s) not measured: rejected, pruned, duplicates or skipped; "
+                             f"all of them with -v and in --json)")
+            notes = []
         if notes:
             lines += ["why:"] + notes
         if any(c.reused for c in self.candidates):
@@ -78,11 +97,20 @@ class TuneReport:
         if not self.before_after:
             return ""
         rows = [[r["batch"], r["before_label"], _fmt(r["before_fps"], r["before_source"]), r["after_label"],
-                 _fmt(r["after_fps"], r["after_source"]),
-                 "" if not (r["before_fps"] and r["after_fps"]) else f"{r['after_fps'] / r['before_fps']:.2f}x"]
-                for r in self.before_after]
-        return format_table(["bs", "before (no passes, fp32)", "fps", "after (tuned)", "fps", "ratio"], rows,
-                            align="rlrlrr")
+                 _fmt(r["after_fps"], r["after_source"]), _versus(r)] for r in self.before_after]
+        return format_table(["bs", "before (no passes, fp32)", "fps", "after (tuned)", "fps",
+                             "after vs before [95% interval] verdict"], rows, align="rlrlrl")
+
+
+def _versus(row: dict) -> str:
+    """The after/before comparison (measure.stats) when both were measured in the same rounds."""
+    from lvvit_opt.measure.stats import Comparison
+
+    if row.get("comparison"):
+        return Comparison.from_dict(row["comparison"]).short()
+    if row.get("before_label") == row.get("after_label"):
+        return "the same configuration"
+    return "not compared (not measured in the same rounds)"
 
 
 def _fmt(value, source: str | None = None) -> str:
@@ -101,48 +129,86 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
-    """fps vs top-1 agreement for every gated candidate; the Pareto front of those that pass joined."""
+    """The measured candidates as horizontal bars sorted by fps, each with the 95% interval of its
+    own per-round fps (measure.stats, t over the log fps of its rounds), coloured by the statistics'
+    verdict against the baseline, the baseline marked; below them, in red, the fastest candidates
+    the gate rejected (their screen fps, no interval). The caveats (backend, machine, weights,
+    what the bars are) are written under the plot."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from lvvit_opt.core.fileio import write_figure
+    from lvvit_opt.measure.stats import relative_half_width
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=90)
-    shown = [c for c in report.candidates if c.fps is not None and c.agreement is not None]
-    good = [c for c in shown if c.status in ("measured", "pruned", "passed", "unmeasured")]
-    bad = [c for c in shown if c not in good]
-    if good:
-        ax.scatter([c.agreement * 100 for c in good], [c.fps for c in good], c="tab:blue", s=22,
-                   label="passes the gate")
-    if bad:
-        ax.scatter([c.agreement * 100 for c in bad], [c.fps for c in bad], c="tab:red", marker="x", s=30,
-                   label="rejected by the gate")
-    front = [good[i] for i in pareto_front([(c.fps, c.agreement) for c in good])]
-    front.sort(key=lambda c: c.agreement)
-    if front:
-        ax.plot([c.agreement * 100 for c in front], [c.fps for c in front], "-o", c="tab:green", ms=11, mfc="none",
-                mew=2, label="Pareto front (fps, agreement)")
-    for c in shown:  # which candidate is which: batch, passes, precision
-        ax.annotate(f"bs{c.batch} {'+'.join(p[:8] for p in c.passes) or '-'} {c.precision}", (c.agreement * 100, c.fps),
-                    xytext=(6, -3), textcoords="offset points", fontsize=6, color="dimgrey")
-    best = report.by_key(report.best)
-    if best is not None and best.agreement is not None:
-        ax.scatter([best.agreement * 100], [best.fps], marker="*", s=220, c="gold", edgecolors="black", zorder=5,
-                   label=f"chosen: {best.label()}")
-    threshold = report.settings.get("min_agreement")
-    if threshold is not None:
-        ax.axvline(threshold, ls="--", c="grey", lw=1, label=f"gate {threshold:g}%")
-    lowest = min([c.agreement * 100 for c in shown] + [threshold or 100.0])
-    ax.set_xlim(lowest - max(0.5, (100 - lowest) * 0.1), 100 + max(0.5, (100 - lowest) * 0.35))
-    ax.set_xlabel("top-1 agreement with the fp32 original (%)")
-    ax.set_ylabel("images / s (higher is better)")
-    ax.set_title(printable(f"tune {report.target}: {len(shown)} candidates ({report.settings.get('model_name', '')})"),
-                 fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    measured = sorted((c for c in report.candidates if c.status == "measured" and c.timing),
+                      key=lambda c: c.timing["fps"])
+    rejected = sorted((c for c in report.candidates if c.status == "rejected" and c.fps), key=lambda c: c.fps)[-8:]
+    shown = rejected + measured
+    colours = {"faster": "tab:green", "slower": "tab:orange", "no measurable difference": "tab:blue"}
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * max(1, len(shown))), dpi=90)
+    for y, c in enumerate(shown):
+        if c in rejected:
+            ax.barh(y, c.fps, color="tab:red", alpha=0.45, hatch="//")
+            continue
+        rounds = c.timing["round_fps"]
+        half = relative_half_width(rounds)
+        err = None
+        if math.isfinite(half):
+            centre = math.exp(sum(math.log(r) for r in rounds) / len(rounds))
+            err = [[max(0.0, c.timing["fps"] - centre / (1 + half))], [max(0.0, centre * (1 + half) - c.timing["fps"])]]
+        verdict = (c.timing.get("vs_baseline") or {}).get("verdict")
+        colour = "tab:grey" if c.key == report.baseline else colours.get(verdict, "tab:blue")
+        ax.barh(y, c.timing["fps"], xerr=err, color=colour, capsize=3,
+                edgecolor="black" if c.key == report.best else colour, linewidth=2 if c.key == report.best else 0)
+    labels = []
+    for c in shown:
+        text = c.label()
+        if c.key == report.best:
+            text = "BEST  " + text
+        if c.key == report.baseline:
+            text += "  (baseline)"
+        if c in rejected:
+            text += "  (rejected by the gate; screen fps)"
+        labels.append(text)
+    ax.set_yticks(range(len(shown)), [printable(text) for text in labels], fontsize=7)
+    base = report.by_key(report.baseline)
+    if base is not None and base.timing:
+        ax.axvline(base.timing["fps"], ls="--", c="black", lw=1)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="tab:grey", label="baseline (dashed line: its fps)"),
+                       Patch(color="tab:green", label="measurably faster than the baseline"),
+                       Patch(color="tab:blue", label="no measurable difference"),
+                       Patch(color="tab:orange", label="measurably slower"),
+                       Patch(color="tab:red", alpha=0.45, label="rejected by the accuracy gate")],
+              fontsize=6.5, loc="lower right")
+    if not shown:
+        ax.text(0.5, 0.5, "no candidate measured", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("images / s (higher is better)")
+    ax.set_title(printable(f"tune {report.target}: {len(measured)} measured candidate(s) "
+                           f"({report.settings.get('model_name', '')})"), fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    caveats = tune_caveats(report)
+    fig.text(0.01, 0.01, "\n".join(caveats), fontsize=6.5, color="dimgrey", va="bottom", ha="left")
+    fig.tight_layout(rect=(0, min(0.4, 0.12 * len(caveats) * 4 / (1.6 + 0.32 * max(1, len(shown)))), 1, 1))
     return write_figure(fig, out)
 
 
+def tune_caveats(report: TuneReport) -> list[str]:
+    """What a reader of tune.png must know."""
+    machine = report.machine
+    backend = {"ort-cpu": "onnxruntime CPUExecutionProvider", "ort-cuda": "onnxruntime CUDAExecutionProvider",
+               "ort-trt": "onnxruntime TensorrtExecutionProvider", "ascend": "Ascend .om (ais_bench/benchmark)"}
+    lines = [f"backend used: {backend.get(report.target, report.target)}; machine: {machine.get('host', '?')} "
+             f"({machine.get('processor', '?')}, {machine.get('cpu_count', '?')} cores)",
+             "error bars: 95% interval of each candidate's per-round fps (t over log fps); colours: paired "
+             "95% interval of the ratio to the baseline"]
+    if any("RANDOM" in note for note in report.notes) or report.settings.get("weights"):
+        lines.append("gate on random inputs or random weights: agreement says little about accuracy")
+    if report.warnings:
+        lines.append("measured under load: " + report.warnings[0].replace("machine not quiet: ", ""))
+    return lines

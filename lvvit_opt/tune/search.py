@@ -14,9 +14,13 @@ agreement (default >= 99.5 %) and validate's final-output tolerance (golden.comp
 tight for fp32 ONNX, the fp16 one for fp16 and .om). The gate's own inference calls are timed
 too (the first is a warm-up): that screen prunes the slow ones cheaply (a batch size slower
 than a smaller one by more than the spread, anything far below the best). The survivors and
-the baseline (batch 1, fp32, no passes, default options) are then measured interleaved
-(round-robin after a warm-up, several rounds) with the rest of the budget; the fastest
-passing one is chosen, and every candidate whose per-round range overlaps it is a "tie".
+the baseline (batch 1, fp32, no passes, default options) are then measured in interleaved
+rounds whose order rotates (after a warm-up; at least --rounds, more while the budget lasts
+until the intervals are narrow enough). The choice is measure.stats' (choose_best): every
+candidate with no measurable difference from the fastest is a tie; among the ties measurably
+faster than the baseline the simplest configuration wins (fp32 before fp16, fewer passes,
+default options, smaller batch); when none is, the baseline stays the best and tune says
+"no configuration measurably faster than the baseline".
 
 State (gate, screen and final figures per candidate) is written atomically to
 OUT/tune_state.json after every candidate, so a rerun with the same --out reuses them.
@@ -468,6 +472,8 @@ class _Search:
         self.deadline = self.start + options.budget_s
         self.out = Path(options.out)
         self.notes: list[str] = []
+        self.load: list = []  # measure.stats.LoadReport of each measurement
+        self.rounds: dict = {}  # how the finalists' rounds went (measure.stats.Rounds.to_dict())
 
     # -- state
     def load_state(self, fingerprint: dict) -> dict[str, dict]:
@@ -504,7 +510,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
     build_hook(candidate, onnx.ModelProto) -> ModelProto: called on every built ONNX before it
     is written (tests inject a faulty candidate through it).
     """
-    from lvvit_opt.measure.bench import machine_info
+    from lvvit_opt.measure.bench import machine_info, weights_note
     from lvvit_opt.core.onnx_files import load_onnx, save_onnx
     from lvvit_opt.core.fileio import require_writable_dir
     from lvvit_opt.core.onnx_proto import weights_nbytes
@@ -662,7 +668,8 @@ def tune(options: TuneOptions, log: LogCallback = None,
         baseline = next((c for c in candidates if c.batch == min(space.batch_sizes) and not c.passes
                          and c.precision == "fp32" and c.options == default_opts), None)
         finalists = _prune(candidates, baseline, options)
-        fresh = [c for c in finalists if not c.timing]
+        # a ratio needs paired rounds: when one finalist is new, all are measured again together
+        fresh = finalists if any(not c.timing for c in finalists) else []
         for c in fresh:
             if not (c.artefact and Path(c.artefact).is_file()):  # reused from an earlier run: build it again
                 c.artefact = str(target.artefact(build_onnx(c), c, workdir))
@@ -674,20 +681,28 @@ def tune(options: TuneOptions, log: LogCallback = None,
         s.save_state(fingerprint, candidates, previous)
 
         measured = [c for c in candidates if c.status == "measured" and c.timing]
-        best = max(measured, key=lambda c: c.timing["fps"]) if measured else None
-        for c in measured:
-            c.tie = best is not None and c is not best and max(c.timing["round_fps"]) >= min(best.timing["round_fps"])
-        if len({c.reused for c in measured}) > 1:
+        best, verdict = choose_best(measured, baseline, default_opts)
+        if len({c.timing.get("run") for c in measured}) > 1:
             s.notes.append("some figures are reused from an earlier run: they were not measured interleaved "
-                           "with this run's candidates")
+                           "with this run's candidates, so they count as ties and no speed-up is claimed "
+                           "between them")
         report = TuneReport(candidates, best.key if best else None, baseline.key if baseline else None,
                             options.target,
                             {"model": options.model, "model_name": options.model_name or Path(options.model).name,
                              "inputs": input_set.source, "min_agreement": options.min_agreement,
                              "budget_s": options.budget_s, "rounds": options.rounds, "warmup_s": options.warmup_s,
-                             "max_finalists": options.max_finalists, "prune_margin": options.prune_margin},
+                             "max_finalists": options.max_finalists, "prune_margin": options.prune_margin,
+                             "weights": weights_note([options.model])},
                             space.to_dict(), machine_info(), 0.0, s.notes)
         report.before_after = _before_after(candidates, best, default_opts)
+        report.verdict = dict(verdict, order=list(SIMPLICITY_ORDER))
+        from lvvit_opt.measure.stats import merge_load
+
+        report.load = merge_load(s.load)
+        report.warnings = report.load.get("warnings", [])
+        report.rounds = s.rounds
+        for warning in report.warnings:
+            log.warning(warning)
         if best is not None:
             _write_best(report, best, target, build_onnx, workdir, options)
         else:
@@ -764,8 +779,11 @@ def _prune(candidates: list[Candidate], baseline: Candidate | None, o: TuneOptio
 
 
 def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s: _Search) -> None:
-    """Round-robin after a warm-up, so machine noise hits every finalist alike."""
+    """Rotating interleaved rounds after a warm-up (measure.stats.measure_rounds), so machine noise
+    hits every finalist alike: at least o.rounds, then more until the intervals are narrow
+    enough or the budget is spent. The machine's load is read meanwhile (s.load)."""
     from lvvit_opt.measure.bench import timed_slot, warm_up
+    from lvvit_opt.measure.stats import LoadMonitor, measure_rounds
 
     runners, feeds = [], []
     try:
@@ -780,31 +798,97 @@ def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s
             warm_up([runner], [feed], warm)
             c.measured_s += time.perf_counter() - start
         available = max(0.0, s.left() - reserve)
-        rounds = o.rounds
-        slot = available / (rounds * len(runners))
+        slot = available / (2 * o.rounds * len(runners))
         if slot < 0.05:
             s.notes.append(f"the budget left {available:.1f} s for {len(runners)} finalist(s): each got one call "
                            f"per round; raise --budget for steadier figures")
             slot = 0.0
-        s.log(f"measuring {len(runners)} finalist(s) interleaved: {rounds} rounds x {slot:.2f} s")
+        s.log(f"measuring {len(runners)} finalist(s) interleaved, order rotating: at least {o.rounds} rounds x "
+              f"{slot:.2f} s, more within {available:.0f} s until the intervals are narrow enough")
         latencies: list[list[float]] = [[] for _ in runners]
-        round_fps: list[list[float]] = [[] for _ in runners]
-        with task("tune: measure", total=rounds * len(runners), unit="slot") as bar:
-            for done in range(rounds):
-                if done >= 2 and s.left() < reserve:
-                    s.notes.append(f"measurement stopped after {done} of {rounds} rounds: budget spent")
-                    break
-                for i, (runner, feed) in enumerate(zip(runners, feeds)):
-                    start = time.perf_counter()
-                    spent, count = timed_slot(runner, feed, slot, latencies[i])
-                    finalists[i].measured_s += time.perf_counter() - start
-                    round_fps[i].append(finalists[i].batch * count / spent)
-                    bar.update(1)
-        for c, lat, fps in zip(finalists, latencies, round_fps):
+
+        def one_slot(i: int) -> float:
+            start = time.perf_counter()
+            spent, count = timed_slot(runners[i], feeds[i], slot, latencies[i])
+            finalists[i].measured_s += time.perf_counter() - start
+            return finalists[i].batch * count / spent
+
+        run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
+        with LoadMonitor() as load, task("tune: measure", total=None, unit="slot") as bar:
+            done = measure_rounds(len(runners), one_slot, min_rounds=o.rounds, seconds=available,
+                                  on_slot=lambda _r, _i: bar.update(1))
+        s.load.append(load.report)
+        s.rounds = done.to_dict()
+        s.notes.append(f"measurement: {done.stop_text()}")
+        for c, lat, fps in zip(finalists, latencies, done.rates):
             c.timing = _summary(c.batch, lat, fps)
+            c.timing["run"] = run_id  # only figures of one run are paired round by round
     finally:
         for runner in runners:
             runner.close()
+
+
+SIMPLICITY_ORDER = ("precision: fp32, then fp16, then fp16-keep", "fewer passes", "fewer options changed from "
+                    "the default (threads, graph level, ...)", "smaller batch")
+
+
+def simplicity(c: Candidate, default_opts: Mapping[str, Any]) -> tuple:
+    """The order among candidates that tie (SIMPLICITY_ORDER): the simplest configuration first."""
+    changed = sum(1 for k, v in c.options.items() if default_opts.get(k) != v)
+    return (PRECISIONS.index(c.precision) if c.precision in PRECISIONS else len(PRECISIONS), len(c.passes),
+            changed, c.batch, c.key)
+
+
+def _paired(a: Candidate, b: Candidate) -> bool:
+    return bool(a.timing and b.timing and a.timing.get("run") and a.timing.get("run") == b.timing.get("run"))
+
+
+def choose_best(measured: list[Candidate], baseline: Candidate | None,
+                default_opts: Mapping[str, Any]) -> tuple[Candidate | None, dict]:
+    """The honest choice among measured candidates (measure.stats decides every comparison):
+
+    * every candidate whose paired rounds show no measurable difference from the fastest is a tie
+      (figures from different runs are not paired: they count as ties);
+    * among the ties that are measurably `faster` than the baseline, the simplest
+      (SIMPLICITY_ORDER) is the best, and the win is claimed;
+    * when none is, the baseline stays the best: "no configuration measurably faster than the
+      baseline" (with no measured baseline: the simplest tie, and no claim either way).
+
+    Returns (best, verdict): verdict has the comparison with the baseline and the sentence."""
+    from lvvit_opt.measure.stats import FASTER, NO_DIFFERENCE, compare
+
+    if not measured:
+        return None, {}
+    fastest = max(measured, key=lambda c: c.timing["fps"])
+    ties = [c for c in measured if c is fastest or not _paired(c, fastest)
+            or compare(c.timing["round_fps"], fastest.timing["round_fps"]).verdict == NO_DIFFERENCE]
+    base_ok = baseline is not None and baseline in measured
+    for c in measured:
+        c.tie = c in ties
+        if base_ok and c is not baseline and _paired(c, baseline):
+            c.timing["vs_baseline"] = compare(c.timing["round_fps"], baseline.timing["round_fps"]).to_dict()
+    if not base_ok:
+        best = min(ties, key=lambda c: simplicity(c, default_opts))
+        best.tie = False
+        return best, {"claim": False, "text": f"no baseline measured: {best.label()} is the simplest of the "
+                                              f"candidates within noise of the fastest; no speed-up is claimed"}
+    winners = [c for c in ties if c is not baseline and _paired(c, baseline)
+               and compare(c.timing["round_fps"], baseline.timing["round_fps"]).verdict == FASTER]
+    best = min(winners, key=lambda c: simplicity(c, default_opts)) if winners else baseline
+    best.tie = False
+    if best is baseline:
+        simplest = min(ties, key=lambda c: simplicity(c, default_opts))
+        judged = (compare(fastest.timing["round_fps"], baseline.timing["round_fps"])
+                  if fastest is not baseline and _paired(fastest, baseline) else None)
+        text = "no configuration measurably faster than the baseline; the baseline stays the best"
+        if judged is not None:
+            text += f" (the fastest, {fastest.label()}: " + judged.sentence("it", "the baseline").split(": ", 1)[-1]
+            text += ")" if judged.verdict == NO_DIFFERENCE else ""
+        return best, {"claim": False, "text": text, "fastest": fastest.key, "simplest_tie": simplest.key,
+                      "comparison": judged.to_dict() if judged else None}
+    judged = compare(best.timing["round_fps"], baseline.timing["round_fps"])
+    return best, {"claim": True, "text": judged.sentence(best.label(), f"the baseline ({baseline.label()})"),
+                  "fastest": fastest.key, "comparison": judged.to_dict()}
 
 
 def _before_after(candidates: list[Candidate], best: Candidate | None, default_opts: dict) -> list[dict]:
@@ -829,8 +913,19 @@ def _before_after(candidates: list[Candidate], best: Candidate | None, default_o
                      "after_label": after.label() if after else "",
                      "after_fps": after.fps if after and after.fps and after.status in
                      ("measured", "pruned", "passed") else None,
-                     "after_source": None if not after else ("measured" if after.timing else "screen")})
+                     "after_source": None if not after else ("measured" if after.timing else "screen"),
+                     "comparison": _comparison(after, before)})
     return rows
+
+
+def _comparison(after: Candidate | None, before: Candidate | None) -> dict | None:
+    """after vs before from their paired rounds (measure.stats), or None when they were not measured
+    in the same rounds (a screen figure, another run) or are the same candidate."""
+    from lvvit_opt.measure.stats import compare
+
+    if after is None or before is None or after is before or not _paired(after, before):
+        return None
+    return compare(after.timing["round_fps"], before.timing["round_fps"]).to_dict()
 
 
 def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx, workdir: Path,
