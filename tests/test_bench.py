@@ -48,8 +48,8 @@ def test_ratio_lands_on_the_right_side_and_json_and_plot(tmp_path, cli_runner, g
         assert r["fps"] == pytest.approx(2 * 1000 / np.mean([2 * 1000 / f for f in r["round_fps"]]), rel=0.5)
     assert first["ratio_to_first"] == 1.0
     assert second["ratio_to_first"] < 0.8  # the heavier model is clearly slower
-    low, high = second["ratio_spread"]
-    assert low <= high < 1.0
+    low, high = second["ratio_spread"]  # min-max of the per-round fps ratios: stalls may reach past 1.0
+    assert low <= high
     judged = second["comparison"]
     assert judged["verdict"] == "slower" and judged["low"] < judged["ratio"] < judged["high"] < 1.0
     assert judged["method"] == "Student t over the paired per-round log-ratios"

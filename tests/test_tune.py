@@ -95,10 +95,10 @@ def test_chosen_config_follows_the_statistics_of_the_measured_table(first_run):
     baseline = report.by_key(report.baseline)
     assert report.baseline == "bs1|none|fp32|graph_opt=all,threads=1"
     assert baseline.status == "measured"  # the default is always measured alongside
-    ties = [c for c in measured if c is fastest or compare(c.timing["round_fps"], fastest.timing["round_fps"]).verdict
+    ties = [c for c in measured if c is fastest or compare(c.timing["round_rates"], fastest.timing["round_rates"]).verdict
             == "no measurable difference"]
     winners = [c for c in ties if c is not baseline
-               and compare(c.timing["round_fps"], baseline.timing["round_fps"]).verdict == "faster"]
+               and compare(c.timing["round_rates"], baseline.timing["round_rates"]).verdict == "faster"]
     expected = min(winners, key=lambda c: (c.batch, c.key)) if winners else baseline  # fp32, no passes: by batch
     assert report.best == expected.key
     assert report.verdict["claim"] == bool(winners)
@@ -106,7 +106,7 @@ def test_chosen_config_follows_the_statistics_of_the_measured_table(first_run):
         assert " faster than the baseline" in report.verdict["text"]
     else:
         assert report.verdict["text"].startswith("no configuration measurably faster than the baseline")
-    rounds = {len(c.timing["round_fps"]) for c in measured}
+    rounds = {len(c.timing["round_fps"]) for c in measured} | {len(c.timing["round_rates"]) for c in measured}
     assert len(rounds) == 1 and rounds.pop() >= 3  # one run, paired round for round
     assert report.rounds["stopped"] in ("precise", "time") and report.rounds["rounds"] >= 3
     for c in measured:
@@ -115,7 +115,7 @@ def test_chosen_config_follows_the_statistics_of_the_measured_table(first_run):
         assert t["p50_ms"] <= t["p99_ms"]
         assert c.tie == (c in ties and c.key != report.best)
         if c is not baseline:
-            assert t["vs_baseline"]["verdict"] == compare(t["round_fps"], baseline.timing["round_fps"]).verdict
+            assert t["vs_baseline"]["verdict"] == compare(t["round_rates"], baseline.timing["round_rates"]).verdict
     best = report.by_key(report.best)
     out = Path(options.out)
     saved = json.loads((out / "tune.json").read_text())

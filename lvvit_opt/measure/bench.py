@@ -55,7 +55,7 @@ class BenchResult:
     fps: float
     latency_median_ms: float
     latency_p90_ms: float
-    round_fps: list[float]
+    round_fps: list[float]  # per round: batch x calls / backend time of its slot
     iterations: int
     fps_spread_pct: float  # (max - min) / median of the per-round fps, in percent
     ratio_to_first: float | None = None
@@ -63,6 +63,7 @@ class BenchResult:
     details: dict = field(default_factory=dict)
     position: int = 0  # the model's place on the command line (the same file may be given twice)
     comparison: dict | None = None  # against the first model: stats.Comparison.to_dict() (ratio, interval, verdict)
+    round_rates: list[float] | None = None  # per round: batch / median call time (stats.slot_rate), compared
 
     def judged(self):
         """The stats.Comparison with the first model, or None (the first model itself)."""
@@ -487,7 +488,7 @@ def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, provid
     """One batch size's models in rotating interleaved rounds (stats.measure_rounds): at least
     `rounds`, then more within `duration` until every interval is narrow enough. Returns the
     results, the stats.Rounds and the stats.LoadReport."""
-    from lvvit_opt.measure.stats import LoadMonitor, measure_rounds, slot_seconds
+    from lvvit_opt.measure.stats import LoadMonitor, measure_rounds, slot_rate, slot_seconds
 
     with BenchWorker(entries, batch, threads, providers, device_id, graph_opt) as worker:
         worker.warm_up(warmup)
@@ -496,16 +497,22 @@ def _bench_interleaved(entries, batch, duration, rounds, warmup, threads, provid
         log(f"batch {batch}: {len(entries)} model(s), at least {rounds} rounds x {slot:.2f} s each, order rotating, "
             f"more within {duration:g} s until the intervals are narrow enough")
 
+        throughput: list[list[float]] = [[] for _ in entries]
+
         def one_slot(i: int) -> float:
+            first = len(latencies[i])
             spent, count = worker.slot(i, slot, latencies[i])
-            return batch * count / spent
+            throughput[i].append(batch * count / spent)
+            return slot_rate(batch, latencies[i][first:])
 
         with LoadMonitor() as load, task(f"bench batch {batch}", total=None, unit="slot") as bar:
             measured = measure_rounds(len(entries), one_slot, min_rounds=rounds, seconds=duration,
                                       on_slot=lambda _r, _i: bar.update(1))
         results = [_summarise(name, kind, batch, lat, fps, details, position)
                    for (name, _, kind, position), details, lat, fps in zip(entries, worker.describe(), latencies,
-                                                                          measured.rates)]
+                                                                          throughput)]
+        for result, rates in zip(results, measured.rates):
+            result.round_rates = rates
         return with_ratios(results), measured, load.report
 
 
@@ -597,7 +604,8 @@ def _summarise(name, kind, batch, latencies, round_fps, details, position) -> Be
 
 def with_ratios(results: list[BenchResult]) -> list[BenchResult]:
     """Each model against the first at the same batch size, from their paired rounds
-    (stats.compare: ratio, interval, verdict), with the min-max spread of the per-round ratios."""
+    (stats.compare: ratio, interval, verdict; on the per-round median-call rates where measured,
+    else the per-round fps), with the min-max spread of the per-round fps ratios."""
     from lvvit_opt.measure.stats import compare
 
     if len(results) < 2:
@@ -605,7 +613,8 @@ def with_ratios(results: list[BenchResult]) -> list[BenchResult]:
     base = results[0]
     for r in results[1:]:
         per_round = [a / b for a, b in zip(r.round_fps, base.round_fps) if b > 0]
-        judged = compare(r.round_fps, base.round_fps)
+        judged = (compare(r.round_rates, base.round_rates) if r.round_rates and base.round_rates
+                  else compare(r.round_fps, base.round_fps))
         r.comparison = judged.to_dict()
         r.ratio_to_first = judged.ratio if judged.rounds else None
         r.ratio_spread = (min(per_round), max(per_round)) if per_round else None

@@ -6,6 +6,9 @@ than another.
 
 * Rounds are paired and interleaved: in each round every configuration runs one slot, and
   the order rotates from round to round (A B, B A, A B ...), so none always runs first.
+* A round's rate of one configuration is its batch over the median call time of its slot
+  (slot_rate): a call stalled because another process took the CPU (a heavy tail of seconds on
+  a loaded machine) cannot swing a round, yet a model that is slower on every call is slower.
 * The ratio of a candidate to its baseline is the geometric mean of the per-round ratios
   (candidate fps / baseline fps in the same round). Its confidence interval is Student's t
   over the paired per-round log-ratios (METHOD): drift of the machine that hits both members
@@ -164,6 +167,12 @@ def relative_half_width(rates: Sequence[float], confidence: float = CONFIDENCE) 
 
 
 # ---------------------------------------------------------------- interleaved, adaptive rounds
+
+def slot_rate(batch: int, call_seconds: Sequence[float]) -> float:
+    """A slot's rate (images/s): batch over the median call time, robust to preemption stalls."""
+    times = [t for t in call_seconds if t > 0 and math.isfinite(t)]
+    return batch / statistics.median(times) if times else math.nan
+
 
 def rotation(count: int, round_index: int) -> list[int]:
     """The order of `count` configurations in a round: rotated by one each round."""

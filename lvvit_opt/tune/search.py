@@ -783,7 +783,7 @@ def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s
     hits every finalist alike: at least o.rounds, then more until the intervals are narrow
     enough or the budget is spent. The machine's load is read meanwhile (s.load)."""
     from lvvit_opt.measure.bench import timed_slot, warm_up
-    from lvvit_opt.measure.stats import LoadMonitor, measure_rounds
+    from lvvit_opt.measure.stats import LoadMonitor, measure_rounds, slot_rate
 
     runners, feeds = [], []
     try:
@@ -807,11 +807,14 @@ def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s
               f"{slot:.2f} s, more within {available:.0f} s until the intervals are narrow enough")
         latencies: list[list[float]] = [[] for _ in runners]
 
+        throughput: list[list[float]] = [[] for _ in runners]
+
         def one_slot(i: int) -> float:
-            start = time.perf_counter()
+            start, first = time.perf_counter(), len(latencies[i])
             spent, count = timed_slot(runners[i], feeds[i], slot, latencies[i])
             finalists[i].measured_s += time.perf_counter() - start
-            return finalists[i].batch * count / spent
+            throughput[i].append(finalists[i].batch * count / spent)
+            return slot_rate(finalists[i].batch, latencies[i][first:])
 
         run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
         with LoadMonitor() as load, task("tune: measure", total=None, unit="slot") as bar:
@@ -820,8 +823,9 @@ def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s
         s.load.append(load.report)
         s.rounds = done.to_dict()
         s.notes.append(f"measurement: {done.stop_text()}")
-        for c, lat, fps in zip(finalists, latencies, done.rates):
+        for c, lat, fps, rates in zip(finalists, latencies, throughput, done.rates):
             c.timing = _summary(c.batch, lat, fps)
+            c.timing["round_rates"] = rates  # batch / median call time per round: what is compared
             c.timing["run"] = run_id  # only figures of one run are paired round by round
     finally:
         for runner in runners:
@@ -837,6 +841,12 @@ def simplicity(c: Candidate, default_opts: Mapping[str, Any]) -> tuple:
     changed = sum(1 for k, v in c.options.items() if default_opts.get(k) != v)
     return (PRECISIONS.index(c.precision) if c.precision in PRECISIONS else len(PRECISIONS), len(c.passes),
             changed, c.batch, c.key)
+
+
+def _rates(c: Candidate) -> list[float]:
+    """What tune compares: the per-round median-call rates (measure.stats.slot_rate), or the
+    per-round fps of a state written before they were recorded."""
+    return c.timing.get("round_rates") or c.timing["round_fps"]
 
 
 def _paired(a: Candidate, b: Candidate) -> bool:
@@ -861,24 +871,24 @@ def choose_best(measured: list[Candidate], baseline: Candidate | None,
         return None, {}
     fastest = max(measured, key=lambda c: c.timing["fps"])
     ties = [c for c in measured if c is fastest or not _paired(c, fastest)
-            or compare(c.timing["round_fps"], fastest.timing["round_fps"]).verdict == NO_DIFFERENCE]
+            or compare(_rates(c), _rates(fastest)).verdict == NO_DIFFERENCE]
     base_ok = baseline is not None and baseline in measured
     for c in measured:
         c.tie = c in ties
         if base_ok and c is not baseline and _paired(c, baseline):
-            c.timing["vs_baseline"] = compare(c.timing["round_fps"], baseline.timing["round_fps"]).to_dict()
+            c.timing["vs_baseline"] = compare(_rates(c), _rates(baseline)).to_dict()
     if not base_ok:
         best = min(ties, key=lambda c: simplicity(c, default_opts))
         best.tie = False
         return best, {"claim": False, "text": f"no baseline measured: {best.label()} is the simplest of the "
                                               f"candidates within noise of the fastest; no speed-up is claimed"}
     winners = [c for c in ties if c is not baseline and _paired(c, baseline)
-               and compare(c.timing["round_fps"], baseline.timing["round_fps"]).verdict == FASTER]
+               and compare(_rates(c), _rates(baseline)).verdict == FASTER]
     best = min(winners, key=lambda c: simplicity(c, default_opts)) if winners else baseline
     best.tie = False
     if best is baseline:
         simplest = min(ties, key=lambda c: simplicity(c, default_opts))
-        judged = (compare(fastest.timing["round_fps"], baseline.timing["round_fps"])
+        judged = (compare(_rates(fastest), _rates(baseline))
                   if fastest is not baseline and _paired(fastest, baseline) else None)
         text = "no configuration measurably faster than the baseline; the baseline stays the best"
         if judged is not None:
@@ -886,7 +896,7 @@ def choose_best(measured: list[Candidate], baseline: Candidate | None,
             text += ")" if judged.verdict == NO_DIFFERENCE else ""
         return best, {"claim": False, "text": text, "fastest": fastest.key, "simplest_tie": simplest.key,
                       "comparison": judged.to_dict() if judged else None}
-    judged = compare(best.timing["round_fps"], baseline.timing["round_fps"])
+    judged = compare(_rates(best), _rates(baseline))
     return best, {"claim": True, "text": judged.sentence(best.label(), f"the baseline ({baseline.label()})"),
                   "fastest": fastest.key, "comparison": judged.to_dict()}
 
@@ -925,7 +935,7 @@ def _comparison(after: Candidate | None, before: Candidate | None) -> dict | Non
 
     if after is None or before is None or after is before or not _paired(after, before):
         return None
-    return compare(after.timing["round_fps"], before.timing["round_fps"]).to_dict()
+    return compare(_rates(after), _rates(before)).to_dict()
 
 
 def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx, workdir: Path,
