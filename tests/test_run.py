@@ -61,7 +61,9 @@ def test_run_without_ascend_tools_writes_commands_and_benches_on_onnxruntime(tmp
     markdown = (out / "report.md").read_text()
     assert "Weights were RANDOM" in markdown
     assert "| 2 | PASS |" in markdown
-    assert "after / before" in markdown and f"{results[1]['ratio_to_first']:.3f}x" in markdown
+    assert "after / before [95% interval] verdict" in markdown and f"{results[1]['ratio_to_first']:.3f}x [" in markdown
+    assert results[1]["comparison"]["verdict"] in ("faster", "slower", "no measurable difference")
+    assert "Cached figures" not in markdown and not report["bench"]["reports"]["2"]["cached"]
     assert Image.open(out / "fps.png").format == "PNG"
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".stages.json"]
 
@@ -70,10 +72,22 @@ def test_rerun_skips_unchanged_stages_and_redoes_changed_ones(tmp_path, no_tools
     out = tmp_path / "run"
     run(_options(out), log=lambda m: None)
     exported = (out / "lvvit_golden_bs2.onnx").stat().st_mtime_ns
-    second = run(_options(out), log=lambda m: None)
+    measured = json.loads((out / "report.json").read_text())["bench"]["reports"]["2"]
+    messages: list[str] = []
+    second = run(_options(out), log=messages.append)
     assert {s["name"]: s["status"] for s in second.stages} == {
         "export bs2": "skipped", "apply bs2": "skipped", "bench bs2": "skipped"}
     assert (out / "lvvit_golden_bs2.onnx").stat().st_mtime_ns == exported
+    # the re-run's fps are the first run's, and everything says so: when, on which machine
+    cached = json.loads((out / "report.json").read_text())["bench"]["reports"]["2"]
+    assert cached["results"] == measured["results"]
+    assert cached["cached"]["host"] == measured["machine"]["host"] and cached["cached"]["measured_at"]
+    assert any("not measured again (--rebench to measure)" in m for m in messages)
+    assert f"**Cached figures**: measured {cached['cached']['measured_at']}" in (out / "report.md").read_text()
+    forced = run(_options(out, rebench=True), log=lambda m: None)
+    assert {s["name"]: s["status"] for s in forced.stages}["bench bs2"] == "ran"
+    fresh = json.loads((out / "report.json").read_text())["bench"]["reports"]["2"]
+    assert not fresh["cached"] and fresh["results"] != measured["results"]
     third = run(_options(out, passes=("softmax_transpose",)), log=lambda m: None)
     assert {s["name"]: s["status"] for s in third.stages} == {
         "export bs2": "skipped", "apply bs2": "ran", "bench bs2": "ran"}

@@ -31,7 +31,12 @@ from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 @click.option("--whitelist-file", type=click.Path(dir_okay=False), default=None, help="The transpose.py to patch.")
 @click.option("--bench-duration", type=DURATION, default=10.0, show_default=True,
               help="Measured seconds per batch size (before and after share it, interleaved).")
-@click.option("--bench-rounds", type=ROUNDS, default=5, show_default=True)
+@click.option("--bench-rounds", type=ROUNDS, default=5, show_default=True,
+              help="The fewest interleaved rounds; more follow within --bench-duration until the interval of "
+                   "the after/before ratio is within +-3%.")
+@click.option("--rebench", "--force", "rebench", is_flag=True,
+              help="Measure fps again even when the models are unchanged (a re-run otherwise shows the cached "
+                   "figures, marked with when and on which machine they were measured).")
 @click.option("--threads", type=THREADS, default=None, help="onnxruntime threads (default: all cores).")
 @click.option("--aipp", is_flag=True,
               help="Also build the deployment .om with static AIPP (OUT/aipp.cfg from the model's preprocessing), "
@@ -43,8 +48,8 @@ from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 @json_option
 @handle_errors
 def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non_strict, cann_home, soc_version,
-                patch_whitelist, whitelist_file, bench_duration, bench_rounds, threads, aipp, batch_gears, json_out,
-                **metrics):
+                patch_whitelist, whitelist_file, bench_duration, bench_rounds, rebench, threads, aipp, batch_gears,
+                json_out, **metrics):
     """Run the whole pipeline: export (+onnxsim) per batch size -> apply passes ->
     validate -> whitelist shapes (patch with --patch-whitelist) -> atc if found, else
     atc_commands.sh -> bench before/after -> report.md, report.json, fps.png.
@@ -68,7 +73,8 @@ def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non
                          passes=tuple(passes), seed=seed, ema=ema, strict=not non_strict,
                          cann_home=cann_home, soc_version=soc_version, patch_whitelist=patch_whitelist,
                          whitelist_file=whitelist_file, bench_duration=bench_duration, bench_rounds=bench_rounds,
-                         threads=threads, tolerance=_explicit_tolerance(metrics), aipp=aipp, batch_gears=gears)
+                         rebench=rebench, threads=threads, tolerance=_explicit_tolerance(metrics), aipp=aipp,
+                         batch_gears=gears)
     summary = run(options)
     echo(_summary_text(summary))
     emit_result(summary.to_dict())
@@ -94,6 +100,8 @@ def _summary_text(summary) -> str:
     bench = merged_bench(summary)
     if bench is not None and bench.results:
         lines.append(bench.format_table())
+        lines += bench.verdicts()
+        lines += [f"warning: {w}" for w in bench.warnings]
     deploy = summary.deploy or {}
     if deploy:
         lines.append(f"deployment .om: {deploy.get('om') or deploy.get('command')}")

@@ -82,6 +82,7 @@ class BenchReport:
     warnings: list[str] = field(default_factory=list)  # the machine was not quiet (stats.LoadMonitor)
     load: dict = field(default_factory=dict)  # the load readings (stats.merge_load)
     rounds: dict = field(default_factory=dict)  # batch size -> how many rounds and why they stopped
+    cached: dict = field(default_factory=dict)  # figures reused by `run` (measured_at, host); {} when measured now
 
     @classmethod
     def from_dict(cls, data: dict) -> "BenchReport":
@@ -89,12 +90,12 @@ class BenchReport:
                    for r in data.get("results", [])]
         return cls(results, data.get("machine", {}), data.get("settings", {}), data.get("skipped", []),
                    data.get("validation", {}), data.get("warnings", []), data.get("load", {}),
-                   data.get("rounds", {}))
+                   data.get("rounds", {}), data.get("cached", {}))
 
     def to_dict(self) -> dict:
         return {"machine": self.machine, "settings": self.settings, "skipped": self.skipped,
                 "validation": self.validation, "warnings": self.warnings, "load": self.load,
-                "rounds": self.rounds, "results": [asdict(r) for r in self.results]}
+                "rounds": self.rounds, "cached": self.cached, "results": [asdict(r) for r in self.results]}
 
     def verdicts(self) -> list[str]:
         """One sentence per model after the first at each batch size (stats.Comparison.sentence),
@@ -109,6 +110,9 @@ class BenchReport:
                                                                        _short(firsts[r.batch_size].model, 60)))
         for batch, info in self.rounds.items():
             lines.append(f"batch {batch}: {info.get('text', '')}")
+        if self.cached:
+            lines.append(f"CACHED: these figures were measured {self.cached.get('measured_at')} on "
+                         f"{self.cached.get('host')}, not now (--rebench to measure again)")
         return lines
 
     def format_table(self) -> str:
@@ -762,4 +766,6 @@ def plot_caveats(report: BenchReport) -> list[str]:
         lines.append(f"{report.settings['weights']}: fps is real, accuracy is not")
     if report.warnings:
         lines.append("measured under load: " + report.warnings[0].replace("machine not quiet: ", ""))
+    if report.cached:
+        lines.append(f"CACHED figures: measured {report.cached.get('measured_at')} on {report.cached.get('host')}")
     return lines

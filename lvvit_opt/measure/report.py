@@ -18,8 +18,12 @@ def merged_bench(summary) -> BenchReport | None:
         return None
     results: list[BenchResult] = [res for r in reports for res in r.results]
     settings = dict(reports[0].settings, batch_sizes=sorted({r.batch_size for r in results}))
+    cached = [r.cached for r in reports if r.cached]
+    rounds = {k: v for r in reports for k, v in r.rounds.items()}
     return BenchReport(results, reports[0].machine, settings, [s for r in reports for s in r.skipped],
-                       {k: v for r in reports for k, v in r.validation.items()})
+                       {k: v for r in reports for k, v in r.validation.items()},
+                       list(dict.fromkeys(w for r in reports for w in r.warnings)),
+                       reports[0].load, rounds, cached[0] if cached else {})
 
 
 def write_reports(summary, options) -> None:
@@ -107,17 +111,25 @@ def _fps_table(bench: BenchReport | None, summary, plotted: bool = True) -> list
              f"backend **{summary.bench.get('backend')}**"
              + (f", providers {', '.join(settings.get('providers', []))}, threads {settings.get('threads')}"
                 if summary.bench.get("backend") == "onnxruntime" else "")
-             + f"; {settings.get('rounds')} interleaved rounds, {settings.get('duration_s')} s per batch size.", "",
-             "| batch | before fps | after fps | after / before (round spread) | before p50 ms | after p50 ms |",
-             "|---:|---:|---:|---|---:|---:|"]
+             + f"; at least {settings.get('rounds')} interleaved rounds (order rotating), up to "
+               f"{settings.get('duration_s')} s per batch size.", ""]
+    if bench.cached:
+        lines += [f"> **Cached figures**: measured {bench.cached.get('measured_at')} on `{bench.cached.get('host')}`, "
+                  "not in this run (`--rebench` measures again).", ""]
+    for warning in bench.warnings:
+        lines += [f"> Warning: {warning}", ""]
+    lines += ["| batch | before fps | after fps | after / before [95% interval] verdict | before p50 ms | after p50 ms |",
+              "|---:|---:|---:|---|---:|---:|"]
     for batch in sorted({r.batch_size for r in bench.results}):
         pair = sorted((r for r in bench.results if r.batch_size == batch), key=lambda r: r.position)
         if len(pair) < 2:
             continue
         before, after = pair[0], pair[1]
-        spread = f" ({after.ratio_spread[0]:.2f}-{after.ratio_spread[1]:.2f})" if after.ratio_spread else ""
-        lines.append(f"| {batch} | {before.fps:.1f} | {after.fps:.1f} | {after.ratio_to_first:.3f}x{spread} | "
+        judged = after.judged()
+        versus = judged.short() if judged else f"{after.ratio_to_first:.3f}x (no paired rounds)"
+        lines.append(f"| {batch} | {before.fps:.1f} | {after.fps:.1f} | {versus} | "
                      f"{before.latency_median_ms:.2f} | {after.latency_median_ms:.2f} |")
+    lines += [""] + [f"- {line}" for line in bench.verdicts()]
     lines += ["", "![fps](fps.png)" if plotted else "(fps.png could not be drawn; see report.json `fps_plot_error`)"]
     if summary.bench.get("backend") == "onnxruntime":
         lines += ["", "Note: onnxruntime on this machine's CPU, not an Ascend NPU. The softmax rewrite targets "

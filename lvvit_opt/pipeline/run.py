@@ -55,6 +55,7 @@ class RunOptions:
     whitelist_file: str | None = None
     bench_duration: float = 10.0
     bench_rounds: int = 5
+    rebench: bool = False  # measure again even when the bench stage's inputs are unchanged (--rebench)
     threads: int | None = None
     tolerance: Any = None  # golden.Tolerance for the rewritten-graph validation (None: the tight ONNX one)
     aipp: bool = False  # the deployment .om gets static AIPP (aipp.cfg from the model's preprocessing)
@@ -125,9 +126,9 @@ class _Stages:
         self.cache, self.summary, self.log = StageCache(out), summary, log
 
     def run(self, name: str, params: dict, inputs: list, outputs: list[Path] | Callable[[dict], list],
-            fn: Callable[[], dict]) -> dict:
+            fn: Callable[[], dict], force: bool = False) -> dict:
         key = self.cache.key(params, inputs)
-        cached = self.cache.lookup(name, key, outputs)
+        cached = None if force else self.cache.lookup(name, key, outputs)
         if cached is not None:
             self.log(f"[{name}] unchanged, skipped")
             self.summary.stages.append({"name": name, "status": "skipped", "seconds": 0.0})
@@ -412,5 +413,13 @@ def _bench_stage(options: RunOptions, models, atc: dict, stages: _Stages, out: P
             f"bench bs{batch}", params, files, [],
             lambda f=files, b=batch: bench_models([str(p) for p in f], [b], backend="om" if use_om else "ort",
                                                   duration=options.bench_duration, rounds=options.bench_rounds,
-                                                  threads=options.threads, log=log.child("  ")).to_dict())
+                                                  threads=options.threads, log=log.child("  ")).to_dict(),
+            force=options.rebench)
+        if stages.summary.stages[-1]["status"] == "skipped":  # figures from an earlier run: say so
+            report = dict(reports[str(batch)])
+            report["cached"] = {"measured_at": stages.cache.state[f"bench bs{batch}"].get("finished"),
+                                "host": (report.get("machine") or {}).get("host")}
+            reports[str(batch)] = report
+            log(f"  bench bs{batch}: fps from the run of {report['cached']['measured_at']} on "
+                f"{report['cached']['host']}, not measured again (--rebench to measure)")
     return {"backend": "om" if use_om else "onnxruntime", "reports": reports}
