@@ -75,6 +75,7 @@ def bench_preprocess(work: Path, count: int, rounds: int) -> None:
     print(f"  seed recipe (timm, 1 process, .tofile): {max(seed_ips):8.1f} images/s  (runs: {_fmt(seed_ips)})")
     print(f"  lvvit-opt preprocess ({result.workers} workers):     {max(ours_ips):8.1f} images/s  (runs: {_fmt(ours_ips)})")
     print(f"  ratio: {max(ours_ips) / max(seed_ips):.2f}x (target >= 1.8x)   outputs byte-identical: {identical}")
+    print("  " + compare(ours_ips, seed_ips).sentence("lvvit-opt preprocess", "the seed recipe"))
 
 
 def bench_eval(work: Path, count: int, onnx_path: str | None, batch: int, rounds: int) -> None:
@@ -108,6 +109,14 @@ def bench_eval(work: Path, count: int, onnx_path: str | None, batch: int, rounds
     print(f"  eval end to end:                          {max(end_to_end):8.2f} images/s  (runs: {_fmt(end_to_end)}; "
           f"eval's own inference-only figure: {_fmt(own_infer)})")
     print(f"  ratio end-to-end / inference-only: {max(end_to_end) / max(infer_only):.3f} (target >= 0.9)")
+    print("  " + compare(end_to_end, infer_only).sentence("eval end to end", "inference only"))
+
+
+def compare(candidate: list[float], baseline: list[float]):
+    """The paired rounds judged by measure.stats (ratio, 95% interval, verdict)."""
+    from lvvit_opt.measure.stats import compare as paired
+
+    return paired(candidate, baseline)
 
 
 def _fmt(values: list[float]) -> str:

@@ -159,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  --shard x2, 2 procs:   {shards:8.2f} images/s  (runs: {_fmt([r['images_per_s'] for r in runs['shards']])}; "
           f"end to end {max(r['end_to_end'] for r in runs['shards']):.2f}; shard sizes {runs['shards'][0]['sizes']})"
           f"   ratio to 1 process: {shards / base:.2f}x (target >= 1.6x)")
+    from lvvit_opt.measure.stats import compare
+
+    one_rates = [r["images_per_s"] for r in runs["one"]]
+    print("  " + compare([r["images_per_s"] for r in runs["shards"]], one_rates).sentence("--shard x2", "1 process"))
     same = all(_same_accuracy(r["accuracy"], reference) for r in runs["shards"])
     if runs["ray"]:
         ray_ips = max(r["images_per_s"] for r in runs["ray"])
         print(f"  --engine ray, 2 CPUs:  {ray_ips:8.2f} images/s  (runs: {_fmt([r['images_per_s'] for r in runs['ray']])}; "
               f"worker sizes {runs['ray'][0]['sizes']})   ratio to 1 process: {ray_ips / base:.2f}x; "
               f"to two shards: {ray_ips / shards:.2f} (target >= 0.85)")
+        print("  " + compare([r["images_per_s"] for r in runs["ray"]], one_rates).sentence("--engine ray", "1 process"))
         print(f"  Ray start-up (not in images/s): ray.init {ray_init_s:.1f} s; actors loading the model "
               f"{_fmt([r['startup_s'] for r in runs['ray']])} s per run")
         same = same and all(_same_accuracy(r["accuracy"], reference) for r in runs["ray"])

@@ -8,6 +8,8 @@ come from that one run:
     baseline is always among tune's finalists, so the two are measured interleaved (same rounds);
   * overhead = tune's wall time / the sum of the candidates' measuring time (gate/screen runs,
     warm-up and timed slots); target <= 1.3. Building candidates, sessions and reports is the rest.
+The tuned-vs-default verdict is tune's own (measure.stats: paired rounds, 95% interval; when no
+candidate is measurably faster, the default stays the tuned config and the ratio is 1.0).
 Exit 1 when tuned < default or the overhead is over target. Under CPU contention absolute fps
 inflate and deflate; read the ratio.
 
@@ -73,11 +75,14 @@ def main() -> int:
           f"{min(base.timing['round_fps']):.1f}-{max(base.timing['round_fps']):.1f}]")
     print(f"tuned ({best.label()}): {best.timing['fps']:.1f} fps  [rounds "
           f"{min(best.timing['round_fps']):.1f}-{max(best.timing['round_fps']):.1f}]")
-    print(f"tuned / default = {ratio:.2f}x (measured interleaved in the same run)")
+    print(f"tuned / default = {ratio:.2f}x fps (measured interleaved in the same run)")
+    print(report.verdict.get("text", ""))  # measure.stats' judgement (interval, verdict), as tune made it
+    for warning in report.warnings:
+        print(f"warning: {warning}")
     print(f"overhead = tune wall {wall:.1f} s / candidates' measuring time {report.measured_s:.1f} s = "
           f"{overhead:.2f} (target <= {TARGET_OVERHEAD})")
     print(json.dumps({"default_fps": base.timing["fps"], "tuned_fps": best.timing["fps"], "ratio": ratio,
-                      "tuned": best.key, "wall_s": wall, "measured_s": report.measured_s,
+                      "verdict": report.verdict, "warnings": report.warnings, "tuned": best.key, "wall_s": wall, "measured_s": report.measured_s,
                       "overhead": overhead, "budget_s": options.budget_s, "cpu_count": cores}))
     return 0 if ratio >= 1.0 and overhead <= TARGET_OVERHEAD else 1
 
