@@ -2,6 +2,7 @@
 verdicts on real measurements (identical models under load, a planted slowdown)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -208,3 +209,21 @@ def test_the_planted_model_computes_the_same_output():
     outs = [ort.InferenceSession(str(SPEED / name), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
             for name in ("matmul.onnx", "matmul_planted.onnx")]
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_bench_cli_under_load_prints_the_warning_and_puts_it_in_the_json(tmp_path, cli_runner, monkeypatch):
+    """A load average of twice the cores before measuring: the console and --json say so, and
+    the ratio still comes with its interval and verdict."""
+    from lvvit_opt.cli import main
+
+    monkeypatch.setattr(stats, "read_loadavg", lambda proc="/proc": 2.0 * stats.cpu_count())
+    json_out = tmp_path / "bench.json"
+    model = str(SPEED / "matmul.onnx")
+    result = cli_runner.invoke(main, ["bench", model, str(SPEED / "matmul_planted.onnx"), "--duration", "0.6",
+                                      "--rounds", "3", "--warmup", "0.1", "--threads", "1", "--json", str(json_out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(json_out.read_text())["result"]
+    expected = f"load average {2.0 * stats.cpu_count():.2f} on {stats.cpu_count()} core(s) before measuring"
+    assert any(expected in w for w in data["warnings"]) and data["load"]["quiet"] is False
+    assert expected in result.output
+    assert "x slower than" in result.output and data["results"][1]["comparison"]["verdict"] == "slower"

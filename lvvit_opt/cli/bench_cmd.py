@@ -86,8 +86,6 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
     echo(report.format_table())
     for line in report.verdicts():
         echo(line)
-    for warning in report.warnings:
-        echo(f"warning: {warning}")
     if report.settings.get("weights"):
         echo(f"note: {report.settings['weights']}: fps is real, accuracy is not")
     echo(f"machine: {report.machine.get('processor')} x{report.machine.get('cpu_count')}")

@@ -101,7 +101,6 @@ def _summary_text(summary) -> str:
     if bench is not None and bench.results:
         lines.append(bench.format_table())
         lines += bench.verdicts()
-        lines += [f"warning: {w}" for w in bench.warnings]
     deploy = summary.deploy or {}
     if deploy:
         lines.append(f"deployment .om: {deploy.get('om') or deploy.get('command')}")

@@ -103,8 +103,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
         if report.verdict.get("text"):
             echo(report.verdict["text"])
         echo("reproduce:\n  " + "\n  ".join(report.reproduce))
-    for warning in report.warnings:
-        echo(f"warning: {warning}")
+
     for note in report.notes:
         echo(f"note: {note}")
     overhead = report.overhead
