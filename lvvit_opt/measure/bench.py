@@ -722,6 +722,7 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
     import matplotlib.pyplot as plt
 
     from lvvit_opt.core.fileio import write_figure
+    from lvvit_opt.measure.stats import relative_half_width
 
     batches = sorted({r.batch_size for r in report.results})
     positions = sorted({r.position for r in report.results})
@@ -731,25 +732,32 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
         series = [r for r in report.results if r.position == position]
         xs = [batches.index(r.batch_size) + (i - (len(positions) - 1) / 2) * width for r in series]
         ys = [r.fps for r in series]
-        # fps is over all iterations, not a mean of the rounds: it may sit a rounding error (or, with
-        # uneven rounds, more) outside [min, max] of the rounds; matplotlib refuses negative bars.
-        err = np.clip(np.array([[r.fps - min(r.round_fps), max(r.round_fps) - r.fps] for r in series]).T, 0, None)
+        # the 95% interval of the per-round fps (t over their logs), around the bar; none from one round
+        halves = [relative_half_width(r.round_fps) for r in series]
+        err = np.array([[r.fps - r.fps / (1 + h), r.fps * h] if math.isfinite(h) else [0.0, 0.0]
+                        for r, h in zip(series, halves)]).T
         label = (labels or {}).get(position, f"{position + 1}. {Path(series[0].model).name}")
         bars = ax.bar(xs, ys, width * 0.95, yerr=err, capsize=3, label=label)
-        ax.bar_label(bars, labels=[f"{y:.1f}" for y in ys], padding=2, fontsize=8)
+        texts = [f"{y:.1f}" + (f"\n{r.judged().short()}" if r.judged() else "") for y, r in zip(ys, series)]
+        ax.bar_label(bars, labels=texts, padding=2, fontsize=7)
     ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])
     ax.set_ylabel("images / s (higher is better)")
-    ax.set_title(title or f"Throughput ({report.settings.get('backend', '')})")
+    used = ", ".join(dict.fromkeys(r.backend for r in report.results)) or report.settings.get("backend", "")
+    ax.set_title(title or f"Throughput ({used})")
     if positions:
-        top = max(max(r.round_fps) for r in report.results)
-        ax.set_ylim(0, top * 1.3)
+        top = max(r.fps * (1 + min(h, 1.0)) if math.isfinite(h) else r.fps
+                  for r, h in ((r, relative_half_width(r.round_fps)) for r in report.results))
+        ax.set_ylim(0, top * 1.35)
         ax.legend(fontsize=8, loc="upper center", ncol=min(3, len(positions)))
     else:
         ax.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=ax.transAxes)
     ax.grid(axis="y", alpha=0.3)
-    caveats = plot_caveats(report)
+    import textwrap
+
+    width_in = fig.get_size_inches()[0]
+    caveats = [part for line in plot_caveats(report) for part in textwrap.wrap(line, int(width_in * 17))]
     fig.text(0.01, 0.01, "\n".join(caveats), fontsize=6.5, color="dimgrey", va="bottom", ha="left")
-    fig.tight_layout(rect=(0, 0.035 * len(caveats), 1, 1))
+    fig.tight_layout(rect=(0, (0.1 + 0.12 * len(caveats)) / fig.get_size_inches()[1], 1, 1))
     return write_figure(fig, out)
 
 
@@ -761,7 +769,8 @@ def plot_caveats(report: BenchReport) -> list[str]:
     lines = [f"backend used: {used}; machine: {machine.get('host', '?')} ({machine.get('processor', '?')}, "
              f"{machine.get('cpu_count', '?')} cores)"
              + (f"; threads {report.settings.get('threads')}" if report.settings.get("threads") else ""),
-             "error bars: min-max of the per-round fps; ratios and their 95% intervals are in the text output/JSON"]
+             "error bars: 95% interval of each model's per-round fps (t over log fps); above a bar: its ratio to the "
+             "first model, the paired 95% interval and the verdict"]
     if report.settings.get("weights"):
         lines.append(f"{report.settings['weights']}: fps is real, accuracy is not")
     if report.warnings:

@@ -149,7 +149,11 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     rejected = sorted((c for c in report.candidates if c.status == "rejected" and c.fps), key=lambda c: c.fps)[-8:]
     shown = rejected + measured
     colours = {"faster": "tab:green", "slower": "tab:orange", "no measurable difference": "tab:blue"}
-    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.32 * max(1, len(shown))), dpi=90)
+    import textwrap
+
+    caveats = [part for line in tune_caveats(report) for part in textwrap.wrap(line, 170)]
+    height = 1.9 + 0.32 * max(3, len(shown)) + 0.14 * len(caveats)
+    fig, ax = plt.subplots(figsize=(10, height), dpi=90)
     for y, c in enumerate(shown):
         if c in rejected:
             ax.barh(y, c.fps, color="tab:red", alpha=0.45, hatch="//")
@@ -185,16 +189,15 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
                        Patch(color="tab:blue", label="no measurable difference"),
                        Patch(color="tab:orange", label="measurably slower"),
                        Patch(color="tab:red", alpha=0.45, label="rejected by the accuracy gate")],
-              fontsize=6.5, loc="lower right")
+              fontsize=6.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if not shown:
         ax.text(0.5, 0.5, "no candidate measured", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("images / s (higher is better)")
     ax.set_title(printable(f"tune {report.target}: {len(measured)} measured candidate(s) "
                            f"({report.settings.get('model_name', '')})"), fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    caveats = tune_caveats(report)
     fig.text(0.01, 0.01, "\n".join(caveats), fontsize=6.5, color="dimgrey", va="bottom", ha="left")
-    fig.tight_layout(rect=(0, min(0.4, 0.12 * len(caveats) * 4 / (1.6 + 0.32 * max(1, len(shown)))), 1, 1))
+    fig.tight_layout(rect=(0, (0.15 + 0.14 * len(caveats)) / height, 1, 1))
     return write_figure(fig, out)
 
 
