@@ -34,7 +34,9 @@ def test_ratio_lands_on_the_right_side_and_json_and_plot(tmp_path, cli_runner, g
     envelope = json.loads(json_out.read_text())
     assert (envelope["command"], envelope["ok"]) == ("bench", True)
     data = envelope["result"]
-    assert set(data) == {"machine", "settings", "skipped", "validation", "warnings", "load", "rounds", "results"}
+    assert set(data) == {"machine", "settings", "skipped", "validation", "warnings", "load", "rounds", "cached",
+                         "results"}
+    assert data["cached"] == {}  # measured now
     assert data["rounds"]["2"]["rounds"] >= 3 and data["rounds"]["2"]["stopped"] in ("precise", "time")
     assert data["load"]["cores"] >= 1 and data["warnings"] == data["load"]["warnings"]
     assert data["settings"]["weights"].endswith("RANDOM weights")  # both exports have random weights
