@@ -227,3 +227,19 @@ def test_bench_cli_under_load_prints_the_warning_and_puts_it_in_the_json(tmp_pat
     assert any(expected in w for w in data["warnings"]) and data["load"]["quiet"] is False
     assert expected in result.output
     assert "x slower than" in result.output and data["results"][1]["comparison"]["verdict"] == "slower"
+
+
+def test_the_minimum_rounds_hold_unless_the_time_is_a_hard_budget():
+    values = iter([100.0, 60.0, 100.0, 140.0] * 100)
+
+    def rounds(hard: bool) -> stats.Rounds:
+        clock = FakeClock()
+
+        def slot(i):
+            clock.now += 1.0  # every slot longer than planned
+            return next(values)
+
+        return stats.measure_rounds(2, slot, min_rounds=5, seconds=2, hard_limit=hard, clock=clock)
+
+    assert (rounds(False).count, rounds(False).stopped) == (5, "time")  # bench: --rounds is a floor
+    assert (rounds(True).count, rounds(True).stopped) == (2, "time")  # tune: --budget is a ceiling

@@ -223,13 +223,13 @@ def widest_interval(rates: Sequence[Sequence[float]]) -> float:
 
 
 def measure_rounds(count: int, slot: Callable[[int], float], *, min_rounds: int, seconds: float,
-                   precision: float = PRECISION, max_rounds: int | None = None,
+                   precision: float = PRECISION, max_rounds: int | None = None, hard_limit: bool = False,
                    on_slot: Callable[[int, int], None] | None = None,
                    clock: Callable[[], float] = time.perf_counter) -> Rounds:
     """Run interleaved rounds of `count` configurations: slot(i) measures configuration i once
-    and returns its rate. At least `min_rounds` rounds (unless `seconds` runs out first, after
-    two), then more until every interval is within `precision` or `seconds` have passed.
-    on_slot(round, i) is called after each slot (progress)."""
+    and returns its rate. At least `min_rounds` rounds, then more until every interval is within
+    `precision` or `seconds` have passed. hard_limit (a budget, as tune's): `seconds` may cut
+    the minimum short, after two rounds. on_slot(round, i) is called after each slot (progress)."""
     if count < 1:
         return Rounds([], "precise", precision, 0.0)
     rates: list[list[float]] = [[] for _ in range(count)]
@@ -251,7 +251,7 @@ def measure_rounds(count: int, slot: Callable[[int], float], *, min_rounds: int,
         if done >= min_rounds and widest_interval(rates) <= precision:
             stopped = "precise"
             break
-        if elapsed + per_round > seconds and done >= min(2, min_rounds):
+        if elapsed + per_round > seconds and done >= (min(2, min_rounds) if hard_limit else min_rounds):
             stopped = "precise" if widest_interval(rates) <= precision else "time"
             break
     return Rounds(rates, stopped, precision, clock() - start)

@@ -818,7 +818,7 @@ def _measure(finalists: list[Candidate], target: Target, rows, o: TuneOptions, s
 
         run_id = time.strftime("%Y-%m-%dT%H:%M:%S")
         with LoadMonitor() as load, task("tune: measure", total=None, unit="slot") as bar:
-            done = measure_rounds(len(runners), one_slot, min_rounds=o.rounds, seconds=available,
+            done = measure_rounds(len(runners), one_slot, min_rounds=o.rounds, seconds=available, hard_limit=True,
                                   on_slot=lambda _r, _i: bar.update(1))
         s.load.append(load.report)
         s.rounds = done.to_dict()
