@@ -159,8 +159,10 @@ def test_bench_unavailable_provider_alone_is_exit_2_and_with_a_fallback_a_warnin
                                         "--rounds", "1", "--warmup", "0", "--json", "-"])
     assert fallback.exit_code == 0, fallback.output
     data = _envelope(fallback)
-    assert data["warnings"] == ["provider(s) CUDAExecutionProvider not available in this onnxruntime build; "
-                                "running on CPUExecutionProvider"]
+    assert data["warnings"][0] == ("provider(s) CUDAExecutionProvider not available in this onnxruntime build; "
+                                   "running on CPUExecutionProvider")
+    # the rest, if any, are the load warnings of a busy machine (measure.stats), also in the result
+    assert data["warnings"][1:] == data["result"]["warnings"]
     assert data["result"]["results"][0]["details"]["providers"] == ["CPUExecutionProvider"]
 
 
