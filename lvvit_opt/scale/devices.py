@@ -211,9 +211,12 @@ def _bench_child(device, first_device, entries, batch, slot, rounds, warmup, thr
                 spent, count = worker.slot(index, slot, [])
                 solo.append(batch * count / spent)
             barrier.wait()
+        from lvvit_opt.measure.stats import rotation
+
         measured = [{"latencies": [], "rounds": []} for _ in entries]
         for _round in range(rounds):
-            for index, record in enumerate(measured):
+            for index in rotation(len(entries), _round):  # every device in the same, rotating order
+                record = measured[index]
                 barrier.wait()
                 begin = time.monotonic()
                 spent, count = worker.slot(index, slot, record["latencies"])
