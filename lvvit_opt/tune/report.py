@@ -178,7 +178,7 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
         if c in rejected:
             text += "  (rejected by the gate; screen fps)"
         labels.append(text)
-    ax.set_yticks(range(len(shown)), [printable(text) for text in labels], fontsize=7)
+    ax.set_yticks(range(len(shown)), ["\n".join(textwrap.wrap(printable(text), 60)) for text in labels], fontsize=7)
     base = report.by_key(report.baseline)
     if base is not None and base.timing:
         ax.axvline(base.timing["fps"], ls="--", c="black", lw=1)
