@@ -37,7 +37,8 @@ from lvvit_opt.cli.types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, 
 @click.option("--min-agreement", type=PERCENT, default=99.5, show_default=True,
               help="Top-1 agreement with the fp32 original (%) a candidate needs, besides validate's tolerance.")
 @click.option("--rounds", type=ROUNDS, default=5, show_default=True,
-              help="Interleaved measuring rounds of the finalists.")
+              help="The fewest interleaved rounds (order rotating) of the finalists; more follow while the "
+                   "budget lasts until every interval is within +-3%. Fewer only when the budget runs out.")
 @click.option("--warmup", type=WARMUP, default=1.0, show_default=True,
               help="Untimed seconds per finalist before the rounds.")
 @click.option("--max-finalists", type=Count(1, 64, "a number of finalists"), default=6, show_default=True,
