@@ -11,6 +11,11 @@ import os
 import click
 from click.shell_completion import CompletionItem
 
+from lvvit_opt.core import limits
+from lvvit_opt.core.limits import (MAX_BATCH, MAX_BUDGET_SECONDS, MAX_DEVICE_ID, MAX_GB, MAX_IMAGES,  # noqa: F401
+                                   MAX_IMG_SIZE, MAX_MB, MAX_ROUNDS, MAX_SECONDS, MAX_SEED, MAX_THREADS, MAX_TOP,
+                                   MAX_WARMUP_SECONDS)
+
 # atc --soc_version names (completion only: any Ascend<digit>... name is accepted, new chips
 # come with every CANN release). Sources: the seed guide (Ascend310); vllm-ascend issue #6676
 # (github.com/vllm-project/vllm-ascend/issues/6676: ascend910b1..b4, b2c, b4-1, 910_93xx,
@@ -213,19 +218,8 @@ NON_NEGATIVE_FLOAT = NonNegativeFloat()
 # stated range: `inf` seconds or 1e9 rounds is a hang, not a request, and `--seed -1` a numpy
 # traceback. The message names the range.
 
-MAX_SECONDS = 86400            # bench/run durations: a day
-MAX_WARMUP_SECONDS = 3600
-MAX_BUDGET_SECONDS = 7 * 86400  # tune --budget: a week
-MAX_ROUNDS = 1000
-MAX_THREADS = 1024             # threads, decoding processes, Ray actors
-MAX_BATCH = 65536
-MAX_IMG_SIZE = 8192
-MAX_IMAGES = 100_000_000       # --limit
-MAX_TOP = 1_000_000
-MAX_DEVICE_ID = 1023
-MAX_SEED = 2**32 - 1           # numpy's seed range
-MAX_MB = 1024 * 1024           # a terabyte
-MAX_GB = 1024 * 1024
+# The ranges themselves are core.limits': a value read from a file (tune's --space) is checked
+# against the same range as the option.
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -299,14 +293,20 @@ def Count(low: int, high: int, what: str = "an integer") -> BoundedNumber:  # no
 DURATION = Seconds(0.1, MAX_SECONDS)
 WARMUP = Seconds(0, MAX_WARMUP_SECONDS)
 BUDGET = Seconds(1, MAX_BUDGET_SECONDS)
-ROUNDS = Count(1, MAX_ROUNDS, "a number of rounds")
-THREADS = Count(1, MAX_THREADS, "a number of threads")
-WORKERS = Count(1, MAX_THREADS, "a number of processes")
-BATCH_SIZE = Count(1, MAX_BATCH, "a batch size")
-IMAGES = Count(1, MAX_IMAGES, "a number of images")
-TOP = Count(1, MAX_TOP, "a count")
-DEVICE_ID = Count(0, MAX_DEVICE_ID, "a device id")
-SEED = Count(0, MAX_SEED, "a seed")
+
+
+def _count_of(stated: limits.IntRange) -> BoundedNumber:
+    return Count(stated.low, stated.high, stated.what)
+
+
+ROUNDS = _count_of(limits.ROUNDS)
+THREADS = _count_of(limits.THREADS)
+WORKERS = _count_of(limits.WORKERS)
+BATCH_SIZE = _count_of(limits.BATCH_SIZE)
+IMAGES = _count_of(limits.IMAGES)
+TOP = _count_of(limits.TOP)
+DEVICE_ID = _count_of(limits.DEVICE_ID)
+SEED = _count_of(limits.SEED)
 FRACTION = BoundedNumber(0, 1, low_open=True, what="a fraction")
 PERCENT = BoundedNumber(0, 100, low_open=True, what="a percentage")
 

@@ -408,10 +408,28 @@ def read_regular_file(path: str | os.PathLike) -> tuple[bytes, tuple[int, int, i
         return handle.read(), identity
 
 
+def stat_regular_file(path: str | os.PathLike) -> os.stat_result:
+    """The stat of `path` (through symlinks) when it is a regular file, else a one-line UserError
+    decided on the stat alone: a FIFO or device is never opened."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UserError(f"{shown(path)}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{shown(path)}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "folder" if stat.S_ISDIR(st.st_mode) else (special_kind(path) or "special file")
+        raise UserError(f"{shown(path)}: not a regular file (a {kind})")
+    return st
+
+
 @contextlib.contextmanager
 def open_regular_file(path: str | os.PathLike, buffering: int = -1):
     """(binary handle, identity) of ONE open of a regular file, checked as read_regular_file
-    checks it; for readers that parse as they read instead of holding all the bytes."""
+    checks it; for readers that parse as they read instead of holding all the bytes. The path
+    is stat'ed first: a FIFO or device is refused without being opened at all (an open, even
+    non-blocking, is seen by a FIFO's writer); the descriptor is checked again after the open."""
+    stat_regular_file(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
