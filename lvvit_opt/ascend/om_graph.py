@@ -15,7 +15,6 @@ SoftmaxV2 on axis 1 between two Transposes instead of on the last axis.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -238,13 +237,9 @@ def parse_om_json(data: Any, source: str = "om json") -> OmModel:
 
 
 def read_om_json(path: str | os.PathLike) -> OmModel:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{shown(path)}: no such file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{shown(path)}: not readable JSON ({type(exc).__name__})") from None
+    from lvvit_opt.core.readers import OM_JSON, read_json
+
+    data = read_json(path, "", OM_JSON)  # a regular file, bounded and checked against memory (core.readers)
     return parse_om_json(data, str(path))
 
 

@@ -78,7 +78,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
     if checkpoint and model_name is None:
         raise UserError("--checkpoint goes with --model NAME")
     budget_s = parse_budget(budget)
-    space = load_space(space_file, target) if space_file else None
+    space = load_space(space_file, target, budget_s) if space_file else None
     start_plan(reads={"MODEL": model, "--inputs": inputs, "--space": space_file}, writes={"--json": json_file(json_out), **tune_files(out)}, owned={"--out": out})
     per_batch = None
     if model_name is not None:

@@ -256,7 +256,7 @@ def _read_npy_header(handle, what: str) -> ArrayHeader:
         else:
             shape, fortran, dtype = npy_format.read_array_header_2_0(handle)
     except Exception as exc:  # ValueError on a bad magic or header
-        raise UserError(f"{what}: not a .npy array ({reason_of(exc, 160)})") from None
+        raise UserError(f"{what}: not a readable .npy file ({reason_of(exc, 160)})") from None
     if dtype.hasobject:
         raise UserError(f"{what}: holds Python objects (a pickled array), which could run code on load; "
                         f"refusing it")
@@ -352,7 +352,7 @@ def open_npz(path: str | os.PathLike, label: str = "") -> Iterator[tuple[zipfile
         try:
             archive = zipfile.ZipFile(handle)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            raise UserError(f"{what}: not a .npz (ZIP) archive ({reason_of(exc, 160)})") from None
+            raise UserError(f"{what}: not a readable .npz file (a ZIP of .npy arrays: {reason_of(exc, 160)})") from None
         with archive:
             yield archive, npz_members(archive, what)
 

@@ -54,13 +54,9 @@ class KeepDtype:
 def read_keep_dtype(path: str) -> KeepDtype:
     """atc's --keep_dtype file: one operator a line, a node name or `OpType::TypeName` (blank
     lines and `#` comments skipped)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise UserError(f"--keep-dtype {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--keep-dtype {path}: cannot read it ({exc})") from None
+    from lvvit_opt.core.readers import LIST, read_text
+
+    text = read_text(path, "--keep-dtype", LIST)  # a regular file of at most 1 MB (core.readers)
     keep = KeepDtype()
     for raw in text.splitlines():
         line = raw.strip()

@@ -2,14 +2,13 @@
 reader, --budget, and the candidate records the search fills in. See lvvit_opt.tune.search."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
-from lvvit_opt.core.errors import UserError
+from lvvit_opt.core import limits
+from lvvit_opt.core.errors import UserError, shown
 
 TARGETS = ("ort-cpu", "ort-cuda", "ort-trt", "ascend")
 PRECISIONS = ("fp32", "fp16", "fp16-keep")
@@ -67,51 +66,57 @@ def default_space(target: str) -> Space:
                  list(WHITELIST_CHOICES) if ascend else [])
 
 
-def load_space(path: str | os.PathLike, target: str) -> Space:
-    """The default space with the lists FILE gives (JSON, or YAML for .yaml/.yml) put in their place."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"--space {path}: cannot read it ({type(exc).__name__}: {exc})") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        first = " ".join(str(exc).split())[:200]
-        raise UserError(f"--space {path}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} "
-                        f"({first})") from None
-    return space_from_mapping(data, target, f"--space {path}")
+# A --space list may hold at most this many entries (pass sets: at most MAX_PASS_SETS), and the
+# candidates it makes at most one per MIN_CANDIDATE_S of --budget (at least MIN_CANDIDATE_CAP):
+# a space the budget cannot even enumerate is refused before anything is built.
+MAX_LIST = 64
+MAX_PASS_SETS = 256
+MIN_CANDIDATE_S = 0.25
+MIN_CANDIDATE_CAP = 1024
 
 
-def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
-    """Check every list of a space mapping; a wrong key, type or value is a one-line UserError."""
+def load_space(path: str | os.PathLike, target: str, budget_s: float | None = None) -> Space:
+    """The default space with the lists FILE gives (JSON, or YAML for .yaml/.yml) put in their place,
+    read through the one bounded reader (core.readers: regular file, 1 MB, aliases bounded)."""
+    from lvvit_opt.core.readers import SPACE, read_json_or_yaml
+
+    data = read_json_or_yaml(path, "--space", SPACE)
+    return space_from_mapping(data, target, f"--space {shown(path)}", budget_s=budget_s)
+
+
+def space_from_mapping(data: Any, target: str, what: str = "space", budget_s: float | None = None) -> Space:
+    """Check every list of a space mapping; a wrong key, type or value is a one-line UserError.
+    Counts are held to the ranges of the CLI options (core.limits: `threads: [4096]` is refused as
+    `--threads 4096` is); with `budget_s`, a space with more candidates than the budget can
+    enumerate is refused."""
     from lvvit_opt.passes import get_pass, parse_pass_list
 
     if not isinstance(data, Mapping):
         raise UserError(f"{what}: expected a mapping of {', '.join(SPACE_KEYS)} to lists, got {type(data).__name__}")
     unknown = [k for k in data if k not in SPACE_KEYS]
     if unknown:
-        raise UserError(f"{what}: unknown key(s) {', '.join(map(str, unknown))}; valid keys: {', '.join(SPACE_KEYS)}")
+        raise UserError(f"{what}: unknown key(s) {', '.join(map(str, unknown))[:200]}; valid keys: {', '.join(SPACE_KEYS)}")
     space = default_space(target)
     for key, value in data.items():
         if not isinstance(value, list) or not value:
-            raise UserError(f"{what}: {key} must be a non-empty list, got {value!r}")
+            raise UserError(f"{what}: {key} must be a non-empty list, got {_short(value)}")
+        most = MAX_PASS_SETS if key == "pass_sets" else MAX_LIST
+        if len(value) > most:
+            raise UserError(f"{what}: {key} has {len(value)} entries; at most {most}")
         if key in ("batch_sizes", "threads"):
-            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096 for v in value):
-                raise UserError(f"{what}: {key} must be positive integers (at most 4096), got {value!r}")
+            stated = limits.BATCH_SIZE if key == "batch_sizes" else limits.THREADS
+            bad = [v for v in value if not stated.accepts(v)]
+            if bad:
+                raise UserError(f"{what}: {key} has {_short(bad[0])}: expected {stated.what} in {stated.text()}")
             value = sorted(set(value))
         elif key == "pass_sets":
             sets = []
             for entry in value:
                 if isinstance(entry, str):
                     entry = [entry] if entry.strip() and entry.strip() != "none" else []
-                if not isinstance(entry, list) or not all(isinstance(n, str) for n in entry):
-                    raise UserError(f"{what}: each pass set is a list of pass names, got {entry!r}")
+                if not isinstance(entry, list) or not all(isinstance(n, str) for n in entry) or len(entry) > MAX_LIST:
+                    raise UserError(f"{what}: each pass set is a list of at most {MAX_LIST} pass names, "
+                                    f"got {_short(entry)}")
                 names = [n for n in entry if n != "fix_shapes"]
                 lowering = [n for n in parse_pass_list(names) if get_pass(n).reduces_precision] if names else []
                 if lowering:
@@ -123,15 +128,39 @@ def space_from_mapping(data: Any, target: str, what: str = "space") -> Space:
             allowed = {"precisions": PRECISIONS, "graph_opt": GRAPH_OPT_LEVELS,
                        "precision_modes": ASCEND_PRECISION_MODES, "op_select_implmodes": IMPLMODES,
                        "whitelist": WHITELIST_CHOICES}[key]
-            bad = [v for v in value if v not in allowed]
+            bad = [v for v in value if not isinstance(v, str) or v not in allowed]
             if bad:
-                raise UserError(f"{what}: {key} has {', '.join(map(repr, bad))}; valid: {', '.join(allowed)}")
+                raise UserError(f"{what}: {key} has {', '.join(_short(v) for v in bad[:3])}; valid: {', '.join(allowed)}")
             value = list(dict.fromkeys(value))
         setattr(space, key, value)
     if target == "ascend" and "fp16" in space.precisions:  # the ONNX stays fp32; atc's flags decide
         space.notes.append("ascend: fp16 is atc's --precision_mode (fp32 candidates); precision fp16 ignored")
         space.precisions = [p for p in space.precisions if p != "fp16"] or ["fp32"]
+    if budget_s is not None:
+        check_space_budget(space, target, budget_s, what)
     return space
+
+
+def candidate_count(space: Space, target: str) -> int:
+    """How many candidates `space` makes on `target` (enumerate_candidates' product)."""
+    options = (len(space.precision_modes or [None]) * len(space.op_select_implmodes or [None])
+               * len(space.whitelist or [None])) if target == "ascend" else len(space.threads) * len(space.graph_opt)
+    return len(space.pass_sets) * len(space.precisions) * len(space.batch_sizes) * options
+
+
+def check_space_budget(space: Space, target: str, budget_s: float, what: str = "space") -> None:
+    """UserError when the space has more candidates than --budget could even enumerate and gate
+    (one per MIN_CANDIDATE_S seconds, at least MIN_CANDIDATE_CAP)."""
+    count = candidate_count(space, target)
+    cap = max(MIN_CANDIDATE_CAP, int(budget_s / MIN_CANDIDATE_S))
+    if count > cap:
+        raise UserError(f"{what}: {count} candidates, more than --budget {budget_s:g} s can gate "
+                        f"(at most {cap}); give shorter lists or a larger --budget")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_budget(text: str | float | int) -> float:

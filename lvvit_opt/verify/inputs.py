@@ -25,6 +25,9 @@ from lvvit_opt.core.errors import UserError, reason_of, shown
 from lvvit_opt.core.tensor_spec import TensorSpec
 
 InputsArg = Union[int, str, os.PathLike]
+# Bytes of Python objects per array of a feed set (the array object, its dict entry, the outputs'
+# arrays of two models) counted with the data when random batches are checked against memory.
+FEED_OVERHEAD = 2048
 
 
 @dataclass
@@ -39,11 +42,16 @@ class InputSet:
 
     @property
     def rows(self) -> int:
-        return sum(int(np.shape(next(iter(f.values())))[0]) for f in self.feeds)
+        return sum(_rows_of(f) for f in self.feeds)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source, "seed": self.seed, "sets": len(self.feeds),
                 **self.details}
+
+
+def _rows_of(feed: Mapping[str, np.ndarray]) -> int:
+    """Rows of one feed set: the leading dim of its first input that has one (1 for scalars only)."""
+    return next((int(np.shape(a)[0]) for a in feed.values() if np.ndim(a)), 1)
 
 
 def resolve_input_shape(spec, batch_size: int | None = None) -> tuple[int, ...]:
@@ -71,10 +79,12 @@ def make_inputs(specs, count: int = 1, seed: int = 0, batch_size: int | None = N
                             + ("give --inputs with real values, or --no-validate" if tensor else
                                "run without validation (--no-validate)"))
     shapes = [(resolve_input_shape(s, batch_size), s.dtype) for s in specs]
-    # inputs, two models' outputs and the float64 draw: three times the inputs at least
-    require_memory(3 * count * sum(tensor_nbytes(shape, _sized(dtype)) for shape, dtype in shapes),
-                   f"{count} input batch(es) of " + ", ".join(f"{s.name} {list(shape)}" for s, (shape, _) in
-                                                           zip(specs, shapes)))
+    # inputs, two models' outputs and the float64 draw: three times the inputs at least, and the
+    # Python objects of every set (a million tiny batches are mostly overhead)
+    per_set = sum(tensor_nbytes(shape, _sized(dtype)) + FEED_OVERHEAD for shape, dtype in shapes) + FEED_OVERHEAD
+    require_memory(3 * count * per_set,
+                   f"--inputs {count}: {count} random batch(es) of "
+                   + ", ".join(f"{s.name} {list(shape)}" for s, (shape, _) in zip(specs, shapes)))
     rng = np.random.default_rng(seed)
     feeds = []
     for _ in range(count):
@@ -159,25 +169,38 @@ def load_inputs(value: InputsArg, specs: Sequence, *, seed: int = 0, batch_size:
 def split_feeds(arrays: Mapping[str, np.ndarray], specs: Sequence, what: str = "inputs") -> list[dict[str, np.ndarray]]:
     """Rows of every input, checked and cast against the model's specs (runtime.feeds.check_feed),
     in feed sets of its static batch (one set if the batch is symbolic). A single sample
-    without its batch axis is taken as one row. UserError if names, shapes or rows do not fit."""
+    without its batch axis is taken as one row. UserError if names, shapes or rows do not fit.
+
+    Inputs that do not share one leading batch dimension (a scalar, a shape tensor, a mask of its
+    own length beside the image) are the model's real inputs for one call: each is checked
+    against its own spec as given, and they make one feed set."""
     from lvvit_opt.runtime.feeds import check_feed
 
     missing = [s.name for s in specs if s.name not in arrays]
     if missing:
         raise UserError(f"{what} lacks input(s) {', '.join(missing)} (has {', '.join(arrays) or 'nothing'})")
+    given = {spec.name: np.asarray(arrays[spec.name]) for spec in specs}
+    if not _share_batch(specs, given):
+        feed = {}
+        for spec in specs:
+            try:
+                feed[spec.name] = check_feed(spec, given[spec.name], "model")
+            except UserError as exc:
+                raise UserError(f"{what}: {exc}") from None
+            _refuse_non_finite(feed[spec.name], spec.name, what)
+        return [feed]
     columns = {}
     for spec in specs:
-        array = np.asarray(arrays[spec.name])
+        array = given[spec.name]
         if spec.shape is not None and array.ndim == len(spec.shape) - 1:
             array = array[None]  # one sample without its batch axis
         try:
             array = check_feed(spec, array, "model", free_batch=True)
         except UserError as exc:
             raise UserError(f"{what}: {exc}") from None
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise UserError(f"{what}: input {spec.name!r} holds NaN or Inf values")
+        _refuse_non_finite(array, spec.name, what)
         columns[spec.name] = array
-    rows = {name: (a.shape[0] if a.ndim else 1) for name, a in columns.items()}
+    rows = {name: a.shape[0] for name, a in columns.items()}
     if len(set(rows.values())) != 1:
         raise UserError(f"{what}: inputs disagree on the number of rows: {rows}")
     total = next(iter(rows.values()))
@@ -186,6 +209,34 @@ def split_feeds(arrays: Mapping[str, np.ndarray], specs: Sequence, what: str = "
         raise UserError(f"{what}: {total} row(s) is not a multiple of the model's batch {batch}; "
                         f"give a multiple of {batch}")
     return [{name: a[i:i + batch] for name, a in columns.items()} for i in range(0, total, batch)]
+
+
+def _share_batch(specs: Sequence, given: Mapping[str, np.ndarray]) -> bool:
+    """Whether the inputs are rows of one batch: every spec has a leading dim (symbolic or one
+    static batch for all), and every array has as many rows as the others, counting a single
+    sample given without its batch axis as one row. A model with one batched input always does."""
+    static = set()
+    rows = set()
+    for spec in specs:
+        array = given[spec.name]
+        if spec.shape is not None and len(spec.shape) == 0:
+            return False  # a scalar input has no batch
+        if spec.shape is not None:
+            first = spec.shape[0]
+            if isinstance(first, int) and first > 0:
+                static.add(first)
+        sample = spec.shape is not None and array.ndim == len(spec.shape) - 1
+        if array.ndim == 0 and not sample:
+            return False
+        rows.add(1 if sample else array.shape[0])
+    if len(specs) == 1:
+        return True
+    return len(static) <= 1 and len(rows) == 1
+
+
+def _refuse_non_finite(array: np.ndarray, name: str, what: str) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise UserError(f"{what}: input {name!r} holds NaN or Inf values")
 
 
 def _shape_text(shape) -> str:
@@ -212,26 +263,23 @@ def _read_arrays(path: Path, specs: Sequence, model=None) -> tuple[dict[str, np.
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise UserError(f"{shown(path)}: not a readable .npy file ({type(exc).__name__}: {reason_of(exc)})") from None
+    from lvvit_opt.core.readers import read_npy
+
+    return read_npy(path, "--inputs")  # declared size checked against the file and memory first
 
 
 def _read_npz(path: Path, specs: Sequence) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = list(data.files)
-            wanted = [s.name for s in specs]
-            if set(wanted) <= set(names):
-                return {name: data[name] for name in wanted}
-            if len(specs) == 1 and len(names) == 1:  # one array under another name: unambiguous
-                return {specs[0].name: data[names[0]]}
-    except UserError:
-        raise
-    except Exception as exc:
-        raise UserError(f"{shown(path)}: not a readable .npz file ({type(exc).__name__}: {reason_of(exc)})") from None
-    raise UserError(f"{path} lacks input(s) {', '.join(n for n in wanted if n not in names)} "
+    """The arrays of the model's inputs from a .npz (other members, a golden file's outputs, are
+    never inflated); each member's declared size is checked against memory first (core.readers)."""
+    from lvvit_opt.core.readers import npz_names, read_npz
+
+    names = npz_names(path, "--inputs")
+    wanted = [s.name for s in specs]
+    if set(wanted) <= set(names):
+        return read_npz(path, "--inputs", wanted)
+    if len(specs) == 1 and len(names) == 1:  # one array under another name: unambiguous
+        return {specs[0].name: read_npz(path, "--inputs", names)[names[0]]}
+    raise UserError(f"--inputs {shown(path)} lacks input(s) {', '.join(n for n in wanted if n not in names)} "
                     f"(has {', '.join(names) or 'nothing'})")
 
 
@@ -249,10 +297,9 @@ def _single_image_spec(specs: Sequence, what: str):
 
 def _info_paths(info: Path) -> list[Path]:
     """The .bin paths of a benchmark info file, in index order (relative paths: from the file's folder)."""
-    try:
-        lines = info.read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{info}: not a readable info file ({type(exc).__name__})") from None
+    from lvvit_opt.core.readers import INFO, read_text
+
+    lines = read_text(info, "--inputs", INFO).splitlines()
     entries = []
     for number, line in enumerate(lines, 1):
         parts = line.split()
@@ -274,11 +321,10 @@ def _read_preprocessed(paths: list[Path], specs: Sequence, what: str) -> tuple[d
     size = spec.shape[-1]
     nbytes = 3 * size * size * 4
     rows = _allocate_rows(len(paths), size, f"{len(paths)} preprocessed image(s) from {what}")
+    from lvvit_opt.core.readers import check_regular
+
     for row, path in enumerate(paths):
-        try:
-            actual = path.stat().st_size
-        except OSError:
-            raise UserError(f"{what}: {path}: no such file") from None
+        actual = check_regular(path, what).st_size  # a FIFO or device named x.bin: refused, never opened
         if actual != nbytes:
             raise UserError(f"{what}: {path.name} holds {actual} bytes, not a float32 (3, {size}, {size}) "
                             f"image ({nbytes} bytes) for this model")
