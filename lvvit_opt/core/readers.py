@@ -136,19 +136,16 @@ def _require_parse_memory(size: int, path, label: str, kind: FileKind) -> None:
 
 
 def read_json(path: str | os.PathLike, label: str, kind: FileKind) -> Any:
-    """Parsed JSON of a regular file within `kind`'s limit; NaN/Infinity literals refused."""
+    """Parsed JSON of a regular file within `kind`'s limit (NaN/Infinity literals, which Python's
+    json writes, are read; schemas and ranges judge the numbers)."""
     text = read_text(path, label, kind)
     _require_parse_memory(len(text), path, label, kind)
     return parse_json(text, _label(label, path))
 
 
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def parse_json(text: str, what: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text)
     except RecursionError:
         raise UserError(f"{what}: nested too deeply") from None
     except ValueError as exc:  # json.JSONDecodeError

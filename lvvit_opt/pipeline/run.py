@@ -86,11 +86,14 @@ class StageCache:
     """Remembers which stages finished with which inputs, in <out>/.stages.json."""
 
     def __init__(self, out: Path):
+        from lvvit_opt.core.readers import Fields, Is, MapOf, read_state
+
         self.path = out / STATE_FILE
-        try:
-            self.state = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, ValueError):
-            self.state = {}
+        self.state = {}
+        if os.path.lexists(self.path):  # a FIFO or device there is refused unopened, a wrong shape in one line
+            self.state = read_state(self.path, "--out", MapOf(Fields({"key": Is("str"), "result": Is("dict")})),
+                                    f"remove it (every stage then runs again) or give a fresh --out "
+                                    f"(not {shown(out)})")
 
     @staticmethod
     def key(params: dict, inputs: list[str | os.PathLike]) -> str:
@@ -105,7 +108,7 @@ class StageCache:
         """The stored result if the key matches and the outputs exist; `outputs` may derive them from
         the stored result (e.g. the .om path atc reported)."""
         entry = self.state.get(name)
-        if not entry or entry.get("key") != key or not isinstance(entry.get("result"), dict):
+        if not entry or entry["key"] != key:
             return None
         result = entry["result"]
         try:
@@ -364,16 +367,30 @@ def _atc_stage(options: RunOptions, models: dict[int, tuple[Path, Path]], whitel
         log(f"[atc] atc not found: wrote {out / 'atc_commands.sh'}")
         return {"compiled": False, "commands_file": str(out / "atc_commands.sh"), "commands": commands}
     compiled = {}
+    # atc compiles against the installed transpose.py: a stored .om is reused only with the same one
+    transpose = _installed_transpose_sha256(options, env)
     for path in onnx_files:
         # the .om is wherever atc put it (PREFIX.om or PREFIX_linux_<arch>.om): the stage records it
         compiled[path.name] = stages.run(
-            f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home}, [path],
+            f"atc {path.name}", {"soc": options.soc_version, "cann": options.cann_home, "transpose_sha256": transpose},
+            [path],
             lambda result: [result["om"]], lambda p=path: _compile(p, options, compile_onnx, log))
     from lvvit_opt.ascend.om_graph import compare_om_files  # what atc compiled (atc --mode=1), original vs rewritten
 
     kernels = {str(batch): compare_om_files([compiled[o.name]["om"], compiled[r.name]["om"]], env=env)
                for batch, (o, r) in models.items()}
     return {"compiled": True, "models": compiled, "kernels": kernels}
+
+
+def _installed_transpose_sha256(options: RunOptions, env: dict) -> str | None:
+    """The SHA-256 of the transpose.py atc reads (--whitelist-file, else located), None without one."""
+    from lvvit_opt.core.readers import file_sha256
+    from lvvit_opt.whitelist.locate import locate_transpose_py
+
+    try:
+        return file_sha256(locate_transpose_py(options.whitelist_file, env), "transpose.py")
+    except UserError:
+        return None
 
 
 def _script_soc_version(requested: str, env: dict) -> tuple[str, str]:

@@ -103,6 +103,10 @@ class Target:
         """The options that decide the built artefact, and why they differ from cand.options ('' if not)."""
         return dict(cand.options), ""
 
+    def provenance(self) -> dict[str, Any]:
+        """What besides the model, inputs and options decides this target's stored results (state reuse)."""
+        return {}
+
 
 class OrtTarget(Target):
     def __init__(self, name: str = "ort-cpu"):
@@ -180,6 +184,17 @@ class AscendTarget(Target):
                 raise UserError(f"space whitelist [patched]: {why}") from None
             space.whitelist = [w for w in space.whitelist if w != "patched"]
             space.notes.append(f"ascend: whitelist patched left out: {why}")
+
+    def provenance(self) -> dict[str, Any]:
+        """atc compiles against the installed transpose.py: a stored result is reused only with the same one."""
+        from lvvit_opt.core.readers import file_sha256
+        from lvvit_opt.tune.opp import installed_transpose
+
+        try:
+            transpose = self.installed[0] if self.installed else installed_transpose(self.env)[0]
+        except UserError:
+            return {"transpose_sha256": None}
+        return {"transpose_sha256": file_sha256(transpose, "transpose.py")}
 
     def private_opp(self, onnx_path: Path, cand: Candidate):
         """The PrivateOpp of a `patched` candidate: one per distinct (graph, batch), and one tree per
@@ -477,14 +492,12 @@ class _Search:
 
     # -- state
     def load_state(self, fingerprint: dict) -> dict[str, dict]:
+        from lvvit_opt.tune.state import read_tune_state
+
         path = self.out / STATE_FILE
-        if not path.is_file():
+        if not os.path.lexists(path):
             return {}
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UserError(f"--out {self.out}: {STATE_FILE} is unreadable ({type(exc).__name__}); remove it or "
-                            f"give another --out") from None
+        data = read_tune_state(path, self.out)  # one bounded reader, the schema checked (tune.state)
         if data.get("version") != STATE_VERSION or data.get("fingerprint") != fingerprint:
             differs = [k for k in fingerprint if (data.get("fingerprint") or {}).get(k) != fingerprint[k]]
             raise UserError(f"--out {self.out} holds a tune of something else ({', '.join(differs) or 'version'} "
@@ -562,7 +575,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
                    "target": options.target, "min_agreement": options.min_agreement,
                    "soc_version": getattr(target, "soc_version", None),
                    "per_batch_sha256": {str(b): _sha256_file(p) for b, p in sorted((options.per_batch or {}).items())
-                                        if b in space.batch_sizes}}
+                                        if b in space.batch_sizes}, **target.provenance()}
     previous = s.load_state(fingerprint)
     candidates = enumerate_candidates(space, target)
     for c in candidates:
