@@ -85,6 +85,8 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
         from lvvit_opt.tune.search import default_space
 
         batches = (space or default_space(target)).batch_sizes
+        for b in batches:  # every stored export's provenance, before any is written
+            _export(model_name, checkpoint, Path(out), b, check_only=True)
         per_batch = {b: str(_export(model_name, checkpoint, Path(out), b)) for b in batches}
         model = per_batch[min(batches)]
     report = tune(TuneOptions(model=str(model), inputs=inputs, out=out, target=target, budget_s=budget_s, space=space,
@@ -116,13 +118,10 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
         raise click.exceptions.Exit(1)
 
 
-def _export(model_name: str, checkpoint: str | None, out: Path, batch: int) -> Path:
+def _export(model_name: str, checkpoint: str | None, out: Path, batch: int, check_only: bool = False) -> Path:
     """--model NAME: one static-batch export per batch size, as the seed does (passes that need
-    static shapes match at every batch), kept in --out/models so a rerun reuses them and resumes."""
-    from lvvit_opt.export import export_onnx
+    static shapes match at every batch), kept in --out/models so a rerun reuses them and resumes,
+    reused only when their provenance (weights, batch, version) matches (tune.state.stored_export)."""
+    from lvvit_opt.tune.state import stored_export
 
-    path = out / "models" / f"{model_name}_bs{batch}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(path, model=model_name, checkpoint=checkpoint, batch_size=batch)
-    return path
+    return stored_export(model_name, checkpoint, out, batch, log=echo, check_only=check_only)

@@ -218,8 +218,10 @@ def _check_options(options: RunOptions) -> None:
     from lvvit_opt.models.zoo import check_model_name
 
     check_model_name(options.model)  # LV-ViT or any timm model; close matches suggested
-    if options.checkpoint is not None and not Path(options.checkpoint).is_file():
-        raise UserError(f"{shown(options.checkpoint)}: no such checkpoint file")
+    if options.checkpoint is not None:  # a FIFO or device: refused here, unopened, before --out is created
+        from lvvit_opt.core.readers import check_regular
+
+        check_regular(options.checkpoint, "--checkpoint")
     from lvvit_opt.passes import parse_pass_list
 
     parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones

@@ -37,3 +37,62 @@ def read_tune_state(path: str | os.PathLike, out: str | os.PathLike) -> dict[str
             raise UserError(f"--out {shown(path)}: not in the expected format ($.candidates[{key!r}].status is "
                             f"{entry['status']!r}); {way_out}")
     return data
+
+
+# -- the exports `tune --model NAME` keeps in OUT/models, reused only with their provenance ----------
+
+PROVENANCE_SUFFIX = ".provenance.json"
+PROVENANCE = Fields({"model": Is("str"), "checkpoint_sha256": Nullable(Is("str")), "batch": Is("int"),
+                     "seed": Is("int"), "tool_version": Is("str"), "onnx_sha256": Is("str")})
+
+
+def stored_export(model_name: str, checkpoint: str | os.PathLike | None, out: str | os.PathLike, batch: int,
+                  seed: int = 0, log=None, check_only: bool = False):
+    """OUT/models/NAME_bsB.onnx exported from `checkpoint` (None: seeded random weights), reused only
+    when its provenance record (beside it) names the same model, weights (the checkpoint's SHA-256),
+    batch, seed and lvvit-opt version, and the file is the one exported. A record of other weights is
+    refused in one line before anything is written (the tune state in OUT was measured on them); a
+    missing or stale record (another version, an interrupted run) means exporting again. With
+    `check_only` nothing is exported (a caller checks every batch before exporting any)."""
+    from pathlib import Path
+
+    from lvvit_opt import __version__
+    from lvvit_opt.core.errors import UserError, shown
+    from lvvit_opt.core.fileio import write_text_atomic
+    from lvvit_opt.core.readers import CHECKPOINT, file_sha256
+
+    path = Path(out) / "models" / f"{model_name}_bs{batch}.onnx"
+    record_path = Path(str(path) + PROVENANCE_SUFFIX)
+    wanted = {"model": model_name, "batch": int(batch), "seed": int(seed), "tool_version": __version__,
+              "checkpoint_sha256": None if checkpoint is None else file_sha256(checkpoint, "--checkpoint", CHECKPOINT)}
+    weights = "random weights (seed {seed})" if wanted["checkpoint_sha256"] is None else "checkpoint sha256 {sha}"
+    if os.path.lexists(record_path) and os.path.lexists(path):
+        try:
+            record = read_state(record_path, "", PROVENANCE, "")
+        except UserError:
+            if not os.path.isfile(record_path):  # a FIFO, device or folder there: not ours to replace
+                raise UserError(f"{shown(record_path)}: not a regular file; give a fresh --out") from None
+            record = None
+        if record is not None and (record["model"], record["checkpoint_sha256"]) != (model_name,
+                                                                                      wanted["checkpoint_sha256"]):
+            had = weights.format(seed=record["seed"], sha=str(record["checkpoint_sha256"])[:12])
+            now = weights.format(seed=seed, sha=str(wanted["checkpoint_sha256"])[:12]) if checkpoint is None \
+                else f"--checkpoint {shown(checkpoint)}"
+            raise UserError(f"--out {shown(out)} holds {path.name} exported from {had}, not from {now}; "
+                            f"its tune was measured on those weights: give a fresh --out")
+        if record is not None and all(record[k] == v for k, v in wanted.items()) \
+                and file_sha256(path, "--out") == record["onnx_sha256"]:
+            return path
+    if check_only:
+        return path
+    from lvvit_opt.export import export_onnx
+
+    if os.path.lexists(path) and log is not None:
+        log(f"{shown(path)}: no matching provenance record; exporting it again")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(path, model=model_name, checkpoint=checkpoint, batch_size=batch, seed=seed)
+    record = dict(wanted, onnx_sha256=file_sha256(path, "--out"))
+    import json
+
+    write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
+    return path
