@@ -186,10 +186,10 @@ def out_folder_lock(out: Path) -> Iterator[None]:
 
 def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     summary = RunSummary(out=out, random_weights=options.checkpoint is None)
+    stages = _Stages(out, summary, log)  # a stage cache of another shape: refused before any word or stage
     if summary.random_weights:
         log.warning(f"no --checkpoint: RANDOM weights (seed {options.seed}). Graphs, validation and fps are "
                     "real; accuracy is meaningless.")
-    stages = _Stages(out, summary, log)
     models = {}
     for batch in options.batch_sizes:
         original, optimized = _export_and_apply(options, batch, stages, summary, log)

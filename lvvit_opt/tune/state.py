@@ -65,7 +65,10 @@ def stored_export(model_name: str, checkpoint: str | os.PathLike | None, out: st
     record_path = Path(str(path) + PROVENANCE_SUFFIX)
     wanted = {"model": model_name, "batch": int(batch), "seed": int(seed), "tool_version": __version__,
               "checkpoint_sha256": None if checkpoint is None else file_sha256(checkpoint, "--checkpoint", CHECKPOINT)}
-    weights = "random weights (seed {seed})" if wanted["checkpoint_sha256"] is None else "checkpoint sha256 {sha}"
+
+    def weights(sha: str | None, seed_used: int) -> str:
+        return f"random weights (seed {seed_used})" if sha is None else f"checkpoint sha256 {sha[:12]}"
+
     if os.path.lexists(record_path) and os.path.lexists(path):
         try:
             record = read_state(record_path, "", PROVENANCE, "")
@@ -75,9 +78,8 @@ def stored_export(model_name: str, checkpoint: str | os.PathLike | None, out: st
             record = None
         if record is not None and (record["model"], record["checkpoint_sha256"]) != (model_name,
                                                                                       wanted["checkpoint_sha256"]):
-            had = weights.format(seed=record["seed"], sha=str(record["checkpoint_sha256"])[:12])
-            now = weights.format(seed=seed, sha=str(wanted["checkpoint_sha256"])[:12]) if checkpoint is None \
-                else f"--checkpoint {shown(checkpoint)}"
+            had = weights(record["checkpoint_sha256"], record["seed"])
+            now = weights(None, seed) if checkpoint is None else f"--checkpoint {shown(checkpoint)}"
             raise UserError(f"--out {shown(out)} holds {path.name} exported from {had}, not from {now}; "
                             f"its tune was measured on those weights: give a fresh --out")
         if record is not None and all(record[k] == v for k, v in wanted.items()) \
