@@ -70,6 +70,16 @@ def check_regular(path: str | os.PathLike, label: str = "") -> os.stat_result:
         return stat_regular_file(path)
 
 
+def check_loadable(path: str | os.PathLike, label: str, kind: FileKind) -> os.stat_result:
+    """check_regular, and a file that is loaded whole (a checkpoint's tensors) must fit the memory."""
+    from lvvit_opt.core.resources import require_memory
+
+    st = check_regular(path, label)
+    _check_size(st.st_size, path, label, kind)
+    require_memory(st.st_size, f"{_label(label, path)} ({kind.name})")
+    return st
+
+
 @contextlib.contextmanager
 def _labelled(label: str) -> Iterator[None]:
     """A UserError from fileio (which names the path only) with the option's label in front."""

@@ -27,14 +27,12 @@ EMA_KEYS = ("state_dict_ema", "model_ema")
 
 def read_state_dict(path: str | os.PathLike, ema: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint file and return the (unwrapped, unprefixed) state dict."""
-    from lvvit_opt.core.readers import CHECKPOINT, check_regular
-    from lvvit_opt.core.resources import require_memory
+    from lvvit_opt.core.readers import CHECKPOINT, check_loadable
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"{shown(path)}: no such checkpoint file")
-    size = check_regular(path, "--checkpoint").st_size  # a FIFO or device: refused, never opened
-    require_memory(size, f"--checkpoint {shown(path)} ({CHECKPOINT.name})")  # its tensors are held in memory
+    check_loadable(path, "--checkpoint", CHECKPOINT)  # a FIFO or device: refused unopened; its tensors fit memory
     if path.suffix == ".safetensors":  # timm's Hugging Face hub format: a flat tensor map
         return _read_safetensors(path)
     try:

@@ -539,8 +539,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
     if not 0 < options.min_agreement <= 100:
         raise UserError(f"--min-agreement {options.min_agreement}: expected a percentage in (0, 100]")
     source = load_onnx(options.model)  # the model gate, before anything is written
-    s.out.mkdir(parents=True, exist_ok=True)
-    require_writable_dir(s.out, f"--out {s.out}")
+    require_writable_dir(s.out, f"--out {s.out}")  # (created once the inputs are read: a refused one leaves none)
 
     # reference outputs of the fp32 original on the user's inputs
     with open_runner(options.model, backend="onnxruntime") as ref_runner:
@@ -549,6 +548,7 @@ def tune(options: TuneOptions, log: LogCallback = None,
         ref_batch = ref_runner.inputs[0].batch or next(iter(rows.values())).shape[0]
         reference, _ = run_rows(ref_runner, rows, ref_batch)
     n_rows = next(iter(rows.values())).shape[0]
+    s.out.mkdir(parents=True, exist_ok=True)
     log(f"gate inputs: {input_set.source} ({n_rows} row(s))")
     if input_set.kind == "random":
         s.notes.append("the gate ran on seeded RANDOM inputs, not real data: agreement says little about accuracy")

@@ -59,8 +59,10 @@ def stored_export(model_name: str, checkpoint: str | os.PathLike | None, out: st
     from lvvit_opt import __version__
     from lvvit_opt.core.errors import UserError, shown
     from lvvit_opt.core.fileio import write_text_atomic
-    from lvvit_opt.core.readers import CHECKPOINT, file_sha256
+    from lvvit_opt.core.readers import CHECKPOINT, check_loadable, file_sha256
 
+    if checkpoint is not None:  # hashed below: a FIFO, a device or more than the memory is refused first
+        check_loadable(checkpoint, "--checkpoint", CHECKPOINT)
     path = Path(out) / "models" / f"{model_name}_bs{batch}.onnx"
     record_path = Path(str(path) + PROVENANCE_SUFFIX)
     wanted = {"model": model_name, "batch": int(batch), "seed": int(seed), "tool_version": __version__,
@@ -91,7 +93,6 @@ def stored_export(model_name: str, checkpoint: str | os.PathLike | None, out: st
 
     if os.path.lexists(path) and log is not None:
         log(f"{shown(path)}: no matching provenance record; exporting it again")
-    path.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(path, model=model_name, checkpoint=checkpoint, batch_size=batch, seed=seed)
     record = dict(wanted, onnx_sha256=file_sha256(path, "--out"))
     import json

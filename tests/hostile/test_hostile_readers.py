@@ -83,7 +83,9 @@ def _not_utf8(path: Path) -> Path:
 
 
 def _sparse_giant(path: Path) -> Path:
-    """A file that claims 64 GB (sparse: no disk used): the size decides before any read."""
+    """A file that claims 64 GB (sparse: no disk used): the size decides before any read. It lies
+    beside the workspace (the snapshot reads every file's bytes)."""
+    path = path.parent.parent / path.name
     with open(path, "wb") as fh:
         fh.truncate(64 * 1024 ** 3)
     return path
@@ -123,7 +125,9 @@ HOSTILE_FILES = {
 
 class FifoWatch:
     """Tries, all along the command, to open the FIFO's write end without blocking: that succeeds
-    only while someone holds its read end, so any success means the verb opened the FIFO."""
+    only while someone holds its read end; when this process then has a descriptor on the FIFO
+    (/proc/self/fd), the verb opened it. (An opener outside this process, another test walking
+    the temporary folders, is not the verb's doing and is not counted.)"""
 
     def __init__(self, path: Path):
         self.path, self.opened, self.stop = path, False, threading.Event()
@@ -136,8 +140,22 @@ class FifoWatch:
             except OSError:
                 time.sleep(0.0002)
                 continue
-            self.opened = True
-            os.close(fd)
+            try:
+                self.opened = self.opened or self._held_here(fd)
+            finally:
+                os.close(fd)
+
+    def _held_here(self, own: int) -> bool:
+        target = os.path.realpath(self.path)
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) == own:
+                continue
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == target:
+                    return True
+            except OSError:
+                continue
+        return False
 
     def __enter__(self):
         self.thread.start()
@@ -173,6 +191,8 @@ def test_a_hostile_file_for_any_file_option_is_one_line_exit_2_and_nothing_writt
     argv, suffix = FILE_OPTIONS[option]
     if hostile == "not-utf8" and suffix not in TEXT_SUFFIXES:
         pytest.skip("binary formats: `garbage` covers them")
+    if hostile in ("empty", "truncated") and option == "debug-layers-keep-dtype":
+        pytest.skip("an empty (or any text) keep-dtype list is a valid one: node names")
     if option == "debug-layers-om-json":
         _dump_dir(ws)
     path = HOSTILE_FILES[hostile](ws / f"x{suffix}")
@@ -368,7 +388,7 @@ def zero_npz(path: Path, name: str, shape: tuple[int, ...], dtype=np.float32) ->
     from numpy.lib import format as npy_format
 
     total = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
             npy_format.write_array_header_1_0(member, {"descr": np.dtype(dtype).str, "fortran_order": False,
                                                        "shape": shape})
@@ -382,9 +402,9 @@ def zero_npz(path: Path, name: str, shape: tuple[int, ...], dtype=np.float32) ->
 
 @pytest.fixture(scope="module")
 def inflating_npz(tmp_path_factory):
-    """2.4 GB of zeros as the golden model's `image` in ~2.5 MB."""
+    """1.2 GB of zeros as the golden model's `image` in a few MB."""
     path = zero_npz(tmp_path_factory.mktemp("bomb") / "bomb.npz", "image", (2048, 3, 224, 224))
-    assert path.stat().st_size < 5 * 1024 * 1024
+    assert path.stat().st_size < 8 * 1024 * 1024
     return path
 
 
@@ -431,7 +451,7 @@ def test_an_npz_inflating_past_the_memory_is_refused_before_inflating(ws, deadli
     start = time.perf_counter()
     outcome = invoke([str(a).replace(FILE, "bomb.npz") for a in INPUT_VERBS[verb]], ws)
     assert time.perf_counter() - start < 30
-    assert_refused(outcome, 2, "as their headers declare) needs about 2.3 GiB of memory")
+    assert_refused(outcome, 2, "as their headers declare) needs about 1.1 GiB of memory")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 500 * 1024  # KiB: nothing inflated
     assert diff_snapshots(before, snapshot(ws)) == []
 
