@@ -733,6 +733,7 @@ def fake_export(monkeypatch):
 
     def write(path, model, checkpoint=None, batch_size=1, seed=0, **kwargs):
         calls.append((model, checkpoint, batch_size))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # (the real one writes through atomic_path)
         Path(path).write_text(f"{model} {checkpoint} {batch_size} {seed}")
 
     monkeypatch.setattr(export, "export_onnx", write)
