@@ -221,6 +221,8 @@ def _check_options(options: RunOptions) -> None:
     if options.checkpoint is not None:  # a FIFO or device: refused here, unopened, before --out is created
         from lvvit_opt.core.readers import check_regular
 
+        if not os.path.exists(options.checkpoint):
+            raise UserError(f"{shown(options.checkpoint)}: no such checkpoint file")
         check_regular(options.checkpoint, "--checkpoint")
     from lvvit_opt.passes import parse_pass_list
 
