@@ -21,6 +21,14 @@ import pytest
 from hostile_helpers import assert_refused, diff_snapshots, invoke, snapshot
 
 FILE = "FILE"
+# What a verb's plan makes of an owned --out before its work (core.plan: the folder, its owner mark
+# and its lock): not output, and all a refused verb may leave.
+PLAN_FILES = {"new: out", "new: out/.lvvit-opt-owner", "new: out/.lvvit-opt.lock"}
+
+
+def written(before: dict, ws: Path) -> list[str]:
+    """What changed under ws since `before`, besides the plan's own folder marks."""
+    return [c for c in diff_snapshots(before, snapshot(ws)) if c not in PLAN_FILES]
 
 # option id -> (argv with FILE where the file goes, the suffix its name gets)
 FILE_OPTIONS = {
@@ -205,7 +213,7 @@ def test_a_hostile_file_for_any_file_option_is_one_line_exit_2_and_nothing_writt
     else:
         outcome = invoke(args, ws)
     assert_refused(outcome, 2)
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 # -- YAML and JSON bombs ------------------------------------------------------------------------
@@ -227,7 +235,7 @@ def test_a_yaml_alias_bomb_in_space_is_refused_quickly(ws, ws_before, deadline, 
     outcome = invoke(["tune", "m.onnx", "--inputs", "1", "--out", "out", "--space", "bomb.yaml"], ws)
     assert time.perf_counter() - start < 20
     assert_refused(outcome, 2, "expands to more than 100000 values through its aliases")
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 def test_the_427_byte_bomb_costs_milliseconds_in_the_reader(tmp_path):
@@ -336,7 +344,7 @@ def test_space_values_outside_the_cli_ranges_are_refused(ws, deadline, space, me
     before = snapshot(ws)
     outcome = invoke(["tune", "m.onnx", "--inputs", "1", "--out", "out", "--space", path.name], ws)
     assert_refused(outcome, 2, message)
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 def test_space_threads_are_refused_in_the_words_of_the_threads_option(ws):
@@ -453,7 +461,7 @@ def test_an_npz_inflating_past_the_memory_is_refused_before_inflating(ws, deadli
     assert time.perf_counter() - start < 30
     assert_refused(outcome, 2, "as their headers declare) needs about 1.1 GiB of memory")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 500 * 1024  # KiB: nothing inflated
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 @pytest.mark.parametrize("verb", list(INPUT_VERBS))
@@ -479,7 +487,7 @@ def test_array_files_that_lie_about_their_size_are_one_line(ws, deadline, verb, 
     before = snapshot(ws)
     outcome = invoke([str(a).replace(FILE, path.name) for a in INPUT_VERBS[verb]], ws)
     assert_refused(outcome, 2)
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 def test_read_npz_inflates_only_the_members_asked_for(tmp_path, monkeypatch):
@@ -662,6 +670,7 @@ def test_a_good_tune_state_is_read(tmp_path):
 def test_tune_refuses_a_bad_state_in_its_out_in_one_line(ws, deadline, name):
     out = ws / "out"
     out.mkdir()
+    (out / ".lvvit-opt-owner").write_text('{"verb": "tune"}\n')  # an earlier tune's folder (core.plan)
     state = out / "tune_state.json"
     if name == "truncated":
         state.write_text('{"version": 1, "fingerp')
@@ -683,7 +692,7 @@ def test_tune_refuses_a_bad_state_in_its_out_in_one_line(ws, deadline, name):
     assert_refused(outcome, 2, "tune_state.json")
     if name != "folder":  # (a folder is refused by the output guard first: it is an output too)
         assert "give a fresh --out" in outcome.stderr
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 BAD_STAGES = {"a-list": [], "entry-a-list": {"export bs1": [1]}, "key-a-number": {"export bs1": {"key": 1,
@@ -719,7 +728,7 @@ def test_run_refuses_a_stage_cache_of_another_shape_before_any_stage(ws, deadlin
     before = snapshot(ws)
     outcome = invoke(["run", "--model", "lvvit_t", "--out", "out", "--batch-sizes", "1"], ws)
     assert_refused(outcome, 2, "remove it (every stage then runs again) or give a fresh --out")
-    assert diff_snapshots(before, snapshot(ws)) == []
+    assert written(before, ws) == []
 
 
 # -- provenance: an export of other weights in OUT/models is never reused silently ---------------
@@ -752,7 +761,7 @@ def test_an_export_is_reused_only_with_the_same_weights(ws, fake_export):
     with pytest.raises(UserError, match=r"exported from random weights \(seed 0\), not from --checkpoint") as info:
         stored_export("lvvit_t", ws / "c.pth", out, 1, check_only=True)
     assert "give a fresh --out" in str(info.value) and "\n" not in str(info.value)
-    assert diff_snapshots(before, snapshot(ws)) == [] and len(fake_export) == 1
+    assert written(before, ws) == [] and len(fake_export) == 1
 
 
 def test_an_export_with_a_checkpoint_is_not_reused_for_another_checkpoint(ws, fake_export):
@@ -794,7 +803,8 @@ def test_tune_model_with_a_checkpoint_refuses_an_earlier_random_export(ws, fake_
 
     for batch in (1, 4, 8, 16, 32):
         stored_export("lvvit_t", None, ws / "out", batch)
+    (ws / "out" / ".lvvit-opt-owner").write_text('{"verb": "tune"}\n')  # an earlier tune's folder (core.plan)
     before = snapshot(ws)
     outcome = invoke(["tune", "--model", "lvvit_t", "--checkpoint", "c.pth", "--inputs", "1", "--out", "out"], ws)
     assert_refused(outcome, 2, "exported from random weights (seed 0), not from --checkpoint c.pth")
-    assert diff_snapshots(before, snapshot(ws)) == [] and len(fake_export) == 5
+    assert written(before, ws) == [] and len(fake_export) == 5
