@@ -372,3 +372,17 @@ def test_json_onto_any_file_option_is_refused(workspace, verb, option):
     outcome = invoke(_replace_option(args, "--json", "keep.cfg"), ws)
     assert_refused(outcome, 2)
     assert diff_snapshots(before, snapshot(ws)) == [], f"{verb} {option} keep.cfg --json keep.cfg changed the workspace"
+
+
+def test_a_verb_refused_after_its_plan_started_leaves_no_folder(tmp_path):
+    from lvvit_opt.core.plan import Plan
+
+    Plan.of("tune", owned={"--out": tmp_path / "new"}).start().release()
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    Plan.of("tune", owned={"--out": tmp_path / "mine"}).start().release()
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
+    plan = Plan.of("tune", owned={"--out": tmp_path / "used"}).start()
+    (tmp_path / "used" / "tune.json").write_text("{}")
+    plan.release()
+    assert sorted(p.name for p in (tmp_path / "used").iterdir()) == [".lvvit-opt-owner", ".lvvit-opt.lock", "tune.json"]

@@ -62,6 +62,7 @@ class Plan:
     compatible: tuple[str, ...] = ()                          # other owner marks an owned folder may carry
     started_ns: int | None = None                            # time.time_ns() when start() checked it
     _locks: list[int] = field(default_factory=list, repr=False)
+    _made: list[tuple[Path, bool, bool]] = field(default_factory=list, repr=False)  # (folder, created, marked)
 
     @classmethod
     def of(cls, verb: str, *, reads: Mapping[str, PathArg] | None = None, writes: Mapping[str, PathArg] | None = None,
@@ -140,6 +141,8 @@ class Plan:
         while self._locks:
             with contextlib.suppress(OSError):
                 os.close(self._locks.pop())
+        while self._made:  # a verb refused after start() leaves no trace: no empty marked folder
+            _remove_if_bare(*self._made.pop())
 
     @contextlib.contextmanager
     def held(self) -> Iterator["Plan"]:
@@ -173,6 +176,7 @@ class Plan:
     def _lock(self, label: str, folder: Path) -> None:
         import fcntl
 
+        created = not folder.exists()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -195,7 +199,8 @@ class Plan:
                                 f"{LOCK_NAME} is held); wait for it or give another folder") from None
             raise UserError(f"{label} {shown(folder)}: cannot lock it ({exc.strerror})") from None
         self._locks.append(fd)
-        _mark_owner(folder, self.verb)
+        marked = _mark_owner(folder, self.verb)
+        self._made.append((folder, created, marked))
         sweep_stale_temps(folder)
 
 
@@ -271,10 +276,31 @@ def read_owner(folder: Path) -> str | None:
         return None
 
 
-def _mark_owner(folder: Path, verb: str) -> None:
+def _mark_owner(folder: Path, verb: str) -> bool:
+    """Write the owner mark unless one is there; True when it was written now."""
     mark = folder / OWNER_NAME
     if read_owner(folder) is not None:
-        return
+        return False
     from lvvit_opt.core.fileio import write_text_atomic
 
     write_text_atomic(mark, json.dumps({"verb": verb}) + "\n")
+    return True
+
+
+def _remove_if_bare(folder: Path, created: bool, marked: bool) -> None:
+    """Remove the lock and mark this run left in a folder that holds nothing else, and the folder
+    when this run created it: a verb that stopped before writing anything leaves it as it was."""
+    if not (created or marked):
+        return
+    try:
+        entries = set(os.listdir(folder))
+    except OSError:
+        return
+    if not entries <= {LOCK_NAME, OWNER_NAME}:
+        return
+    for name in entries:
+        with contextlib.suppress(OSError):
+            os.unlink(folder / name)
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()

@@ -26,7 +26,9 @@ def _previous_tune(ws):
     """--out as an earlier tune left it: marked as tune's."""
     from lvvit_opt.core.plan import Plan
 
-    Plan.of("tune", owned={"--out": ws / "out"}).start().release()
+    plan = Plan.of("tune", owned={"--out": ws / "out"}).start()
+    (ws / "out" / "tune.json").write_text("{}\n")  # what it wrote (a bare folder is removed on release)
+    plan.release()
 
 
 def test_model_given_as_a_file_tune_writes_is_refused(ws):
@@ -74,8 +76,9 @@ def test_a_folder_of_unrelated_files_is_refused(ws):
 def test_a_folder_another_verb_owns_is_refused(ws):
     from lvvit_opt.core.plan import Plan
 
-    Plan.of("run", owned={"--out": ws / "out"}).start().release()
+    plan = Plan.of("run", owned={"--out": ws / "out"}).start()
     (ws / "out" / "report.md").write_text("run's report\n")
+    plan.release()
     outcome = invoke(_tune(ws), ws)
     assert_refused(outcome, 2, "`lvvit-opt run`")
 
