@@ -27,6 +27,7 @@ setup(
         "lvvit_opt.verify",
         "lvvit_opt.ascend",
         "lvvit_opt.debug",
+        "lvvit_opt.quantize",
         "lvvit_opt.measure",
         "lvvit_opt.scale",
         "lvvit_opt.pipeline",
