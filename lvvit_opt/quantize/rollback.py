@@ -79,7 +79,7 @@ class Sensitivity:
 def layer_sensitivity(model, layers: Sequence, params: Mapping, feeds: list[dict]) -> list[Sensitivity]:
     """Each quantized layer's own cosine against float, worst first (one onnxruntime session)."""
     from lvvit_opt.quantize.preview import build_sensitivity_model
-    from lvvit_opt.verify.golden import Tolerance, compare_tensor, open_model_runner, run_feeds
+    from lvvit_opt.verify.golden import open_model_runner, run_feeds
 
     probe, pairs = build_sensitivity_model(model, layers, params)
     runner = open_model_runner(probe, label="the sensitivity copy", built=True)
@@ -88,9 +88,20 @@ def layer_sensitivity(model, layers: Sequence, params: Mapping, feeds: list[dict
     finally:
         runner.close()
     op_of = {layer.name: layer.op_type for layer in layers}
-    result = [Sensitivity(name, op_of[name], compare_tensor(name, outputs[f], outputs[i], Tolerance()).cosine)
-              for name, (f, i) in pairs.items()]
+    result = [Sensitivity(name, op_of[name], cosine(outputs[f], outputs[i])) for name, (f, i) in pairs.items()]
     return sorted(result, key=lambda s: s.cosine)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity in float64 (1.0 for two zero tensors, 0.0 with a NaN/Inf or one zero side)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return 0.0
+    na, nb = np.sqrt(a @ a), np.sqrt(b @ b)
+    if na == 0 and nb == 0:
+        return 1.0
+    return float(a @ b / (na * nb)) if na and nb else 0.0
 
 
 @dataclass

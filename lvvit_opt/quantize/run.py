@@ -173,6 +173,10 @@ def quantize(model: str | os.PathLike, calib, out: str | os.PathLike, target: st
     try:
         model_path = str(model)
         onnx_model = load_onnx(model_path)
+        layers = select_layers(onnx_model, target, skip)
+        if not any(layer.quantize for layer in layers):
+            raise UserError(f"{model_path}: no layer to quantize for {target} (no MatMul/Gemm/Conv with a constant "
+                            "weight); nothing written")
         float_runner = open_model_runner(model_path)
         specs = _input_specs(float_runner)
         calib_set = load_inputs(calib, specs, seed=seed, batch_size=batch_size, model=model_path)
@@ -180,10 +184,6 @@ def quantize(model: str | os.PathLike, calib, out: str | os.PathLike, target: st
                                                                 model=model_path)
         reference = run_feeds(float_runner, eval_set.feeds, desc="fp32 reference")
         float_runner.close()
-        layers = select_layers(onnx_model, target, skip)
-        if not any(layer.quantize for layer in layers):
-            raise UserError(f"{model_path}: no layer to quantize for {target} (no MatMul/Gemm/Conv with a constant "
-                            "weight); nothing written")
         scheme = Scheme(target, method if method in ACT_METHODS else "minmax", percentile,
                         activation_offset=target != "ort-trt")
         from lvvit_opt.quantize.calibrate import calibrate
