@@ -486,3 +486,13 @@ def test_ort_trt_model_is_symmetric_qdq(golden_onnx, tmp_path):
     quantized = {n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
                  and any(i.endswith("DequantizeLinear_Output") or "_DequantizeLinear" in i for i in n.input)}
     assert "/blocks.0/attn/MatMul" not in quantized
+
+
+def test_ascend_with_an_importable_amct_drives_its_python_api(golden_onnx, calib_npy, tmp_path):
+    out = tmp_path / "q"
+    proc = _cli(["quantize", golden_onnx, "--calib", str(calib_npy), "--target", "ascend", "-o", str(out)],
+                tmp_path, env_extra={"PYTHONPATH": str(FAKES / "amct_python")})
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert (out / "amct" / "lvvit_golden_deploy_model.onnx").is_file()
+    assert "The model file is saved in amct/lvvit_golden_fake_quant_model.onnx" in (out / "amct.log").read_text()
+    assert "atc is not on the PATH" in proc.stdout

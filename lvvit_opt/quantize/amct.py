@@ -215,3 +215,52 @@ def run_amct(command: Sequence[str], cwd: Path, log_path: Path, env: Mapping[str
         raise ToolFailed(f"amct_onnx calibration exited 0 but did not save both models ({', '.join(saved) or 'none'} "
                          f"announced; log: {log_path})")
     return result
+
+
+def amct_importable() -> bool:
+    """amct_onnx importable in this Python (CANN's AMCT wheel installed), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("amct_onnx") is not None
+
+
+def run_amct_python(model: str, cfg: Path, feeds: list[dict[str, np.ndarray]], batch_num: int, out: Path,
+                    save_path: str) -> AmctRun:
+    """AMCT's documented Python flow: create_quant_config (from quant.cfg) -> quantize_model ->
+    batch_num calibration batches on onnxruntime with AMCT's session options -> save_model.
+    Runs in `out` (AMCT writes amct_log/ in the working directory); ToolFailed on any error."""
+    import contextlib
+    import io
+
+    from lvvit_opt.core.errors import ToolFailed
+
+    work = out / "amct_tmp"
+    work.mkdir(exist_ok=True)
+    console = io.StringIO()
+    previous = os.getcwd()
+    try:
+        os.chdir(out)
+        with contextlib.redirect_stdout(console):
+            import amct_onnx as amct
+            import onnxruntime
+
+            config = str(work / "config.json")
+            modified = str(work / "modified_model.onnx")
+            record = str(work / "record.txt")
+            amct.create_quant_config(config_file=config, model_file=model, config_defination=str(cfg))
+            amct.quantize_model(config, model, modified, record)
+            session = onnxruntime.InferenceSession(modified, amct.AMCT_SO)
+            for feed in feeds[:batch_num]:
+                session.run(None, feed)
+            amct.save_model(modified, record, save_path)
+    except Exception as exc:
+        raise ToolFailed(f"amct_onnx (Python API) failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+    finally:
+        os.chdir(previous)
+    log_path = out / "amct.log"
+    log_path.write_text(console.getvalue(), encoding="utf-8")
+    paths = deploy_paths(save_path)
+    missing = [p for p in (paths["deploy"], paths["fake_quant"]) if not (out / p).is_file()]
+    if missing:
+        raise ToolFailed(f"amct_onnx save_model did not write {', '.join(missing)} (log: {log_path})")
+    return AmctRun(0, str(log_path), SAVED_LINE.findall(console.getvalue()), paths["deploy"], paths["fake_quant"])

@@ -334,11 +334,15 @@ def _write_ascend(report: QuantizeReport, plan, out: Path, layers, params, calib
     report.commands = [shlex.join(amct_argv), shlex.join(atc_argv)]
     report.outputs.update({"quant_cfg": str(cfg), "record": str(record), "calib_data": str(out / data.data_dir.split(";")[0]),
                            "commands": str(script)})
-    if amct.find_amct() is None:
-        report.notes.append("amct_onnx is not on the PATH (it ships with CANN): run amct_commands.sh on a CANN host")
+    if amct.find_amct() is None and not amct.amct_importable():
+        report.notes.append("amct_onnx is neither on the PATH nor importable (it ships with CANN): run "
+                            "amct_commands.sh on a CANN host")
         return
     plan.inside("-o", "amct").mkdir(exist_ok=True)
-    run = amct.run_amct(amct_argv, out, plan.inside("-o", "amct.log"))
+    if amct.find_amct() is not None:
+        run = amct.run_amct(amct_argv, out, plan.inside("-o", "amct.log"))
+    else:  # importable only: AMCT's Python API, same config and the same batches
+        run = amct.run_amct_python(model_abs, cfg, calib_set.feeds, data.batches, out, save_path)
     report.amct = run.to_dict()
     report.outputs.update({"deploy_model": str(out / paths["deploy"]), "fake_quant_model": str(out / paths["fake_quant"])})
     from lvvit_opt.ascend.atc import locate_atc, run_atc
