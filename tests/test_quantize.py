@@ -496,3 +496,21 @@ def test_ascend_with_an_importable_amct_drives_its_python_api(golden_onnx, calib
     assert (out / "amct" / "lvvit_golden_deploy_model.onnx").is_file()
     assert "The model file is saved in amct/lvvit_golden_fake_quant_model.onnx" in (out / "amct.log").read_text()
     assert "atc is not on the PATH" in proc.stdout
+
+
+def test_tune_int8_precision_is_built_through_the_gate_and_dropped_for_ascend(golden_onnx, tmp_path):
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.quantize.run import int8_candidate
+    from lvvit_opt.tune.space import load_space
+
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({"precisions": ["fp32", "int8"]}))
+    assert load_space(str(space_file), "ort-cpu").precisions == ["fp32", "int8"]
+    ascend = load_space(str(space_file), "ascend")
+    assert ascend.precisions == ["fp32"] and any("AMCT" in n for n in ascend.notes)
+    model = int8_candidate(golden_onnx, 1, "ort-cpu", tmp_path / "w")
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) >= 10
+    with pytest.raises(UserError, match="no INT8 model passes"):
+        int8_candidate(golden_onnx, 1, "ort-cpu", tmp_path / "w2", min_agreement=1.01)
+    with pytest.raises(UserError, match="AMCT"):
+        int8_candidate(golden_onnx, 1, "ascend", tmp_path / "w3")

@@ -245,6 +245,23 @@ def quantize(model: str | os.PathLike, calib, out: str | os.PathLike, target: st
             plan.release()
 
 
+def int8_candidate(model_path: str | os.PathLike, inputs, target: str, work_dir: str | os.PathLike,
+                   min_agreement: float = 0.99):
+    """tune's int8 precision: the model quantized for an onnxruntime target through the gate and the
+    rollback (calibrated and gated on `inputs`); UserError when no INT8 model passes. ort-cuda gets
+    the CPU scheme (asymmetric QDQ), ort-trt the symmetric one."""
+    from lvvit_opt.core.onnx_files import load_onnx
+
+    if target == "ascend":
+        raise UserError("int8 for ascend is AMCT's deploy model: use lvvit-opt quantize --target ascend")
+    scheme_target = "ort-trt" if target == "ort-trt" else "ort-cpu"
+    report = quantize(model_path, inputs, work_dir, scheme_target, gate=Gate(min_agreement=min_agreement),
+                      bench_seconds=0)
+    if not report.passed:
+        raise UserError("int8: no INT8 model passes the gate, even with every quantized layer rolled back")
+    return load_onnx(report.outputs["model"])
+
+
 def _path_or_none(value):
     if value is None or isinstance(value, (int, np.integer)) or str(value).strip().isdigit():
         return None

@@ -91,6 +91,10 @@ class Target:
     def tolerance(self, cand: Candidate):
         from lvvit_opt.verify.golden import Tolerance
 
+        if cand.precision == "int8":  # quantize's gate (cosine 0.99); top-1 agreement as for every candidate
+            from lvvit_opt.quantize.rollback import Gate
+
+            return Gate().tolerance()
         return Tolerance.fp16() if cand.precision != "fp32" else Tolerance.onnx()
 
     def reproduce(self, cand: Candidate, best_path: str, script) -> None:
@@ -613,6 +617,13 @@ def tune(options: TuneOptions, log: LogCallback = None,
             model = fp16_candidate(model)
         elif c.precision == "fp16-keep" and not isinstance(target, AscendTarget):  # ascend: atc --keep_dtype
             model = fp16_candidate(model, keep_nodes[tuple(c.passes)])
+        elif c.precision == "int8":  # built only through quantize's gate and rollback
+            from lvvit_opt.quantize.run import int8_candidate
+
+            fp32_path = workdir / f"{_slug('|'.join(map(str, variant(c))))}.fp32.onnx"
+            save_onnx(model, fp32_path)
+            model = int8_candidate(fp32_path, options.inputs, options.target, fp32_path.with_suffix(".int8"),
+                                   options.min_agreement / 100.0)
         if build_hook is not None:
             model = build_hook(c, model)
         path = workdir / f"{_slug('|'.join(map(str, variant(c))))}.onnx"
@@ -977,7 +988,7 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
                          description=f"lvvit-opt tune: {best.label()} ({best.timing['fps']:.1f} fps on {o.target})")
     source = (o.per_batch or {}).get(best.batch, o.model)
     # ascend: the ONNX stays fp32 and atc does fp16; onnxruntime: the to_fp16 pass builds what was tuned
-    converted = best.precision != "fp32" and not isinstance(target, AscendTarget)
+    converted = best.precision not in ("fp32", "int8") and not isinstance(target, AscendTarget)
     passes = list(best.passes) + (["to_fp16"] if converted else [])
     if passes:
         argv = ["lvvit-opt", "apply", script.path(source), "-o", script.path(out / "best.onnx"),
@@ -989,6 +1000,12 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
     else:
         script.run(["cp", "--", script.path(source), script.path(out / "best.onnx")],
                    comment="no pass: the original graph")
+    if best.precision == "int8":  # quantize's gate and rollback, calibrated and gated on the same inputs
+        inputs = o.inputs if isinstance(o.inputs, int) or str(o.inputs).strip().isdigit() else script.path(o.inputs)
+        script.run(["lvvit-opt", "quantize", script.path(out / "best.onnx"), "--calib", str(inputs), "--target",
+                    "ort-trt" if o.target == "ort-trt" else "ort-cpu", "-o", script.path(out / "int8"),
+                    "--min-agreement", f"{o.min_agreement:g}", "--no-bench"],
+                   comment="int8: the INT8 model is int8/best_int8.onnx")
     target.reproduce(best, best_path, script)
     report.reproduce = script.body()
     script.write()

@@ -11,7 +11,7 @@ from lvvit_opt.core import limits
 from lvvit_opt.core.errors import UserError, shown
 
 TARGETS = ("ort-cpu", "ort-cuda", "ort-trt", "ascend")
-PRECISIONS = ("fp32", "fp16", "fp16-keep")
+PRECISIONS = ("fp32", "fp16", "fp16-keep", "int8")  # int8: lvvit_opt.quantize (gate + rollback), opt-in
 # OrtRunner's `graph_opt`: onnxruntime's ORT_ENABLE_ALL / _EXTENDED / _BASIC / ORT_DISABLE_ALL;
 # the default space tries the two ends, --space may ask for any
 GRAPH_OPT_LEVELS = ("all", "extended", "basic", "disabled")
@@ -133,6 +133,10 @@ def space_from_mapping(data: Any, target: str, what: str = "space", budget_s: fl
                 raise UserError(f"{what}: {key} has {', '.join(_short(v) for v in bad[:3])}; valid: {', '.join(allowed)}")
             value = list(dict.fromkeys(value))
         setattr(space, key, value)
+    if target == "ascend" and "int8" in space.precisions:  # AMCT builds it, not onnxruntime
+        space.notes.append("ascend: int8 is AMCT's deploy model (lvvit-opt quantize --target ascend writes its "
+                           "config, data and commands); precision int8 ignored")
+        space.precisions = [p for p in space.precisions if p != "int8"] or ["fp32"]
     if target == "ascend" and "fp16" in space.precisions:  # the ONNX stays fp32; atc's flags decide
         space.notes.append("ascend: fp16 is atc's --precision_mode (fp32 candidates); precision fp16 ignored")
         space.precisions = [p for p in space.precisions if p != "fp16"] or ["fp32"]
