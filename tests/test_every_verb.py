@@ -90,6 +90,8 @@ VERB_FIXTURES: dict[str, VerbFixture] = {
     "preprocess": VerbFixture(lambda ws: ["preprocess", "images", "out/prep", "--workers", "1", "--info",
                                           "out/prep.info", "--json", "out/pre.json"],
                               outputs=("--info", "--json"), folders=("OUT_DIR",)),
+    "quantize": VerbFixture(lambda ws: ["quantize", "m.onnx", "--calib", "1", "--target", "ascend", "-o", "out/q",
+                                        "--json", "out/q.json"], folders=("-o",)),
     "run": VerbFixture(lambda ws: ["run", "--model", "lvvit_golden", "--checkpoint", "c.pth", "--batch-sizes", "2",
                                    "--bench-duration", "0.1", "--bench-rounds", "1", "--out", "out/run",
                                    "--json", "out/run.json"], folders=("--out",), slow=True),
