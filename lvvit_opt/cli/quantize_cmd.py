@@ -59,8 +59,8 @@ def quantize_command(model, calib, out, target, inputs, calib_method, percentile
     activation MatMuls, Softmax, LayerNorm, GELU and residual Adds stay float (the target's
     documented rules); every layer is listed with its reason. Then: calibration on --calib,
     each layer's own INT8 cosine against float, and the gate on the final outputs (cosine and
-    top-1 agreement against fp32). When it fails, the fewest layers (worst first, each set
-    re-checked) go back to float. If even all of them in float fail, nothing but the report is
+    top-1 agreement against fp32). When it fails, layers go back to float worst first until it
+    passes, then each is tried back in INT8 (a minimal set; every set is built and re-checked). If even all of them in float fail, nothing but the report is
     written and the exit status is 1.
 
     \b
