@@ -60,7 +60,8 @@ def default_space(target: str) -> Space:
     cores = os.cpu_count() or 1
     threads = sorted({cores, max(1, cores // 2)}, reverse=True)
     ascend = target == "ascend"
-    return Space(list(DEFAULT_BATCHES), passes, ["fp32", "fp16-keep"] if ascend else list(PRECISIONS), threads,
+    precisions = ["fp32", "fp16-keep"] if ascend else ["fp32", "fp16", "fp16-keep"]  # int8: opt-in (--space)
+    return Space(list(DEFAULT_BATCHES), passes, precisions, threads,
                  list(DEFAULT_GRAPH_OPT), ["force_fp16", "allow_mix_precision"] if ascend else [],
                  ["high_performance", "high_precision"] if ascend else [],
                  list(WHITELIST_CHOICES) if ascend else [])
