@@ -171,7 +171,7 @@ def test_space_files_json_and_yaml(tmp_path):
 @pytest.mark.parametrize("name, text, message", [
     ("bad.json", '{"batch_size": [1]}', "unknown key(s) batch_size"),
     ("bad.yaml", "batch_sizes: [1, 2\n", "not valid YAML"),
-    ("bad2.json", '{"precisions": ["int8"]}', "precisions has 'int8'"),
+    ("bad2.json", '{"precisions": ["int4"]}', "precisions has 'int4'"),  # int8 is a precision (quantize)
     ("bad3.json", '{"pass_sets": [["no_such_pass"]]}', "unknown pass 'no_such_pass'"),
     ("bad4.json", '{"batch_sizes": [0]}', "batch_sizes has 0: expected a batch size in 1..65536"),
     ("bad5.json", "[1, 2]", "expected a mapping"),
