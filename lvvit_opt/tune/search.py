@@ -990,22 +990,22 @@ def _write_best(report: TuneReport, best: Candidate, target: Target, build_onnx,
     # ascend: the ONNX stays fp32 and atc does fp16; onnxruntime: the to_fp16 pass builds what was tuned
     converted = best.precision not in ("fp32", "int8") and not isinstance(target, AscendTarget)
     passes = list(best.passes) + (["to_fp16"] if converted else [])
+    first = out / ("best_fp32.onnx" if best.precision == "int8" else "best.onnx")  # int8: quantize makes best.onnx
     if passes:
-        argv = ["lvvit-opt", "apply", script.path(source), "-o", script.path(out / "best.onnx"),
+        argv = ["lvvit-opt", "apply", script.path(source), "-o", script.path(first),
                 "--passes", ",".join(passes)]
         keep = _keep_list(report, best) if converted and best.precision == "fp16-keep" else []
         if keep:
             argv += ["-O", "to_fp16.keep_fp32=" + json.dumps(keep)]
         script.run(argv)
     else:
-        script.run(["cp", "--", script.path(source), script.path(out / "best.onnx")],
-                   comment="no pass: the original graph")
+        script.run(["cp", "--", script.path(source), script.path(first)], comment="no pass: the original graph")
     if best.precision == "int8":  # quantize's gate and rollback, calibrated and gated on the same inputs
         inputs = o.inputs if isinstance(o.inputs, int) or str(o.inputs).strip().isdigit() else script.path(o.inputs)
-        script.run(["lvvit-opt", "quantize", script.path(out / "best.onnx"), "--calib", str(inputs), "--target",
+        script.run(["lvvit-opt", "quantize", script.path(first), "--calib", str(inputs), "--target",
                     "ort-trt" if o.target == "ort-trt" else "ort-cpu", "-o", script.path(out / "int8"),
-                    "--min-agreement", f"{o.min_agreement:g}", "--no-bench"],
-                   comment="int8: the INT8 model is int8/best_int8.onnx")
+                    "--min-agreement", f"{o.min_agreement:g}", "--no-bench"])
+        script.run(["cp", "--", script.path(out / "int8" / "best_fp32_int8.onnx"), script.path(out / "best.onnx")])
     target.reproduce(best, best_path, script)
     report.reproduce = script.body()
     script.write()
