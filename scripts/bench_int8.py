@@ -37,7 +37,8 @@ def main(argv=None) -> int:
 
     from lvvit_opt.export import export_onnx
     from lvvit_opt.measure.bench import bench_models
-    from lvvit_opt.quantize.run import paired_ratio_interval, quantize
+    from lvvit_opt.measure.stats import compare
+    from lvvit_opt.quantize.run import quantize
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_int8_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -59,8 +60,9 @@ def main(argv=None) -> int:
         bench = bench_models([str(fp32), int8], duration=args.seconds, rounds=args.rounds, warmup=2.0,
                              threads=args.threads, validate=False)
         base, cand = bench.results
-        ratio, lo, hi = paired_ratio_interval(base.round_fps, cand.round_fps)
-        verdict = "no measurable difference" if lo <= 1.0 <= hi else ("INT8 faster" if lo > 1 else "INT8 slower")
+        judged = (compare(cand.round_rates, base.round_rates) if cand.round_rates and base.round_rates
+                  else compare(cand.round_fps, base.round_fps))  # measure.stats: the one verdict
+        ratio, lo, hi, verdict = judged.ratio, judged.low, judged.high, judged.verdict
         rows.append((batch, (base.fps, cand.fps, ratio, lo, hi, verdict, gate, kept)))
         print(f"bs{batch}: fp32 {base.fps:.1f} img/s, INT8 {cand.fps:.1f} img/s, INT8/fp32 {ratio:.2f}x "
               f"(95% paired interval {lo:.2f}..{hi:.2f}): {verdict}; gate {gate}; {kept} layer(s) rolled back",

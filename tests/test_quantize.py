@@ -376,15 +376,6 @@ def test_accepted_atc_flags_pass_through():
     assert "--input_shape=image:16,3,224,224" in argv and argv[-2:] == ["--precision_mode=force_fp16", "--log=error"]
 
 
-def test_paired_ratio_interval():
-    from lvvit_opt.quantize.run import paired_ratio_interval
-
-    ratio, lo, hi = paired_ratio_interval([10, 10.5, 9.8, 10.2, 10.1], [20, 21.2, 19.4, 20.3, 20.3])
-    assert ratio == pytest.approx(2.0, rel=0.01) and lo < 2.0 < hi and hi - lo < 0.1
-    ratio, lo, hi = paired_ratio_interval([10, 12, 9, 11], [11, 10, 12, 9])
-    assert lo < 1.0 < hi
-
-
 # ---------------------------------------------------------------- the verb, with and without the stand-ins
 
 def _cli(args, cwd, path_extra=(), env_extra=None):

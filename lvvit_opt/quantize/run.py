@@ -376,36 +376,20 @@ def _write_ascend(report: QuantizeReport, plan, out: Path, layers, params, calib
 
 
 def _bench(fp32_model: str, int8_model: str, seconds: float, rounds: int) -> dict:
-    """fp32 vs INT8 on onnxruntime CPU, interleaved rounds, with a paired interval on the ratio."""
+    """fp32 vs INT8 on onnxruntime CPU: interleaved, rotating rounds judged by measure.stats (the
+    one place a speed verdict is made: paired log-ratio t interval, minimum effect)."""
     from lvvit_opt.measure.bench import bench_models
+    from lvvit_opt.measure.stats import compare
 
     bench = bench_models([fp32_model, int8_model], duration=seconds, rounds=rounds, warmup=0.5, validate=False)
     base, cand = bench.results[0], bench.results[1]
-    ratio, lo, hi = paired_ratio_interval(base.round_fps, cand.round_fps)
-    if lo <= 1.0 <= hi:
-        verdict = "no measurable difference"
-    else:
-        verdict = "INT8 faster" if lo > 1 else "INT8 slower"
-    line = (f"speed (onnxruntime CPU, batch {base.batch_size}, {rounds} interleaved rounds): fp32 {base.fps:.1f} fps, "
-            f"INT8 {cand.fps:.1f} fps, ratio {ratio:.2f}x (95% paired interval {lo:.2f}..{hi:.2f}): {verdict}")
-    return {"fp32_fps": base.fps, "int8_fps": cand.fps, "ratio": ratio, "interval": [lo, hi], "verdict": verdict,
-            "batch_size": base.batch_size, "rounds": rounds, "line": line}
-
-
-# two-sided 95% Student t quantiles, df 1..30
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def paired_ratio_interval(base: Sequence[float], cand: Sequence[float]) -> tuple[float, float, float]:
-    """Geometric-mean ratio cand/base of paired rounds and its 95% t interval (log scale).
-    TODO(stats): use lvvit_opt.measure.stats (paired-round intervals) once it is in main."""
-    logs = np.log(np.asarray(cand, dtype=float) / np.asarray(base, dtype=float))
-    mean = float(logs.mean())
-    if logs.size < 2:
-        return math.exp(mean), 0.0, math.inf
-    half = _T975[min(logs.size - 1, 30) - 1] * float(logs.std(ddof=1)) / math.sqrt(logs.size)
-    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+    judged = (compare(cand.round_rates, base.round_rates) if cand.round_rates and base.round_rates
+              else compare(cand.round_fps, base.round_fps))
+    line = (f"speed (onnxruntime CPU, batch {base.batch_size}): fp32 {base.fps:.1f} fps, INT8 {cand.fps:.1f} fps; "
+            + judged.sentence("INT8", "fp32"))
+    return {"fp32_fps": base.fps, "int8_fps": cand.fps, "ratio": judged.ratio, "interval": [judged.low, judged.high],
+            "verdict": judged.verdict, "comparison": judged.to_dict(), "batch_size": base.batch_size,
+            "rounds": judged.rounds, "line": line}
 
 
 def _json(data) -> str:
