@@ -15,7 +15,7 @@ from lvvit_opt.core.errors import ValidationFailed
 from lvvit_opt.passes.base import PassReport
 from lvvit_opt.passes.graph_utils import op_counts
 from lvvit_opt.passes.pipeline import format_op_table, run_pipeline
-from lvvit_opt.passes.registry import apply_shortcuts, get_pass, parse_pass_list
+from lvvit_opt.passes.registry import check_pass_plan, get_pass
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +117,16 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     start = time.perf_counter()
     in_path, out_path = Path(in_path), Path(out_path)
     guard_outputs({"-o": out_path, "--report": report_path}, {"MODEL": in_path})
-    names = parse_pass_list(passes)
+    if isinstance(input_shapes, (list, tuple)):
+        input_shapes = ";".join(input_shapes)
+    # the whole plan before the model is read; --batch-size is also the validation batch, so it
+    # may be given without a pass taking it
+    names, options = check_pass_plan(passes, options, {"batch_size": batch_size, "input_shapes": input_shapes or None},
+                                     optional={"batch_size"})
     if tolerance is None and any(get_pass(name).reduces_precision for name in names):
         from lvvit_opt.verify.golden import Tolerance
 
         tolerance = Tolerance.fp16()  # to_fp16 and the like: judged as fp16 is, not by the fp32 tolerance
-    if isinstance(input_shapes, (list, tuple)):
-        input_shapes = ";".join(input_shapes)
-    # --batch-size is also the validation batch, so it may be given without a pass taking it
-    options = apply_shortcuts(names, options, {"batch_size": batch_size, "input_shapes": input_shapes or None},
-                              optional={"batch_size"})
     # The reference of the validation is the input file itself, reopened by onnxruntime, so the
     # passes may rewrite the loaded model in place: apply holds one model, not the original
     # beside its rewrite (issue 20, memory). A file that changes meanwhile is refused.

@@ -61,7 +61,12 @@ class FixShapes(GraphPass):
     def rewrite(self, model: onnx.ModelProto, report: PassReport) -> onnx.ModelProto:
         shapes: dict = self.options.input_shapes  # type: ignore[assignment]
         if self.options.batch_size is None and not shapes:
-            raise UserError("fix_shapes needs batch_size (--batch-size N) or input_shapes (--input-shape NAME:D,...)")
+            symbolic = _symbolic_inputs(model.graph)
+            if symbolic:
+                raise UserError(f"fix_shapes: input {symbolic[0]} is not static; give batch_size (--batch-size N) "
+                                "or input_shapes (--input-shape NAME:D,...), or leave fix_shapes out of --passes "
+                                "(atc and the transpose whitelist need static shapes)")
+            report.notes.append("the inputs are already static: kept as they are")
         changed = _set_input_dims(model.graph, shapes, self.options.batch_size)
         symbolic_reshapes = _reshapes_with_computed_target(model.graph)
         del model.graph.value_info[:]
@@ -130,6 +135,17 @@ def _set_input_dims(graph: onnx.GraphProto, shapes: dict[str, list[int]], batch:
             shape.dim.add().dim_value = d
         changed[value.name] = list(new)
     return changed
+
+
+def _symbolic_inputs(graph: onnx.GraphProto) -> list[str]:
+    """'NAME [dims]' for each graph input whose shape is not fully static."""
+    initializers = {i.name for i in graph.initializer}
+    found = []
+    for value in graph.input:
+        dims = dims_of(value.type)
+        if value.name not in initializers and (dims is None or not _concrete(dims)):
+            found.append(f"{value.name} {list(dims) if dims is not None else '(rank unknown)'}")
+    return found
 
 
 def _reshapes_with_computed_target(graph: onnx.GraphProto) -> list[str]:

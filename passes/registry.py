@@ -6,6 +6,7 @@ from typing import Any, Collection, Iterator, Mapping
 
 from lvvit_opt.core.errors import UserError
 from lvvit_opt.passes.base import GraphPass
+from lvvit_opt.passes.presets import PRESETS, expand_presets
 
 _REGISTRY: dict[str, type[GraphPass]] = {}
 
@@ -46,16 +47,37 @@ def get_pass(name: str) -> type[GraphPass]:
         raise UserError(f"unknown pass {name!r}; valid passes: {', '.join(_REGISTRY)}") from None
 
 
+def _valid_names() -> str:
+    return f"valid passes: {', '.join(_REGISTRY)}; presets: {', '.join(PRESETS)}"
+
+
 def parse_pass_list(text: str | list[str]) -> list[str]:
-    """'a,b' or ['a', 'b'] -> ['a', 'b'], each checked against the registry (UserError lists valid ones)."""
+    """'a,b' or ['a', 'b'] -> ['a', 'b'], each checked against the registry (UserError lists valid ones).
+    A preset name (`ascend310`, passes/presets.py) expands to its passes where it stands."""
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n and n.strip()]
     if not names:
-        raise UserError(f"no passes given; valid passes: {', '.join(_REGISTRY)}")
-    unknown = [n for n in names if n not in _REGISTRY]
+        raise UserError(f"no passes given; {_valid_names()}")
+    unknown = [n for n in names if n not in _REGISTRY and n not in PRESETS]
     if unknown:
         raise UserError(f"unknown pass{'es' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                        f"valid passes: {', '.join(_REGISTRY)}")
-    return names
+                        f"{_valid_names()}")
+    return expand_presets(names)
+
+
+def check_pass_plan(names: list[str] | str, options: Mapping[str, Mapping[str, Any]] | None = None,
+                    shortcuts: Mapping[str, Any] | None = None,
+                    optional: Collection[str] = ()) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The whole pass plan checked without a model: names (presets expanded), shortcut values
+    (--batch-size ...) mapped onto options, options only for passes in the plan, every option
+    known and of the right type. Returns (names, options); any defect is a UserError."""
+    names = parse_pass_list(names)
+    options = apply_shortcuts(names, options, shortcuts or {}, optional=optional)
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise UserError(f"options given for pass(es) not in --passes ({', '.join(names)}): {', '.join(stray)}")
+    for name in dict.fromkeys(names):
+        get_pass(name).parse_options(options.get(name, {}))
+    return names, options
 
 
 def apply_shortcuts(names: list[str], options: Mapping[str, Mapping[str, Any]] | None,

@@ -76,10 +76,22 @@ def test_fix_shapes_whole_input_shape_and_errors(dynamic_golden_onnx, golden_onn
         run_pipeline(dynamic, ["fix_shapes"], {"fix_shapes": {"input_shapes": "pixels:1,3,224,224"}})
     with pytest.raises(UserError, match="NAME:D1"):
         run_pipeline(dynamic, ["fix_shapes"], {"fix_shapes": {"input_shapes": "image:a,b"}})
-    with pytest.raises(UserError, match="needs batch_size"):
+    with pytest.raises(UserError, match=r"input image \['batch', 3, 224, 224\] is not static; give batch_size"):
         run_pipeline(dynamic, ["fix_shapes"])
     with pytest.raises(UserError, match="already has a static batch 2"):
         run_pipeline(onnx.load(golden_onnx), ["fix_shapes"], {"fix_shapes": {"batch_size": 16}})
+
+
+def test_fix_shapes_keeps_a_batch_that_is_already_static(golden_onnx, golden_io):
+    """The ascend310 preset starts with fix_shapes: on a static export it keeps the shapes, folds
+    and infers, and says so, instead of asking for --batch-size."""
+    result = check_pass(onnx.load(golden_onnx), ["fix_shapes"], feeds={"image": golden_io["image"]},
+                        reference={"features": golden_io["features"]})
+    report = result.reports[0]
+    assert report.details["inputs"] == {} and report.matched == 0
+    assert report.notes[0] == "the inputs are already static: kept as they are"
+    assert dims_of(result.model.graph.input[0].type) == (2, 3, 224, 224)
+    assert dims_of(result.model.graph.output[0].type) == (2, 1000)
 
 
 def _messy_model():

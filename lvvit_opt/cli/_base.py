@@ -202,3 +202,26 @@ def cann_home_option(fn):
     """`--cann-home DIR` (parameter `cann_home`), the same on every verb that runs an Ascend tool."""
     return click.option("--cann-home", type=click.Path(file_okay=False), default=None, metavar="DIR",
                         help=CANN_HOME_HELP)(fn)
+
+
+def parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """('softmax_transpose.perm=0,3,1,2', ...) -> {'softmax_transpose': {'perm': '0,3,1,2'}}."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        pass_name, dot, option = key.strip().partition(".")
+        if not sep or not dot or not pass_name or not option:
+            raise click.BadParameter(f"expected PASS.OPTION=VALUE, got {item!r}", param_hint="--option")
+        options.setdefault(pass_name, {})[option] = value.strip()
+    return options
+
+
+def pass_option_flags(fn):
+    """--input-shape and -O, the pass options `apply` and `run` share (--batch-size is each verb's own)."""
+    fn = click.option("-O", "--option", "pass_options", multiple=True, metavar="PASS.OPTION=VALUE",
+                      help="A pass option, e.g. softmax_transpose.style=swin, softmax_transpose.perm=0,3,1,2, "
+                           "softmax_transpose.upgrade_opset=true (repeatable; `lvvit-opt passes` lists "
+                           "options).")(fn)
+    fn = click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
+                      help="fix_shapes: a whole static input shape, e.g. image:16,3,224,224 (repeatable).")(fn)
+    return fn

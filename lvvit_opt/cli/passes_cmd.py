@@ -8,25 +8,14 @@ import logging
 
 import click
 
-from lvvit_opt.cli._base import handle_errors, main
+from lvvit_opt.cli._base import handle_errors, main, parse_pass_options, pass_option_flags
 from lvvit_opt.cli._inputs import inputs_option
 from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, state
 from lvvit_opt.cli.types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
+from lvvit_opt.passes.presets import DEFAULT_PRESET, PRESETS
 
 logger = logging.getLogger(__name__)
-
-
-def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """('softmax_transpose.perm=0,3,1,2', ...) -> {'softmax_transpose': {'perm': '0,3,1,2'}}."""
-    options: dict[str, dict[str, str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        pass_name, dot, option = key.strip().partition(".")
-        if not sep or not dot or not pass_name or not option:
-            raise click.BadParameter(f"expected PASS.OPTION=VALUE, got {item!r}", param_hint="--option")
-        options.setdefault(pass_name, {})[option] = value.strip()
-    return options
 
 
 @main.command("apply")
@@ -34,16 +23,14 @@ def _parse_pass_options(items: tuple[str, ...]) -> dict[str, dict[str, str]]:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the rewritten .onnx (must differ from MODEL; written atomically, "
                    "only after validation passes).")
-@click.option("--passes", "pass_names", type=PASS_LIST, default="softmax_transpose", show_default=True,
-              help="Comma-separated passes, run in this order (see `lvvit-opt passes`; completes in the shell).")
+@click.option("--passes", "pass_names", type=PASS_LIST, default=DEFAULT_PRESET, show_default=True,
+              help="Comma-separated passes or presets, run in this order (see `lvvit-opt passes`; completes in "
+                   f"the shell). The default preset {DEFAULT_PRESET} is the original manual recipe: "
+                   f"{','.join(PRESETS[DEFAULT_PRESET])}.")
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="fix_shapes: make the batch this static size. Also the validation batch when the "
                    "batch stays symbolic (default 1).")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
-              help="fix_shapes: a whole static input shape, e.g. image:16,3,224,224 (repeatable).")
-@click.option("-O", "--option", "pass_options", multiple=True, metavar="PASS.OPTION=VALUE",
-              help="A pass option, e.g. softmax_transpose.style=swin, softmax_transpose.perm=0,3,1,2, "
-                   "softmax_transpose.upgrade_opset=true (repeatable; `lvvit-opt passes` lists options).")
+@pass_option_flags
 @click.option("--no-validate", is_flag=True,
               help="Skip running the original and the rewritten graph on onnxruntime and comparing them.")
 @click.option("--check-each", is_flag=True,
@@ -65,8 +52,9 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
 
     \b
     Examples:
+      lvvit-opt apply model_bs16.onnx -o model_bs16_opt.onnx                  # the ascend310 preset
+      lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --batch-size 16       # dynamic batch made static
       lvvit-opt apply model_bs16.onnx -o model_bs16_opt.onnx --passes softmax_transpose
-      lvvit-opt apply model_dyn.onnx -o model_bs16.onnx --passes fix_shapes,softmax_transpose,cleanup --batch-size 16
       lvvit-opt apply swin.onnx -o swin_opt.onnx -O softmax_transpose.style=swin
       lvvit-opt apply model.onnx -o model_fp16.onnx --passes softmax_transpose,to_fp16
     """
@@ -82,7 +70,7 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
         logger.warning("--report is deprecated; use --json PATH (same result, inside the common envelope)")
     try:
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
-                            options=_parse_pass_options(pass_options), validate=not no_validate,
+                            options=parse_pass_options(pass_options), validate=not no_validate,
                             check_each=check_each, report_path=report_path, seed=seed,
                             validation_inputs=inputs, tolerance=tolerance_from(None, base=base, **metrics))
     except ApplyValidationFailed as failure:
@@ -102,14 +90,21 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
 @json_option
 @handle_errors
 def passes_command(json_out):
-    """List the graph passes `apply --passes` accepts, one line each (-v: with descriptions)."""
+    """List the presets and graph passes `--passes` accepts (apply, run, tune's pass_sets), one line
+    each (-v: with descriptions). A preset expands to its passes where it stands."""
     from lvvit_opt.cli.output import start_plan
-    from lvvit_opt.passes import available_passes
+    from lvvit_opt.passes import DEFAULT_PRESET, PRESET_SUMMARIES, PRESETS, available_passes
 
     start_plan(writes={"--json": json_out})
 
     registry = available_passes()
-    width = max(len(name) for name in registry)
+    width = max(len(name) for name in [*registry, *PRESETS])
+    echo("presets:")
+    for name, expansion in PRESETS.items():
+        default = " (the default of apply and run)" if name == DEFAULT_PRESET else ""
+        echo(f"{name:<{width}}  = {','.join(expansion)}{default}")
+        echo(f"{' ' * (width + 2)}{PRESET_SUMMARIES.get(name, '')}")
+    echo("passes:")
     listing = []
     for name, cls in registry.items():
         body = "\n".join(line.strip() for line in (cls.__doc__ or "").strip().splitlines()[1:]).strip()
@@ -118,4 +113,7 @@ def passes_command(json_out):
         echo(f"{name:<{width}}  {cls.summary()}  [{', '.join(cls.option_names()) or 'no options'}]")
         if state().verbosity > 0:
             echo("".join(f"{' ' * (width + 2)}{line}\n" for line in body.splitlines()), nl=False)
-    emit_result({"passes": listing})
+    emit_result({"passes": listing, "presets": [{"name": name, "passes": list(expansion),
+                                                  "summary": PRESET_SUMMARIES.get(name, ""),
+                                                  "default": name == DEFAULT_PRESET}
+                                                 for name, expansion in PRESETS.items()]})

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import click
 
-from lvvit_opt.cli._base import cann_home_option, handle_errors, main, parse_int_list
+from lvvit_opt.cli._base import (cann_home_option, handle_errors, main, parse_int_list, parse_pass_options,
+                                 pass_option_flags)
 from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
-from lvvit_opt.cli.types import MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION, THREADS
+from lvvit_opt.cli.types import (BATCH_SIZE, MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION,
+                                 THREADS)
+from lvvit_opt.passes.presets import DEFAULT_PRESET, PRESETS
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 
 
@@ -16,8 +19,13 @@ from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
               help="lvvit_t/s/m/l or any timm model name (deit_tiny_patch16_224, swin_tiny_patch4_window7_224, ...); "
                    "completes in the shell.")
 @click.option("--batch-sizes", default="1,16", show_default=True, help="One exported model per batch size.")
-@click.option("--passes", type=PASS_LIST, default="softmax_transpose,cleanup", show_default=True,
-              help="Graph passes to apply, in order (see `lvvit-opt passes`).")
+@click.option("--passes", type=PASS_LIST, default=DEFAULT_PRESET, show_default=True,
+              help=f"Graph passes or presets to apply, in order (see `lvvit-opt passes`); {DEFAULT_PRESET} = "
+                   f"{','.join(PRESETS[DEFAULT_PRESET])}.")
+@click.option("--batch-size", type=BATCH_SIZE, default=None,
+              help="One batch size: exported at it, and fix_shapes' batch (as in apply); the same as "
+                   "--batch-sizes N.")
+@pass_option_flags
 @click.option("--out", default="runs/default", show_default=True, type=click.Path(file_okay=False),
               help="Output folder (ONNX files, .om files, report.md, report.json, fps.png).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -47,34 +55,43 @@ from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 @tolerance_options
 @json_option
 @handle_errors
-def run_command(checkpoint, model_name, batch_sizes, passes, out, seed, ema, non_strict, cann_home, soc_version,
-                patch_whitelist, whitelist_file, bench_duration, bench_rounds, rebench, threads, aipp, batch_gears,
-                json_out, **metrics):
+def run_command(checkpoint, model_name, batch_sizes, passes, batch_size, input_shapes, pass_options, out, seed, ema,
+                non_strict, cann_home, soc_version, patch_whitelist, whitelist_file, bench_duration, bench_rounds,
+                rebench, threads, aipp, batch_gears, json_out, **metrics):
     """Run the whole pipeline: export (+onnxsim) per batch size -> apply passes ->
     validate -> whitelist shapes (patch with --patch-whitelist) -> atc if found, else
     atc_commands.sh -> bench before/after -> report.md, report.json, fps.png.
 
-    Re-running with the same options skips finished stages.
+    Re-running with the same options skips finished stages. The whole plan (model, passes and
+    their options, SoC, checkpoint, memory, --out) is checked before anything is exported.
 
     \b
     Example:
       lvvit-opt run --checkpoint lvvit_s-26M-224-83.3.pth.tar --out runs/lvvit_s --patch-whitelist
     """
     from lvvit_opt.cli.output import start_plan
-    from lvvit_opt.pipeline.run import RunOptions, run, run_files
+    from lvvit_opt.pipeline.run import RunOptions, check_run_plan, run, run_files
 
     from lvvit_opt.ascend.atc import parse_batch_gears
 
     gears = parse_batch_gears(batch_gears) if batch_gears is not None else None
-    # --aipp/--batch-gears write inside the owned --out: aipp.cfg, aipp_images/, aipp_bins/, MODEL_gears.*
-    start_plan(reads={"--checkpoint": checkpoint, "--whitelist-file": whitelist_file}, writes={"--json": json_file(json_out), **run_files(out)}, owned={"--out": out})
-    options = RunOptions(out=out, checkpoint=checkpoint, model=model_name,
-                         batch_sizes=tuple(parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH)),
-                         passes=tuple(passes), seed=seed, ema=ema, strict=not non_strict,
+    sizes = tuple(parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH))
+    if batch_size is not None:
+        explicit = click.get_current_context().get_parameter_source("batch_sizes") != click.core.ParameterSource.DEFAULT
+        if explicit and sizes != (batch_size,):
+            raise click.UsageError(f"--batch-size {batch_size} and --batch-sizes {batch_sizes} disagree; give one")
+        sizes = (batch_size,)
+    options = RunOptions(out=out, checkpoint=checkpoint, model=model_name, batch_sizes=sizes,
+                         passes=tuple(passes), pass_options=parse_pass_options(pass_options),
+                         batch_size=batch_size, input_shapes=tuple(input_shapes), seed=seed, ema=ema, strict=not non_strict,
                          cann_home=cann_home, soc_version=soc_version, patch_whitelist=patch_whitelist,
                          whitelist_file=whitelist_file, bench_duration=bench_duration, bench_rounds=bench_rounds,
                          rebench=rebench, threads=threads, tolerance=_explicit_tolerance(metrics), aipp=aipp,
                          batch_gears=gears)
+    options = check_run_plan(options)  # before start_plan creates and locks --out: a bad plan leaves nothing
+    # --aipp/--batch-gears write inside the owned --out: aipp.cfg, aipp_images/, aipp_bins/, MODEL_gears.*
+    start_plan(reads={"--checkpoint": checkpoint, "--whitelist-file": whitelist_file},
+               writes={"--json": json_file(json_out), **run_files(out)}, owned={"--out": out})
     summary = run(options)
     echo(_summary_text(summary))
     emit_result(summary.to_dict())

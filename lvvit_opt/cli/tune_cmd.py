@@ -31,7 +31,8 @@ from lvvit_opt.cli.types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, 
               help="Output folder: best.onnx (best.om), reproduce.sh, tune.json, tune.png, tune_state.json. "
                    "A rerun with the same --out reuses the candidates already measured.")
 @click.option("--space", "space_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="JSON or YAML mapping replacing any of the default lists: batch_sizes, pass_sets, precisions "
+              help="JSON or YAML mapping replacing any of the default lists: batch_sizes, pass_sets (pass or "
+                   "preset names, e.g. [none, ascend310]), precisions "
                    "(fp32, fp16, fp16-keep), threads, graph_opt (all, disabled), precision_modes, "
                    "op_select_implmodes, whitelist (unpatched, patched) (ascend).")
 @click.option("--min-agreement", type=PERCENT, default=99.5, show_default=True,

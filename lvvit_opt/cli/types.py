@@ -75,12 +75,13 @@ class SocVersion(click.ParamType):
 
 
 class PassList(click.ParamType):
-    """Comma-separated pass names, checked against the pass registry; returns a list."""
+    """Comma-separated pass or preset names, checked against the pass registry; returns the
+    list with presets expanded."""
 
     name = "passes"
 
     def get_metavar(self, param, ctx=None) -> str:
-        return "PASS[,PASS...]"
+        return "PRESET|PASS[,PASS...]"
 
     def convert(self, value, param, ctx):
         if isinstance(value, (list, tuple)):
@@ -98,7 +99,9 @@ class PassList(click.ParamType):
 
         done, _, last = incomplete.rpartition(",")
         prefix = f"{done}," if done else ""
-        return [CompletionItem(prefix + name) for name in available_passes() if name.startswith(last)]
+        from lvvit_opt.passes import PRESETS
+
+        return [CompletionItem(prefix + name) for name in [*PRESETS, *available_passes()] if name.startswith(last)]
 
 
 class ModelName(click.ParamType):

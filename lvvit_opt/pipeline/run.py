@@ -28,7 +28,7 @@ from lvvit_opt.core.logs import LogCallback, reporter
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PASSES = ("softmax_transpose", "cleanup")
+DEFAULT_PASSES = ("ascend310",)  # the preset (passes/presets.py), expanded by the plan check
 STATE_FILE = ".stages.json"
 RUN_FILES = ("report.json", "report.md", "fps.png", "atc_commands.sh")  # (the state and lock: fileio.OWNED_NAMES)
 
@@ -46,6 +46,9 @@ class RunOptions:
     model: str = "lvvit_s"
     batch_sizes: tuple[int, ...] = (1, 16)
     passes: tuple[str, ...] = DEFAULT_PASSES
+    pass_options: dict = field(default_factory=dict)  # -O: pass -> {option: value}
+    batch_size: int | None = None       # --batch-size: fix_shapes' batch (the export batch too)
+    input_shapes: tuple[str, ...] = ()  # --input-shape NAME:D,... for fix_shapes
     seed: int = 0
     ema: bool = False
     strict: bool = True
@@ -60,6 +63,7 @@ class RunOptions:
     tolerance: Any = None  # golden.Tolerance for the rewritten-graph validation (None: the tight ONNX one)
     aipp: bool = False  # the deployment .om gets static AIPP (aipp.cfg from the model's preprocessing)
     batch_gears: tuple[int, ...] | None = None  # the deployment .om holds these batch gears
+    plan_checked: bool = False  # set by check_run_plan
 
 
 @dataclass
@@ -151,7 +155,7 @@ def run(options: RunOptions, log: LogCallback = None) -> RunSummary:
     Messages go to `logging` (and to `log` when given)."""
     log = reporter(logger, log)
     out = Path(options.out)
-    _check_options(options)  # the whole plan, before anything is created
+    options = check_run_plan(options)  # the whole plan, before anything is created
     options = _resolve_soc_early(options)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +163,20 @@ def run(options: RunOptions, log: LogCallback = None) -> RunSummary:
         raise UserError(f"--out {out}: cannot create it ({exc.strerror})") from None
     with out_folder_lock(out):
         return _run_locked(options, out, log)
+
+
+def check_run_plan(options: RunOptions) -> RunOptions:
+    """The whole plan checked before anything is created (the CLI calls it before it locks --out):
+    model name, passes and their options (presets expanded), checkpoint (loaded and matched), SoC
+    name, memory, --whitelist-file. Returns the options with the passes resolved; run() does not
+    check them again."""
+    if options.plan_checked:
+        return options
+    options = _resolve_passes(options)
+    _check_options(options)
+    from dataclasses import replace
+
+    return replace(options, plan_checked=True)
 
 
 @contextlib.contextmanager
@@ -224,10 +242,35 @@ def _check_options(options: RunOptions) -> None:
         if not os.path.exists(options.checkpoint):
             raise UserError(f"{shown(options.checkpoint)}: no such checkpoint file")
         check_regular(options.checkpoint, "--checkpoint")
-    from lvvit_opt.passes import parse_pass_list
-
-    parse_pass_list(list(options.passes))  # unknown names -> UserError listing the valid ones
     _check_plan(options)
+
+
+def _resolve_passes(options: RunOptions) -> RunOptions:
+    """The pass plan checked as apply checks it (presets expanded, shortcuts mapped onto options, every
+    option known and typed), plus what only run knows: each model is exported at a static batch from
+    --batch-sizes, so a fix_shapes batch or input shape must be that batch. Any defect: UserError."""
+    from dataclasses import replace
+
+    from lvvit_opt.export import INPUT_NAME
+    from lvvit_opt.passes import check_pass_plan, get_pass
+
+    shapes = ";".join(options.input_shapes) or None
+    names, pass_options = check_pass_plan(list(options.passes), options.pass_options,
+                                          {"batch_size": options.batch_size, "input_shapes": shapes},
+                                          optional={"batch_size"})
+    if "fix_shapes" in names:
+        fixed = get_pass("fix_shapes").parse_options(pass_options.get("fix_shapes", {}))
+        sizes = ",".join(map(str, options.batch_sizes))
+        if fixed.batch_size is not None and set(options.batch_sizes) != {fixed.batch_size}:
+            raise UserError(f"fix_shapes batch {fixed.batch_size} contradicts --batch-sizes {sizes}: run exports "
+                            f"each model at its own static batch (give --batch-size {fixed.batch_size} alone)")
+        for name, dims in fixed.input_shapes.items():
+            if name != INPUT_NAME:
+                raise UserError(f"--input-shape {name}: the exported model's input is {INPUT_NAME!r}")
+            if len(dims) != 4 or set(options.batch_sizes) != {dims[0]}:
+                raise UserError(f"--input-shape {name}:{','.join(map(str, dims))}: expected 4 dims starting with "
+                                f"the one exported batch (--batch-sizes {sizes})")
+    return replace(options, passes=tuple(names), pass_options=pass_options)
 
 
 def _resolve_soc_early(options: RunOptions) -> RunOptions:
@@ -294,12 +337,13 @@ def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary:
         lambda: export_onnx(original, model=options.model, checkpoint=options.checkpoint, batch_size=batch,
                             seed=options.seed, ema=options.ema, strict=options.strict,
                             log=log.child("  ")).to_dict())
-    apply_params = {"passes": list(options.passes)}
+    apply_params = {"passes": list(options.passes), "options": options.pass_options}
     if options.tolerance is not None:  # a changed tolerance re-runs the validation
         apply_params["tolerance"] = asdict(options.tolerance)
     summary.applies[batch] = stages.run(
         f"apply bs{batch}", apply_params, [original], [optimized],
-        lambda: apply_file(original, optimized, list(options.passes), tolerance=options.tolerance).to_dict())
+        lambda: apply_file(original, optimized, list(options.passes), options=options.pass_options,
+                           tolerance=options.tolerance).to_dict())
     validation = summary.applies[batch].get("validation") or {}
     log(f"  bs{batch}: rewritten graph validation {'PASS' if validation.get('passed') else 'FAIL'}")
     return original, optimized

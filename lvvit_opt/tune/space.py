@@ -49,14 +49,17 @@ SPACE_KEYS = ("batch_sizes", "pass_sets", "precisions", "threads", "graph_opt", 
 
 
 def default_space(target: str) -> Space:
-    """Batch 1..32, no passes and each registered pass alone (fix_shapes sets the batch anyway),
-    fp32/fp16/fp16-keep for onnxruntime (atc's precision modes for Ascend, and transpose.py as
-    installed and whitelist-patched), all cores."""
-    from lvvit_opt.passes import available_passes
+    """Batch 1..32, no passes, the default preset (ascend310) and each registered pass alone
+    (fix_shapes left out: the candidates are exported at their batch), fp32/fp16/fp16-keep for
+    onnxruntime (atc's precision modes for Ascend, and transpose.py as installed and
+    whitelist-patched), all cores."""
+    from lvvit_opt.passes import DEFAULT_PRESET, available_passes, parse_pass_list
 
     # precision is its own dimension: a pass that lowers it (to_fp16) is not a pass set
-    passes = [[]] + [[name] for name, cls in available_passes().items()
-                     if name != "fix_shapes" and not cls.reduces_precision]
+    recipe = [name for name in parse_pass_list(DEFAULT_PRESET) if name != "fix_shapes"]
+    alone = [[name] for name, cls in available_passes().items()
+             if name != "fix_shapes" and not cls.reduces_precision]
+    passes = [list(s) for s in dict.fromkeys(tuple(s) for s in [[], recipe, *alone])]
     cores = os.cpu_count() or 1
     threads = sorted({cores, max(1, cores // 2)}, reverse=True)
     ascend = target == "ascend"
@@ -118,12 +121,12 @@ def space_from_mapping(data: Any, target: str, what: str = "space", budget_s: fl
                 if not isinstance(entry, list) or not all(isinstance(n, str) for n in entry) or len(entry) > MAX_LIST:
                     raise UserError(f"{what}: each pass set is a list of at most {MAX_LIST} pass names, "
                                     f"got {_short(entry)}")
-                names = [n for n in entry if n != "fix_shapes"]
-                lowering = [n for n in parse_pass_list(names) if get_pass(n).reduces_precision] if names else []
+                names = [n for n in (parse_pass_list(entry) if entry else []) if n != "fix_shapes"]  # presets expand
+                lowering = [n for n in names if get_pass(n).reduces_precision]
                 if lowering:
                     raise UserError(f"{what}: pass_sets: {lowering[0]} changes the precision, which is its own "
                                     "dimension: use precisions: [fp16] instead")
-                sets.append(parse_pass_list(names) if names else [])
+                sets.append(names)
             value = [list(s) for s in dict.fromkeys(tuple(s) for s in sets)]
         else:
             allowed = {"precisions": PRECISIONS, "graph_opt": GRAPH_OPT_LEVELS,
