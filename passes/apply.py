@@ -30,6 +30,7 @@ class ApplyResult:
     ops_before: dict[str, int]
     ops_after: dict[str, int]
     validation: Any = None  # golden.ValidationResult or None when --no-validate
+    transposes: list | None = None  # passes.transposes.TransposeUse of the rewritten graph (None: not inferable)
     checks: dict[str, Any] = field(default_factory=dict)
     written: bool = False
     seconds: float = 0.0
@@ -41,11 +42,19 @@ class ApplyResult:
                        for r in self.passes],
             "op_counts": {"before": self.ops_before, "after": self.ops_after},
             "transpose_input_shapes": self.transpose_input_shapes(),
+            "transposes": [u.to_dict() for u in self.transposes] if self.transposes is not None else None,
+            "whitelist_shapes": self.whitelist_shapes(),
             "validation": self.validation.to_dict() if self.validation is not None else None,
         }
 
+    def whitelist_shapes(self) -> list[list] | None:
+        """Every static Transpose input shape of the rewritten graph (the one list's answer)."""
+        from lvvit_opt.passes.transposes import static_shapes
+
+        return [list(s) for s in static_shapes(self.transposes)] if self.transposes is not None else None
+
     def transpose_input_shapes(self) -> list[list]:
-        """Input shapes of every Transpose the passes created (for the CANN whitelist)."""
+        """Input shapes of the Transposes the passes created (the `created` entries of `transposes`)."""
         shapes = []
         for report in self.passes:
             for shape in report.details.get("transpose_input_shapes", []):
@@ -58,9 +67,11 @@ class ApplyResult:
         lines += [r.summary() for r in self.passes]
         for report in self.passes:
             lines += [f"  {report.name}: {note}" for note in report.notes]
-        shapes = self.transpose_input_shapes()
-        if shapes:
-            lines.append(f"created Transpose input shapes: {', '.join(str(tuple(s)) for s in shapes)}")
+        if self.transposes:
+            from lvvit_opt.passes.transposes import format_shapes, format_transpose_table, static_shapes
+
+            lines += ["", "Transposes of the rewritten graph (whitelist these shapes on a white-list-era CANN: "
+                      f"{format_shapes(static_shapes(self.transposes))}):", format_transpose_table(self.transposes)]
         if self.validation is not None:
             lines += ["", "validation (onnxruntime, original vs rewritten):", self.validation.format()]
         return "\n".join(lines)
@@ -139,7 +150,7 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
                             check_seed=seed, check_batch_size=batch_size, tolerance=tolerance,
                             check_inputs=validation_inputs, check_inputs_model=str(in_path))
     result = ApplyResult(str(in_path), str(out_path), pipeline.reports, ops_before, dict(op_counts(pipeline.model)),
-                         checks=pipeline.checks)
+                         checks=pipeline.checks, transposes=_transposes(pipeline.model))
     missing = unwrapped_attention(pipeline.reports)
     if missing:  # said once, by the error raised below
         validate = False
@@ -176,6 +187,18 @@ def apply_file(in_path: str | os.PathLike, out_path: str | os.PathLike, passes: 
     return result
 
 
+
+
+def _transposes(model) -> list | None:
+    """The rewritten graph's Transposes (read from a weightless copy), or None with a warning."""
+    from lvvit_opt.core.errors import UserError
+    from lvvit_opt.passes.transposes import transpose_shapes
+
+    try:
+        return transpose_shapes(model)
+    except UserError as exc:
+        logger.warning(f"Transpose shapes of the rewritten graph not listed: {exc}")
+        return None
 
 
 def _identity(path: Path) -> tuple[int, int, int, int] | None:

@@ -163,6 +163,19 @@ def _softmax_axis(node: onnx.NodeProto) -> int:
     return -1  # opset-13 default
 
 
+def wrapping_transposes(graph: onnx.GraphProto) -> set[str]:
+    """First output names of the Transposes that wrap a softmax (this pass's pre and post
+    Transpose, or an equivalent wrap made by hand): the Transposes the recipe adds."""
+    producer_of, readers = producers(graph), consumers(graph)
+    found: set[str] = set()
+    for node in graph.node:
+        if node.op_type == "Softmax" and node.domain in ("", "ai.onnx") and node.input \
+                and _is_wrapped(node, producer_of, readers):
+            found.add(producer_of[node.input[0]].output[0])
+            found.add(readers[node.output[0]][0].output[0])
+    return found
+
+
 def _is_wrapped(node, producer_of, readers) -> bool:
     """Transpose(p) -> Softmax -> single Transpose(inverse of p), where the softmax normalises
     what was the last axis before the first Transpose: our own output, or an equivalent.

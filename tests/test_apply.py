@@ -47,13 +47,16 @@ def test_apply_writes_validated_model_table_and_report(cli_runner, golden_onnx, 
     assert re.search(r"^Transpose\s+7\s+11\s+\*$", result.output, re.M)
     assert re.search(r"^Softmax\s+2\s+2$", result.output, re.M)
     assert "softmax_transpose: matched 2, +6 -2 nodes" in result.output
-    assert "(2, 3, 197, 197), (2, 197, 197, 3)" in result.output
+    assert re.search(r"^2,3,197,197\s+0,3,2,1\s+2\s+added by softmax_transpose$", result.output, re.M)
+    assert re.search(r"^2,197,197,3\s+0,3,2,1\s+2\s+added by softmax_transpose$", result.output, re.M)
     assert "PASS" in result.output
     data = json.loads(report.read_text())
     assert data["written"] is True and data["validation"]["passed"] is True
     assert [p["name"] for p in data["passes"]] == ["softmax_transpose", "cleanup"]
     assert data["op_counts"]["before"]["Transpose"] == 7 and data["op_counts"]["after"]["Transpose"] == 11
     assert data["transpose_input_shapes"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
+    assert [t["shape"] for t in data["transposes"] if t["created"]] == data["transpose_input_shapes"]
+    assert sum(t["count"] for t in data["transposes"]) == 11
     features = OrtRunner.from_model(onnx.load(str(out))).infer({"image": golden_io["image"]})["features"]
     np.testing.assert_allclose(features, golden_io["features"], atol=1e-5, rtol=0)
 
@@ -107,7 +110,7 @@ def test_bad_inputs_are_one_line_errors(cli_runner, golden_onnx, tmp_path):
         (["apply", golden_onnx, "-o", golden_onnx], "is the input MODEL"),
         (["apply", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o.onnx")], "no such file"),
         (["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "-O", "softmax_transpose.perm=0,1,2"], "permutation"),
-        (["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "-O", "cleanup.keep_unused_inputs=1"], "not in the pipeline"),
+        (["apply", golden_onnx, "-o", str(tmp_path / "o.onnx"), "-O", "fold_constants.fold_shapes=false"], "not in --passes"),
     ]
     for args, message in cases:
         result = cli_runner.invoke(main, args)
@@ -143,7 +146,9 @@ def test_passes_verb_lists_each_pass(cli_runner):
     result = cli_runner.invoke(main, ["passes"])
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["softmax_transpose", "fold_constants", "fix_shapes", "cleanup",
+    assert lines[:4] == ["presets:", "ascend310          = fix_shapes,softmax_transpose,cleanup (the default of apply "
+                         "and run)", lines[2], "passes:"]
+    assert [line.split()[0] for line in lines[4:]] == ["softmax_transpose", "fold_constants", "fix_shapes", "cleanup",
                                                          "lower_attention", "target_opset", "to_fp16"]
 
 

@@ -17,7 +17,7 @@ from lvvit_opt.core.cann import build_cann_env, find_cann
 from lvvit_opt.ascend.doctor import cann_version, driver_version, read_key_values, run_doctor
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "lvvit_golden.onnx"
-GOLDEN_SHAPES = "2,48,196; 2,197,3,3,16; 2,3,197,16"
+GOLDEN_SHAPES = "2,48,196 2,197,3,3,16 2,3,197,16"
 
 
 def _lines(report) -> list[str]:
@@ -156,7 +156,7 @@ def test_ready_host_with_the_stand_ins(fake_ais_bench, tmp_path, monkeypatch):  
     assert lines[5] == "[ok]   .om runner    ais_bench version unknown (importable)"
     assert lines[6] == f"[ok]   transpose.py  {latest}/opp/built-in/op_impl/ai_core/tbe/impl/dynamic/transpose.py " \
                        "(black-list era, writable)"
-    assert lines[7] == "[ok]   model shapes  lvvit_golden.onnx: all 3 Transpose shape(s) get the fast Transpose kernel"
+    assert lines[7] == "[ok]   model shapes  lvvit_golden.onnx: all 3 Transpose shape(s) (0 added by softmax_transpose) get the fast Transpose kernel"
     _disk_line(lines[8:9], work)
     assert lines[9].startswith("[ok]   AIPP, gears   no static AIPP as is: ") and lines[9].endswith(
         "static batch 2: batch gears need `lvvit-opt export --dynamic-batch`")  # informational, never a failure
@@ -217,7 +217,7 @@ def test_whitelist_era_model_shapes_fail_until_patched(no_tools, tmp_path):  # n
     checks = doctor.check_transpose(None, None, env, GOLDEN)
     assert [(c.status, c.summary, c.fix) for c in checks] == [
         ("ok", f"{tree.transpose_via_latest} (white-list era, writable)", None),
-        ("fail", f"lvvit_golden.onnx: 3 of 3 Transpose shape(s) fall back to TransposeD: {GOLDEN_SHAPES}",
+        ("fail", f"lvvit_golden.onnx: 3 of 3 Transpose shape(s) (0 added by softmax_transpose) fall back to TransposeD: {GOLDEN_SHAPES}",
          f"lvvit-opt whitelist patch --from-model {GOLDEN}")]
     patch_file(str(tree.transpose), shapes_from_model(str(GOLDEN)))
     checks = doctor.check_transpose(None, None, env, GOLDEN)

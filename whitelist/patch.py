@@ -30,6 +30,7 @@ from lvvit_opt.whitelist.journal import (BACKUP_SUFFIX, DONE, PENDING, RECORD_SU
                                          real_file, record_json, record_path, remove_journal, replaced_path, settle,
                                          sha256, short, transpose_lock)
 from lvvit_opt.whitelist.journal import write_atomic as _write_atomic  # one name in this module: tests make it fail
+from lvvit_opt.passes.transposes import format_shape
 from lvvit_opt.whitelist.locate import layout_relative_path, locate_transpose_py, opp_root_of
 from lvvit_opt.whitelist.source import (BLACK_ERA, Selection, Shape, ShapeList, TransposeSource, byte_line_starts,
                                         normalise_shapes, parse_transpose_source, read_transpose_source,
@@ -180,7 +181,7 @@ def _black_era_message(blocked: list[Selection], total: int) -> str:
     if not blocked:
         return f"black-list era file: all {total} static shape(s) already get the fast Transpose kernel; " \
                "nothing to patch"
-    listed = ", ".join(f"{list(s.shape)} ({s.reason})" for s in blocked)
+    listed = ", ".join(f"{format_shape(s.shape)} ({s.reason})" for s in blocked)
     return (f"black-list era file: {total - len(blocked)} of {total} shape(s) already get Transpose; "
             f"{len(blocked)} are black-listed and will use TransposeD: {listed}. "
             "Nothing was changed. Huawei black-lists shapes where the new kernel was slower or wrong; "

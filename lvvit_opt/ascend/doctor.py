@@ -461,14 +461,19 @@ def _check_model_shapes(source, model, check_source, shapes_from_model, patch_hi
                          f"lvvit-opt apply {model_text} -o {shlex.quote(Path(model).stem + '_bs16.onnx')} "
                          "--passes fix_shapes --batch-size 16 (the batch you will compile)", {"shapes": []})
         raise
+    from lvvit_opt.whitelist import format_shape, static_shapes, transpose_shapes
+
     report = check_source(source, shapes)
-    details = {"model": os.fspath(model), "shapes": [s.to_dict() for s in report.selections]}
+    created = static_shapes([u for u in transpose_shapes(model) if u.created])  # the one list's origin marks
+    origin = f" ({len(created)} added by softmax_transpose)"
+    details = {"model": os.fspath(model), "shapes": [s.to_dict() | {"created": tuple(s.shape) in created}
+                                                     for s in report.selections]}
     if report.all_fast:
-        return Check("model", "model shapes", OK, f"{name}: all {len(shapes)} Transpose shape(s) get the fast "
+        return Check("model", "model shapes", OK, f"{name}: all {len(shapes)} Transpose shape(s){origin} get the fast "
                      "Transpose kernel", None, details)
-    slow = "; ".join(",".join(map(str, s.shape)) for s in report.slow)
-    return Check("model", "model shapes", FAIL, f"{name}: {len(report.slow)} of {len(shapes)} Transpose shape(s) "
-                 f"fall back to TransposeD: {slow}",
+    slow = " ".join(format_shape(s.shape) for s in report.slow)
+    return Check("model", "model shapes", FAIL, f"{name}: {len(report.slow)} of {len(shapes)} Transpose shape(s)"
+                 f"{origin} fall back to TransposeD: {slow}",
                  f"lvvit-opt whitelist patch --from-model {shlex.quote(os.fspath(model))}" + patch_hint, details)
 
 

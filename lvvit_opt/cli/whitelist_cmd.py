@@ -34,8 +34,12 @@ def _requested_shapes(shape_values, from_model) -> list[tuple[int, ...]]:
     if bool(shape_values) == bool(from_model):
         raise click.UsageError("give either --shape (repeatable) or --from-model MODEL.onnx")
     if from_model:
-        from lvvit_opt.whitelist import shapes_from_model
-        return shapes_from_model(from_model)
+        from lvvit_opt.whitelist import format_shapes, shapes_from_model, static_shapes, transpose_shapes
+
+        shapes = shapes_from_model(from_model)  # the one list's static shapes (`whitelist shapes` shows it)
+        created = static_shapes([u for u in transpose_shapes(from_model) if u.created])
+        echo(f"shapes from {from_model}: {format_shapes(shapes)} ({len(created)} added by softmax_transpose)")
+        return shapes
     return list(shape_values)
 
 
@@ -65,7 +69,9 @@ def _edited(file) -> dict[str, Path]:
 
 
 def _fmt(shape) -> str:
-    return ",".join(str(d) for d in shape) if shape is not None else "rank unknown"
+    from lvvit_opt.whitelist import format_shape
+
+    return format_shape(shape)
 
 
 @main.group("whitelist")
@@ -86,30 +92,44 @@ def whitelist_group() -> None:
 
 @whitelist_group.command("shapes")
 @click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--file", "file", type=click.Path(), default=None,
+              help="Also say which shapes fall back to TransposeD with this transpose.py (default: the one "
+                   "found as for `whitelist check`; without one, no kernel column).")
 @json_option
 @handle_errors
-def shapes_command(model, json_out) -> None:
-    """Distinct Transpose input shapes of MODEL (after shape inference), with perm and node count.
+def shapes_command(model, file, json_out) -> None:
+    """Every Transpose of MODEL (after shape inference): input shape, perm, node count, origin
+    (added by softmax_transpose, or in the model before) and, with a transpose.py, the kernel atc
+    selects (Transpose or the slow TransposeD).
 
+    \b
+    This is the one list every verb uses (apply's report, run's report.md and atc_commands.sh,
+    `whitelist patch --from-model`, `doctor --model`): every static shape is to be whitelisted.
     A Transpose whose input shape is not static is listed as such (atc needs a fixed batch).
     """
     from lvvit_opt.cli.output import start_plan
-    from lvvit_opt.whitelist import transpose_shapes
+    from lvvit_opt.whitelist import format_shapes, format_transpose_table, static_shapes, transpose_shapes
     from lvvit_opt.whitelist.graph import symbolic_input_dims
 
-    start_plan(reads={"MODEL": model, **_own_inputs(None)}, writes={"--json": json_out})
-
-    from lvvit_opt.core.table import format_table
+    # the kernel column reads transpose.py as `whitelist check` does (which may finish an interrupted patch)
+    start_plan(reads={"MODEL": model, "--file": file, **_own_inputs(file)}, writes={"--json": json_out},
+               edits=_edited(file))
 
     uses = transpose_shapes(model)
-    emit_result({"model": model, "transposes": [u.to_dict() for u in uses]})
+    shapes = static_shapes(uses)
+    kernels, located, note = _kernels(file, shapes)
+    emit_result({"model": model, "transposes": [dict(u.to_dict(), kernel=kernels.get(u.shape) if kernels else None)
+                                                for u in uses],
+                 "whitelist_shapes": [list(s) for s in shapes], "transpose_file": located, "note": note})
     if not uses:
         echo(f"{model}: no Transpose nodes")
         return
     fixes = symbolic_input_dims(model)
 
-    def why(shape) -> str:
-        named = [f"{d!r} is {fixes[d]}" for d in dict.fromkeys(shape or ()) if isinstance(d, str) and d in fixes]
+    def why(use) -> str:
+        if use.static:
+            return "yes"
+        named = [f"{d!r} is {fixes[d]}" for d in dict.fromkeys(use.shape or ()) if isinstance(d, str) and d in fixes]
         if named:
             return f"NO ({'; '.join(named)}: fix it with apply --passes fix_shapes)"
         if fixes:  # a symbol inference made up (unk__N) downstream of the symbolic inputs
@@ -117,9 +137,25 @@ def shapes_command(model, json_out) -> None:
             return f"NO (follows the symbolic {inputs}: fix it with apply --passes fix_shapes)"
         return "NO (not static: fix the input shapes with apply --passes fix_shapes, or at export)"
 
-    rows = [[_fmt(u.shape), _fmt(u.perm) if u.perm else "reverse", u.count,
-             "yes" if u.static else why(u.shape)] for u in uses]
-    echo(format_table(["input shape", "perm", "nodes", "static"], rows, align="llrl", rule=False))
+    echo(format_transpose_table(uses, kernels, extra={"static": why}))
+    echo(f"to whitelist: {format_shapes(shapes)}")
+    echo(f"transpose.py: {located}" if located else f"note: {note}")
+
+
+def _kernels(file, shapes) -> tuple[dict | None, str | None, str | None]:
+    """(shape -> Transpose/TransposeD, the transpose.py used, a note when there is none)."""
+    from lvvit_opt.whitelist import check_shapes, locate_transpose_py
+
+    try:
+        located = locate_transpose_py(file)
+    except UserError as exc:
+        if file is not None:
+            raise
+        return None, None, f"no kernel column: {str(exc).split(' Looked in')[0].splitlines()[0]}"
+    if not shapes:
+        return {}, str(located), None
+    report = check_shapes(located, shapes)
+    return {tuple(sel.shape): sel.kernel for sel in report.selections}, str(located), None
 
 
 @whitelist_group.command("check")
@@ -148,7 +184,7 @@ def check_command(file, shape_values, from_model, require_fast, json_out) -> Non
         echo(f"note: {note}")
     if require_fast and not report.all_fast:
         raise ValidationFailed(f"{len(report.slow)} shape(s) fall back to TransposeD: "
-                               + "; ".join(_fmt(s.shape) for s in report.slow))
+                               + " ".join(_fmt(s.shape) for s in report.slow))
 
 
 @whitelist_group.command("patch")

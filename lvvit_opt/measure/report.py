@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lvvit_opt.measure.bench import BenchReport, BenchResult, plot_fps
 from lvvit_opt.core.fileio import write_text_atomic
+from lvvit_opt.whitelist import format_shape
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +69,13 @@ def render_markdown(summary, options, bench: BenchReport | None, plotted: bool =
         lines.append(_validation_row(batch, applied.get("validation")))
     lines += ["", "## CANN transpose whitelist", ""]
     shapes = summary.whitelist.get("shapes", [])
-    listed = ", ".join(f"`{tuple(s)}`" for s in shapes) or "none"
+    listed = " ".join(f"`{format_shape(s)}`" for s in shapes) or "none"
     patched = summary.whitelist.get("patched")
+    lines.append(f"Transpose input shapes to whitelist on a white-list-era CANN: {listed}.")
+    lines += _transpose_rows(summary.whitelist.get("transposes") or {})
     if patched:
-        lines.append(f"Transpose input shapes created by the passes: {listed}.")
         lines.append(f"\nPatched: {patched.get('message')}")
     else:
-        lines.append(f"Transpose input shapes created by the passes, to whitelist on a white-list-era CANN: {listed}.")
         if summary.whitelist.get("note"):
             lines.append(f"\n{summary.whitelist['note'][:1].upper()}{summary.whitelist['note'][1:]}.")
     lines += ["", "## atc", ""]
@@ -89,6 +90,18 @@ def render_markdown(summary, options, bench: BenchReport | None, plotted: bool =
     lines += _fps_table(bench, summary, plotted)
     lines += _deploy_lines(getattr(summary, "deploy", None) or {})
     return "\n".join(lines) + "\n"
+
+
+def _transpose_rows(transposes: dict) -> list[str]:
+    """The one list (passes.transposes) as a markdown table: model, shape, perm, nodes, origin."""
+    if not any(transposes.values()):
+        return []
+    rows = ["", "| model | input shape | perm | nodes | origin |", "|---|---|---|---:|---|"]
+    for model, uses in transposes.items():
+        for use in uses:
+            perm = format_shape(use["perm"]) if use.get("perm") else "reverse"
+            rows.append(f"| {model} | {format_shape(use['shape'])} | {perm} | {use['count']} | {use['origin']} |")
+    return rows
 
 
 def _validation_row(batch, validation: dict | None) -> str:

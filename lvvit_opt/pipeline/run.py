@@ -212,8 +212,7 @@ def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     for batch in options.batch_sizes:
         original, optimized = _export_and_apply(options, batch, stages, summary, log)
         models[batch] = (original, optimized)
-    created = sorted({tuple(s) for a in summary.applies.values() for s in a.get("transpose_input_shapes", [])})
-    summary.whitelist = _whitelist_stage(options, [opt for _, opt in models.values()], created, log)
+    summary.whitelist = _whitelist_stage(options, [opt for _, opt in models.values()], log)
     summary.atc = _atc_stage(options, models, summary.whitelist["shapes"], stages, out, log)
     summary.bench = _bench_stage(options, models, summary.atc, stages, out, log)
     if options.aipp or options.batch_gears:
@@ -227,7 +226,7 @@ def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     blocked = (summary.whitelist.get("patched") or {}).get("blocked") or []
     if blocked:  # the same exit status as `whitelist patch` for the same file and shapes
         raise ValidationFailed(f"{len(blocked)} black-listed shape(s) stay on TransposeD: "
-                               + "; ".join(",".join(map(str, b["shape"])) for b in blocked)
+                               + " ".join(",".join(map(str, b["shape"])) for b in blocked)
                                + f" (the rest of the run finished; see {out / 'report.md'})")
     return summary
 
@@ -349,17 +348,22 @@ def _export_and_apply(options: RunOptions, batch: int, stages: _Stages, summary:
     return original, optimized
 
 
-def _whitelist_stage(options: RunOptions, optimized: list[Path], created: list[tuple], log) -> dict:
-    """Report every Transpose input shape of the rewritten graphs; whitelist (and patch)
-    the ones the passes created, as the seed recipe does."""
-    from lvvit_opt.whitelist import locate_transpose_py, patch_file, transpose_shapes
+def _whitelist_stage(options: RunOptions, optimized: list[Path], log) -> dict:
+    """The one list (passes.transposes): every Transpose of the rewritten graphs, marked as added
+    by softmax_transpose or in the model before; every static input shape is to be whitelisted
+    (and patched with --patch-whitelist)."""
+    from lvvit_opt.whitelist import format_shapes, locate_transpose_py, patch_file, static_shapes, transpose_shapes
 
-    uses = []
+    uses, transposes = [], {}
     for path in optimized:
-        uses += [dict(u.to_dict(), model=path.name) for u in transpose_shapes(str(path))]
-    shapes = [list(s) for s in created]
-    result: dict[str, Any] = {"shapes": shapes, "all_transpose_uses": uses, "patched": None}
-    log(f"[whitelist] Transpose input shapes created by the passes: {', '.join(str(tuple(s)) for s in shapes) or 'none'}")
+        found = transpose_shapes(str(path))
+        uses += found
+        transposes[path.name] = [u.to_dict() for u in found]
+    shapes = [list(s) for s in static_shapes(uses)]
+    created = [list(s) for s in static_shapes([u for u in uses if u.created])]
+    result: dict[str, Any] = {"shapes": shapes, "created": created, "transposes": transposes, "patched": None}
+    log(f"[whitelist] Transpose input shapes to whitelist: {format_shapes(shapes)} "
+        f"({len(created)} added by softmax_transpose)")
     if not options.patch_whitelist:
         result["note"] = "not patched (pass --patch-whitelist to patch CANN's transpose.py)"
         return result
