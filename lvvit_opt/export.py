@@ -28,10 +28,12 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAME = "features"
 EXPORT_ATOL = 1e-4
-RANDOM_WEIGHTS_WARNING = (
-    "no --checkpoint given: weights are a deterministic RANDOM init (seed {seed}). "
-    "Graphs, timings and validation are real; accuracy is meaningless."
-)
+
+def random_init_warning(seed: int) -> str:
+    """The random-weights caveat (models.metadata's one wording) for a model made without a checkpoint."""
+    from lvvit_opt.models.metadata import random_weights_warning
+
+    return random_weights_warning(f"no --checkpoint: a deterministic init, seed {seed}")
 
 
 @dataclass
@@ -99,7 +101,7 @@ def export_onnx(
     from lvvit_opt.models.model import create_model, parameter_count, plain_attention
 
     if checkpoint is None:
-        log.warning(RANDOM_WEIGHTS_WARNING.format(seed=seed))
+        log.warning(random_init_warning(seed))
     with task(f"load {model}"):
         net = create_model(model, checkpoint, ema=ema, strict=strict, seed=seed, img_size=img_size, log=log)
     random_tensors = list(getattr(net, "random_tensors", []))

@@ -124,7 +124,12 @@ def test_nothing_installed(no_tools, tmp_path, monkeypatch):  # noqa: F811
         "(or pass --transpose-file PATH)",
         disk,
         "not ready: 7 check(s) failed: CANN toolkit, set_env.sh, atc, npu-smi, NPU driver, .om runner, transpose.py",
+        "works here: export, apply, validate, golden, debug layers, whitelist shapes/check/patch (a copied "
+        "transpose.py), bench and eval on onnxruntime, tune --target ort-cpu, run (writes atc_commands.sh)",
+        "needs the Ascend host: atc (the .om), bench/eval of an .om (ais_bench or benchmark), npu-smi, "
+        "patching the installed transpose.py, tune --target ascend",
     ]
+    assert report.to_dict()["scope"] == lines[-2:]
     assert not report.ok and [c.key for c in report.failed] == [
         "cann", "environment", "atc", "npu", "driver", "runner", "transpose"]
 
@@ -359,8 +364,9 @@ def test_cli_doctor_on_a_bare_machine(no_tools, cli_runner, tmp_path, monkeypatc
     lines = result.output.splitlines()
     assert lines[0].startswith("[FAIL] CANN toolkit  not found (looked in $ASCEND_TOOLKIT_HOME, $ASCEND_HOME_PATH, $install_path, "
                                "/usr/local/Ascend/ascend-toolkit/latest, ")
-    assert lines[-1] == ("not ready: 7 check(s) failed: CANN toolkit, set_env.sh, atc, npu-smi, NPU driver, "
+    assert lines[-3] == ("not ready: 7 check(s) failed: CANN toolkit, set_env.sh, atc, npu-smi, NPU driver, "
                          ".om runner, transpose.py")
+    assert lines[-2].startswith("works here: export, apply, validate") and lines[-1].startswith("needs the Ascend host")
     result = cli_runner.invoke(main, ["doctor", "--json", "-"])
     assert result.exit_code == 1
     data = json.loads(result.output)

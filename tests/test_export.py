@@ -112,7 +112,7 @@ def test_cli_export_with_checkpoint(tmp_path, cli_runner):
 def test_cli_export_random_weights_says_so(tmp_path, cli_runner):
     result = cli_runner.invoke(main, ["export", "--model", "lvvit_golden", "-o", str(tmp_path / "r.onnx")])
     assert result.exit_code == 0
-    assert "RANDOM init (seed 0)" in result.output
+    assert "RANDOM weights (no --checkpoint: a deterministic init, seed 0)" in result.output
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -42,7 +42,8 @@ def test_run_without_ascend_tools_writes_commands_and_benches_on_onnxruntime(tmp
                             'cd -- "$(dirname -- "$0")"  # paths below are relative to this script\'s folder']
     assert "atc --framework=5 --model=lvvit_golden_bs2_opt.onnx --output=lvvit_golden_bs2_opt " \
            "--input_format=NCHW --input_shape=image:2,3,224,224 --log=error --soc_version=Ascend310" in commands
-    assert "lvvit-opt whitelist patch --shape 2,3,197,197 --shape 2,197,197,3" in commands
+    assert ("lvvit-opt whitelist patch --shape 2,48,196 --shape 2,197,3,3,16 --shape 2,3,197,16 "
+            "--shape 2,3,197,197 --shape 2,197,197,3") in commands  # the one list: `whitelist shapes` gives it too
     # set_env.sh reads unset variables: it is sourced with strict mode off
     source = commands.index('source "${ASCEND_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}"')
     assert commands[source - 1:source + 2:2] == ["set +eu", "set -eu"]
@@ -53,7 +54,8 @@ def test_run_without_ascend_tools_writes_commands_and_benches_on_onnxruntime(tmp
     assert subprocess.run(["bash", "-n", str(out / "atc_commands.sh")]).returncode == 0
     report = json.loads((out / "report.json").read_text())
     assert report["random_weights"] is True
-    assert report["whitelist"]["shapes"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
+    assert report["whitelist"]["shapes"] == [[2, 48, 196], [2, 197, 3, 3, 16], [2, 3, 197, 16], [2, 3, 197, 197], [2, 197, 197, 3]]
+    assert report["whitelist"]["created"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
     assert report["applies"]["2"]["validation"]["passed"] is True
     results = report["bench"]["reports"]["2"]["results"]
     assert [Path(r["model"]).name for r in results] == ["lvvit_golden_bs2.onnx", "lvvit_golden_bs2_opt.onnx"]
@@ -106,7 +108,7 @@ def test_run_with_stand_in_ascend_tools_compiles_validates_and_benches_om(tmp_pa
     assert not (out / "atc_commands.sh").exists()
     command = summary.atc["models"]["lvvit_golden_bs2_opt.onnx"]["command"]
     assert "--soc_version=Ascend310" in command  # from the stand-in npu-smi's table
-    assert summary.whitelist["patched"]["added"] == [[2, 3, 197, 197], [2, 197, 197, 3]]
+    assert summary.whitelist["patched"]["added"] == [[2, 48, 196], [2, 197, 3, 3, 16], [2, 3, 197, 16], [2, 3, 197, 197], [2, 197, 197, 3]]
     assert "[2, 3, 197, 197]" in target.read_text()
     bench = summary.bench
     assert bench["backend"] == "om"

@@ -116,9 +116,12 @@ def test_shapes_after_inference_with_perm_and_count(tmp_path):
     model = _softmax_graph(16)
     uses = transpose_shapes(model)
     assert [u.to_dict() for u in uses] == [
-        {"shape": [16, 6, 197, 197], "perm": [0, 3, 2, 1], "count": 1, "static": True, "nodes": ["attn0_pre"]},
-        {"shape": [16, 197, 197, 6], "perm": [0, 3, 2, 1], "count": 1, "static": True, "nodes": ["attn0_post"]},
-        {"shape": [16, 6, 197, 197], "perm": [3, 2, 1, 0], "count": 1, "static": True, "nodes": ["reverse"]},
+        {"shape": [16, 6, 197, 197], "perm": [0, 3, 2, 1], "count": 1, "static": True, "created": True,
+         "origin": "added by softmax_transpose", "nodes": ["attn0_pre"]},
+        {"shape": [16, 197, 197, 6], "perm": [0, 3, 2, 1], "count": 1, "static": True, "created": True,
+         "origin": "added by softmax_transpose", "nodes": ["attn0_post"]},
+        {"shape": [16, 6, 197, 197], "perm": [3, 2, 1, 0], "count": 1, "static": True, "created": False,
+         "origin": "in the model before", "nodes": ["reverse"]},
     ]
     assert shapes_from_model(model) == [(16, 6, 197, 197), (16, 197, 197, 6)]
 
@@ -142,8 +145,8 @@ def test_dynamic_batch_is_reported_not_skipped(tmp_path):
         shapes_from_model(path)
     result = CliRunner().invoke(main, ["whitelist", "shapes", str(path)])
     assert result.exit_code == 0
-    assert result.output.splitlines()[1] == ("N,6,197,197  0,3,2,1      1  NO ('N' is input x dim 0: "
-                                             "fix it with apply --passes fix_shapes)")
+    assert result.output.splitlines()[1] == ("N,6,197,197  0,3,2,1      1  added by softmax_transpose  NO ('N' is "
+                                             "input x dim 0: fix it with apply --passes fix_shapes)")
 
 
 def test_cli_shapes_json_and_table(tmp_path):
@@ -155,8 +158,11 @@ def test_cli_shapes_json_and_table(tmp_path):
     assert [(t["shape"], t["perm"], t["count"]) for t in data["transposes"]] == [
         ([16, 6, 197, 197], [0, 3, 2, 1], 1), ([16, 197, 197, 6], [0, 3, 2, 1], 1), ([16, 6, 197, 197], [3, 2, 1, 0], 1)]
     table = CliRunner().invoke(main, ["whitelist", "shapes", str(path)]).output.splitlines()
-    assert table[0] == "input shape   perm     nodes  static"
-    assert table[1] == "16,6,197,197  0,3,2,1      1  yes"
+    assert table[0] == "input shape   perm     nodes  origin                      static"
+    assert table[1] == "16,6,197,197  0,3,2,1      1  added by softmax_transpose  yes"
+    assert table[3] == "16,6,197,197  3,2,1,0      1  in the model before         yes"
+    assert table[4] == "to whitelist: 16,6,197,197 16,197,197,6"
+    assert data["whitelist_shapes"] == [[16, 6, 197, 197], [16, 197, 197, 6]]
 
 
 def test_cli_shapes_bad_model_exits_2(tmp_path):

@@ -81,7 +81,7 @@ class DoctorReport:
         return next((c for c in self.checks if c.key == key), None)
 
     def to_dict(self) -> dict:
-        return {"ready": self.ok, "checks": [c.to_dict() for c in self.checks]}
+        return {"ready": self.ok, "checks": [c.to_dict() for c in self.checks], "scope": self.scope_lines()}
 
     def format_lines(self) -> list[str]:
         """The checklist: one line per check, then `fix:` under every failed or warned one."""
@@ -98,7 +98,18 @@ class DoctorReport:
         else:
             lines.append(f"not ready: {len(self.failed)} check(s) failed: "
                          + ", ".join(c.title for c in self.failed))
+            lines += self.scope_lines()
         return lines
+
+    def scope_lines(self) -> list[str]:
+        """Without a CANN toolkit: what this machine can do all the same, and what needs the Ascend host."""
+        cann = self.get("cann")
+        if cann is None or cann.status != FAIL:
+            return []
+        return ["works here: export, apply, validate, golden, debug layers, whitelist shapes/check/patch (a copied "
+                "transpose.py), bench and eval on onnxruntime, tune --target ort-cpu, run (writes atc_commands.sh)",
+                "needs the Ascend host: atc (the .om), bench/eval of an .om (ais_bench or benchmark), npu-smi, "
+                "patching the installed transpose.py, tune --target ascend"]
 
 
 # ---------------------------------------------------------------- version files

@@ -53,10 +53,10 @@ def installed_cann_version(cann_home: str | os.PathLike | None = None) -> tuple[
 
     toolkit = find_cann(cann_home)
     if toolkit is None:
-        return None, "no CANN toolkit found: checked against the newest documented (8.0)"
+        return None, "no CANN toolkit found here: assumed the newest documented"
     found = cann_version(toolkit.home)
     if not found.version:
-        return None, f"no version file under {toolkit.home}: checked against the newest documented (8.0)"
+        return None, f"no version file under {toolkit.home}: assumed the newest documented"
     return found.version, f"read from {found.source}" if found.source else "read from the install"
 
 

@@ -6,7 +6,7 @@ import logging
 import click
 
 from lvvit_opt.cli._base import cann_home_option, handle_errors, main
-from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, state, warn_random_weights
 from lvvit_opt.ascend.atc import ATC_PRECISION_MODES
 from lvvit_opt.cli.types import BATCH_SIZE, MAX_IMG_SIZE, SOC_VERSION, Count, FloatTriple, ModelFile
 
@@ -100,6 +100,7 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     start_plan(reads={"MODEL": model, "--keep-dtype": keep_dtype, "--fusion-switch": fusion_switch}, writes={"--output": f"{prefix}.om", "--log-file": log_file or f"{prefix}.atc.log",
                    "--keep-dtype-op": f"{prefix}.keep_dtype.cfg" if keep_dtype_ops else None,
                    "--aipp": aipp_path, "--json": json_file(json_out)})
+    warn_random_weights(model)
     gears = atc_lib.parse_batch_gears(batch_gears) if batch_gears is not None else None
     aipp_config = None
     if aipp:
@@ -144,6 +145,12 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     if gears:
         extra["batch_gears"] = list(gears)
     if dry_run:
+        # stdout is the command alone; which CANN the check assumed goes beside it, on stderr
+        checked = f"readiness checked against CANN {readiness.cann} ({readiness.cann_from})"
+        if cann_version is None:  # assumed: no install to read, no --cann-version
+            logger.warning(f"{checked}; give --cann-version (or --cann-home) for the CANN you will compile with")
+        elif not state().quiet:
+            click.echo(checked, err=True)
         echo(atc_lib.display_command(command))
         emit_result({"dry_run": True, "command": command, "soc_version": soc, "readiness": readiness.to_dict(),
                      **extra})

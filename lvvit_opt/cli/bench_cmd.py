@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lvvit_opt.cli._base import handle_errors, main, parse_int_list
-from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, warn_random_weights
 from lvvit_opt.cli.types import GRAPH_OPT_LEVELS, MAX_BATCH, DEVICE_ID, DURATION, ROUNDS, THREADS, WARMUP, Backend, ModelFile
 
 
@@ -75,6 +75,7 @@ def bench_command(models, batch_sizes, backend, duration, rounds, warmup, thread
             raise UserError("--device runs ais_bench, the benchmark binary or onnxruntime; not trtexec")
 
     start_plan(reads={**{f"MODEL {m}": m for m in models}, "--reference": reference}, writes={"--json": json_file(json_out), "--plot": plot_out})
+    warn_random_weights(*models, reference)
     report = bench_any(
         list(models), parse_int_list(batch_sizes, "--batch-sizes", maximum=MAX_BATCH) if batch_sizes else None,
         backend=backend,

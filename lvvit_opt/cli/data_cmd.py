@@ -11,7 +11,7 @@ import click
 from lvvit_opt.core.errors import ValidationFailed
 from lvvit_opt.core.progress import counter
 from lvvit_opt.cli._base import handle_errors, main
-from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, warn_random_weights
 from lvvit_opt.cli.types import (BATCH_SIZE, FRACTION, IMAGES, MODEL_NAME, THREADS, WORKERS, ModelFile,
                                  img_size_type, runner_backend_option)
 
@@ -260,6 +260,7 @@ def eval_command(model, data_dir, labels, batch_size, workers, limit, crop_pct, 
     from lvvit_opt.scale import evaluate_any, parse_devices
 
     start_plan(reads={"MODEL": model, "--data": data_dir, "--labels": labels}, writes={"--json": json_file(json_out)})
+    warn_random_weights(model)
     crop_pct, interpolation, origin = resolve_transform(crop_pct, interpolation, model_name, model)
     devices = parse_devices(devices) if devices is not None else None
     if devices and str(model).lower().endswith(".onnx"):

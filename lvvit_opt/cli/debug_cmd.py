@@ -5,7 +5,7 @@ import click
 
 from lvvit_opt.cli._base import handle_errors, main
 from lvvit_opt.cli._inputs import inputs_option
-from lvvit_opt.cli.output import echo, emit_result, json_option
+from lvvit_opt.cli.output import echo, emit_result, json_option, warn_random_weights
 from lvvit_opt.cli.types import BATCH_SIZE, SEED, TOP, megabytes
 from lvvit_opt.debug.precision import DEFAULT_PRECISION_MODE, PRECISION_MODES
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
@@ -77,8 +77,8 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
       another .onnx (e.g. the rewritten graph): matched by tensor name, and through the
         Transposes/Casts a rewrite adds;
       --fp16 instead of a CANDIDATE: REFERENCE in fp16 on onnxruntime;
-      an NPU dump directory of the compiled .om (ais_bench --dump 1 --dump-npy 1, or
-        msaccucmp convert output): files {op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}
+      an NPU dump directory of the compiled .om (python -m ais_bench --dump 1 --dump_npy 1;
+        msit benchmark spells it --dump-npy 1; or msaccucmp convert output): files {op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}
         .output.{i}.npy matched to ONNX node names. --inputs must be the batch the NPU ran.
 
     Tolerance per tensor: validate's tight one for an ONNX candidate, its fp16 one
@@ -115,6 +115,7 @@ def layers_command(reference, candidate, fp16, precision_mode, keep_dtype_file, 
     from lvvit_opt.verify.random_ops import warn_random_ops
 
     warn_random_ops(reference, candidate)
+    warn_random_weights(reference, candidate)
     base = Tolerance.onnx() if onnx_candidate else Tolerance.fp16()
     report = compare_layers(reference, candidate, fp16=fp16, inputs=inputs, seed=seed, batch_size=batch_size,
                             tolerance=tolerance_from(None, base=base, **metrics), chunk_mb=chunk_mb,

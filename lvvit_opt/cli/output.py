@@ -224,6 +224,39 @@ class _ConsoleFormatter(logging.Formatter):
         return prefix + message
 
 
+class _OncePerCommand(logging.Filter):
+    """Drops a warning this command already showed: the same text, or a second random-weights
+    caveat (every export of a run, every model of a bench would repeat it). One decision per
+    record, shared by the console and the JSON `warnings`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        keep = getattr(record, "lvvit_once", None)
+        if keep is None:
+            from lvvit_opt.models.metadata import RANDOM_WEIGHTS
+
+            message = record.getMessage()
+            key = RANDOM_WEIGHTS if message.startswith(RANDOM_WEIGHTS) else message
+            keep = key not in self.seen
+            self.seen.add(key)
+            record.lvvit_once = keep
+        return keep
+
+
+def warn_random_weights(*models) -> None:
+    """The random-weights caveat for the models a verb reads, from their metadata (one per command)."""
+    from lvvit_opt.models.metadata import random_weights_caveat
+
+    caveat = random_weights_caveat(models)
+    if caveat:
+        logging.getLogger(LIBRARY_LOGGER).warning(caveat)
+
+
 class _WarningCollector(logging.Handler):
     def __init__(self, sink: list[str]):
         super().__init__(level=logging.WARNING)
@@ -271,6 +304,9 @@ def configure_logging(ctx: click.Context) -> None:
     console = _StderrHandler(level=console_level(st.verbosity))
     console.setFormatter(_ConsoleFormatter(st.verbosity > 1))
     st.handlers = [console, _WarningCollector(st.warnings)]
+    once = _OncePerCommand()
+    for handler in st.handlers:
+        handler.addFilter(once)
     from lvvit_opt.core.fileio import protect
 
     protect("--log-file", st.log_file)  # an input of every verb's output guard: no output replaces it

@@ -10,7 +10,7 @@ import click
 
 from lvvit_opt.cli._base import handle_errors, main, parse_pass_options, pass_option_flags
 from lvvit_opt.cli._inputs import inputs_option
-from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, state
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, state, warn_random_weights
 from lvvit_opt.cli.types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 from lvvit_opt.passes.presets import DEFAULT_PRESET, PRESETS
@@ -68,6 +68,7 @@ def apply_command(model, output, pass_names, batch_size, input_shapes, pass_opti
     base = Tolerance.fp16() if any(get_pass(name).reduces_precision for name in pass_names) else Tolerance.onnx()
     if report_path:
         logger.warning("--report is deprecated; use --json PATH (same result, inside the common envelope)")
+    warn_random_weights(model)
     try:
         result = apply_file(model, output, pass_names, batch_size=batch_size, input_shapes=list(input_shapes),
                             options=parse_pass_options(pass_options), validate=not no_validate,

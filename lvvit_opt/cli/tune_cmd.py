@@ -7,7 +7,7 @@ import click
 
 from lvvit_opt.cli._base import cann_home_option, handle_errors, main
 from lvvit_opt.cli._inputs import INPUTS_HELP, InputsParam
-from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
+from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, warn_random_weights
 from lvvit_opt.cli.types import BUDGET, DEVICE_ID, MODEL_NAME, PERCENT, ROUNDS, SOC_VERSION, WARMUP, Count, ModelFile
 
 
@@ -90,6 +90,7 @@ def tune_command(model, model_name, checkpoint, inputs, target, budget, out, spa
             _export(model_name, checkpoint, Path(out), b, check_only=True)
         per_batch = {b: str(_export(model_name, checkpoint, Path(out), b)) for b in batches}
         model = per_batch[min(batches)]
+    warn_random_weights(model)
     report = tune(TuneOptions(model=str(model), inputs=inputs, out=out, target=target, budget_s=budget_s, space=space,
                               min_agreement=min_agreement, rounds=rounds, warmup_s=warmup,
                               max_finalists=max_finalists, soc_version=soc_version, cann_home=cann_home,

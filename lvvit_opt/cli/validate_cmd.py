@@ -5,7 +5,7 @@ import click
 
 from lvvit_opt.cli._base import handle_errors, main
 from lvvit_opt.cli._inputs import inputs_option
-from lvvit_opt.cli.output import echo, emit_result, json_option
+from lvvit_opt.cli.output import echo, emit_result, json_option, warn_random_weights
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 from lvvit_opt.cli.types import BATCH_SIZE, SEED, ModelFile, runner_backend_option
 
@@ -57,6 +57,7 @@ def validate_command(reference, candidate, aipp, golden, inputs, seed, batch_siz
     from lvvit_opt.verify.random_ops import warn_random_ops
 
     warn_random_ops(reference, candidate)
+    warn_random_weights(reference, candidate)
     result = validate_models(reference, candidate, golden=golden, inputs=inputs, seed=seed, batch_size=batch_size,
                              tolerance=tolerance_from(candidate, **metrics),
                              candidate_options={"backend": backend})
@@ -89,6 +90,7 @@ def golden_make_command(model, output, inputs, seed, batch_size, json_out):
     from lvvit_opt.verify.inputs import parse_inputs_arg
 
     start_plan(reads={"MODEL": model, "--inputs": parse_inputs_arg(inputs)}, writes={"-o": output, "--json": json_out})
+    warn_random_weights(model)
     saved = make_golden(model, output, inputs=inputs, seed=seed, batch_size=batch_size)
     echo(f"wrote {output}: " + ", ".join(f"{name} {shape}" for name, shape in saved.items()))
     emit_result({"output": str(output), "arrays": {name: list(shape) for name, shape in saved.items()}})
@@ -106,4 +108,5 @@ def golden_check_command(model, golden, json_out, **metrics):
     from lvvit_opt.verify.golden import check_golden
 
     start_plan(reads={"MODEL": model, "GOLDEN": golden}, writes={"--json": json_out})
+    warn_random_weights(model)
     _emit(check_golden(model, golden, tolerance=tolerance_from(model, **metrics)))

@@ -386,11 +386,15 @@ def write_bytes_atomic(dest: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_figure(fig, dest: str | os.PathLike) -> Path:
+def write_figure(fig, dest: str | os.PathLike, caveat: str | None = None) -> Path:
     """Save a matplotlib figure as PNG through atomic_path, then close it (pyplot keeps every
-    open figure's memory until it is closed)."""
+    open figure's memory until it is closed). `caveat` (e.g. random weights) becomes a red
+    subtitle above the plot, so the picture never travels without it."""
     import matplotlib.pyplot as plt
 
+    if caveat:  # above the plot, the layout the caller chose kept: the axes move down a little
+        fig.suptitle(caveat, color="tab:red", fontsize=9, y=0.995)
+        fig.subplots_adjust(top=fig.subplotpars.top - 0.06)
     dest = Path(dest)
     with atomic_path(dest, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")

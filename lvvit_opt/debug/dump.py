@@ -5,13 +5,14 @@ Public facts this follows (no CANN here; the stand-in in tests/fakes writes the 
 
 - Dump layout: `{dump_path}/{time YYYYMMDDHHMMSS}/{device_id}/{model_name}/{model_id}/{data_index}/{dump file}`
   (CANN "准备离线模型dump数据文件", hiascend.com canncommercial 6.0.1 atlasaccuracy_16_0029).
-  ais_bench / `msit benchmark ... --dump 1` sets dump_path to `{output}/dump`; with `--dump-npy 1`
+  ais_bench / `msit benchmark ... --dump 1` sets dump_path to `{output}/dump`; with the convert flag
+  (spelled `--dump_npy 1` by `python -m ais_bench`, `--dump-npy 1` by `msit benchmark`/`ait benchmark`)
   the converted files go to a sibling `{time}_npy/` directory (msit benchmark docs, "Dump Data Convert").
 - Dump file name: `{op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}`, newer CANN also
   `{op_type}.{op_name}.({stream_id}.){task_id}.{timestamp}.{task_type}.{context_id}.{thread_id}.{device_id}`;
   op_type and op_name match `[A-Za-z0-9_-]`: '.', '/', '\\' and spaces of the original names are
   replaced by '_' (CANN 8.0/8.5 "Data Format Requirements", atlasaccuracy_16_0061/0062).
-- The raw files are a binary format; `msaccucmp.py convert -d DIR -t npy` (or `--dump-npy 1`)
+- The raw files are a binary format; `msaccucmp.py convert -d DIR -t npy` (or the convert flag above)
   writes `{dump file}.output.{i}.npy` / `.input.{i}.npy`, with `-f FORMAT` `{dump file}.output.{i}.{NxCxHxW}.npy`
   (CANN "dump数据文件Format转换", atlasaccuracy_16_0057; msit msquickcmp reads
   `<dump file>.output.0.npy` the same way).
@@ -72,7 +73,7 @@ def find_dump_outputs(directory: str | os.PathLike) -> dict[tuple[str, int], Pat
                 repeated += 1
             found.setdefault(key, path)
     if not found:
-        hint = (f"it holds {raw} raw dump file(s): convert them first (ais_bench/msit benchmark --dump-npy 1, "
+        hint = (f"it holds {raw} raw dump file(s): convert them first (python -m ais_bench ... --dump_npy 1, msit benchmark ... --dump-npy 1, "
                 "or msaccucmp.py convert -d DIR -out OUT -t npy)" if raw else
                 "expected {op_type}.{op_name}.{task_id}.{stream_id}.{timestamp}.output.{i}.npy files")
         raise UserError(f"{root}: no converted dump outputs; {hint}")

@@ -758,7 +758,10 @@ def plot_fps(report: BenchReport, out: str | os.PathLike, title: str | None = No
     caveats = [part for line in plot_caveats(report) for part in textwrap.wrap(line, int(width_in * 17))]
     fig.text(0.01, 0.01, "\n".join(caveats), fontsize=6.5, color="dimgrey", va="bottom", ha="left")
     fig.tight_layout(rect=(0, (0.1 + 0.12 * len(caveats)) / fig.get_size_inches()[1], 1, 1))
-    return write_figure(fig, out)
+    from lvvit_opt.models.metadata import PLOT_CAVEAT, random_weights_caveat
+
+    caveat = PLOT_CAVEAT if random_weights_caveat(dict.fromkeys(r.model for r in report.results)) else None
+    return write_figure(fig, out, caveat=caveat)
 
 
 def plot_caveats(report: BenchReport) -> list[str]:

@@ -17,6 +17,9 @@ carries them too.
     lvvit_opt.preprocess.std            0.229,0.224,0.225
     lvvit_opt.preprocess.crop_mode      center
 
+A model whose `random_weights` is true or partly gets one warning per command in one wording
+(`random_weights_caveat`) and a subtitle on every plot (`PLOT_CAVEAT`).
+
 No torch here; onnx is imported only to read a file.
 """
 from __future__ import annotations
@@ -109,6 +112,34 @@ def set_props(model, props: dict[str, str]) -> None:
     for key, value in kept + list(props.items()):
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+RANDOM_WEIGHTS = "RANDOM weights"  # every random-weights warning starts so (one per command: cli.output)
+PLOT_CAVEAT = "RANDOM weights: timings are real, accuracy is meaningless"  # the subtitle of every plot
+
+
+def random_weights_warning(reason: str) -> str:
+    """The one wording of the random-weights caveat; `reason` says where it comes from."""
+    return f"{RANDOM_WEIGHTS} ({reason}): graphs, timings and validation are real; accuracy is meaningless"
+
+
+def random_weights_caveat(paths) -> str | None:
+    """The warning for the first model among `paths` whose metadata says its weights are random
+    (`lvvit_opt.random_weights` true or partly), else None. A file that is not an ONNX model we
+    can read (an .om, a missing file) says nothing here: its own reader reports it."""
+    for path in paths:
+        if path is None or not os.fspath(path).lower().endswith(".onnx"):
+            continue
+        try:
+            flag = read_props(path).get(PREFIX + "random_weights")
+        except Exception:  # noqa: BLE001 - the verb's own reader gives the error
+            continue
+        if flag == "true":
+            return random_weights_warning(f"{os.path.basename(os.fspath(path))} was exported without a checkpoint")
+        if flag == "partly":
+            return random_weights_warning(f"{os.path.basename(os.fspath(path))}: partly, a --non-strict load "
+                                          "left tensors at their init")
+    return None
 
 
 def read_props(path: str | os.PathLike) -> dict[str, str]:

@@ -206,8 +206,9 @@ def _run_locked(options: RunOptions, out: Path, log) -> RunSummary:
     summary = RunSummary(out=out, random_weights=options.checkpoint is None)
     stages = _Stages(out, summary, log)  # a stage cache of another shape: refused before any word or stage
     if summary.random_weights:
-        log.warning(f"no --checkpoint: RANDOM weights (seed {options.seed}). Graphs, validation and fps are "
-                    "real; accuracy is meaningless.")
+        from lvvit_opt.export import random_init_warning
+
+        log.warning(random_init_warning(options.seed))  # once: the exports' repeats are dropped (cli.output)
     models = {}
     for batch in options.batch_sizes:
         original, optimized = _export_and_apply(options, batch, stages, summary, log)

@@ -198,7 +198,10 @@ def plot_tune(report: TuneReport, out: str | os.PathLike) -> Path:
     ax.grid(axis="x", alpha=0.3)
     fig.text(0.01, 0.01, "\n".join(caveats), fontsize=6.5, color="dimgrey", va="bottom", ha="left")
     fig.tight_layout(rect=(0, (0.15 + 0.14 * len(caveats)) / height, 1, 1))
-    return write_figure(fig, out)
+    from lvvit_opt.models.metadata import PLOT_CAVEAT, random_weights_caveat
+
+    caveat = PLOT_CAVEAT if random_weights_caveat([report.settings.get("model")]) else None
+    return write_figure(fig, out, caveat=caveat)
 
 
 def tune_caveats(report: TuneReport) -> list[str]:
