@@ -1,4 +1,4 @@
-"""Every verb follows the CLI conventions (README "Command-line conventions").
+"""Every verb follows the CLI conventions (docs/cli-contract.md).
 
 The verbs are enumerated from the click group, so a verb added later is checked too:
 its --help must work and explain, offer `--json PATH` and -q/-v. Verbs with a cheap

@@ -18,7 +18,7 @@ external data. For every graph the exporter produces:
   * `debug layers --fp16` loads and passes (true fp16 is within the fp16 policy).
 The combinations the exporter itself cannot export are EXPORTER_REFUSES: each is asserted to
 raise the exporter's own error, so the table is exact (an entry that exports fails the test,
-and so does a refusal outside it). The README's exporter matrix table is this file's result.
+and so does a refusal outside it). The exporter matrix table of docs/matrices.md is this file's result.
 Exports are cached per session.
 """
 from __future__ import annotations
@@ -276,7 +276,7 @@ def test_exporter_matrix(combo, export_dir, opp_env, warm_up, tmp_path):
     with peak_rise() as validated_peak:
         result = apply_file(path, out, passes, batch_size=BATCH, options=options)
     size = file_bytes(path)
-    if os.environ.get("LVVIT_MATRIX_RSS"):  # the README's figures: LVVIT_MATRIX_RSS=FILE appends one line per graph
+    if os.environ.get("LVVIT_MATRIX_RSS"):  # docs/matrices.md's figures: LVVIT_MATRIX_RSS=FILE appends one line per graph
         with open(os.environ["LVVIT_MATRIX_RSS"], "a") as handle:
             handle.write(f"{_label(combo)}\t{size}\t{passes_peak.rise}\t{validated_peak.rise}\n")
     assert passes_peak.rise <= 2 * size + PER_CALL_BYTES, (

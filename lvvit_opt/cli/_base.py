@@ -94,7 +94,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool, log_file: str | None) ->
       lvvit-opt bench model_bs16.om model_bs16_opt.om
     or all of it at once: lvvit-opt run --out runs/NAME
 
-    Every verb takes --json PATH ('-' = stdout) and -v/-q; see README "Command-line conventions".
+    Every verb takes --json PATH ('-' = stdout) and -v/-q; see docs/cli-contract.md.
     """
     if verbose and quiet:
         raise click.UsageError("use either -v or -q, not both")

@@ -1,4 +1,4 @@
-"""How every verb talks to the user (README: "Command-line conventions").
+"""How every verb talks to the user (docs/cli-contract.md).
 
 - `json_option` + `emit_result(result, ok=...)`: `--json PATH` (`-` = stdout) writes
   {"command", "version", "ok", "result", "warnings"}, atomically for a file. With

@@ -12,7 +12,7 @@ The base class does the shared work once, so a backend only implements `run_batc
 * `close()` and the context manager.
 
 Subclasses may not override `infer` (enforced at class creation). To add a backend, see
-the README's "Adding a runner" and copy `runtime/example.py`.
+docs/architecture.md, "Adding a runner", and copy `runtime/example.py`.
 """
 from __future__ import annotations
 

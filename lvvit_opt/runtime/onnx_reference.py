@@ -4,7 +4,7 @@ Slow, but independent of onnxruntime: `lvvit-opt validate A.onnx B.onnx` compare
 graphs, and this runner tells whether a disagreement is in the graph or in onnxruntime
 (`open_runner(path, backend="onnx_reference")`).
 
-This is also the file to copy for a new backend (README, "Adding a runner"): register the
+This is also the file to copy for a new backend (docs/architecture.md, "Adding a runner"): register the
 class, declare `name`, `suffixes` and options (dataclass fields), fill `inputs`/`outputs`
 in `__post_init__`, implement `run_batch`. The base class checks and orders the feeds,
 pads to a fixed batch (`pads_to_batch = True`), times the call and closes.

@@ -18,7 +18,7 @@ import numpy as np
 # relative error, RMSE, plus the error relative to the reference's range).
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0 ** -14
-# Chosen from scripts/measure_fp16_tolerance.py (README "fp16 tolerance"): see there.
+# Chosen from scripts/measure_fp16_tolerance.py (docs/precision.md): see there.
 FP16_MIN_COSINE = 0.999
 FP16_MAX_RANGE_REL = 0.01
 
@@ -55,7 +55,7 @@ class Tolerance:
     def fp16(cls) -> "Tolerance":
         """fp16 (a compiled .om, an fp16 preview) vs fp32 onnxruntime: direction (cosine) and the
         error relative to the reference's range. Measured basis: scripts/measure_fp16_tolerance.py
-        and the README's "fp16 tolerance" table (worst honest fp16 tensor of three ViTs, with margin)."""
+        and the fp16 tolerance table of docs/precision.md (worst honest fp16 tensor of three ViTs, with margin)."""
         return cls(atol=None, rtol=None, min_cosine=FP16_MIN_COSINE, max_range_rel=FP16_MAX_RANGE_REL)
 
     def at_precision(self, dtype) -> "Tolerance":
