@@ -215,6 +215,7 @@ def test_run_with_one_bench_round_writes_the_report_and_plot(cli_runner, tmp_pat
     assert ("Transpose input shapes to whitelist on a white-list-era CANN: `2,48,196` `2,197,3,3,16` `2,3,197,16` "
             "`2,3,197,197` `2,197,197,3`.") in markdown
     assert "| lvvit_golden_bs2_opt.onnx | 2,3,197,197 | 0,3,2,1 | 2 | added by softmax_transpose |" in markdown
+    assert "Passes: `ascend310` (= `fix_shapes,softmax_transpose,cleanup`)" in markdown  # the recipe, by its name
     assert "Not patched (pass --patch-whitelist to patch CANN's transpose.py)." in markdown
     envelope = json.loads((tmp_path / "run.json").read_text())
     assert envelope["command"] == "run" and envelope["ok"] is True

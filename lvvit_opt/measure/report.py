@@ -63,7 +63,7 @@ def render_markdown(summary, options, bench: BenchReport | None, plotted: bool =
     for stage in summary.stages:
         status = "skipped (unchanged)" if stage["status"] == "skipped" else f"{stage['seconds']:.1f} s"
         lines.append(f"- {stage['name']}: {status}")
-    lines += ["", f"Passes: `{','.join(options.passes)}`", "", "## Validation (onnxruntime, original vs rewritten)", "",
+    lines += ["", f"Passes: {_passes_text(options.passes)}", "", "## Validation (onnxruntime, original vs rewritten)", "",
               "| batch | result | max abs | cosine | top-1 agreement |", "|---:|---|---:|---:|---:|"]
     for batch, applied in summary.applies.items():
         lines.append(_validation_row(batch, applied.get("validation")))
@@ -90,6 +90,15 @@ def render_markdown(summary, options, bench: BenchReport | None, plotted: bool =
     lines += _fps_table(bench, summary, plotted)
     lines += _deploy_lines(getattr(summary, "deploy", None) or {})
     return "\n".join(lines) + "\n"
+
+
+def _passes_text(passes) -> str:
+    """`fix_shapes,softmax_transpose,cleanup` named by its preset when it is one: `ascend310` (= ...)."""
+    from lvvit_opt.passes import PRESETS
+
+    listed = ",".join(passes)
+    named = [name for name, expansion in PRESETS.items() if tuple(passes) == tuple(expansion)]
+    return f"`{named[0]}` (= `{listed}`)" if named else f"`{listed}`"
 
 
 def _transpose_rows(transposes: dict) -> list[str]:
