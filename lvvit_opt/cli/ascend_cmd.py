@@ -24,7 +24,7 @@ LOG_LEVELS = ["debug", "info", "warning", "error", "null"]
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="Batch for a model whose batch dimension is dynamic (a static one must agree).")
 @click.option("--log", "log_level", type=click.Choice(LOG_LEVELS), default=None,
-              help="atc's --log level (the seed uses debug). [default: atc's own, null]")
+              help="atc's --log level (the manual guide uses debug). [default: atc's own, null]")
 @click.option("--precision-mode", type=click.Choice(ATC_PRECISION_MODES), default=None,
               help="atc --precision_mode, passed through [atc's own: force_fp16 on the 310]. Preview it first: "
                    "lvvit-opt debug layers MODEL --precision-mode MODE [--keep-dtype FILE].")
@@ -68,7 +68,7 @@ def atc_command(model, output, soc_version, batch_size, log_level, precision_mod
     """Compile MODEL (.onnx) to an .om with atc.
 
     The input name and shape come from the model (its static batch, or --batch-size).
-    For the seed's bs16 model:
+    For the manual guide's bs16 model:
 
     \b
       lvvit-opt atc ./model/model_best_bs16_sim.onnx --soc-version Ascend310 --log debug

@@ -40,7 +40,7 @@ from lvvit_opt.cli.types import GRAPH_OPT_LEVELS, MAX_BATCH, DEVICE_ID, DURATION
 @click.option("--device-id", type=DEVICE_ID, default=0, show_default=True, help="The NPU to run on.")
 @click.option("--device", "devices", default=None, metavar="0,1,2,3",
               help="Run every listed device at once, one process each (e.g. the four chips of a 310 card): "
-                   "per-device fps and the measured card total, next to the seed-style estimate (one chip x N).")
+                   "per-device fps and the measured card total, next to the manual guide's estimate (one chip x N).")
 @json_option
 @click.option("--plot", "plot_out", type=click.Path(dir_okay=False), default=None, help="Write a PNG bar chart of fps.")
 @handle_errors

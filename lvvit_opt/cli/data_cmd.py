@@ -144,7 +144,7 @@ def preprocess_command(src_dir, out_dir, workers, info_file, model_file, img_siz
                        uint8, model_name, limit, shard, json_out):
     """Turn ImageNet val images into float32 NCHW `<stem>.bin` files for the benchmark tools.
 
-    Byte-identical to the seed's LV_Vit_preprocess.py (timm eval transform: shorter side to
+    Byte-identical to the manual guide's LV_Vit_preprocess.py (timm eval transform: shorter side to
     floor(img_size/crop_pct) bicubic, center crop, ImageNet mean/std), but parallel and
     resumable: re-running skips complete outputs, and no partial file is ever left. A
     corrupt image is reported by name and the rest continue (exit status 1 at the end).
