@@ -58,6 +58,7 @@ def _assert_before_after_and_atc(stdout: str) -> None:
     assert atc and "_opt" in atc[-1] and "--soc_version=Ascend310" in atc[-1], stdout
 
 
+@pytest.mark.slow  # a whole run (two exports, two benches); `run` on this model is also tested in test_cli_defects
 def test_quick_start_lvvit_with_a_checkpoint(tmp_path, golden_weights):
     block = quick_starts()["Quick start: LV-ViT with a checkpoint"]
     given = "--model lvvit_s --checkpoint lvvit_s-26M-224-83.3.pth.tar"
