@@ -326,7 +326,8 @@ def test_cli_run_with_a_timm_model(tmp_path, cli_runner, no_tools):
                                       "--bench-duration", "0.2", "--bench-rounds", "1"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["whitelist"]["shapes"] == [[2, 2, 101, 101], [2, 101, 101, 2]]  # 2 heads, 10x10 patches + cls
+    assert report["whitelist"]["created"] == [[2, 2, 101, 101], [2, 101, 101, 2]]  # 2 heads, 10x10 patches + cls
+    assert all(s in report["whitelist"]["shapes"] for s in report["whitelist"]["created"])  # and the model's own
     assert report["applies"]["2"]["validation"]["passed"] is True
     assert "--input_shape=image:2,3,160,160" in (out / "atc_commands.sh").read_text()
     assert transform_from_onnx(out / "test_vit_bs2_opt.onnx") == TEST_VIT_TRANSFORM
