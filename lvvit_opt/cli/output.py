@@ -98,11 +98,14 @@ def json_file(json_out: str | None) -> str | None:
 
 
 def command_name() -> str:
-    """'validate', 'golden check', ... (the click command path without the program name)."""
+    """'validate', 'golden check', ... (the verb's path below the group, whatever the program is
+    called: `lvvit-opt`, `python -m lvvit_opt`)."""
     ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return ""
-    return " ".join(ctx.command_path.split()[1:])
+    names = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
 
 
 def envelope(result: Any, *, ok: bool = True, command: str | None = None,

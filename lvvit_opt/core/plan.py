@@ -9,8 +9,8 @@ Every verb builds one `Plan` and starts it before its first write. Starting it
   symlinked `OUT/whitelist_opp` would otherwise lead a delete or a write out of `--out`);
 - refuses an owned folder that already holds files some other program wrote: an owned folder
   is new, empty, or marked by an earlier run of the same verb (`.lvvit-opt-owner`);
-- locks every owned folder (`fcntl.flock` on `.lvvit-opt.lock` inside it): a second process on
-  the same folder is refused in one line instead of interleaving its writes;
+- locks every owned folder (`fcntl.flock` on the folder itself): a second process on the same
+  folder is refused in one line instead of interleaving its writes;
 - sweeps temporary files and folders of killed runs inside the owned folders.
 
 A started plan is recorded (`started_plans`), so a test that walks every verb can check
@@ -34,12 +34,11 @@ from lvvit_opt.core.fileio import (
     OWNED_NAMES, TEMP_MARKER, guard_outputs, owned_file_kind, special_kind, sweep_stale_temps)
 
 PathArg = Union[str, os.PathLike, None]
-LOCK_NAME = ".lvvit-opt.lock"
 OWNER_NAME = ".lvvit-opt-owner"
-OWNED_NAMES.setdefault(LOCK_NAME, "the lock of a running lvvit-opt")
 OWNED_NAMES.setdefault(OWNER_NAME, "the record of which lvvit-opt verb owns this folder")
 
 _started: list["Plan"] = []
+_held: dict[str, int] = {}  # realpath of an owned folder -> how many started plans of this process lock it
 
 
 def _paths(mapping: Mapping[str, PathArg] | None) -> dict[str, Path]:
@@ -62,6 +61,7 @@ class Plan:
     compatible: tuple[str, ...] = ()                          # other owner marks an owned folder may carry
     started_ns: int | None = None                            # time.time_ns() when start() checked it
     _locks: list[int] = field(default_factory=list, repr=False)
+    _held: list[str] = field(default_factory=list, repr=False)
     _made: list[tuple[Path, bool, bool]] = field(default_factory=list, repr=False)  # (folder, created, marked)
 
     @classmethod
@@ -137,10 +137,15 @@ class Plan:
         return self
 
     def release(self) -> None:
-        """Unlock the owned folders (the lock file stays: removing it would race a waiting run)."""
+        """Unlock the owned folders."""
         while self._locks:
             with contextlib.suppress(OSError):
                 os.close(self._locks.pop())
+        while self._held:
+            folder = self._held.pop()
+            _held[folder] -= 1
+            if not _held[folder]:
+                del _held[folder]
         while self._made:  # a verb refused after start() leaves no trace: no empty marked folder
             _remove_if_bare(*self._made.pop())
 
@@ -181,27 +186,33 @@ class Plan:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"{label} {shown(folder)}: cannot create it ({exc.strerror})") from None
-        lock_path = folder / LOCK_NAME
-        if lock_path.is_symlink() or special_kind(lock_path) is not None:
-            raise OutputRefused(f"{label} {shown(folder)}: {LOCK_NAME} there is not a regular file; remove it",
-                                [lock_path])
+        # the folder itself is flock'd: no lock file to leave behind or to race on; the lock dies
+        # with its process
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
-                         0o644)
+            fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
-            raise UserError(f"{label} {shown(folder)}: cannot lock it ({exc.strerror})") from None
+            raise UserError(f"{label} {shown(folder)}: cannot open it ({exc.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(f"{label} {shown(folder)} is in use by another lvvit-opt (its lock "
-                                f"{LOCK_NAME} is held); wait for it or give another folder") from None
+                who = f"`lvvit-opt {read_owner(folder)}`" if read_owner(folder) else "lvvit-opt"
+                raise UserError(f"{label} {shown(folder)}: another {who} is writing there now; wait for it "
+                                f"to finish or give another {label}") from None
             raise UserError(f"{label} {shown(folder)}: cannot lock it ({exc.strerror})") from None
+        _held[os.path.realpath(folder)] = _held.get(os.path.realpath(folder), 0) + 1
+        self._held.append(os.path.realpath(folder))
         self._locks.append(fd)
         marked = _mark_owner(folder, self.verb)
         self._made.append((folder, created, marked))
         sweep_stale_temps(folder)
+
+
+def holds(folder: str | os.PathLike) -> bool:
+    """True when a started plan of this process has `folder` locked (a library that locks it
+    itself must not lock it twice: two flocks of one process on one folder conflict)."""
+    return os.path.realpath(folder) in _held
 
 
 def started_plans() -> list[Plan]:
@@ -248,7 +259,7 @@ def _refuse_foreign_folder(label: str, folder: Path, verb: str, compatible: tupl
     if not folder.is_dir():
         return
     try:
-        entries = [e for e in os.listdir(folder) if e not in (LOCK_NAME,) and TEMP_MARKER not in e]
+        entries = [e for e in os.listdir(folder) if TEMP_MARKER not in e]
     except OSError as exc:
         raise UserError(f"{label} {shown(folder)}: cannot list it ({exc.strerror})") from None
     if not entries:
@@ -256,7 +267,7 @@ def _refuse_foreign_folder(label: str, folder: Path, verb: str, compatible: tupl
     owner = read_owner(folder)
     if owner == verb or (owner is not None and owner in compatible):
         return
-    if owner is None and any(name in OWNED_NAMES and name not in (LOCK_NAME, OWNER_NAME) for name in entries):
+    if owner is None and any(name in OWNED_NAMES and name != OWNER_NAME for name in entries):
         return  # an earlier version's cache file (.stages.json) marks its folder
     who = f"`lvvit-opt {owner}`" if owner else "something other than lvvit-opt"
     raise OutputRefused(f"{label} {shown(folder)} already holds files written by {who}; "
@@ -296,7 +307,7 @@ def _remove_if_bare(folder: Path, created: bool, marked: bool) -> None:
         entries = set(os.listdir(folder))
     except OSError:
         return
-    if not entries <= {LOCK_NAME, OWNER_NAME}:
+    if not entries <= {OWNER_NAME}:
         return
     for name in entries:
         with contextlib.suppress(OSError):

@@ -184,9 +184,15 @@ def out_folder_lock(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on the --out folder for the whole run. Two runs writing the same
     stages and reports at once would mix their files (one's .stages.json naming the other's
     models), so the second is refused at once. The folder itself is flock'd (no lock file
-    to leave behind or to race on); the lock dies with its process."""
+    to leave behind or to race on); the lock dies with its process. Where the verb's plan
+    (lvvit_opt.core.plan) already locks --out, that lock is the one."""
     import fcntl
 
+    from lvvit_opt.core.plan import holds
+
+    if holds(out):
+        yield
+        return
     try:
         fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError as exc:

@@ -126,6 +126,8 @@ class OrtRunner(Runner):
 
         if type(exc).__module__.split(".")[0] != "onnxruntime" and type(exc) is not RuntimeError:
             return exc  # not onnxruntime's (its C++ errors reach Python as RuntimeError): a bug of ours
+        if not all(isinstance(arr, np.ndarray) for arr in feeds.values()):
+            return exc  # pybind could not convert a feed we built (not an array): a bug of ours, not the user's
         given = ", ".join(f"{name!r} {arr.dtype}{list(arr.shape)}" for name, arr in feeds.items())
         expected = ", ".join(f"{spec.name!r} {list(spec.shape or ())}" for spec in self.inputs)
         detail = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(exc).split()))

@@ -89,7 +89,7 @@ def test_two_tunes_on_one_folder_do_not_run_at_once(ws):
     holder = Plan.of("tune", owned={"--out": ws / "out"}).start()  # another tune holds the folder
     try:
         outcome = invoke(_tune(ws), ws)
-        assert_refused(outcome, 2, "in use by another lvvit-opt")
+        assert_refused(outcome, 2, "is writing there now")
         assert not (ws / "out" / "tune_state.json").exists()
     finally:
         holder.release()
