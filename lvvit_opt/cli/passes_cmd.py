@@ -11,9 +11,8 @@ import click
 from lvvit_opt.cli._base import handle_errors, main, parse_pass_options, pass_option_flags
 from lvvit_opt.cli._inputs import inputs_option
 from lvvit_opt.cli.output import echo, emit_result, json_file, json_option, state, warn_random_weights
-from lvvit_opt.cli.types import BATCH_SIZE, PASS_LIST, SEED, ModelFile
+from lvvit_opt.cli.types import BATCH_SIZE, PASS_LIST, SEED, LazyHelpOption, ModelFile, default_preset, preset_help
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
-from lvvit_opt.passes.presets import DEFAULT_PRESET, PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +22,10 @@ logger = logging.getLogger(__name__)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the rewritten .onnx (must differ from MODEL; written atomically, "
                    "only after validation passes).")
-@click.option("--passes", "pass_names", type=PASS_LIST, default=DEFAULT_PRESET, show_default=True,
-              help="Comma-separated passes or presets, run in this order (see `lvvit-opt passes`; completes in "
-                   f"the shell). The default preset {DEFAULT_PRESET} is the original manual recipe: "
-                   f"{','.join(PRESETS[DEFAULT_PRESET])}.")
+@click.option("--passes", "pass_names", type=PASS_LIST, default=default_preset, cls=LazyHelpOption,
+              help_factory=lambda: preset_help("Comma-separated passes or presets, run in this order (see "
+                                               "`lvvit-opt passes`; completes in the shell). The default preset is "
+                                               "the original manual recipe."))
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="fix_shapes: make the batch this static size. Also the validation batch when the "
                    "batch stays symbolic (default 1).")

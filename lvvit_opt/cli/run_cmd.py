@@ -6,9 +6,8 @@ import click
 from lvvit_opt.cli._base import (cann_home_option, handle_errors, main, parse_int_list, parse_pass_options,
                                  pass_option_flags)
 from lvvit_opt.cli.output import echo, emit_result, json_file, json_option
-from lvvit_opt.cli.types import (BATCH_SIZE, MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION,
+from lvvit_opt.cli.types import (LazyHelpOption, default_preset, preset_help, BATCH_SIZE, MAX_BATCH, DURATION, MODEL_NAME, PASS_LIST, ROUNDS, SEED, SOC_VERSION,
                                  THREADS)
-from lvvit_opt.passes.presets import DEFAULT_PRESET, PRESETS
 from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
 
 
@@ -19,9 +18,8 @@ from lvvit_opt.cli._tolerances import tolerance_from, tolerance_options
               help="lvvit_t/s/m/l or any timm model name (deit_tiny_patch16_224, swin_tiny_patch4_window7_224, ...); "
                    "completes in the shell.")
 @click.option("--batch-sizes", default="1,16", show_default=True, help="One exported model per batch size.")
-@click.option("--passes", type=PASS_LIST, default=DEFAULT_PRESET, show_default=True,
-              help=f"Graph passes or presets to apply, in order (see `lvvit-opt passes`); {DEFAULT_PRESET} = "
-                   f"{','.join(PRESETS[DEFAULT_PRESET])}.")
+@click.option("--passes", type=PASS_LIST, default=default_preset, cls=LazyHelpOption,
+              help_factory=lambda: preset_help("Graph passes or presets to apply, in order (see `lvvit-opt passes`)."))
 @click.option("--batch-size", type=BATCH_SIZE, default=None,
               help="One batch size: exported at it, and fix_shapes' batch (as in apply); the same as "
                    "--batch-sizes N.")

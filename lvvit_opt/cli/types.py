@@ -349,3 +349,31 @@ class FloatTriple(click.ParamType):
             self.fail(f"{value!r}: expected three numbers R,G,B in [{_plain(self.low)}, {_plain(self.high)}]",
                       param, ctx)
         return numbers
+
+
+class LazyHelpOption(click.Option):
+    """An option whose default and help need a heavy import (the pass registry, onnx): both are
+    callables, resolved only when the value is needed or --help is shown, so a parse-time
+    refusal of another option imports neither torch nor onnx."""
+
+    def __init__(self, *args, help_factory=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_factory = help_factory
+
+    def get_help_record(self, ctx):
+        if self.help_factory is not None:
+            self.help, self.help_factory = self.help_factory(), None
+        return super().get_help_record(ctx)
+
+
+def default_preset() -> str:
+    """The recipe --passes defaults to (lvvit_opt.passes.presets, imported when needed)."""
+    from lvvit_opt.passes.presets import DEFAULT_PRESET
+
+    return DEFAULT_PRESET
+
+
+def preset_help(lead: str) -> str:
+    from lvvit_opt.passes.presets import DEFAULT_PRESET, PRESETS
+
+    return f"{lead} [default: {DEFAULT_PRESET} = {','.join(PRESETS[DEFAULT_PRESET])}]"
