@@ -101,7 +101,8 @@ def test_interrupted_run_resumes_without_partial_files(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         preprocess_dir(src, out, workers=2, progress=interrupt_after_five)
     complete = sorted(p.name for p in out.glob("*.bin"))
-    assert 5 <= len(complete) < 24 and all((out / n).stat().st_size == BIN_BYTES for n in complete)
+    # two workers may finish every image before the interrupt lands (a quiet, fast machine): <= 24
+    assert 5 <= len(complete) <= 24 and all((out / n).stat().st_size == BIN_BYTES for n in complete)
     # simulate a kill in the middle of a write: a stray temporary and a short .bin
     (out / f".{val_name(24, '.bin')}.partial-4242").write_bytes(b"\0" * 100)
     (out / val_name(24, ".bin")).write_bytes(b"\0" * 100)
