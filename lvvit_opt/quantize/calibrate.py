@@ -149,25 +149,25 @@ def weight_scale(weight: np.ndarray, axis: int | None) -> np.ndarray:
 
 def fake_quant_weight(weight: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
     """Symmetric int8 quantize-dequantize of a weight (per channel along `axis`)."""
-    w = np.asarray(weight, dtype=np.float32)
-    s = np.asarray(scale, dtype=np.float32)
-    if axis is not None and s.ndim:
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        s = s.reshape(shape)
-    q = np.clip(np.rint(w / s), -127, 127)
-    return (q * s).astype(np.float32)
+    q = int8_weight(weight, scale, axis).astype(np.float32)
+    return (q * _broadcast_scale(scale, np.ndim(weight), axis)).astype(np.float32)
 
 
 def int8_weight(weight: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
     """The int8 values of a symmetric weight (what the deploy model stores)."""
     w = np.asarray(weight, dtype=np.float32)
+    s = _broadcast_scale(scale, w.ndim, axis)
+    return np.clip(np.rint(w / s), -127, 127).astype(np.int8)
+
+
+def _broadcast_scale(scale: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    """A per-channel scale shaped to broadcast along `axis` of an `ndim` weight."""
     s = np.asarray(scale, dtype=np.float32)
     if axis is not None and s.ndim:
-        shape = [1] * w.ndim
+        shape = [1] * ndim
         shape[axis] = -1
         s = s.reshape(shape)
-    return np.clip(np.rint(w / s), -127, 127).astype(np.int8)
+    return s
 
 
 def fake_quant_bias(bias: np.ndarray, act_scale: float, w_scale: np.ndarray) -> np.ndarray:
